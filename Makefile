@@ -1,0 +1,35 @@
+# Two commands on a fresh machine (Python 3.11): `make demo` then `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: demo test test-fast install lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[all,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job on the embedded default: built-in digits data, target x86-cpu.
+demo: $(STAMP)
+	$(BIN)/edgekd build --target x86-cpu
+
+# The whole suite, slow end-to-end tests included (what CI runs).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Skip the slow end-to-end tests while developing.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check edgekd tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

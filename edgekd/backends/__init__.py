@@ -1,0 +1,134 @@
+"""Export backends: one file per format behind one small protocol, listed in one registry.
+
+A backend turns a PyTorch module into an artifact file its runtime loads. Loading and running the artifact
+lives in ``edgekd.runner`` (no torch there), and parity is checked the same way for every format, so a backend
+is only ``export``. Adding a format = one file here + one line in ``BACKENDS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from torch import nn
+
+from edgekd.errors import ContractError, EdgekdError, MissingDependencyError
+
+
+@dataclass
+class Calibration:
+    """Real inputs the quantizer observes, and where they came from (recorded with every int8 artifact)."""
+
+    x: np.ndarray
+    source: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if len(self.x) == 0:
+            raise EdgekdError("the calibration set is empty", "build one with `edgekd calibrate` (N >= 1)")
+        if not np.isfinite(self.x).all():
+            raise EdgekdError("the calibration set contains NaN or infinite values", "rebuild it from clean data")
+
+
+@dataclass
+class Artifact:
+    path: Path
+    format: str
+    precision: str
+    runtime: str
+    files: list[Path]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    name: str
+    runtime: str
+    extra: str
+    precisions: tuple[str, ...]
+    suffix: str
+
+    def export(
+        self, model: nn.Module, sample: np.ndarray, path: Path, precision: str, calibration: Calibration | None
+    ) -> Artifact: ...
+
+
+BACKENDS: dict[str, str] = {
+    "onnx": "edgekd.backends.onnx:OnnxBackend",
+    "openvino": "edgekd.backends.openvino:OpenVinoBackend",
+    "tflite": "edgekd.backends.tflite:TfliteBackend",
+}
+
+
+def get_backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise EdgekdError(f"unknown format '{name}'", f"use one of: {', '.join(BACKENDS)}")
+    module_name, cls_name = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module_name), cls_name)()
+
+
+def require(module: str, package: str, extra: str, purpose: str):
+    """Import an optional dependency, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(package, extra, purpose) from None
+
+
+# Parity contract: fp32 within 1e-4 of the logits' scale, fp16 within 1e-2; int8 by top-1 agreement.
+PARITY_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
+MIN_INT8_TOP1_AGREEMENT = 0.98
+
+
+@dataclass(frozen=True)
+class Parity:
+    max_abs_diff: float
+    top1_agreement: float
+    tolerance: float | None
+    logit_scale: float
+    samples: int
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_abs_diff": self.max_abs_diff,
+            "top1_agreement": self.top1_agreement,
+            "tolerance": self.tolerance,
+            "logit_scale": self.logit_scale,
+            "samples": self.samples,
+            "passed": self.passed,
+        }
+
+
+def check_parity(artifact: Artifact, reference: np.ndarray, inputs: np.ndarray, threads: int = 1) -> Parity:
+    """Run the artifact in its real runtime and compare it with the PyTorch model's outputs."""
+    from edgekd.runner import RunnerError, load_session
+
+    try:
+        outputs = load_session(str(artifact.path), threads, artifact.precision).run_batched(inputs)
+    except RunnerError as exc:
+        raise ContractError(f"artifact {artifact.path.name} does not run in {artifact.runtime}: {exc}") from None
+    scale = float(max(1.0, np.abs(reference).max()))
+    diff = float(np.abs(outputs - reference).max())
+    agree = float((outputs.argmax(1) == reference.argmax(1)).mean())
+    tol_rel = PARITY_TOLERANCE.get(artifact.precision)
+    tol = None if tol_rel is None else tol_rel * scale
+    passed = bool(np.isfinite(outputs).all()) and (
+        diff <= tol if tol is not None else agree >= MIN_INT8_TOP1_AGREEMENT
+    )
+    return Parity(diff, agree, tol, scale, len(inputs), passed)
+
+
+def parity_failure(artifact: Artifact, parity: Parity) -> ContractError:
+    rule = (
+        f"max abs diff must be <= {parity.tolerance:.3g}"
+        if parity.tolerance is not None
+        else f"top-1 agreement must be >= {MIN_INT8_TOP1_AGREEMENT:.0%}"
+    )
+    return ContractError(
+        f"artifact {artifact.path.name} ({artifact.format} {artifact.precision}) breaks parity with the PyTorch "
+        f"student: max abs diff {parity.max_abs_diff:.3g}, top-1 agreement {parity.top1_agreement:.2%} "
+        f"over {parity.samples} inputs ({rule}); it was not shipped",
+        "report this conversion bug; try another precision or format in the target file",
+    )

@@ -1,0 +1,135 @@
+"""ONNX: fp32 (torch.onnx dynamo exporter), fp16 (float16 weights, float32 I/O), int8 (onnxruntime QDQ).
+
+int8 uses uint8 activations with int8 per-channel weights by default: on AVX2 CPUs without VNNI that is the
+scheme onnxruntime runs fast; int8 activations there can be slower than fp32. ``scheme`` records the choice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgekd.backends import Artifact, Calibration, require
+from edgekd.errors import EdgekdError
+
+
+def export_onnx_fp32(model: nn.Module, sample: np.ndarray, path: Path, opset: int = 18) -> Path:
+    """Export with a dynamic batch axis; fall back to the TorchScript exporter for scripted models."""
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    require("onnx", "onnx", "onnx", "ONNX export")
+    model = model.eval()
+    x = torch.from_numpy(np.ascontiguousarray(sample[:1]))
+    errors = []
+    sink = io.StringIO()
+    if not isinstance(model, torch.jit.ScriptModule):
+        try:
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                torch.onnx.export(
+                    model, (x,), str(path), dynamo=True, external_data=False, opset_version=opset,
+                    input_names=["input"], output_names=["logits"],
+                    dynamic_shapes=({0: torch.export.Dim.DYNAMIC},), verbose=False,
+                )
+            return path
+        except Exception as exc:  # noqa: BLE001 - try the other exporter, then report both
+            errors.append(f"dynamo exporter: {_first_line(exc)}")
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            torch.onnx.export(
+                model, (x,), str(path), dynamo=False, opset_version=17, input_names=["input"],
+                output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            )
+        return path
+    except Exception as exc:  # noqa: BLE001
+        errors.append(f"torchscript exporter: {_first_line(exc)}")
+    raise EdgekdError(
+        f"the model cannot be exported to ONNX: {'; '.join(errors)}",
+        "replace the named operator/layer with a standard one, or export the model yourself",
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+class ArrayDataReader:
+    """onnxruntime ``CalibrationDataReader`` over an array: one sample per call, as deployed (batch 1)."""
+
+    def __init__(self, x: np.ndarray, input_name: str = "input") -> None:
+        self.x, self.input_name, self.i = x, input_name, 0
+
+    def get_next(self):
+        if self.i >= len(self.x):
+            return None
+        item = {self.input_name: self.x[self.i : self.i + 1].astype(np.float32)}
+        self.i += 1
+        return item
+
+    def rewind(self) -> None:
+        self.i = 0
+
+
+INT8_SCHEMES = {"u8s8": ("QUInt8", "QInt8"), "s8s8": ("QInt8", "QInt8")}
+
+
+def quantize_onnx_int8(fp32: Path, out: Path, calibration: Calibration, scheme: str = "u8s8",
+                       nodes_to_exclude: list[str] | None = None) -> Path:
+    q = require("onnxruntime.quantization", "onnxruntime", "onnx", "ONNX int8 quantization")
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    act, weight = (getattr(q.QuantType, t) for t in INT8_SCHEMES[scheme])
+    with tempfile.TemporaryDirectory() as tmp:
+        prepped = Path(tmp) / "prep.onnx"
+        quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
+        q.quantize_static(
+            str(prepped), str(out), ArrayDataReader(calibration.x), quant_format=q.QuantFormat.QDQ,
+            per_channel=True, activation_type=act, weight_type=weight,
+            calibrate_method=q.CalibrationMethod.MinMax, nodes_to_exclude=nodes_to_exclude or [],
+        )
+    return out
+
+
+class OnnxBackend:
+    name = "onnx"
+    runtime = "onnxruntime"
+    extra = "onnx"
+    precisions = ("fp32", "fp16", "int8")
+    suffix = ".onnx"
+
+    def __init__(self, int8_scheme: str = "u8s8") -> None:
+        self.int8_scheme = int8_scheme
+
+    def export(self, model: nn.Module, sample: np.ndarray, path: Path, precision: str,
+               calibration: Calibration | None) -> Artifact:
+        details: dict = {"layout": "NCHW" if sample.ndim == 4 else "NF", "input_dtype": "float32", "opset": 18}
+        if precision == "fp32":
+            export_onnx_fp32(model, sample, path)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                fp32 = export_onnx_fp32(model, sample, Path(tmp) / "fp32.onnx")
+                if precision == "fp16":
+                    self._to_fp16(fp32, path)
+                elif precision == "int8":
+                    if calibration is None:
+                        raise EdgekdError("ONNX int8 needs a calibration set", "pass calibration data")
+                    quantize_onnx_int8(fp32, path, calibration, self.int8_scheme)
+                    details.update({"scheme": self.int8_scheme, "quant_format": "QDQ", "per_channel": True,
+                                    "calibration": calibration.source})
+                else:
+                    raise EdgekdError(f"ONNX has no precision '{precision}'", f"use one of {self.precisions}")
+        return Artifact(path, self.name, precision, self.runtime, [path], details)
+
+    @staticmethod
+    def _to_fp16(fp32: Path, out: Path) -> None:
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        model = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
+        onnx.save(model, str(out))

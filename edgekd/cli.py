@@ -1,0 +1,210 @@
+"""``edgekd`` command line: a thin layer over ``edgekd.api``. Exit codes: 0 ok, 1 gate failed, 2 bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from edgekd.errors import EdgekdError
+
+
+def _kv_floats(text: str) -> dict[str, float]:
+    try:
+        pairs = [p.split("=", 1) for p in text.split(",") if p]
+        return {k.strip(): float(v) for k, v in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT[,NAME=WEIGHT...], got '{text}'") from None
+
+
+def _json_obj(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from edgekd.targets import describe_target, list_targets, load_target
+
+    if args.action == "list":
+        for t in list_targets():
+            precisions = "/".join(t.runtime.precisions)
+            formats = ", ".join(t.runtime.formats)
+            print(f"{t.name:<18} {formats:<16} {precisions:<10} {t.description}")
+        return 0
+    if not args.name:
+        raise EdgekdError("`edgekd targets show` needs a target name or path", "e.g. edgekd targets show rpi4")
+    print(describe_target(load_target(args.name)), end="")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from edgekd.api import BuildOptions, build
+    from edgekd.gate import format_table
+
+    options = BuildOptions(
+        target=args.target, data=args.data, teacher=args.teacher, teacher_arch=args.teacher_arch,
+        teacher_config=args.teacher_config or {}, trust_pickle=args.trust_pickle,
+        out=Path(args.out) if args.out else None, epochs=args.epochs, teacher_epochs=args.teacher_epochs,
+        seed=args.seed, baseline=args.baseline, max_train=args.max_train,
+        loss_weights=args.losses or {"kd": 0.7, "ce": 0.3}, temperature=args.temperature,
+        runs=args.runs, warmup=args.warmup, progress=not args.no_progress,
+        teacher_cache=None if args.no_cache else Path(args.cache_dir) if args.cache_dir else None,
+    )
+    if options.teacher_cache is None and not args.no_cache:
+        from edgekd.api import DEFAULT_CACHE
+
+        options.teacher_cache = DEFAULT_CACHE
+    result = build(options)
+    print((result.out_dir / "report.md").read_text())
+    gate = result.report["gate"]
+    print(format_table(_gate_from_dict(gate)) if gate["checks"] else "")
+    return 0
+
+
+def _gate_from_dict(gate: dict):
+    from edgekd.gate import BudgetCheck, GateResult
+
+    checks = [BudgetCheck(**{k: v for k, v in c.items() if k != "margin"}) for c in gate["checks"]]
+    return GateResult(checks, gate.get("strict", False))
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from edgekd.compress.calibration import build_calibration_set, save_calibration_set
+    from edgekd.data import load_dataset
+    from edgekd.targets import load_target
+
+    target = load_target(args.target)
+    data = load_dataset(args.data, seed=args.seed)
+    samples = args.samples or target.calibration.samples
+    out = Path(args.out or f"calibration/{data.name}-{target.name}.npz")
+    manifest = save_calibration_set(build_calibration_set(data, samples, args.seed), out)
+    print(f"wrote {out} ({manifest['samples']} samples, per class {manifest['per_class']}, "
+          f"sha256 {manifest['sha256'][:16]}...) and {out.with_suffix('.manifest.json')}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edgekd.bench import run_local
+
+    path = Path(args.artifact)
+    if path.is_dir():
+        manifest = json.loads((path / "manifest.json").read_text())
+        artifacts = [path / a["path"] for a in manifest["artifacts"]]
+        inputs = Path(args.inputs) if args.inputs else path / manifest["eval_inputs"]["path"]
+    else:
+        artifacts = [path]
+        inputs = Path(args.inputs) if args.inputs else path.parent / "eval.npz"
+    results = [run_local(a, inputs, args.runs, args.warmup, args.threads) for a in artifacts]
+    for r in results:
+        lat = r["latency_ms"]
+        print(f"{r['artifact']:<24} {r['runtime']['name']:<12} p50 {lat['p50']:.4f} ms  p99 {lat['p99']:.4f} ms  "
+              f"accuracy {r.get('accuracy', float('nan')):.4f}  peak {r.get('peak_memory_mb', float('nan')):.1f} MB")
+    if args.json:
+        from edgekd.io import write_json
+
+        write_json(args.json, {"results": results})
+    return 0
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from edgekd.gate import evaluate_gate, format_table, load_report
+    from edgekd.targets import load_target
+
+    report = load_report(args.report)
+    target_spec = args.target or report.get("target_path") or report["target"]
+    if not args.target and not os.path.exists(str(target_spec)):
+        target_spec = report["target"]
+    target = load_target(target_spec)
+    if target.name != report["target"] and not args.target:
+        raise EdgekdError(f"report is for target '{report['target']}'", "pass --target explicitly")
+    result = evaluate_gate(report, target, strict=args.strict)
+    print(format_table(result))
+    return 0 if result.passed else 1
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgekd", description=__doc__)
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("targets", help="list or show target profiles")
+    p.add_argument("action", choices=["list", "show"])
+    p.add_argument("name", nargs="?", help="target name or YAML path (for show)")
+    p.set_defaults(func=cmd_targets)
+
+    p = sub.add_parser("build", help="teacher -> distilled student -> artifacts -> benchmark -> report")
+    p.add_argument("--target", required=True, help="target name (edgekd targets list) or YAML path")
+    p.add_argument("--data", default="digits", help="'digits' (built in) or a path: IDX dir, ImageFolder dir, .npz")
+    p.add_argument("--teacher", help="TorchScript file, torch.export .pt2, or state_dict (+ --teacher-arch)")
+    p.add_argument("--teacher-arch", help="registered architecture of a state_dict teacher")
+    p.add_argument("--teacher-config", type=_json_obj, help="JSON kwargs for --teacher-arch")
+    p.add_argument("--trust-pickle", action="store_true", help="allow full unpickling of the teacher (unsafe)")
+    p.add_argument("--out", help="run directory (default runs/<target>)")
+    p.add_argument("--epochs", type=int, help="student epochs (default: sized to the data)")
+    p.add_argument("--teacher-epochs", type=int, help="epochs for the default teacher")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baseline", action="store_true", help="also train the student alone and report the KD gain")
+    p.add_argument("--max-train", type=int, help="use at most N training samples")
+    p.add_argument("--losses", type=_kv_floats, help="loss mix, e.g. kd=0.7,ce=0.3")
+    p.add_argument("--temperature", type=float, default=4.0)
+    p.add_argument("--runs", type=int, default=200, help="timed runs per artifact")
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--cache-dir", help="where default teachers are cached (default ~/.cache/edgekd)")
+    p.add_argument("--no-cache", action="store_true", help="always train the default teacher afresh")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("calibrate", help="build a class-balanced calibration set (.npz + manifest)")
+    p.add_argument("--target", required=True)
+    p.add_argument("--data", default="digits")
+    p.add_argument("--samples", type=int, help="default: the target's calibration.samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output .npz (default calibration/<data>-<target>.npz)")
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("bench", help="benchmark a run directory or one artifact with the standalone runner")
+    p.add_argument("artifact", help="run directory or artifact file")
+    p.add_argument("--inputs", help="EVAL.npz (default: the run's eval.npz)")
+    p.add_argument("--runs", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", help="write the results here")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("gate", help="check a report against its target's budgets (exit 1 on violation)")
+    p.add_argument("report", help="report.json")
+    p.add_argument("--target", help="target name or YAML path (default: the report's target)")
+    p.add_argument("--strict", action="store_true", help="fail budgets that could not be verified on the device")
+    p.set_defaults(func=cmd_gate)
+    return parser
+
+
+def _version() -> str:
+    from edgekd import __version__
+
+    return f"edgekd {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EdgekdError as exc:
+        print(f"edgekd: error: {exc.problem}", file=sys.stderr)
+        if exc.fix:
+            print(f"  fix: {exc.fix}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgekd: interrupted; nothing was written to the run directory", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Post-distillation compression: calibration sets (and, later, pruning)."""

@@ -1,0 +1,1 @@
+"""Distillation: a registry of losses and the trainer that mixes them."""

@@ -1,0 +1,1 @@
+"""Model architectures (a registry, one builder per family), teachers and budget fitting."""

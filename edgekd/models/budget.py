@@ -1,0 +1,99 @@
+"""Count MACs and parameters, and pick the largest student that fits a target's budget."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from edgekd.errors import EdgekdError
+from edgekd.models.students import build_model, student_search_space
+from edgekd.targets import StudentBudget
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates for one sample (batch 1): FLOPs of matmuls and convolutions / 2."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros((1, *input_shape)))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops() // 2)
+
+
+@dataclass(frozen=True)
+class StudentChoice:
+    family: str
+    config: dict[str, Any]
+    params: int
+    macs: int
+    max_params: int
+    max_macs: int
+    candidates_considered: int
+    candidates_fitting: int
+    rule: str = ""
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        return build_model(self.family, input_shape, num_classes, **self.config)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fit_student_to_budget(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    budget: StudentBudget,
+    teacher_macs: int | None = None,
+) -> StudentChoice:
+    """Pick the configuration with the most MACs (then params) inside both limits of the budget."""
+    family = budget.family
+    if family == "auto":
+        family = "mobilenetv2" if len(input_shape) == 3 else "mlp"
+    if family == "mobilenetv2" and len(input_shape) != 3:
+        raise EdgekdError(
+            f"student family 'mobilenetv2' needs image inputs (C,H,W), the data has shape {input_shape}",
+            "set student_budget.family to 'mlp' or 'auto'",
+        )
+    max_macs = budget.max_macs
+    if teacher_macs:
+        max_macs = min(max_macs, int(teacher_macs * budget.max_teacher_macs_ratio))
+    candidates = student_search_space(family, budget.channel_multiple)
+    fitting: list[tuple[int, int, dict]] = []
+    smallest: tuple[int, int] | None = None
+    for config in candidates:
+        model = build_model(family, input_shape, num_classes, **config)
+        params, macs = count_params(model), count_macs(model, input_shape)
+        if smallest is None or macs < smallest[1]:
+            smallest = (params, macs)
+        if params <= budget.max_params and macs <= max_macs:
+            fitting.append((macs, params, config))
+    if not fitting:
+        assert smallest is not None
+        raise EdgekdError(
+            f"no '{family}' student fits the budget (max_params={budget.max_params}, max_macs={max_macs}); "
+            f"the smallest has {smallest[0]} params and {smallest[1]} MACs",
+            "raise student_budget.max_params / max_macs / max_teacher_macs_ratio in the target file",
+        )
+    macs, params, config = max(fitting, key=lambda t: (_capacity_score(t[0], t[2]), t[1]))
+    return StudentChoice(family, config, params, macs, budget.max_params, max_macs, len(candidates), len(fitting),
+                         SELECTION_RULE)
+
+
+# Every layer costs a kernel launch and a memory round-trip that MAC counts don't show; on small inputs a deep
+# narrow net is slower than a shallow wide one with the same MACs. So each extra block per stage must buy 25 %
+# more MACs to be preferred.
+SELECTION_RULE = "largest MACs x 0.8^(depth-1) (extra depth must buy 25% more MACs), then most params"
+
+
+def _capacity_score(macs: int, config: dict[str, Any]) -> float:
+    return macs * 0.8 ** (int(config.get("depth", 1)) - 1)

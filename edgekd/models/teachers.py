@@ -1,0 +1,132 @@
+"""Load a user's teacher safely, or train the default one when none is given.
+
+Supported files: TorchScript (``torch.jit.save``), a ``torch.export`` archive (``.pt2``) and a state_dict
+(loaded with ``weights_only=True``) plus a registered architecture name. Nothing is unpickled by default.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgekd.errors import EdgekdError
+from edgekd.models.students import build_model
+
+
+@dataclass
+class Teacher:
+    model: nn.Module
+    source: str  # "trained-default" | "torchscript" | "torch.export" | "state_dict"
+    arch: str
+    description: str
+    config: dict[str, Any]
+
+
+def _looks_like_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    return any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names)
+
+
+def load_teacher(
+    path: str | Path,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    arch: str | None = None,
+    arch_config: dict[str, Any] | None = None,
+    trust_pickle: bool = False,
+) -> Teacher:
+    """Load a teacher file and check that it maps one sample to ``num_classes`` logits."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgekdError(f"teacher file not found: {path}", "pass an existing TorchScript, .pt2 or state_dict file")
+    fix_kinds = "save it with torch.jit.save, torch.export.save, or torch.save(model.state_dict()) + --teacher-arch"
+    try:
+        if path.suffix == ".pt2":
+            model, source, name = torch.export.load(str(path)).module(), "torch.export", "exported-program"
+        elif _looks_like_torchscript(path):
+            model, source, name = torch.jit.load(str(path), map_location="cpu"), "torchscript", "torchscript"
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
+            if isinstance(state, nn.Module):
+                model, source, name = state, "pickled-module", type(state).__name__
+            else:
+                if not arch:
+                    raise EdgekdError(
+                        f"teacher {path} is a state_dict, which needs its architecture",
+                        "add --teacher-arch NAME (e.g. teacher_cnn) and --teacher-config JSON if not default",
+                    )
+                if isinstance(state, dict) and "state_dict" in state:
+                    state = state["state_dict"]
+                model = build_model(arch, input_shape, num_classes, **(arch_config or {}))
+                try:
+                    model.load_state_dict(state)
+                except (RuntimeError, TypeError) as exc:
+                    first = str(exc).strip().splitlines()[0]
+                    raise EdgekdError(
+                        f"teacher state_dict {path} does not match architecture '{arch}': {first}",
+                        "pass the --teacher-arch/--teacher-config the weights were trained with",
+                    ) from None
+                source, name = "state_dict", arch
+    except EdgekdError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any loader failure is the user's file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise EdgekdError(f"cannot load teacher {path}: {first}", fix_kinds) from None
+    model.eval()
+    check_teacher_output(model, input_shape, num_classes, str(path))
+    return Teacher(model, source, name, f"{source} from {path}", dict(arch_config or {}))
+
+
+def check_teacher_output(model: nn.Module, input_shape: tuple[int, ...], num_classes: int, label: str) -> None:
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros((2, *input_shape)))
+    except Exception as exc:  # noqa: BLE001
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise EdgekdError(
+            f"teacher {label} fails on inputs of shape (N, {', '.join(map(str, input_shape))}): {first}",
+            "use a teacher trained on data of this shape",
+        ) from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != num_classes:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise EdgekdError(
+            f"teacher {label} outputs {shape}, but the data has {num_classes} classes",
+            "use a teacher whose classifier has one output per class of this data",
+        )
+
+
+def default_teacher_arch(input_shape: tuple[int, ...]) -> str:
+    return "teacher_cnn" if len(input_shape) == 3 else "teacher_mlp"
+
+
+def teacher_cache_key(data_fingerprint: str, arch: str, epochs: int, seed: int, model: nn.Module) -> str:
+    """Key by data, architecture (with every parameter's shape), epochs and seed: a change to any retrains."""
+    shapes = [[name, list(p.shape)] for name, p in model.state_dict().items()]
+    return json.dumps({"data": data_fingerprint, "arch": arch, "epochs": epochs, "seed": seed, "shapes": shapes},
+                      sort_keys=True)
+
+
+def cached_teacher_path(cache_dir: Path, key: str) -> Path:
+    import hashlib
+
+    return cache_dir / f"teacher-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+
+
+def predict_logits(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Logits for a whole array, in eval mode, without gradients."""
+    model.eval()
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            outs.append(model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))).float().numpy())
+    return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)

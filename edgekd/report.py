@@ -1,0 +1,78 @@
+"""report.md: the teacher / student / artifact table a person reads first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+REPORT_SCHEMA_VERSION = 1
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f} %"
+
+
+def _num(x: float | None, fmt: str = ".3f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _kib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1024:.1f} KiB"
+
+
+def comparison_table(report: dict[str, Any]) -> str:
+    """Markdown table: teacher, PyTorch student, and every artifact, measured in the same run."""
+    t, s = report["teacher"], report["student"]
+    head = ("| model | format | precision | params | MACs | size | accuracy | agree w/ teacher | p50 ms | p99 ms "
+            "| peak MB | speed vs teacher | shipped |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]  # speed vs teacher: the teacher in the same runtime
+    for fmt, tf in (t.get("by_format") or {"onnx": t}).items():
+        lines.append(f"| teacher ({t['arch']}) | {fmt} | fp32 | {t['params']:,} | {t['macs']:,} "
+                     f"| {_kib(tf['size_bytes'])} | {_pct(t['accuracy'])} | 100.00 % | {_num(tf['latency_ms']['p50'])} "
+                     f"| {_num(tf['latency_ms']['p99'])} | {_num(tf['peak_memory_mb'], '.1f')} | 1.00x | reference |")
+    lines.append(f"| student ({s['family']}, PyTorch) | - | fp32 | {s['params']:,} | {s['macs']:,} | - "
+                 f"| {_pct(s['accuracy'])} | - | - | - | - | - | - |")
+    for a in report["artifacts"]:
+        lines.append(
+            f"| {a['path']} | {a['format']} | {a['precision']} | {a.get('params', s['params']):,} "
+            f"| {a.get('macs', s['macs']):,} | {_kib(a['size_bytes'])} | {_pct(a['accuracy'])} "
+            f"| {_pct(a['agreement_with_teacher'])} | {_num(a['latency_ms']['p50'])} | {_num(a['latency_ms']['p99'])} "
+            f"| {_num(a['peak_memory_mb'], '.1f')} | {_num(a.get('speed_vs_teacher'), '.2f')}x "
+            f"| {'**yes**' if a.get('shipped') else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    m, s, t = report["measured_on"], report["student"], report["teacher"]
+    where = "the target device" if m.get("is_target_device") else "a host that is NOT the target device"
+    out = [
+        f"# edgekd report: {report['target']}",
+        "",
+        f"Measured on {where}: {m.get('cpu', '?')} ({m.get('arch')}, {m.get('cores')} cores), "
+        f"{m.get('threads')} thread(s), batch 1, runner in a fresh process without torch.",
+        "",
+        comparison_table(report),
+        "",
+        "## Student",
+        f"- {s['family']} {s['config']}: {s['params']:,} params, {s['macs']:,} MACs "
+        f"({_num(s.get('macs_ratio_to_teacher'), '.3f')} of the teacher's MACs), chosen as the largest of "
+        f"{s['budget_fit']['candidates_fitting']} configurations that fit the budget "
+        f"(max {s['budget_fit']['max_params']:,} params, {s['budget_fit']['max_macs']:,} MACs).",
+        f"- Distillation: {s['distillation']['loss_weights']} at T={s['distillation']['temperature']}, "
+        f"best validation epoch {s['distillation']['best_epoch']}/{s['distillation']['epochs']}, "
+        f"teacher took {100 * s['distillation']['teacher_time_share']:.1f} % of training time.",
+        f"- Test accuracy: teacher {_pct(t['accuracy'])}, KD student {_pct(s['accuracy'])}"
+        + (f", same student trained alone {_pct(s['accuracy_trained_alone'])} "
+           f"(KD gain {100 * s['kd_gain']:+.2f} points)." if s.get("accuracy_trained_alone") is not None else "."),
+        "",
+        "## Precision choice",
+        *[f"- {fmt}: {why}" for fmt, why in report.get("precision_choice", {}).items()],
+        "",
+        "## Gate",
+    ]
+    gate = report.get("gate", {})
+    out.append("PASSED" if gate.get("passed") else "FAILED")
+    out += [f"- {v}" for v in gate.get("violations", [])]
+    if gate.get("unverified"):
+        out.append(f"- unverified here (device budgets): {', '.join(sorted(set(gate['unverified'])))}")
+    return "\n".join(out) + "\n"
