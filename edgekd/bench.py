@@ -51,3 +51,39 @@ def run_local(artifact: Path, inputs: Path, runs: int = 200, warmup: int = 20, t
         return json.loads(out.read_text())
     finally:
         out.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def cmd_bench(args) -> int:
+    path = Path(args.artifact)
+    if path.is_dir():
+        manifest_path = path / "manifest.json"
+        if not manifest_path.is_file():
+            raise EdgekdError(f"{path} has no manifest.json", "pass a run directory written by `edgekd build`")
+        manifest = json.loads(manifest_path.read_text())
+        artifacts = [path / a["path"] for a in manifest["artifacts"]]
+        inputs = Path(args.inputs) if args.inputs else path / manifest["eval_inputs"]["path"]
+    else:
+        artifacts = [path]
+        inputs = Path(args.inputs) if args.inputs else path.parent / "eval.npz"
+    results = [run_local(a, inputs, args.runs, args.warmup, args.threads) for a in artifacts]
+    for r in results:
+        lat = r["latency_ms"]
+        print(f"{r['artifact']:<24} {r['runtime']['name']:<12} p50 {lat['p50']:.4f} ms  p99 {lat['p99']:.4f} ms  "
+              f"accuracy {r.get('accuracy', float('nan')):.4f}  peak {r.get('peak_memory_mb', float('nan')):.1f} MB")
+    if args.json:
+        from edgekd.io import write_json
+
+        write_json(args.json, {"results": results})
+    return 0
+
+
+def register_cli(sub) -> None:
+    p = sub.add_parser("bench", help="benchmark a run directory or one artifact with the standalone runner")
+    p.add_argument("artifact", help="run directory or artifact file")
+    p.add_argument("--inputs", help="EVAL.npz (default: the run's eval.npz)")
+    p.add_argument("--runs", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", help="write the results here")
+    p.set_defaults(func=cmd_bench)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -90,45 +89,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from edgekd.bench import run_local
-
-    path = Path(args.artifact)
-    if path.is_dir():
-        manifest = json.loads((path / "manifest.json").read_text())
-        artifacts = [path / a["path"] for a in manifest["artifacts"]]
-        inputs = Path(args.inputs) if args.inputs else path / manifest["eval_inputs"]["path"]
-    else:
-        artifacts = [path]
-        inputs = Path(args.inputs) if args.inputs else path.parent / "eval.npz"
-    results = [run_local(a, inputs, args.runs, args.warmup, args.threads) for a in artifacts]
-    for r in results:
-        lat = r["latency_ms"]
-        print(f"{r['artifact']:<24} {r['runtime']['name']:<12} p50 {lat['p50']:.4f} ms  p99 {lat['p99']:.4f} ms  "
-              f"accuracy {r.get('accuracy', float('nan')):.4f}  peak {r.get('peak_memory_mb', float('nan')):.1f} MB")
-    if args.json:
-        from edgekd.io import write_json
-
-        write_json(args.json, {"results": results})
-    return 0
-
-
-def cmd_gate(args: argparse.Namespace) -> int:
-    from edgekd.gate import evaluate_gate, format_table, load_report
-    from edgekd.targets import load_target
-
-    report = load_report(args.report)
-    target_spec = args.target or report.get("target_path") or report["target"]
-    if not args.target and not os.path.exists(str(target_spec)):
-        target_spec = report["target"]
-    target = load_target(target_spec)
-    if target.name != report["target"] and not args.target:
-        raise EdgekdError(f"report is for target '{report['target']}'", "pass --target explicitly")
-    result = evaluate_gate(report, target, strict=args.strict)
-    print(format_table(result))
-    return 0 if result.passed else 1
-
-
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgekd", description=__doc__)
     parser.add_argument("--version", action="version", version=_version())
@@ -169,20 +129,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output .npz (default calibration/<data>-<target>.npz)")
     p.set_defaults(func=cmd_calibrate)
 
-    p = sub.add_parser("bench", help="benchmark a run directory or one artifact with the standalone runner")
-    p.add_argument("artifact", help="run directory or artifact file")
-    p.add_argument("--inputs", help="EVAL.npz (default: the run's eval.npz)")
-    p.add_argument("--runs", type=int, default=200)
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", help="write the results here")
-    p.set_defaults(func=cmd_bench)
+    from edgekd.bench import register_cli as register_bench
+    from edgekd.gate import register_cli as register_gate
 
-    p = sub.add_parser("gate", help="check a report against its target's budgets (exit 1 on violation)")
-    p.add_argument("report", help="report.json")
-    p.add_argument("--target", help="target name or YAML path (default: the report's target)")
-    p.add_argument("--strict", action="store_true", help="fail budgets that could not be verified on the device")
-    p.set_defaults(func=cmd_gate)
+    register_bench(sub)
+    register_gate(sub)
     return parser
 
 

@@ -144,3 +144,30 @@ def format_table(result: GateResult) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     verdict = "PASSED" if result.passed else f"FAILED ({len(result.failures)} budget(s) violated)"
     return "\n".join(lines) + f"\n\ngate {verdict}"
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def cmd_gate(args) -> int:
+    import os
+
+    from edgekd.targets import load_target
+
+    report = load_report(args.report)
+    target_spec = args.target or report.get("target_path") or report["target"]
+    if not args.target and not os.path.exists(str(target_spec)):
+        target_spec = report["target"]
+    target = load_target(target_spec)
+    if target.name != report["target"]:
+        raise EdgekdError(f"report {args.report} is for target '{report['target']}', not '{target.name}'",
+                          f"gate it with --target {report['target']}, or rebuild for {target.name}")
+    result = evaluate_gate(report, target, strict=args.strict)
+    print(format_table(result))
+    return 0 if result.passed else 1
+
+
+def register_cli(sub) -> None:
+    p = sub.add_parser("gate", help="check a report against its target's budgets (exit 1 on violation)")
+    p.add_argument("report", help="report.json")
+    p.add_argument("--target", help="target name or YAML path (default: the report's target)")
+    p.add_argument("--strict", action="store_true", help="fail budgets that could not be verified on the device")
+    p.set_defaults(func=cmd_gate)

@@ -297,6 +297,7 @@ def measure_latency(session, x, runs=200, warmup=20, blocks=5):
             "runs": len(all_ms),
             "warmup": warmup,
             "block_medians": block_medians,
+            "samples_ms": [round(v, 6) for v in all_ms],
             "noise_pct": float(100.0 * (max(block_medians) - min(block_medians)) / med) if med > 0 else 0.0,
         }
     )
