@@ -29,6 +29,42 @@ class Teacher:
     config: dict[str, Any]
 
 
+class ExportedTeacher(nn.Module):
+    """A ``torch.export`` program as a plain module: its mode is fixed at export, so train()/eval() are no-ops."""
+
+    def __init__(self, program: torch.export.ExportedProgram) -> None:
+        super().__init__()
+        self.program = program.module()
+        self.static_batch = _static_batch(program)
+
+    def train(self, mode: bool = True) -> ExportedTeacher:
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.static_batch
+        if b is None or x.shape[0] == b:
+            return self.program(x)
+        # Exported with a fixed batch: run in chunks of that size, padding the last one.
+        outs = []
+        for i in range(0, x.shape[0], b):
+            chunk = x[i : i + b]
+            pad = b - chunk.shape[0]
+            if pad:
+                chunk = torch.cat([chunk, chunk[:1].expand(pad, *chunk.shape[1:])])
+            outs.append(self.program(chunk)[: b - pad])
+        return torch.cat(outs)
+
+
+def _static_batch(program: torch.export.ExportedProgram) -> int | None:
+    names = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in names:
+            size = node.meta["val"].shape[0] if "val" in node.meta else None
+            return size if isinstance(size, int) else None
+    return None
+
+
 def _looks_like_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
@@ -52,7 +88,8 @@ def load_teacher(
     fix_kinds = "save it with torch.jit.save, torch.export.save, or torch.save(model.state_dict()) + --teacher-arch"
     try:
         if path.suffix == ".pt2":
-            model, source, name = torch.export.load(str(path)).module(), "torch.export", "exported-program"
+            model = ExportedTeacher(torch.export.load(str(path)))
+            source, name = "torch.export", "exported-program"
         elif _looks_like_torchscript(path):
             model, source, name = torch.jit.load(str(path), map_location="cpu"), "torchscript", "torchscript"
         else:

@@ -1,0 +1,67 @@
+"""ONNX and OpenVINO export: every precision loads in its real runtime and keeps parity."""
+
+import numpy as np
+import pytest
+import torch
+
+from edgekd.backends import Artifact, Calibration, check_parity, get_backend, parity_failure
+from edgekd.errors import EdgekdError
+from edgekd.models.students import build_model
+from edgekd.models.teachers import predict_logits
+
+
+@pytest.fixture(scope="module")
+def student():
+    torch.manual_seed(0)
+    model = build_model("mobilenetv2", (1, 8, 8), 4, width=0.5, depth=1, expand=2).eval()
+    for m in model.modules():  # realistic BN statistics so quantization has something to get wrong
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return np.random.default_rng(0).normal(size=(64, 1, 8, 8)).astype(np.float32)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_export_parity(tmp_path, student, inputs, fmt, precision):
+    backend = get_backend(fmt)
+    calibration = Calibration(inputs[:32], {"data": "test"})
+    artifact = backend.export(student, inputs[:1], tmp_path / f"m{backend.suffix}", precision, calibration)
+    assert all(f.exists() for f in artifact.files)
+    parity = check_parity(artifact, predict_logits(student, inputs), inputs)
+    assert parity.passed, parity
+    if precision == "fp32":
+        assert parity.max_abs_diff < 1e-4
+    if precision == "int8":
+        assert artifact.details["calibration"] == {"data": "test"}
+
+
+def test_broken_conversion_is_caught(tmp_path, student, inputs):
+    artifact = get_backend("onnx").export(student, inputs[:1], tmp_path / "m.onnx", "fp32", None)
+    wrong = predict_logits(student, inputs)[:, ::-1].copy()  # e.g. a layout mix-up
+    parity = check_parity(artifact, wrong, inputs)
+    assert not parity.passed
+    error = parity_failure(artifact, parity)
+    assert "m.onnx" in error.problem and "max abs diff" in error.problem
+
+
+def test_bad_requests(tmp_path, student, inputs):
+    with pytest.raises(EdgekdError, match="unknown format"):
+        get_backend("coreml")
+    with pytest.raises(EdgekdError, match="no precision"):
+        get_backend("onnx").export(student, inputs[:1], tmp_path / "m.onnx", "int4", None)
+    with pytest.raises(EdgekdError, match="empty"):
+        Calibration(inputs[:0], {})
+    with pytest.raises(EdgekdError, match="NaN"):
+        Calibration(np.full((2, 1, 8, 8), np.nan, np.float32), {})
+
+
+def test_missing_runtime_names_the_fix(tmp_path, inputs):
+    bogus = Artifact(tmp_path / "missing.onnx", "onnx", "fp32", "onnxruntime", [])
+    with pytest.raises(EdgekdError, match="does not run"):
+        check_parity(bogus, np.zeros((2, 4), np.float32), inputs[:2])

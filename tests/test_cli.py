@@ -1,0 +1,122 @@
+"""User story: "pick a target, get a deployable artifact", then gate it; and bad input through the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from edgekd.cli import main
+from edgekd.io import sha256_file
+from edgekd.models.students import build_model
+from edgekd.targets import load_target
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgekd.cli", *args], capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_build_then_gate_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("build", "--target", "x86-cpu", "--out", str(out), "--teacher-epochs", "12", "--epochs", "20",
+                   "--runs", "60", "--warmup", "5", "--no-progress", "--cache-dir", str(tmp_path / "cache"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "training the default 'teacher_cnn'" in proc.stderr  # says it trained a default teacher
+    for name in ("manifest.json", "report.json", "report.md", "model_int8.xml", "model_int8.bin", "model_int8.onnx",
+                 "calibration.npz", "eval.npz"):
+        assert (out / name).exists(), name
+    assert not list(tmp_path.glob(".run.staging-*"))
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    for entry in manifest["artifacts"]:
+        for f in entry["files"]:
+            assert sha256_file(out / f["path"]) == f["sha256"]
+    assert manifest["input"]["layout"] == "NCHW" and manifest["normalization"]["scale"] == 16.0
+    assert manifest["classes"] == [str(i) for i in range(10)]
+
+    report = json.loads((out / "report.json").read_text())
+    teacher, student = report["teacher"], report["student"]
+    assert student["macs"] <= teacher["macs"] / 5
+    shipped = [a for a in report["artifacts"] if a["shipped"]]
+    assert {a["format"] for a in shipped} == {"openvino", "onnx"}
+    for a in shipped:
+        assert a["precision"] == "int8"
+        assert a["accuracy"] >= 0.95 * teacher["accuracy"]
+        assert a["latency_ms"]["p50"] < a["teacher_p50_ms_same_runtime"]  # measured in the same run
+        assert a["torch_imported_in_runner"] is False
+        assert a["parity"]["top1_agreement"] >= 0.98
+    assert report["measured_on"]["is_target_device"] is True  # x86_64 host, x86-cpu target
+    assert "| teacher" in (out / "report.md").read_text()
+
+    gate = run_cli("gate", str(out / "report.json"), "--target", "x86-cpu")
+    assert gate.returncode == 0, gate.stdout
+    tight = yaml.safe_load(open(load_target("x86-cpu").path))
+    tight["budgets"]["latency_ms_p95"] = 0.001
+    tight_path = tmp_path / "tight.yaml"
+    tight_path.write_text(yaml.safe_dump(tight))
+    gate = run_cli("gate", str(out / "report.json"), "--target", str(tight_path))
+    assert gate.returncode == 1
+    assert "latency_ms_p95" in gate.stdout and "FAIL" in gate.stdout
+
+
+def test_targets_commands(capsys):
+    assert main(["targets", "list"]) == 0
+    assert "rpi4" in capsys.readouterr().out
+    assert main(["targets", "show", "rpi4"]) == 0
+    assert "Cortex-A72" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["targets", "show", "nope"], "unknown target 'nope'"),
+        (["build", "--target", "nope"], "unknown target"),
+        (["build", "--target", "x86-cpu", "--data", "/does/not/exist"], "data path not found"),
+        (["gate", "/does/not/exist.json"], "report not found"),
+    ],
+)
+def test_bad_input_one_message_exit_2(capsys, args, message):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "fix:" in err
+
+
+def test_teacher_with_wrong_classes_writes_nothing(tmp_path, capsys):
+    teacher = build_model("teacher_cnn", (1, 8, 8), 3, widths=(8, 8, 8)).eval()
+    path = tmp_path / "teacher.pt2"
+    torch.export.save(torch.export.export(teacher, (torch.zeros(2, 1, 8, 8),)), path)
+    out = tmp_path / "run"
+    assert main(["build", "--target", "x86-cpu", "--teacher", str(path), "--out", str(out), "--no-progress"]) == 2
+    assert "but the data has 10 classes" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".run*"))
+
+
+def test_malformed_target_file(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    raw = yaml.safe_load(open(load_target("x86-cpu").path))
+    raw["budgets"]["model_size_kb"] = -1
+    bad.write_text(yaml.safe_dump(raw))
+    assert main(["build", "--target", str(bad)]) == 2
+    assert "budgets.model_size_kb" in capsys.readouterr().err
+
+
+def test_unreadable_report(tmp_path, capsys):
+    path = tmp_path / "report.json"
+    path.write_text("{not json")
+    assert main(["gate", str(path)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_readme_opens_with_the_two_commands():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
+    assert commands == ["make demo", "make test"]
+    ci = (Path(__file__).parent.parent / ".ci" / "run").read_text()
+    assert "make test" in ci

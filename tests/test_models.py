@@ -1,0 +1,97 @@
+import pytest
+import torch
+
+from edgekd.errors import EdgekdError
+from edgekd.models.budget import count_macs, count_params, fit_student_to_budget
+from edgekd.models.students import ARCHITECTURES, MobileNetV2Student, build_model
+from edgekd.models.teachers import load_teacher
+from edgekd.targets import StudentBudget
+
+
+def test_macs_counts_conv_and_linear_exactly():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1, bias=False), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 8 * 8, 10, bias=False))
+    assert count_macs(model, (1, 8, 8)) == 4 * 9 * 64 + 256 * 10
+    assert count_params(model) == 36 + 2560
+
+
+def test_student_fits_budget_and_is_largest():
+    budget = StudentBudget(max_params=60_000, max_macs=800_000, channel_multiple=8, max_teacher_macs_ratio=1.0)
+    choice = fit_student_to_budget((1, 8, 8), 10, budget)
+    model = choice.build((1, 8, 8), 10)
+    assert count_macs(model, (1, 8, 8)) == choice.macs <= 800_000
+    assert count_params(model) == choice.params <= 60_000
+    assert choice.candidates_fitting > 1 and choice.rule
+    # a tighter budget gets a smaller student
+    smaller = fit_student_to_budget((1, 8, 8), 10, budget.model_copy(update={"max_macs": 200_000}))
+    assert smaller.macs < choice.macs
+
+
+def test_teacher_ratio_caps_the_student():
+    budget = StudentBudget(max_params=10**7, max_macs=10**9, max_teacher_macs_ratio=0.1)
+    choice = fit_student_to_budget((1, 8, 8), 10, budget, teacher_macs=5_000_000)
+    assert choice.macs <= 500_000 and choice.max_macs == 500_000
+
+
+def test_channels_are_multiples():
+    model = MobileNetV2Student((1, 8, 8), 10, width=0.75, channel_multiple=16)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.out_channels % 16 == 0 for c in convs)
+
+
+def test_mlp_family_for_flat_inputs():
+    choice = fit_student_to_budget((20,), 3, StudentBudget(max_params=20_000, max_macs=20_000))
+    assert choice.family == "mlp" and choice.macs <= 20_000
+
+
+def test_budget_too_small():
+    with pytest.raises(EdgekdError, match="no 'mobilenetv2' student fits"):
+        fit_student_to_budget((1, 8, 8), 10, StudentBudget(max_params=10, max_macs=10))
+
+
+def test_registry_builds_every_architecture():
+    for name in ARCHITECTURES:
+        shape = (1, 8, 8) if name in ("mobilenetv2", "teacher_cnn") else (64,)
+        out = build_model(name, shape, 5)(torch.zeros(2, *shape))
+        assert out.shape == (2, 5)
+
+
+@pytest.fixture
+def teacher():
+    torch.manual_seed(0)
+    return build_model("teacher_cnn", (1, 8, 8), 4, widths=(8, 8, 8)).eval()
+
+
+def test_load_teacher_formats(tmp_path, teacher):
+    x = torch.randn(3, 1, 8, 8)
+    expected = teacher(x)
+    torch.jit.save(torch.jit.trace(teacher, x), tmp_path / "ts.pt")
+    torch.export.save(torch.export.export(teacher, (x,)), tmp_path / "t.pt2")
+    torch.save(teacher.state_dict(), tmp_path / "sd.pt")
+    for path, kwargs in (("ts.pt", {}), ("t.pt2", {}),
+                         ("sd.pt", {"arch": "teacher_cnn", "arch_config": {"widths": [8, 8, 8]}})):
+        loaded = load_teacher(tmp_path / path, (1, 8, 8), 4, **kwargs)
+        assert torch.allclose(loaded.model(x), expected, atol=1e-5), path
+
+
+def test_load_teacher_bad_input(tmp_path, teacher):
+    torch.save(teacher.state_dict(), tmp_path / "sd.pt")
+    with pytest.raises(EdgekdError, match="needs its architecture"):
+        load_teacher(tmp_path / "sd.pt", (1, 8, 8), 4)
+    with pytest.raises(EdgekdError, match="does not match architecture"):
+        load_teacher(tmp_path / "sd.pt", (1, 8, 8), 4, arch="teacher_cnn")
+    torch.jit.save(torch.jit.trace(teacher, torch.randn(1, 1, 8, 8)), tmp_path / "ts.pt")
+    with pytest.raises(EdgekdError, match="outputs .* but the data has 7 classes"):
+        load_teacher(tmp_path / "ts.pt", (1, 8, 8), 7)
+    (tmp_path / "corrupt.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(EdgekdError, match="cannot load teacher"):
+        load_teacher(tmp_path / "corrupt.pt", (1, 8, 8), 4, arch="teacher_cnn")
+    with pytest.raises(EdgekdError, match="not found"):
+        load_teacher(tmp_path / "missing.pt", (1, 8, 8), 4)
+
+
+def test_pickled_module_refused_by_default(tmp_path, teacher):
+    torch.save(teacher, tmp_path / "pickled.pt")
+    with pytest.raises(EdgekdError, match="cannot load teacher"):
+        load_teacher(tmp_path / "pickled.pt", (1, 8, 8), 4)
+    assert load_teacher(tmp_path / "pickled.pt", (1, 8, 8), 4, trust_pickle=True).source == "pickled-module"
