@@ -146,7 +146,8 @@ class TfliteSession(Session):
         if np.issubdtype(dtype, np.integer):
             scale, zero = self.inp["quantization"]
             info = np.iinfo(dtype)
-            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+            q = x / scale  # TFLite's QUANTIZE rounds half away from zero (np.round would round half to even)
+            x = np.clip(np.sign(q) * np.floor(np.abs(q) + 0.5) + zero, info.min, info.max).astype(dtype)
         else:
             x = x.astype(dtype)
         self.interp.set_tensor(self.inp["index"], x)

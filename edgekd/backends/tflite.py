@@ -1,0 +1,320 @@
+"""TFLite / LiteRT: fp32, fp16, dynamic-range int8 and full-integer int8, without TensorFlow.
+
+``litert-torch`` converts the module to a float .tflite; every smaller precision is then made from that file by
+``ai-edge-quantizer`` (AEQ), so all four precisions share one converted graph:
+
+* ``fp16``: fp16 weights dequantized at load (float compute, half the size);
+* ``dynamic_int8``: int8 weights, float activations quantized on the fly (no calibration);
+* ``int8``: int8 weights (per channel) and int8 activations, calibrated on ``calibration.x``.
+
+Why AEQ and not PT2E (``litert_torch.quantize``): PT2E re-exports and re-converts the module (about 3x slower
+here), needs ``torchao`` at build time, and always gives int8 graph inputs, whereas AEQ works on the .tflite we
+already have and chooses float or int8 I/O through its recipe. Both kept top-1 parity on the students.
+
+AEQ's default calibration smooths each tensor's min/max with a moving average (0.95), which clips the tails of
+normalised inputs and of the logits (a 3x larger error on the MLP here); we use the plain min/max over the whole
+calibration set instead, as the ONNX and OpenVINO backends do.
+
+Layout: the artifact keeps the NCHW input PyTorch has (``layout`` in the details is read back from the file).
+The converter turns it into NHWC inside the graph with one leading op (a free RESHAPE for 1-channel images, a
+TRANSPOSE otherwise), which every delegate supports; NHWC I/O would save that op but make a batch ambiguous to
+feed whenever C equals H or W.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgekd.backends import Artifact, Calibration, require
+from edgekd.errors import EdgekdError
+
+_QUANT_OPS = {"QUANTIZE", "DEQUANTIZE"}
+# Ops with no arithmetic: they carry whatever dtype flows through them.
+_SHAPE_OPS = {"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS", "PAD", "DELEGATE"}
+# The float .tflite every precision starts from, by model content: a build exports one student at several
+# precisions (and integer_io or not), and each conversion costs seconds.
+_FP32_CACHE: dict[str, tuple[bytes, str]] = {}
+_FP32_CACHE_SIZE = 4
+
+
+class TfliteBackend:
+    name = "tflite"
+    runtime = "ai_edge_litert"
+    extra = "tflite"
+    precisions = ("fp32", "fp16", "dynamic_int8", "int8")
+    suffix = ".tflite"
+
+    def __init__(self, integer_io: bool = False) -> None:
+        """``integer_io``: int8 artifacts take and return int8 tensors (full-integer, e.g. for NNAPI NPUs)."""
+        self.integer_io = integer_io
+
+    def export(self, model: nn.Module, sample: np.ndarray, path: Path, precision: str,
+               calibration: Calibration | None) -> Artifact:
+        if precision not in self.precisions:
+            raise EdgekdError(f"TFLite has no precision '{precision}'", f"use one of {self.precisions}")
+        if precision == "int8":
+            if calibration is None:
+                raise EdgekdError("TFLite int8 needs a calibration set", "pass calibration data")
+            if tuple(calibration.x.shape[1:]) != tuple(sample.shape[1:]):
+                raise EdgekdError(
+                    f"the calibration set has sample shape {list(calibration.x.shape[1:])} but the model takes "
+                    f"{list(sample.shape[1:])}", "rebuild it with `edgekd calibrate` for this target's data")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        details: dict[str, Any] = {}
+        # Everything is written inside a temp dir beside ``path`` and moved in by one rename at the end, so a
+        # failed conversion never leaves a half-written .tflite behind.
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}-") as tmp:
+            fp32 = Path(tmp) / "fp32.tflite"
+            key = _model_key(model, sample)
+            if key in _FP32_CACHE:
+                data, details["converter"] = _FP32_CACHE[key]
+                fp32.write_bytes(data)
+            else:
+                details["converter"] = convert_fp32(model, sample, fp32)
+                while len(_FP32_CACHE) >= _FP32_CACHE_SIZE:  # oldest out: a build has a student and a teacher
+                    _FP32_CACHE.pop(next(iter(_FP32_CACHE)))
+                _FP32_CACHE[key] = (fp32.read_bytes(), details["converter"])
+            out = fp32
+            if precision != "fp32":
+                out = Path(tmp) / f"{precision}.tflite"
+                details.update(quantize(fp32, out, precision, calibration, self.integer_io))
+            details = {**describe(out, sample, precision), **details}
+            os.replace(out, path)
+        return Artifact(path, self.name, precision, self.runtime, [path], details)
+
+
+# ------------------------------------------------------------------------------------------------ conversion
+def convert_fp32(model: nn.Module, sample: np.ndarray, path: Path) -> str:
+    """Convert with a static batch of 1 (what the runner feeds); returns the converter's name and version."""
+    litert_torch = _import("litert_torch", "litert-torch", "TFLite export")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise EdgekdError(
+            "a TorchScript model cannot be converted to TFLite (litert-torch needs torch.export)",
+            "pass the model as a torch.export archive (.pt2) or a state_dict with its architecture")
+    x = torch.from_numpy(np.ascontiguousarray(sample[:1], dtype=np.float32))
+    with quiet() as log:
+        try:
+            litert_torch.convert(model.eval(), (x,)).export(str(path))
+        except Exception as exc:  # noqa: BLE001 - turned into one message naming the operator and layer
+            raise conversion_error(model, x, exc, log()) from None
+    return f"litert-torch {getattr(litert_torch, '__version__', '?')}"
+
+
+def conversion_error(model: nn.Module, x: torch.Tensor, exc: BaseException, log: str) -> EdgekdError:
+    """Name the operator the converter refused and, when torch.export can see it, the layer it came from."""
+    text = f"{exc}\n{log}"
+    ops = list(dict.fromkeys(re.findall(r"aten[._:]+(\w+)", text)))
+    op = next((o for o in ops if o not in ("default", "Tensor")), None)
+    layer = _layer_of(model, x, op) if op else None
+    where = f" in {layer}" if layer else ""
+    what = f"the operator aten.{op}{where}" if op else _first_line(exc)
+    return EdgekdError(
+        f"the model cannot be converted to TFLite by litert-torch: {what} ({type(exc).__name__}: "
+        f"{_first_line(exc)})",
+        "replace that operator/layer with a standard one (conv, linear, pooling, relu/relu6, add), or ship "
+        "this model in another format (onnx, openvino)")
+
+
+def _layer_of(model: nn.Module, x: torch.Tensor, op: str) -> str | None:
+    try:
+        with quiet():
+            program = torch.export.export(model, (x,))
+    except Exception:  # noqa: BLE001 - torch.export itself failed: the operator alone is all we can name
+        return None
+    for node in program.graph.nodes:
+        if node.op == "call_function" and getattr(node.target, "__name__", "").split(".")[0] == op:
+            stack = list((node.meta.get("nn_module_stack") or {}).values())
+            if stack:
+                path, cls = stack[-1]
+                cls = str(getattr(cls, "__name__", cls)).rsplit(".", 1)[-1]
+                return f"layer '{path}' ({cls})" if path else f"the model's own forward ({cls})"
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ quantization
+def quantize(fp32: Path, out: Path, precision: str, calibration: Calibration | None,
+             integer_io: bool) -> dict[str, Any]:
+    """Make ``precision`` from the float .tflite with ai-edge-quantizer; returns what to record about it."""
+    aeq = _import("ai_edge_quantizer", "ai-edge-quantizer", "TFLite quantization")
+    from ai_edge_quantizer import qtyping, recipe, recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    from ai_edge_quantizer.quantizer import Quantizer
+
+    manager = recipe_manager.RecipeManager()
+    details: dict[str, Any] = {}
+    if precision == "fp16":
+        manager.add_weight_only_config(".*", qtyping.TFLOperationName.ALL_SUPPORTED, 16,
+                                       algorithm_key=AlgorithmName.FLOAT_CASTING)
+        name = "weight_only_wf16_afp32"
+    elif precision == "dynamic_int8":
+        manager.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+        name = "dynamic_wi8_afp32"
+    else:
+        manager.load_quantization_recipe(recipe.static_wi8_ai8())
+        name = "static_wi8_ai8"
+        if not integer_io:  # keep float graph I/O: QUANTIZE after the input, DEQUANTIZE before the output
+            for io in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+                manager.add_quantization_config(".*", io, algorithm_key=AlgorithmName.NO_QUANTIZE)
+            name += "_float_io"
+    details["quantizer"] = f"ai-edge-quantizer {_version('ai-edge-quantizer', aeq)} recipe {name}"
+    with quiet() as log:
+        try:
+            qsvs = None
+            if precision == "int8":
+                qsvs = _calibrate(fp32, manager, calibration)
+            result = Quantizer(str(fp32), manager.get_quantization_recipe()).quantize(
+                qsvs, enable_progress_report=False)
+            result.export_model(str(out), overwrite=True)
+        except EdgekdError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise EdgekdError(
+                f"ai-edge-quantizer cannot make a {precision} TFLite model: {_first_line(exc)}",
+                "ship this model at another precision, or report it with this log:\n" + log()[-2000:]) from None
+    if precision == "int8":
+        details.update({"calibration": calibration.source, "calibration_samples": int(len(calibration.x)),
+                        "calibration_statistic": "min/max over all samples", "weights": "int8 per-channel",
+                        "activations": "int8"})
+    return details
+
+
+def _calibrate(fp32: Path, manager, calibration: Calibration) -> dict:
+    """Min/max of every tensor over all calibration samples, fed one at a time (the graph has batch 1)."""
+    from ai_edge_quantizer import calibrator
+
+    signatures = _interpreter_cls()(model_path=str(fp32)).get_signature_list()
+    key = next(iter(signatures))
+    input_name = signatures[key]["inputs"][0]
+    x = calibration.x.astype(np.float32, copy=False)
+    samples = [{input_name: x[i : i + 1]} for i in range(len(x))]  # AEQ walks the list twice (count, run)
+    calib = calibrator.Calibrator(str(fp32), num_threads=1, qsv_update_func=_global_min_max)
+    calib.calibrate({key: samples}, manager)
+    return calib.get_model_qsvs()
+
+
+def _global_min_max(old: dict, new: dict) -> dict:
+    out = dict(new)
+    out["min"] = np.minimum(old["min"], new["min"])
+    out["max"] = np.maximum(old["max"], new["max"])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ inspection
+def describe(path: Path, sample: np.ndarray, precision: str) -> dict[str, Any]:
+    """What a device needs to feed the artifact right, read back from the file itself."""
+    with quiet():
+        interp = _interpreter_cls()(model_path=str(path))
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    shape = [int(d) for d in inp["shape"]]
+    want = list(sample.shape[1:])
+    if len(shape) == 4 and shape[1:] == want:
+        layout = "NCHW"
+    elif len(shape) == 4 and shape[1:] == [want[1], want[2], want[0]]:
+        layout = "NHWC"
+    else:
+        layout = "NF" if len(shape) == 2 else "x".join(map(str, shape))
+    details: dict[str, Any] = {
+        "layout": layout,
+        "input_shape": shape,
+        "input_dtype": np.dtype(inp["dtype"]).name,
+        "output_dtype": np.dtype(out["dtype"]).name,
+    }
+    for key, tensor in (("input_quantization", inp), ("output_quantization", out)):
+        if np.issubdtype(tensor["dtype"], np.integer):
+            scale, zero = tensor["quantization"]
+            details[key] = {"scale": float(scale), "zero_point": int(zero)}
+    ops = [op["op_name"] for op in interp._get_ops_details()]  # noqa: SLF001 - the only op listing the API has
+    details["ops"] = sorted(set(ops) - {"DELEGATE"})
+    if precision == "int8":  # full-integer: any op still computing in float would fall back on an NPU
+        tensors = {t["index"]: np.dtype(t["dtype"]).name for t in interp.get_tensor_details()}
+        details["float_ops"] = sorted({op["op_name"] for op in interp._get_ops_details()  # noqa: SLF001
+                                       if op["op_name"] not in _QUANT_OPS | _SHAPE_OPS
+                                       and any(tensors.get(i) == "float32" for i in op["outputs"])})
+    return details
+
+
+def _model_key(model: nn.Module, sample: np.ndarray) -> str:
+    """Content hash of the model (structure + weights) and input shape: a changed model never hits the cache."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{type(model).__qualname__}|{model!r}|{sample.shape[1:]}".encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+@contextlib.contextmanager
+def quiet() -> Iterator:
+    """Silence the converters (Python warnings, progress bars, C++ logs on fds 1/2); yields a getter of the log.
+
+    The log is kept so a failure can quote it; the environment and file descriptors are restored afterwards.
+    """
+    saved_env = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
+    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "0"
+    sink = tempfile.TemporaryFile(mode="w+b")
+    saved = []
+    for fd, stream in ((1, "stdout"), (2, "stderr")):
+        with contextlib.suppress(Exception):
+            getattr(sys, stream).flush()
+        saved.append((fd, os.dup(fd)))
+        os.dup2(sink.fileno(), fd)
+
+    def read() -> str:
+        sink.flush()
+        sink.seek(0)
+        return sink.read().decode("utf-8", "replace")
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield read
+    finally:
+        for stream in ("stdout", "stderr"):
+            with contextlib.suppress(Exception):
+                getattr(sys, stream).flush()
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)
+        sink.close()
+        if saved_env is None:
+            os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
+        else:
+            os.environ["LITERT_TORCH_SHOW_PROGRESS"] = saved_env
+
+
+def _import(module: str, package: str, purpose: str):
+    with quiet():  # importing litert-torch alone prints torch/absl warnings
+        return require(module, package, "tflite", purpose)
+
+
+def _interpreter_cls():
+    return _import("ai_edge_litert.interpreter", "ai-edge-litert", "Running TFLite models").Interpreter
+
+
+def _version(dist: str, module) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(dist)
+    except Exception:  # noqa: BLE001
+        return getattr(module, "__version__", "?")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:300]
