@@ -134,6 +134,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     register_bench(sub)
     register_gate(sub)
+    __import__("edgekd.bundle").bundle.register_cli(sub)
     return parser
 
 

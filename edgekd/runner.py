@@ -15,6 +15,7 @@ EVAL.npz holds ``x`` (normalised float32, NCHW or N x F), ``y`` (labels) and opt
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -22,20 +23,48 @@ import platform
 import subprocess
 import sys
 import time
+import traceback
 
-import numpy as np
+if sys.version_info < (3, 9):  # pragma: no cover - only on old devices
+    sys.stderr.write("runner error: runner.py needs Python 3.9 or newer, this is %s\n" % platform.python_version())
+    sys.exit(2)
 
-RUNNER_VERSION = "1"
+try:
+    import numpy as np
+except ImportError as _numpy_missing:  # pragma: no cover - only on a bare device
+    sys.stderr.write("runner error: numpy is not installed (%s): pip install 'numpy>=1.21'\n" % _numpy_missing)
+    sys.exit(2)
+
+RUNNER_VERSION = "2"
 FORMAT_BY_SUFFIX = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}
 INSTALL_HINT = {
     "onnx": "pip install onnxruntime",
     "openvino": "pip install openvino",
     "tflite": "pip install ai-edge-litert   (or, on older boards: pip install tflite-runtime 'numpy<2')",
 }
+# The package a device needs per format (what bundles write into requirements-device.txt).
+RUNTIME_PACKAGE = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "ai-edge-litert"}
+
+# Timing defaults: enough timed runs for a p99 with several samples above it, and at least MIN_TIME_S of timed
+# work so that sub-millisecond models aren't judged on a few milliseconds of clock; never more than MAX_RUNS.
+DEFAULT_RUNS = 200
+DEFAULT_WARMUP = 20
+DEFAULT_BLOCKS = 5
+MIN_TIME_S = 0.5
+WARMUP_MIN_S = 0.1
+MAX_RUNS = 4000
 
 
 class RunnerError(Exception):
     """A problem with the artifact, the inputs or the device setup, with the fix in the message."""
+
+
+def _missing_runtime(fmt, module, exc):
+    """Say which package to install: 'not installed' when absent, the import error when installed but broken."""
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == module.split(".")[0]:
+        return RunnerError("%s is not installed (format '%s'): %s" % (module, fmt, INSTALL_HINT[fmt]))
+    return RunnerError("%s is installed but cannot be imported (%s); reinstall it: %s"
+                       % (module, _first_line(exc), INSTALL_HINT[fmt]))
 
 
 # ----------------------------------------------------------------------------------------------- sessions
@@ -62,8 +91,8 @@ class OnnxSession(Session):
     def __init__(self, path, threads, precision=None):
         try:
             import onnxruntime as ort
-        except ImportError:
-            raise RunnerError("onnxruntime is not installed: " + INSTALL_HINT["onnx"]) from None
+        except ImportError as exc:
+            raise _missing_runtime("onnx", "onnxruntime", exc) from None
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -74,6 +103,9 @@ class OnnxSession(Session):
             raise RunnerError("onnxruntime cannot load %s: %s" % (path, _first_line(exc))) from None
         inp = self.sess.get_inputs()[0]
         self.input_name = inp.name
+        if inp.type not in ("tensor(float)", "tensor(float16)"):
+            raise RunnerError("%s takes %s input '%s'; the runner feeds normalised float32 (re-export the model "
+                              "with a float input)" % (os.path.basename(path), inp.type, inp.name))
         self.input_dtype = np.float16 if "float16" in inp.type else np.float32
         self.input_shape = list(inp.shape)
         self.static_batch = isinstance(inp.shape[0], int)
@@ -89,8 +121,8 @@ class OpenVinoSession(Session):
     def __init__(self, path, threads, precision=None):
         try:
             import openvino as ov
-        except ImportError:
-            raise RunnerError("openvino is not installed: " + INSTALL_HINT["openvino"]) from None
+        except ImportError as exc:
+            raise _missing_runtime("openvino", "openvino", exc) from None
         core = ov.Core()
         try:
             model = core.read_model(path)
@@ -105,11 +137,16 @@ class OpenVinoSession(Session):
         except Exception as exc:  # noqa: BLE001
             raise RunnerError("openvino cannot load %s: %s" % (path, _first_line(exc))) from None
         self.request = self.compiled.create_infer_request()
+        element = model.inputs[0].get_element_type()
+        if not element.is_real():
+            raise RunnerError("%s takes %s input; the runner feeds normalised float32 (re-export the model with a "
+                              "float input)" % (os.path.basename(path), element.get_type_name()))
         shape = model.inputs[0].get_partial_shape()
         self.input_shape = [d.get_length() if d.is_static else -1 for d in shape]
         self.static_batch = shape[0].is_static
         self.runtime, self.runtime_version = "openvino", ov.get_version()
-        self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.inference_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
 
     def run(self, x):
         self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
@@ -210,8 +247,13 @@ def find_manifest_entry(artifact):
     manifest_path = os.path.join(os.path.dirname(os.path.abspath(artifact)), "manifest.json")
     if not os.path.isfile(manifest_path):
         return None, None
-    with open(manifest_path, encoding="utf-8") as fh:
-        manifest = json.load(fh)
+    try:
+        with open(manifest_path, encoding="utf-8") as fh:
+            manifest = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise RunnerError("cannot read %s: %s" % (manifest_path, _first_line(exc))) from None
+    if not isinstance(manifest, dict):
+        raise RunnerError("%s is not an edgekd manifest (expected a JSON object)" % manifest_path)
     name = os.path.basename(artifact)
     for entry in manifest.get("artifacts", []):
         if entry.get("path") == name:
@@ -228,17 +270,25 @@ def verify_artifact(artifact):
         raise RunnerError("manifest.json beside %s does not list it (use --no-verify to skip)" % artifact)
     base = os.path.dirname(os.path.abspath(artifact))
     for item in entry.get("files", [{"path": entry["path"], "sha256": entry["sha256"]}]):
-        actual = sha256_file(os.path.join(base, item["path"]))
+        name = item["path"]
+        if os.path.basename(name) != name:  # a manifest names files beside it, never elsewhere
+            raise RunnerError("manifest entry for %s names '%s', which is not a file beside it" % (artifact, name))
+        path = os.path.join(base, name)
+        if not os.path.isfile(path):
+            raise RunnerError("%s is missing: the manifest lists it as part of %s (copy it beside the artifact)"
+                              % (name, os.path.basename(artifact)))
+        actual = sha256_file(path)
         if actual != item["sha256"]:
             raise RunnerError(
                 "sha256 mismatch for %s: manifest says %s..., file is %s...; the file was changed or corrupted, "
-                "refusing to run it" % (item["path"], item["sha256"][:12], actual[:12])
+                "refusing to run it" % (name, item["sha256"][:12], actual[:12])
             )
     return entry
 
 
 # ----------------------------------------------------------------------------------------------- measuring
 def describe_machine():
+    """Where the numbers came from: enough to tell a Raspberry Pi from a CI runner, and a busy one from an idle one."""
     cpu = platform.processor() or ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
@@ -250,15 +300,38 @@ def describe_machine():
                         break
     except OSError:
         pass
+    memory_mb = None
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    memory_mb = int(line.split()[1]) // 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
     return {
         "arch": platform.machine(),
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "cores_usable": usable,
+        "memory_mb": memory_mb,
         "os": platform.platform(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "hostname": platform.node(),
+        "load_average": _load_average(),
     }
+
+
+def _load_average():
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def percentiles(samples_ms):
@@ -275,39 +348,72 @@ def percentiles(samples_ms):
     }
 
 
-def measure_latency(session, x, runs=200, warmup=20, blocks=5):
-    """Latency of batch-1 inference: warm-up, then ``blocks`` blocks whose medians' spread is the noise."""
-    samples = [x[i % len(x)][None] for i in range(min(len(x), 64))]
-    for i in range(warmup):
-        session.run(samples[i % len(samples)])
-    per_block = max(1, runs // blocks)
+def measure_latency(session, x, runs=DEFAULT_RUNS, warmup=DEFAULT_WARMUP, blocks=DEFAULT_BLOCKS,
+                    min_time_s=MIN_TIME_S, max_runs=MAX_RUNS):
+    """Latency of batch-1 inference, measured so that the numbers can be trusted.
+
+    * Warm-up: at least ``warmup`` runs and at least WARMUP_MIN_S of them (caches, lazy kernels, CPU clocks).
+    * Enough runs: at least ``runs``, raised (up to ``max_runs``) until the timed work lasts ``min_time_s``, so a
+      0.05 ms model isn't judged on 10 ms of clock.
+    * Noise: the runs are split into ``blocks`` blocks; the spread of the block medians relative to their median
+      is ``noise_pct``. A busy machine shows up there instead of silently in p50.
+    * Each sample times ``session.run`` alone (perf_counter_ns, the garbage collector paused), on inputs that were
+      sliced beforehand.
+    """
+    blocks = max(1, int(blocks))
+    samples = [np.ascontiguousarray(x[i % len(x)][None]) for i in range(min(len(x), 64))]
+    warm_done, t_start, warm_ms = 0, time.perf_counter(), []
+    while warm_done < warmup or (warmup and time.perf_counter() - t_start < WARMUP_MIN_S and warm_done < warmup * 50):
+        t0 = time.perf_counter_ns()
+        session.run(samples[warm_done % len(samples)])
+        warm_ms.append((time.perf_counter_ns() - t0) / 1e6)
+        warm_done += 1
+    # Size the blocks from the warm-up's steady state (median of its second half: robust to a slow first few).
+    per_run_s = max(float(np.median(warm_ms[len(warm_ms) // 2:])) / 1000 if warm_ms else 0.0, 1e-7)
+    wanted = max(int(runs), int(min(max_runs, min_time_s / per_run_s))) if warm_ms else int(runs)
+    per_block = max(1, -(-wanted // blocks))  # ceil
     all_ms, block_medians = [], []
-    for b in range(blocks):
-        block = []
-        for i in range(per_block):
-            sample = samples[(b * per_block + i) % len(samples)]
-            t0 = time.perf_counter_ns()
-            session.run(sample)
-            block.append((time.perf_counter_ns() - t0) / 1e6)
-        block_medians.append(float(np.median(block)))
-        all_ms.extend(block)
+    load_before = _load_average()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for b in range(blocks):
+            block = []
+            for i in range(per_block):
+                sample = samples[(b * per_block + i) % len(samples)]
+                t0 = time.perf_counter_ns()
+                session.run(sample)
+                block.append((time.perf_counter_ns() - t0) / 1e6)
+            block_medians.append(float(np.median(block)))
+            all_ms.extend(block)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     stats = percentiles(all_ms)
     med = float(np.median(block_medians))
     stats.update(
         {
             "runs": len(all_ms),
-            "warmup": warmup,
+            "runs_requested": int(runs),
+            "min_time_s": min_time_s,
+            "warmup": warm_done,
+            "blocks": blocks,
             "block_medians": block_medians,
             "samples_ms": [round(v, 6) for v in all_ms],
             "noise_pct": float(100.0 * (max(block_medians) - min(block_medians)) / med) if med > 0 else 0.0,
+            "timer": "time.perf_counter_ns, resolution %g s" % time.get_clock_info("perf_counter").resolution,
+            "load_average_before": load_before,
+            "load_average_after": _load_average(),
         }
     )
     return stats, all_ms
 
 
 def peak_rss_mb():
-    import resource
-
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 
@@ -316,7 +422,10 @@ def measure_memory(artifact, inputs, threads, runs=20):
     """Peak resident memory of a fresh process that loads the artifact and runs it: earlier work can't count."""
     cmd = [sys.executable, os.path.abspath(__file__), artifact, "--inputs", inputs, "--threads", str(threads),
            "--memory-probe", str(runs), "--no-verify"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise RunnerError("memory probe of %s took more than 600 s" % os.path.basename(artifact)) from None
     if proc.returncode != 0:
         raise RunnerError("memory probe failed: %s" % (proc.stderr.strip().splitlines() or ["?"])[-1])
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -329,10 +438,12 @@ def _memory_probe(artifact, inputs, threads, runs):
     for i in range(runs):
         session.run(x[i % len(x)][None])
     peak = peak_rss_mb()
-    print(json.dumps({"peak_rss_mb": peak, "baseline_rss_mb": baseline, "model_rss_mb": peak - baseline}))
+    model = None if peak is None or baseline is None else peak - baseline
+    print(json.dumps({"peak_rss_mb": peak, "baseline_rss_mb": baseline, "model_rss_mb": model}))
 
 
 def _load_inputs(path):
+    """EVAL.npz, checked up front so that a wrong file fails with one sentence, not deep inside a runtime."""
     if not os.path.isfile(path):
         raise RunnerError("inputs file not found: %s" % path)
     try:
@@ -341,11 +452,27 @@ def _load_inputs(path):
     except Exception as exc:  # noqa: BLE001
         raise RunnerError("cannot read inputs %s: %s" % (path, _first_line(exc))) from None
     if "x" not in data:
-        raise RunnerError("inputs %s lack the array 'x'" % path)
-    if data["x"].dtype != np.float32:
-        raise RunnerError("inputs 'x' must be float32 (normalised as the manifest says), got %s" % data["x"].dtype)
-    if len(data["x"]) == 0:
+        raise RunnerError("inputs %s lack the array 'x' (they hold %s)" % (path, sorted(data) or "nothing"))
+    x = data["x"]
+    if x.dtype != np.float32:
+        hint = ("normalise them the way the manifest's 'normalization' says, then x.astype(np.float32)"
+                if not np.issubdtype(x.dtype, np.floating) else "save them as x.astype(np.float32)")
+        raise RunnerError("inputs 'x' must be float32 (normalised as the manifest says), got %s: %s" % (x.dtype, hint))
+    if x.ndim < 2:
+        raise RunnerError("inputs 'x' must be a batch (N, ...) of samples, got shape %s" % (list(x.shape),))
+    if len(x) == 0:
         raise RunnerError("inputs %s hold no samples" % path)
+    if not np.isfinite(x).all():
+        raise RunnerError("inputs 'x' contain NaN or infinite values")
+    if "y" in data:
+        y = data["y"]
+        if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+            raise RunnerError("labels 'y' must be %d integers (one per sample of x), got %s %s"
+                              % (len(x), y.dtype, list(y.shape)))
+    for key in ("teacher_logits", "reference_logits"):
+        if key in data and (data[key].ndim != 2 or len(data[key]) != len(x)):
+            raise RunnerError("'%s' must be (N, classes) with N = %d like x, got %s"
+                              % (key, len(x), list(data[key].shape)))
     return data
 
 
@@ -356,17 +483,36 @@ def _check_shape(session, x):
     if not fits and isinstance(session, TfliteSession) and x.ndim == 4:
         fits = [1] + list(x.transpose(0, 2, 3, 1).shape[1:]) == want
     if not fits:
-        raise RunnerError("inputs have sample shape %s but the model expects %s" % (list(x.shape[1:]), want[1:]))
+        raise RunnerError("inputs have sample shape %s but the model expects %s (were they made for another "
+                          "model or layout?)" % (list(x.shape[1:]), want[1:]))
+
+
+def _check_outputs(logits, data):
+    """The model's outputs must line up with the labels and the teacher's recorded outputs."""
+    if logits.ndim != 2:
+        raise RunnerError("the model returns shape %s; the runner expects logits (1, classes)" % (list(logits.shape),))
+    classes = logits.shape[1]
+    for key in ("teacher_logits", "reference_logits"):
+        if key in data and data[key].shape[1] != classes:
+            raise RunnerError("the model has %d outputs but '%s' in the inputs has %d classes (inputs of another "
+                              "model?)" % (classes, key, data[key].shape[1]))
+    if "y" in data and len(data["y"]) and (data["y"].min() < 0 or data["y"].max() >= classes):
+        raise RunnerError("labels 'y' range over %d..%d but the model has %d classes"
+                          % (data["y"].min(), data["y"].max(), classes))
 
 
 def evaluate(session, data):
-    """Accuracy, agreement with the teacher and parity with the reference, over all inputs."""
+    """Accuracy (overall and per class), agreement with the teacher and parity with the reference."""
     x = data["x"]
     logits = session.run_batched(x)
     pred = logits.argmax(1)
     out = {"samples": int(len(x))}
     if "y" in data:
-        out["accuracy"] = float((pred == data["y"]).mean())
+        y = data["y"]
+        out["accuracy"] = float((pred == y).mean())
+        out["per_class_accuracy"] = {
+            str(int(c)): float((pred[y == c] == c).mean()) for c in np.unique(y)
+        }
     if "teacher_logits" in data:
         out["agreement_with_teacher"] = float((pred == data["teacher_logits"].argmax(1)).mean())
     if "reference_logits" in data:
@@ -379,8 +525,11 @@ def evaluate(session, data):
     return out
 
 
-def benchmark(artifact, inputs, runs=200, warmup=20, threads=1, verify=True, memory=True, blocks=5):
+def benchmark(artifact, inputs, runs=DEFAULT_RUNS, warmup=DEFAULT_WARMUP, threads=1, verify=True, memory=True,
+              blocks=DEFAULT_BLOCKS, min_time_s=MIN_TIME_S, max_runs=MAX_RUNS):
     """Everything the device reports about one artifact, as a JSON-ready dict."""
+    if runs < 1 or warmup < 0 or threads < 1 or blocks < 1 or min_time_s < 0 or max_runs < 1:
+        raise RunnerError("--runs, --threads, --blocks and --max-runs must be >= 1, --warmup and --min-time >= 0")
     entry = verify_artifact(artifact) if verify else None
     data = _load_inputs(inputs)
     t0 = time.perf_counter()
@@ -388,13 +537,22 @@ def benchmark(artifact, inputs, runs=200, warmup=20, threads=1, verify=True, mem
     load_ms = (time.perf_counter() - t0) * 1000
     _check_shape(session, data["x"])
     t0 = time.perf_counter()
-    session.run(data["x"][:1])
+    try:
+        first = session.run(data["x"][:1])
+    except RunnerError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the runtime's own error, made readable
+        raise RunnerError("%s failed on the first input: %s" % (session.runtime, _first_line(exc))) from None
     first_ms = (time.perf_counter() - t0) * 1000
-    latency, _ = measure_latency(session, data["x"], runs=runs, warmup=warmup, blocks=blocks)
+    _check_outputs(np.asarray(first), data)
+    latency, _ = measure_latency(session, data["x"], runs=runs, warmup=warmup, blocks=blocks,
+                                 min_time_s=min_time_s, max_runs=max_runs)
     result = {
         "runner_version": RUNNER_VERSION,
         "artifact": os.path.basename(artifact),
         "format": session.format,
+        "precision": (entry or {}).get("precision"),
+        "sha256": (entry or {}).get("sha256"),
         "runtime": {"name": session.runtime, "version": session.runtime_version,
                     "inference_precision": session.inference_precision},
         "sha256_verified": entry is not None,
@@ -420,13 +578,43 @@ def _first_line(exc):
     return (text[0] if text else type(exc).__name__)[:300]
 
 
+def _write_json(path, obj):
+    """Write atomically: a device that loses power mid-write leaves the old file or none, never half of one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise RunnerError("cannot write %s: directory %s does not exist" % (path, directory))
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _summary_line(result, threads):
+    lat = result["latency_ms"]
+    return "%s [%s %s, %d thread(s)] p50 %.4f ms  p90 %.4f ms  p99 %.4f ms  noise %.1f %%  accuracy %s  peak %s MB" % (
+        result["artifact"], result["runtime"]["name"], result["runtime"]["version"], threads,
+        lat["p50"], lat["p90"], lat["p99"], lat["noise_pct"],
+        "%.4f" % result["accuracy"] if "accuracy" in result else "n/a",
+        "%.1f" % result["peak_memory_mb"] if result.get("peak_memory_mb") is not None else "n/a")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="edgekd standalone benchmark runner (numpy + runtime only)")
-    parser.add_argument("artifact")
+    """Exit 0 when every artifact was measured, 2 on any error (one line each on stderr; the JSON still says which)."""
+    parser = argparse.ArgumentParser(
+        description="edgekd standalone benchmark runner (numpy + runtime only). With several artifacts the JSON is "
+                    "{'results': [...]} and an artifact that fails gets {'artifact', 'error'} there.")
+    parser.add_argument("artifact", nargs="+", help="artifact(s): .onnx, .xml (OpenVINO IR) or .tflite")
     parser.add_argument("--inputs", required=True, help="EVAL.npz with x, y[, teacher_logits, reference_logits]")
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--blocks", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="minimum timed runs (default %(default)s)")
+    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="minimum warm-up runs")
+    parser.add_argument("--blocks", type=int, default=DEFAULT_BLOCKS, help="measurement blocks (noise = spread)")
+    parser.add_argument("--min-time", type=float, default=MIN_TIME_S,
+                        help="raise the runs until the timed work lasts this many seconds (default %(default)s)")
+    parser.add_argument("--max-runs", type=int, default=MAX_RUNS, help="cap on the raised runs")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="write the result here")
     parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check (not recommended)")
@@ -435,29 +623,37 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         if args.memory_probe is not None:
-            _memory_probe(args.artifact, args.inputs, args.threads, args.memory_probe)
+            _memory_probe(args.artifact[0], args.inputs, args.threads, args.memory_probe)
             return 0
-        if args.runs < 1 or args.warmup < 0 or args.threads < 1:
-            raise RunnerError("--runs and --threads must be >= 1 and --warmup >= 0")
-        result = benchmark(args.artifact, args.inputs, args.runs, args.warmup, args.threads,
-                           verify=not args.no_verify, memory=not args.no_memory, blocks=args.blocks)
+        results, failed = [], 0
+        for artifact in args.artifact:
+            try:
+                result = benchmark(artifact, args.inputs, args.runs, args.warmup, args.threads,
+                                   verify=not args.no_verify, memory=not args.no_memory, blocks=args.blocks,
+                                   min_time_s=args.min_time, max_runs=args.max_runs)
+            except RunnerError as exc:
+                if len(args.artifact) == 1:
+                    raise
+                print("runner error: %s: %s" % (os.path.basename(artifact), exc), file=sys.stderr)
+                results.append({"artifact": os.path.basename(artifact), "error": str(exc)})
+                failed += 1
+                continue
+            print(_summary_line(result, args.threads), file=sys.stderr)
+            results.append(result)
+        out = results[0] if len(args.artifact) == 1 else {"runner_version": RUNNER_VERSION, "results": results}
+        if args.json:
+            _write_json(args.json, out)
+        else:
+            print(json.dumps(out, indent=2))
     except RunnerError as exc:
         print("runner error: %s" % exc, file=sys.stderr)
         return 2
-    text = json.dumps(result, indent=2)
-    if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, args.json)
-    lat = result["latency_ms"]
-    print("%s [%s %s, %d thread(s)] p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  accuracy %s  peak %s MB" % (
-        result["artifact"], result["runtime"]["name"], result["runtime"]["version"], args.threads,
-        lat["p50"], lat["p90"], lat["p99"], "%.4f" % result["accuracy"] if "accuracy" in result else "n/a",
-        "%.1f" % result["peak_memory_mb"] if "peak_memory_mb" in result else "n/a"), file=sys.stderr)
-    if not args.json:
-        print(text)
-    return 0
+    except Exception as exc:  # noqa: BLE001 - a bug or a runtime crash: show it, and still exit 2
+        traceback.print_exc()
+        print("runner error: unexpected %s: %s (please report this with the traceback above)"
+              % (type(exc).__name__, _first_line(exc)), file=sys.stderr)
+        return 2
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,256 @@
+"""``edgekd bundle``: everything a device needs to benchmark the shipped artifacts, and nothing it doesn't.
+
+A bundle is a directory (and the same directory as a ``.tar.gz``) that runs with only Python 3.9+, numpy and the
+runtime: the shipped artifacts with all their files, ``manifest.json`` restricted to them (sha256 intact, so the
+runner still refuses a corrupted copy), ``runner.py``, ``eval.npz`` (inputs, labels, the teacher's recorded
+outputs), ``requirements-device.txt`` and a README with the one command to run. It is written beside the final
+location first and swapped in only when complete, so a failure never leaves half a bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekd import __version__
+from edgekd.errors import EdgekdError
+from edgekd.io import replace_dir, sha256_file, write_json, write_text
+
+RUNNER_PATH = Path(__file__).with_name("runner.py")
+MARKER = "bundle.json"  # identifies a directory as an edgekd bundle (the only kind --out may replace)
+RESULT_NAME = "result.json"
+
+# What `pip install` needs on the device for each format, and the alternative for old boards.
+DEVICE_PACKAGES = {
+    "onnx": ("onnxruntime", ""),
+    "openvino": ("openvino", ""),
+    "tflite": ("ai-edge-litert", "on boards without ai-edge-litert wheels: tflite-runtime with numpy<2"),
+}
+
+
+@dataclass
+class Bundle:
+    """A finished bundle: where it is, what it holds, and the command that runs it on the device."""
+
+    directory: Path
+    tarball: Path
+    artifacts: list[str]
+    threads: int
+    files: list[str] = field(default_factory=list)
+
+    def runner_args(self, python: str = "python3", runs: int | None = None, warmup: int | None = None,
+                    threads: int | None = None, json_out: str = RESULT_NAME) -> list[str]:
+        """The runner's command line inside the bundle directory, as an argument list."""
+        args = [python, "runner.py", *self.artifacts, "--inputs", "eval.npz",
+                "--threads", str(threads or self.threads), "--json", json_out]
+        if runs is not None:
+            args += ["--runs", str(runs)]
+        if warmup is not None:
+            args += ["--warmup", str(warmup)]
+        return args
+
+    @property
+    def command(self) -> str:
+        return shlex.join(self.runner_args())
+
+
+def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """report.json and manifest.json of a run directory, with one clear message when either is unusable."""
+    if not run_dir.is_dir():
+        raise EdgekdError(f"run directory not found: {run_dir}", "pass the directory `edgekd build` wrote")
+    out = []
+    for name in ("report.json", "manifest.json"):
+        path = run_dir / name
+        if not path.is_file():
+            raise EdgekdError(f"{run_dir} has no {name}", "pass a run directory written by `edgekd build`")
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise EdgekdError(f"{path} is not valid JSON ({exc})", "rebuild the run with `edgekd build`") from None
+        if not isinstance(value, dict):
+            raise EdgekdError(f"{path} is not an edgekd {name}", "rebuild the run with `edgekd build`")
+        out.append(value)
+    return out[0], out[1]
+
+
+def target_threads(report: dict[str, Any]) -> int:
+    """The target's thread count (what the device should run with); the build's when the target can't be read."""
+    from edgekd.targets import load_target
+
+    for spec in (report.get("target_path"), report.get("target")):
+        if not spec:
+            continue
+        try:
+            return int(load_target(spec).runtime.threads)
+        except (EdgekdError, OSError, ValueError):
+            continue
+    return int((report.get("measured_on") or {}).get("threads") or 1)
+
+
+def _safe_name(name: str, run_dir: Path) -> str:
+    """Manifest file names are plain names beside the manifest: never a path that could reach elsewhere."""
+    if not isinstance(name, str) or not name or os.path.basename(name) != name or name in (".", ".."):
+        raise EdgekdError(f"manifest in {run_dir} names the file '{name}', which is not a plain file name",
+                          "rebuild the run with `edgekd build`")
+    return name
+
+
+def select_entries(report: dict[str, Any], manifest: dict[str, Any], run_dir: Path,
+                   with_teacher: bool = False) -> list[dict[str, Any]]:
+    """Manifest entries of the shipped artifacts (and, if asked, the teacher reference in the same formats)."""
+    shipped = [a["path"] for a in report.get("artifacts", []) if a.get("shipped")]
+    if not shipped:
+        raise EdgekdError(f"report.json in {run_dir} marks no artifact as shipped",
+                          "rebuild the run; `edgekd build` ships the fastest precision that meets the contract")
+    by_path = {e.get("path"): e for e in manifest.get("artifacts", [])}
+    missing = [p for p in shipped if p not in by_path]
+    if missing:
+        raise EdgekdError(f"manifest.json in {run_dir} does not list the shipped {', '.join(missing)}",
+                          "the run directory is inconsistent: rebuild it with `edgekd build`")
+    entries = [by_path[p] for p in shipped]
+    if with_teacher:
+        formats = {e["format"] for e in entries}
+        entries += [e for e in manifest.get("artifacts", [])
+                    if e.get("role") == "teacher-reference" and e.get("format") in formats]
+    return entries
+
+
+def _check_out(out: Path, run_dir: Path) -> None:
+    resolved, run = out.resolve(), run_dir.resolve()
+    if resolved == run or run.is_relative_to(resolved):
+        raise EdgekdError(f"--out {out} would replace the run directory itself", "pick a new directory for --out")
+    if out.exists() and not (out.is_dir() and (out / MARKER).is_file()):
+        raise EdgekdError(f"--out {out} exists and is not an edgekd bundle; refusing to replace it",
+                          "pick a new directory, or remove it yourself")
+
+
+def requirements_text(entries: list[dict[str, Any]], report: dict[str, Any]) -> str:
+    versions = {a.get("format"): a.get("runtime_version") for a in report.get("artifacts", [])}
+    lines = ["# What runner.py needs on the device besides Python 3.9+: numpy and the runtime of each artifact.",
+             "# Install with: pip install -r requirements-device.txt",
+             "numpy>=1.21"]
+    for fmt in dict.fromkeys(e["format"] for e in entries):
+        package, note = DEVICE_PACKAGES.get(fmt, (fmt, ""))
+        built = versions.get(fmt)
+        comment = "; ".join(x for x in (f"benchmarked at build time with {built}" if built else "", note) if x)
+        lines.append(package + (f"  # {comment}" if comment else ""))
+    return "\n".join(lines) + "\n"
+
+
+def readme_text(bundle: Bundle, report: dict[str, Any], entries: list[dict[str, Any]], run_dir: Path) -> str:
+    rows = "\n".join(f"  {e['path']:<28} {e['format']:<9} {e['precision']:<5} {e.get('role', 'student'):<18} "
+                     f"sha256 {e['sha256'][:16]}..." for e in entries)
+    return f"""edgekd device bundle for target '{report.get('target')}'
+Built by edgekd {__version__} on {time.strftime('%Y-%m-%d %H:%M:%S')} from {run_dir}.
+
+Run it on the device (Python 3.9 or newer; no torch, no edgekd needed):
+
+  pip install -r requirements-device.txt
+  {bundle.command}
+
+runner.py checks every artifact's files against the sha256 in manifest.json and refuses to run a changed or
+corrupted one. It measures load time, first inference, batch-1 latency (warm-up, then timed blocks whose spread
+is reported as noise_pct), peak memory in a fresh child process, accuracy on eval.npz and agreement with the
+teacher's recorded outputs, and describes the machine. The result is {RESULT_NAME}; from the build host,
+`edgekd bench RUN_DIR --remote USER@HOST` does all of this over SSH and merges it into report.json.
+
+Artifacts:
+{rows}
+
+Other files: manifest.json (sha256 of every file, input shape and normalisation), eval.npz (x: normalised
+float32 inputs, y: labels, teacher_logits / reference_logits: the PyTorch teacher's and student's outputs),
+runner.py, requirements-device.txt, {MARKER} (what this bundle holds).
+Exit code of runner.py: 0 all measured, 2 an error (one line on stderr says what to fix).
+"""
+
+
+def make_bundle(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
+                with_teacher: bool = False, threads: int | None = None) -> Bundle:
+    """Write the bundle directory ``out`` (default ``RUN_DIR/bundle-<target>``) and ``out.tar.gz`` beside it."""
+    run_dir = Path(run_dir)
+    report, manifest = load_run(run_dir)
+    entries = select_entries(report, manifest, run_dir, with_teacher)
+    out = Path(out) if out else run_dir / f"bundle-{report.get('target', 'device')}"
+    _check_out(out, run_dir)
+    eval_name = _safe_name((manifest.get("eval_inputs") or {}).get("path", "eval.npz"), run_dir)
+    if not (run_dir / eval_name).is_file():
+        raise EdgekdError(f"{run_dir} has no {eval_name} (the evaluation inputs)", "rebuild it with `edgekd build`")
+    expected_eval = (manifest.get("eval_inputs") or {}).get("sha256")
+    if expected_eval and sha256_file(run_dir / eval_name) != expected_eval:
+        raise EdgekdError(f"{run_dir / eval_name} does not match the sha256 in manifest.json",
+                          "the run directory was modified: rebuild it with `edgekd build`")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".{out.name}.staging-{os.getpid()}"
+    tar_path = out.parent / f"{out.name}.tar.gz"
+    tar_tmp = out.parent / f".{out.name}.tar.gz.{os.getpid()}.tmp"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir()
+    try:
+        copied = []
+        for entry in entries:
+            for item in entry.get("files") or [{"path": entry["path"], "sha256": entry["sha256"]}]:
+                name = _safe_name(item["path"], run_dir)
+                src = run_dir / name
+                if not src.is_file():
+                    raise EdgekdError(f"{src} is missing (part of {entry['path']})", "rebuild with `edgekd build`")
+                shutil.copyfile(src, stage / name)
+                if sha256_file(stage / name) != item["sha256"]:
+                    raise EdgekdError(f"{src} does not match the sha256 in manifest.json; refusing to bundle it",
+                                      "the artifact was changed after the build: rebuild with `edgekd build`")
+                copied.append(name)
+        shutil.copyfile(run_dir / eval_name, stage / "eval.npz")
+        shutil.copyfile(RUNNER_PATH, stage / "runner.py")
+        bundled_manifest = {**manifest, "artifacts": entries,
+                            "eval_inputs": {**(manifest.get("eval_inputs") or {}), "path": "eval.npz"}}
+        write_json(stage / "manifest.json", bundled_manifest)
+        bundle = Bundle(out, tar_path, [e["path"] for e in entries], threads or target_threads(report))
+        write_text(stage / "requirements-device.txt", requirements_text(entries, report))
+        write_text(stage / "README.txt", readme_text(bundle, report, entries, run_dir))
+        files = sorted(p.name for p in stage.iterdir())
+        bundle.files = [*files, MARKER]
+        write_json(stage / MARKER, {
+            "edgekd_version": __version__, "target": report.get("target"),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "source_run": str(run_dir.resolve()), "artifacts": bundle.artifacts, "threads": bundle.threads,
+            "command": bundle.command, "files": {f: sha256_file(stage / f) for f in files},
+        })
+        with tarfile.open(tar_tmp, "w:gz") as tar:
+            for name in bundle.files:
+                tar.add(stage / name, arcname=f"{out.name}/{name}")
+        replace_dir(stage, out)
+        os.replace(tar_tmp, tar_path)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage)
+        if tar_tmp.exists():
+            tar_tmp.unlink()
+    return bundle
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def cmd_bundle(args) -> int:
+    bundle = make_bundle(args.run_dir, args.out, with_teacher=args.with_teacher, threads=args.threads)
+    print(f"wrote {bundle.directory}/ and {bundle.tarball} ({len(bundle.artifacts)} artifact(s): "
+          f"{', '.join(bundle.artifacts)})")
+    print(f"on the device: tar xzf {bundle.tarball.name} && cd {bundle.directory.name} && "
+          f"pip install -r requirements-device.txt && {bundle.command}")
+    return 0
+
+
+def register_cli(sub) -> None:
+    p = sub.add_parser("bundle", help="package the shipped artifacts + runner.py + eval inputs for a device")
+    p.add_argument("run_dir", help="run directory written by `edgekd build`")
+    p.add_argument("--out", help="bundle directory (default RUN_DIR/bundle-<target>); OUT.tar.gz is written beside it")
+    p.add_argument("--with-teacher", action="store_true",
+                   help="also bundle the fp32 teacher in the same formats (device speed vs teacher)")
+    p.add_argument("--threads", type=int, help="threads in the README command (default: the target's)")
+    p.set_defaults(func=cmd_bundle)

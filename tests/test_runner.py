@@ -1,0 +1,215 @@
+"""runner.py: the one file that goes to a device. Only stdlib + numpy + the runtime, Python 3.9, honest numbers.
+
+The slow test proves the "only" part: it runs runner.py in virtual environments that hold nothing but numpy and
+one runtime (no torch, no edgekd), one of them with numpy 1.26. The environments are cached under
+``.ci-cache/runner-venvs/`` (git-ignored; override with EDGEKD_RUNNER_VENVS) keyed by Python and package versions.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_bundle import make_run_dir
+
+from edgekd import runner
+
+RUNNER = Path(runner.__file__)
+REPO = RUNNER.parents[1]
+VENV_CACHE = Path(os.environ.get("EDGEKD_RUNNER_VENVS", REPO / ".ci-cache" / "runner-venvs"))
+# (name, pip requirements, format it runs): both numpy majors, each runtime.
+DEVICE_VENVS = [
+    ("onnx-numpy1", ["numpy==1.26.4", "onnxruntime==1.32.0"], "onnx"),
+    ("openvino-numpy2", ["numpy==2.4.6", "openvino==2026.4.1"], "openvino"),
+    ("tflite-numpy1", ["numpy==1.26.4", "ai-edge-litert==2.3.0"], "tflite"),
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return make_run_dir(tmp_path_factory.getbasetemp())
+
+
+def run_runner(*args: str, python: str = sys.executable, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([python, str(RUNNER), *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+# --------------------------------------------------------------------------------------------- fast
+def test_python39_syntax_and_only_allowed_imports():
+    source = RUNNER.read_text()
+    tree = ast.parse(source, feature_version=(3, 9))  # a 3.10+ construct (match, X | Y at runtime...) fails here
+    allowed = set(sys.stdlib_module_names) | {"numpy", "onnxruntime", "openvino", "ai_edge_litert", "tflite_runtime"}
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    assert imported <= allowed, imported - allowed
+    assert "torch" not in imported and "edgekd" not in imported
+
+
+def test_measures_honestly(run_dir):
+    proc = run_runner(str(run_dir / "model_fp32.onnx"), "--inputs", str(run_dir / "eval.npz"), "--runs", "30",
+                      "--warmup", "4", "--blocks", "3", "--min-time", "0.05", "--no-memory")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    lat = r["latency_ms"]
+    assert lat["runs"] >= 30 and lat["runs"] % 3 == 0 and len(lat["samples_ms"]) == lat["runs"]
+    assert len(lat["block_medians"]) == 3 and lat["noise_pct"] >= 0
+    assert lat["warmup"] >= 4 and sum(lat["samples_ms"]) >= 0.05 * 1000 * 0.5 or lat["runs"] >= runner.MAX_RUNS
+    assert lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert r["sha256_verified"] and r["runtime"]["name"] == "onnxruntime" and r["torch_imported"] is False
+    assert r["accuracy"] == pytest.approx(34 / 40) and r["agreement_with_teacher"] == pytest.approx(36 / 40)
+    assert r["parity"]["max_abs_diff"] < 1e-4
+    assert set(r["per_class_accuracy"]) <= {"0", "1", "2", "3"} and len(r["predictions"]) == 40
+    assert r["machine"]["arch"] and r["machine"]["cores"] >= 1 and r["load_ms"] > 0
+
+
+def _write_npz(path: Path, **arrays) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def test_bad_inputs_get_one_clear_message(run_dir, tmp_path):
+    model = str(run_dir / "model_fp32.onnx")
+    good = np.load(run_dir / "eval.npz")
+    x, y = good["x"], good["y"]
+    cases = [
+        (dict(x=x.astype(np.float64), y=y), "must be float32"),
+        (dict(x=(x * 10).astype(np.uint8), y=y), "normalise them"),
+        (dict(x=x[:, :, :4, :4].copy(), y=y), "sample shape [1, 4, 4] but the model expects [1, 8, 8]"),
+        (dict(x=x, y=y[:5]), "labels 'y' must be 40 integers"),
+        (dict(x=x, y=y, teacher_logits=np.zeros((40, 7), np.float32)), "has 4 outputs but 'teacher_logits'"),
+        (dict(x=x, y=y + 10), "labels 'y' range over"),
+        (dict(y=y), "lack the array 'x'"),
+    ]
+    for i, (arrays, message) in enumerate(cases):
+        proc = run_runner(model, "--inputs", str(_write_npz(tmp_path / f"in{i}.npz", **arrays)), "--no-memory")
+        assert proc.returncode == 2, (message, proc.stderr)
+        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    proc = run_runner(model, "--inputs", str(tmp_path / "missing.npz"))
+    assert proc.returncode == 2 and "inputs file not found" in proc.stderr
+
+
+def test_refuses_a_corrupted_artifact_and_names_missing_runtimes(run_dir, tmp_path, monkeypatch, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    data = bytearray((copy / "model_fp32.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (copy / "model_fp32.onnx").write_bytes(bytes(data))
+    proc = run_runner(str(copy / "model_fp32.onnx"), "--inputs", str(copy / "eval.npz"))
+    assert proc.returncode == 2 and "sha256 mismatch" in proc.stderr and "refusing to run" in proc.stderr
+    (copy / "model_fp32.bin").unlink()
+    proc = run_runner(str(copy / "model_fp32.xml"), "--inputs", str(copy / "eval.npz"))
+    assert proc.returncode == 2 and "model_fp32.bin is missing" in proc.stderr
+
+    # Several artifacts: each failure is reported, the others still measured, exit 2.
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    out = tmp_path / "r.json"
+    code = runner.main([str(run_dir / "model_fp32.xml"), str(run_dir / "model_fp32.onnx"), "--inputs",
+                        str(run_dir / "eval.npz"), "--runs", "5", "--min-time", "0", "--no-memory", "--json", str(out)])
+    assert code == 2
+    assert "openvino is not installed (format 'openvino'): pip install openvino" in capsys.readouterr().err
+    results = json.loads(out.read_text())["results"]
+    assert "error" in results[0] and results[1]["latency_ms"]["runs"] >= 5
+
+
+# --------------------------------------------------------------------------------------------- slow
+def device_venv(name: str, requirements: list[str]) -> Path:
+    """A venv with only ``requirements`` (cached by Python version and requirements); built atomically."""
+    key = hashlib.sha256(json.dumps([sys.version_info[:2], requirements]).encode()).hexdigest()[:12]
+    path = VENV_CACHE / f"{name}-py{sys.version_info[0]}{sys.version_info[1]}-{key}"
+    python = path / "bin" / "python"
+    if python.exists():
+        return python
+    tmp = VENV_CACHE / f".{path.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base_python, "-m", "venv", str(tmp)], check=True, capture_output=True)
+    pip = subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                          *requirements], capture_output=True, text=True, timeout=900)
+    if pip.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        pytest.fail(f"pip install {requirements} failed: {pip.stderr[-2000:]}")
+    # venvs hard-code their path in scripts; python itself works from the renamed directory via pyvenv.cfg.
+    try:
+        os.replace(tmp, path)
+    except OSError:  # another process built it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    return python
+
+
+def tflite_run_dir(root: Path) -> Path:
+    """The tiny student as .tflite (litert-torch) with its manifest; the conversion is cached beside the venvs."""
+    import torch
+
+    from edgekd.models.students import build_model
+
+    cached = VENV_CACHE / f"student-{torch.__version__}.tflite"
+    if not cached.exists():
+        import litert_torch
+
+        torch.manual_seed(0)
+        model = build_model("mobilenetv2", (1, 8, 8), 4, width=0.5, depth=1, expand=2).eval()
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        litert_torch.convert(model, (torch.zeros(1, 1, 8, 8),)).export(str(tmp))
+        os.replace(tmp, cached)
+    run = root / "tflite-run"
+    run.mkdir(exist_ok=True)
+    shutil.copyfile(cached, run / "model_fp32.tflite")
+    shutil.copyfile(make_run_dir(root) / "eval.npz", run / "eval.npz")
+    digest = runner.sha256_file(str(run / "model_fp32.tflite"))
+    (run / "manifest.json").write_text(json.dumps({"artifacts": [
+        {"path": "model_fp32.tflite", "format": "tflite", "precision": "fp32", "sha256": digest,
+         "files": [{"path": "model_fp32.tflite", "sha256": digest}]}]}))
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "requirements", "fmt"), DEVICE_VENVS, ids=[v[0] for v in DEVICE_VENVS])
+def test_runs_with_only_numpy_and_the_runtime(name, requirements, fmt, tmp_path_factory, tmp_path):
+    python = str(device_venv(name, requirements))
+    root = tmp_path_factory.getbasetemp()
+    src = tflite_run_dir(root) if fmt == "tflite" else make_run_dir(root)
+    artifact = {"onnx": "model_fp32.onnx", "openvino": "model_fp32.xml", "tflite": "model_fp32.tflite"}[fmt]
+    # A device-like directory: the artifact, its manifest, the inputs and runner.py; nothing of edgekd.
+    device = tmp_path / "device"
+    device.mkdir()
+    for f in src.iterdir():
+        if f.is_file():
+            shutil.copyfile(f, device / f.name)
+    shutil.copyfile(RUNNER, device / "runner.py")
+    listed = subprocess.run([python, "-c", "import importlib.util as u, json, numpy; print(json.dumps("
+                             "[numpy.__version__, [m for m in ('torch', 'edgekd') if u.find_spec(m)]]))"],
+                            capture_output=True, text=True, check=True, cwd=device)
+    numpy_version, present = json.loads(listed.stdout)
+    assert present == [] and numpy_version == requirements[0].split("==")[1]
+
+    proc = subprocess.run([python, "runner.py", artifact, "--inputs", "eval.npz", "--runs", "50", "--warmup", "5",
+                           "--min-time", "0.1", "--threads", "1", "--json", "result.json"],
+                          cwd=device, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((device / "result.json").read_text())
+    assert r["format"] == fmt and r["sha256_verified"] and r["torch_imported"] is False
+    assert r["machine"]["numpy"] == numpy_version
+    assert r["accuracy"] == pytest.approx(34 / 40) and r["parity"]["top1_agreement"] == 1.0
+    assert r["parity"]["max_abs_diff"] < 1e-3 and r["peak_memory_mb"] > 0 and r["latency_ms"]["p50"] > 0
+
+    # The other formats' runtimes are absent here: the runner names the package to install, exit 2.
+    other = "model_fp32.onnx" if fmt != "onnx" else "model_fp32.xml"
+    if (src / other).exists():
+        shutil.copyfile(src / other, device / other)
+        if other.endswith(".xml"):
+            shutil.copyfile(src / "model_fp32.bin", device / "model_fp32.bin")
+        proc = subprocess.run([python, "runner.py", other, "--inputs", "eval.npz"], cwd=device, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 2 and "is not installed" in proc.stderr and "pip install" in proc.stderr
