@@ -1,25 +1,64 @@
-"""The CI gate: every budget of the target checked against a report, one row each.
+"""The CI gate: every budget of the target checked against a report, one row each, plus regressions vs a baseline.
 
-Device budgets (latency, peak memory) are verified only by numbers measured on a matching device; measured
-elsewhere they are "unverified" (a failure only with ``strict``). Hardware-independent budgets (params, MACs,
-size, accuracy, latency relative to the teacher in the same run) always gate.
+Device budgets (latency, peak memory) are verified only by numbers measured on a matching device (the host of the
+build when it is one, or a ``device_results[]`` entry merged in by ``edgekd bench --remote``); measured elsewhere
+they are "unverified" (a failure only with ``strict``). Hardware-independent budgets (params, MACs, size, accuracy,
+latency relative to the teacher in the same run) always gate.
+
+Regressions against a baseline report are judged so that a noisy shared CI runner does not flake the gate: a
+metric regresses only when its change exceeds both the allowed regression (``--max-regression``) and the noise
+measured in the two runs. For latency that noise has two parts, both taken from the runs themselves:
+
+* sampling noise: a seeded two-stage bootstrap (resample the runner's timing blocks, then the samples inside
+  them), which respects that neighbouring samples share a machine state and so are not independent;
+* interference: on a shared machine a fraction ``f`` of the samples are interrupted (preempted, descheduled) and
+  take several times the median. That fraction depends on the other tenants, not on the model, and differs between
+  two runs, so a quantile ``q`` measured in one run may be quantile ``q +- f`` of the other. The interval of the
+  quantile is therefore widened to levels ``q - f .. q + f`` (``f``: the larger interrupted share of the two runs).
+
+A latency metric regresses only when the current run's interval lies entirely above the baseline's interval
+stretched by the allowed regression. Comparing latency or memory measured on different hardware is refused.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+import argparse
+import math
+import os
+import shutil
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgekd.errors import EdgekdError
+from edgekd.io import atomic_write, write_text
+from edgekd.report import REPORT_SCHEMA_VERSION
 from edgekd.targets import TargetProfile
 
 PASS, FAIL, UNVERIFIED = "pass", "fail", "unverified"
 
+DEFAULT_MAX_REGRESSION_PCT = 10.0
+DEFAULT_MAX_ACCURACY_DROP = 0.01
+# A batch-1 inference of a fixed graph does the same work every time: a sample this many times the run's median
+# was interrupted by something else on the machine, and the share of such samples measures the interference.
+INTERRUPTED_FACTOR = 3.0
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 20261123
+CONFIDENCE = 0.95
+# Peak RSS of a fresh runner process moves by about this much between identical runs (allocator, page cache).
+MEMORY_NOISE_MB = 2.0
+# The fields of measured_on that must agree before latency or memory from two runs can be compared.
+HARDWARE_KEYS = ("arch", "cpu", "cores", "threads")
 
+
+# ============================================================================================ results
 @dataclass(frozen=True)
 class BudgetCheck:
+    """One budget of the target against one measured value (student-wide or per shipped artifact)."""
+
     name: str
     artifact: str | None
     measured: float | None
@@ -37,27 +76,64 @@ class BudgetCheck:
         return self.budget - self.measured if self.comparison == "<=" else self.measured - self.budget
 
 
+@dataclass(frozen=True)
+class RegressionCheck:
+    """One metric of one shipped artifact against the same artifact in the baseline report."""
+
+    metric: str
+    artifact: str
+    baseline: float | None
+    current: float | None
+    unit: str
+    status: str
+    threshold: str  # the allowed change, in words ("+10 %", "-0.01 accuracy")
+    noise: str = ""  # the noise the change had to exceed, in words
+    note: str = ""
+    baseline_interval: tuple[float, float] | None = None
+    current_interval: tuple[float, float] | None = None
+
+    @property
+    def change_pct(self) -> float | None:
+        if self.baseline is None or self.current is None or self.baseline == 0:
+            return None
+        return 100.0 * (self.current - self.baseline) / abs(self.baseline)
+
+
 @dataclass
 class GateResult:
     checks: list[BudgetCheck]
     strict: bool
+    regressions: list[RegressionCheck] = field(default_factory=list)
+    baseline: str | None = None
+
+    def _fails(self, status: str) -> bool:
+        return status == FAIL or (self.strict and status == UNVERIFIED)
 
     @property
     def failures(self) -> list[BudgetCheck]:
-        return [c for c in self.checks if c.status == FAIL or (self.strict and c.status == UNVERIFIED)]
+        return [c for c in self.checks if self._fails(c.status)]
+
+    @property
+    def regression_failures(self) -> list[RegressionCheck]:
+        return [r for r in self.regressions if self._fails(r.status)]
 
     @property
     def passed(self) -> bool:
-        return not self.failures
+        return not self.failures and not self.regression_failures
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "passed": self.passed,
             "strict": self.strict,
-            "violations": [_describe(c) for c in self.failures],
+            "violations": [_describe(c) for c in self.failures] + [_describe_regression(r)
+                                                                     for r in self.regression_failures],
             "unverified": [c.name for c in self.checks if c.status == UNVERIFIED],
             "checks": [{**asdict(c), "margin": c.margin} for c in self.checks],
         }
+        if self.baseline is not None:
+            out["baseline"] = self.baseline
+            out["regressions"] = [{**asdict(r), "change_pct": r.change_pct} for r in self.regressions]
+        return out
 
 
 def _describe(c: BudgetCheck) -> str:
@@ -67,25 +143,93 @@ def _describe(c: BudgetCheck) -> str:
     return f"{c.name}{where}: measured {c.measured:.6g} {c.unit}, budget {c.comparison} {c.budget:.6g} {c.unit}"
 
 
-def _check(name, artifact, measured, budget, unit, comparison, device_bound=False, on_device=True, note=""):
+def _describe_regression(r: RegressionCheck) -> str:
+    if r.status == UNVERIFIED:
+        return f"regression {r.metric} [{r.artifact}]: unverified ({r.note})"
+    return (f"regression {r.metric} [{r.artifact}]: {_fmt(r.baseline)} -> {_fmt(r.current)} {r.unit} "
+            f"({_pct(r.change_pct)}; allowed {r.threshold}, noise {r.noise})")
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.6g}"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.1f} %"
+
+
+# ============================================================================================ report checks
+def check_report(report: Any, label: str, expected_target: str | None = None) -> dict[str, Any]:
+    """Refuse a report this gate cannot judge correctly, saying exactly why (schema, target, missing fields)."""
+    if not isinstance(report, dict) or "target" not in report:
+        raise EdgekdError(f"{label} is not an edgekd report (no 'target' field)", "pass a report.json from edgekd")
+    version = report.get("schema_version")
+    if version is None:
+        raise EdgekdError(f"{label} has no schema_version: it was written by an edgekd older than report schema 1",
+                          "rebuild it with this edgekd (`edgekd build`)")
+    if not isinstance(version, int) or version < REPORT_SCHEMA_VERSION:
+        raise EdgekdError(f"{label} has report schema_version {version}, older than the {REPORT_SCHEMA_VERSION} "
+                          "this edgekd gates", "rebuild it with this edgekd (`edgekd build`)")
+    if version > REPORT_SCHEMA_VERSION:
+        raise EdgekdError(f"{label} has report schema_version {version}, newer than the {REPORT_SCHEMA_VERSION} "
+                          "this edgekd understands", "upgrade edgekd (pip install -U edgekd) to gate it")
+    if expected_target is not None and report["target"] != expected_target:
+        raise EdgekdError(f"{label} is for target '{report['target']}', not '{expected_target}'",
+                          f"gate it with --target {report['target']}, or use a report built for {expected_target}")
+    for key, kind in (("measured_on", dict), ("student", dict), ("teacher", dict), ("artifacts", list)):
+        if not isinstance(report.get(key), kind):
+            raise EdgekdError(f"{label} lacks the field '{key}' ({kind.__name__})",
+                              "gate a complete report.json written by `edgekd build`")
+    for name in ("params", "macs"):
+        if name not in report["student"]:
+            raise EdgekdError(f"{label} lacks the field 'student.{name}'", "rebuild it with `edgekd build`")
+    for i, a in enumerate(report["artifacts"]):
+        if not isinstance(a, dict):
+            raise EdgekdError(f"{label}: artifacts[{i}] is not an object", "rebuild it with `edgekd build`")
+        for name in ("path", "format", "precision", "size_bytes", "accuracy", "latency_ms"):
+            if name not in a:
+                where = a.get("path", f"artifacts[{i}]")
+                raise EdgekdError(f"{label} lacks the field 'artifacts[{i}].{name}' ({where})",
+                                  "rebuild it with `edgekd build`; every artifact row needs it for the budgets")
+    if not [a for a in report["artifacts"] if a.get("shipped", True)]:
+        raise EdgekdError(f"{label} ships no artifact (every artifacts[].shipped is false)",
+                          "check the build's precision choice; there is nothing to gate")
+    return report
+
+
+# ============================================================================================ budgets
+def _check(name: str, artifact: str | None, measured: float | None, budget: float, unit: str, comparison: str,
+           device_bound: bool = False, on_device: bool = True, note: str = "") -> BudgetCheck:
     if measured is None:
         return BudgetCheck(name, artifact, None, budget, unit, comparison, UNVERIFIED, device_bound,
                            note or "not measured in this report")
     ok = measured <= budget if comparison == "<=" else measured >= budget
     status = PASS if ok else FAIL
     if device_bound and not on_device:
-        status, note = UNVERIFIED, note or "measured on a host that is not the target device"
+        status, note = UNVERIFIED, "measured on a host that is not the target device"
     return BudgetCheck(name, artifact, float(measured), float(budget), unit, comparison, status, device_bound, note)
 
 
-def evaluate_gate(report: dict[str, Any], target: TargetProfile, strict: bool = False) -> GateResult:
-    """Check ``report`` against every budget of ``target``."""
-    try:
-        student, teacher = report["student"], report["teacher"]
-        shipped = [a for a in report["artifacts"] if a.get("shipped", True)]
-        on_device = bool(report["measured_on"].get("is_target_device", False))
-    except (KeyError, TypeError) as exc:
-        raise EdgekdError(f"report lacks the field {exc}", "gate a report.json written by `edgekd build`") from None
+def _device_measurement(report: dict[str, Any], artifact: dict[str, Any]) -> tuple[dict[str, Any], bool, str]:
+    """Where this artifact's device numbers come from: a target-device ``device_results[]`` entry wins."""
+    for entry in report.get("device_results") or []:
+        if not (entry.get("measured_on") or {}).get("is_target_device"):
+            continue
+        for row in entry.get("artifacts") or []:
+            if row.get("path") == artifact["path"]:
+                return row, True, f"measured on the target device {entry.get('remote', '?')}"
+    on_device = bool(report["measured_on"].get("is_target_device", False))
+    return artifact, on_device, ""
+
+
+def evaluate_gate(report: dict[str, Any], target: TargetProfile, strict: bool = False,
+                  baseline: dict[str, Any] | None = None, max_regression_pct: float = DEFAULT_MAX_REGRESSION_PCT,
+                  max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP, baseline_label: str = "baseline",
+                  ) -> GateResult:
+    """Check ``report`` against every budget of ``target``, and against ``baseline`` when one is given."""
+    check_report(report, "report")
+    student, teacher = report["student"], report["teacher"]
+    shipped = [a for a in report["artifacts"] if a.get("shipped", True)]
     sb, b = target.student_budget, target.budgets
     checks = [
         _check("params", None, student.get("params"), sb.max_params, "params", "<="),
@@ -98,76 +242,398 @@ def evaluate_gate(report: dict[str, Any], target: TargetProfile, strict: bool = 
         lat = a.get("latency_ms") or {}
         if b.model_size_kb is not None:
             checks.append(_check("model_size_kb", name, a["size_bytes"] / 1024, b.model_size_kb, "KiB", "<="))
-        if b.min_accuracy_ratio is not None and teacher_acc:
-            checks.append(_check("min_accuracy_ratio", name, a["accuracy"] / teacher_acc, b.min_accuracy_ratio,
-                                 "x teacher", ">="))
+        if b.min_accuracy_ratio is not None:
+            ratio = a["accuracy"] / teacher_acc if teacher_acc and a["accuracy"] is not None else None
+            checks.append(_check("min_accuracy_ratio", name, ratio, b.min_accuracy_ratio, "x teacher", ">=",
+                                 note="" if teacher_acc else "the report has no teacher accuracy"))
         if b.max_quantization_drop is not None:
-            drop = None if student.get("accuracy") is None else student["accuracy"] - a["accuracy"]
+            drop = None if student.get("accuracy") is None or a["accuracy"] is None \
+                else student["accuracy"] - a["accuracy"]
             checks.append(_check("max_quantization_drop", name, drop, b.max_quantization_drop, "accuracy", "<="))
-        reference_p50 = a.get("teacher_p50_ms_same_runtime") or teacher_p50
-        if b.max_latency_ratio_to_teacher is not None and reference_p50:
-            checks.append(_check("max_latency_ratio_to_teacher", name, lat.get("p50", 0) / reference_p50,
-                                 b.max_latency_ratio_to_teacher, "x teacher p50", "<="))
+        if b.max_latency_ratio_to_teacher is not None:
+            reference_p50 = a.get("teacher_p50_ms_same_runtime") or teacher_p50
+            ratio = lat["p50"] / reference_p50 if reference_p50 and lat.get("p50") is not None else None
+            checks.append(_check("max_latency_ratio_to_teacher", name, ratio, b.max_latency_ratio_to_teacher,
+                                 "x teacher p50", "<=", note="" if reference_p50 else "no teacher latency"))
+        device_row, on_device, where = _device_measurement(report, a)
         if b.latency_ms_p95 is not None:
-            checks.append(_check("latency_ms_p95", name, lat.get("p95"), b.latency_ms_p95, "ms", "<=",
-                                 device_bound=True, on_device=on_device))
+            checks.append(_check("latency_ms_p95", name, (device_row.get("latency_ms") or {}).get("p95"),
+                                 b.latency_ms_p95, "ms", "<=", device_bound=True, on_device=on_device, note=where))
         if b.peak_memory_mb is not None:
-            checks.append(_check("peak_memory_mb", name, a.get("peak_memory_mb"), b.peak_memory_mb, "MB", "<=",
-                                 device_bound=True, on_device=on_device))
-    return GateResult(checks, strict)
+            checks.append(_check("peak_memory_mb", name, device_row.get("peak_memory_mb"), b.peak_memory_mb, "MB",
+                                 "<=", device_bound=True, on_device=on_device, note=where))
+    regressions: list[RegressionCheck] = []
+    if baseline is not None:
+        regressions = compare_to_baseline(report, baseline, max_regression_pct, max_accuracy_drop)
+    return GateResult(checks, strict, regressions, baseline_label if baseline is not None else None)
 
 
-def load_report(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise EdgekdError(f"report not found: {path}", "pass the report.json that `edgekd build` wrote")
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EdgekdError(f"report {path} is not valid JSON ({exc})", "rebuild it with `edgekd build`") from None
-    if not isinstance(report, dict) or "target" not in report:
-        raise EdgekdError(f"report {path} is not an edgekd report (no 'target')", "pass an edgekd report.json")
-    return report
+# ============================================================================================ statistics
+@dataclass(frozen=True)
+class LatencyEstimate:
+    """Quantiles of one run's latency with intervals that include sampling noise and interference."""
+
+    point: dict[float, float]
+    interval: dict[float, tuple[float, float]]
+    interrupted_share: float
+    blocks: int
 
 
-def format_table(result: GateResult) -> str:
-    rows = [("budget", "artifact", "measured", "budget", "margin", "status")]
+def latency_samples(row: dict[str, Any]) -> tuple[np.ndarray, int] | None:
+    """The timed batch-1 samples of an artifact row and the number of blocks they were taken in, if recorded."""
+    detail = row.get("latency_ms_detail") or {}
+    samples = detail.get("samples_ms")
+    if not samples:
+        return None
+    blocks = int(detail.get("blocks") or len(detail.get("block_medians") or []) or 1)
+    return np.asarray(samples, dtype=np.float64), max(1, min(blocks, len(samples)))
+
+
+def interrupted_share(samples: np.ndarray) -> float:
+    """Share of samples that took over INTERRUPTED_FACTOR x the median: the machine's interference in this run."""
+    return float(np.mean(samples > INTERRUPTED_FACTOR * np.median(samples)))
+
+
+def estimate_latency(samples: np.ndarray, blocks: int, quantiles: tuple[float, ...] = (50.0, 95.0),
+                     widen: float = 0.0, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                     ) -> LatencyEstimate:
+    """Two-stage bootstrap intervals of latency quantiles, widened by ``widen`` percentile levels.
+
+    Stage one resamples the timing blocks (consecutive samples share CPU frequency, cache and co-tenant state, so
+    they are not independent; blocks are closer to it), stage two the samples inside each chosen block. The lower
+    end of quantile q's interval is the bootstrap's lower bound of quantile ``q - widen``, the upper end the upper
+    bound of ``q + widen``: a run where more samples were interrupted reads a higher level as the same quantile.
+    Seeded, so the same two reports always give the same verdict.
+    """
+    per_block = len(samples) // blocks
+    grid = samples[: blocks * per_block].reshape(blocks, per_block)
+    rng = np.random.default_rng(seed)
+    pick_blocks = rng.integers(0, blocks, size=(resamples, blocks))
+    pick_samples = rng.integers(0, per_block, size=(resamples, blocks, per_block))
+    boot = grid[pick_blocks[:, :, None], pick_samples].reshape(resamples, blocks * per_block)
+    levels = sorted({min(100.0, max(0.0, q + d)) for q in quantiles for d in (-widen, widen)})
+    stats = np.percentile(boot, levels, axis=1)  # (levels, resamples)
+    alpha = 100.0 * (1.0 - CONFIDENCE) / 2.0
+    at = {lvl: stats[i] for i, lvl in enumerate(levels)}
+    point = {q: float(np.percentile(samples, q)) for q in quantiles}
+    interval = {}
+    for q in quantiles:
+        lo = float(np.percentile(at[min(100.0, max(0.0, q - widen))], alpha))
+        hi = float(np.percentile(at[min(100.0, max(0.0, q + widen))], 100.0 - alpha))
+        interval[q] = (min(lo, point[q]), max(hi, point[q]))
+    return LatencyEstimate(point, interval, interrupted_share(samples), blocks)
+
+
+# ============================================================================================ baseline
+def hardware_differences(report: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+    """The measured_on fields that differ: latency and memory from such runs measure the machines, not the model."""
+    now, then = report.get("measured_on") or {}, baseline.get("measured_on") or {}
+    return [f"{k} {then.get(k)!r} (baseline) vs {now.get(k)!r} (report)" for k in HARDWARE_KEYS
+            if now.get(k) != then.get(k)]
+
+
+def _artifact_key(a: dict[str, Any]) -> tuple[str, str, str]:
+    return (str(a.get("path")), str(a.get("format")), str(a.get("precision")))
+
+
+def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
+                        max_regression_pct: float = DEFAULT_MAX_REGRESSION_PCT,
+                        max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP) -> list[RegressionCheck]:
+    """Per shipped artifact and metric: fail only a change beyond both the allowed regression and the noise."""
+    if max_regression_pct < 0 or max_accuracy_drop < 0:
+        raise EdgekdError("--max-regression and --max-accuracy-drop must be >= 0", "e.g. --max-regression 10")
+    by_key = {_artifact_key(a): a for a in baseline["artifacts"]}
+    hw = hardware_differences(report, baseline)
+    n_test = ((report.get("data") or {}).get("splits") or {}).get("test")
+    rows: list[RegressionCheck] = []
+    for a in (a for a in report["artifacts"] if a.get("shipped", True)):
+        name = a["path"]
+        old = by_key.get(_artifact_key(a))
+        if old is None:
+            rows.append(RegressionCheck("artifact", name, None, None, "", UNVERIFIED, "-",
+                                        note=f"the baseline has no {a['format']} {a['precision']} artifact '{name}'"))
+            continue
+        rows += _latency_regressions(name, a, old, max_regression_pct, hw)
+        rows.append(_memory_regression(name, a, old, max_regression_pct, hw))
+        rows.append(_size_regression(name, a, old, max_regression_pct))
+        rows.append(_accuracy_regression(name, a, old, max_accuracy_drop, n_test))
+    return rows
+
+
+def _latency_regressions(name: str, a: dict, old: dict, max_pct: float, hw: list[str]) -> list[RegressionCheck]:
+    metrics = (("latency_ms_p50", 50.0), ("latency_ms_p95", 95.0))
+    allowed = f"+{max_pct:g} %"
+    old_lat, new_lat = old.get("latency_ms") or {}, a.get("latency_ms") or {}
+    if hw:
+        why = "baseline measured on different hardware: " + "; ".join(hw) + \
+              "; refresh the baseline on this runner (--update-baseline)"
+        return [RegressionCheck(m, name, old_lat.get(f"p{q:g}"), new_lat.get(f"p{q:g}"), "ms", UNVERIFIED, allowed,
+                                note=why) for m, q in metrics]
+    old_s, new_s = latency_samples(old), latency_samples(a)
+    if old_s is None or new_s is None:
+        side = "baseline" if old_s is None else "report"
+        return [RegressionCheck(m, name, old_lat.get(f"p{q:g}"), new_lat.get(f"p{q:g}"), "ms", UNVERIFIED, allowed,
+                                note=f"the {side} has no latency samples (latency_ms_detail.samples_ms) to measure "
+                                     "noise with; rebuild it with this edgekd") for m, q in metrics]
+    widen = 100.0 * max(interrupted_share(old_s[0]), interrupted_share(new_s[0]))
+    before = estimate_latency(*old_s, widen=widen)
+    after = estimate_latency(*new_s, widen=widen)
+    rows = []
+    for metric, q in metrics:
+        b_lo, b_hi = before.interval[q]
+        c_lo, c_hi = after.interval[q]
+        regressed = after.point[q] > before.point[q] * (1 + max_pct / 100) and c_lo > b_hi * (1 + max_pct / 100)
+        noise = (f"{100 * CONFIDENCE:g} % intervals {b_lo:.4g}-{b_hi:.4g} vs {c_lo:.4g}-{c_hi:.4g} ms "
+                 f"(interrupted samples {widen:.1f} %)")
+        note = "" if regressed else ("within the allowed change" if after.point[q] <= before.point[q] *
+                                     (1 + max_pct / 100) else "change within the measured noise")
+        rows.append(RegressionCheck(metric, name, before.point[q], after.point[q], "ms", FAIL if regressed else PASS,
+                                    allowed, noise, note, (b_lo, b_hi), (c_lo, c_hi)))
+    return rows
+
+
+def _memory_regression(name: str, a: dict, old: dict, max_pct: float, hw: list[str]) -> RegressionCheck:
+    before, after = old.get("peak_memory_mb"), a.get("peak_memory_mb")
+    allowed = f"+{max_pct:g} %"
+    if hw:
+        return RegressionCheck("peak_memory_mb", name, before, after, "MB", UNVERIFIED, allowed,
+                               note="baseline measured on different hardware: " + "; ".join(hw))
+    if before is None or after is None:
+        return RegressionCheck("peak_memory_mb", name, before, after, "MB", UNVERIFIED, allowed,
+                               note="peak memory not measured in both reports")
+    regressed = after > before * (1 + max_pct / 100) and after - before > MEMORY_NOISE_MB
+    return RegressionCheck("peak_memory_mb", name, before, after, "MB", FAIL if regressed else PASS, allowed,
+                           f"+-{MEMORY_NOISE_MB:g} MB between identical runs")
+
+
+def _size_regression(name: str, a: dict, old: dict, max_pct: float) -> RegressionCheck:
+    before, after = float(old["size_bytes"]) / 1024, float(a["size_bytes"]) / 1024
+    regressed = after > before * (1 + max_pct / 100)
+    return RegressionCheck("model_size_kb", name, before, after, "KiB", FAIL if regressed else PASS,
+                           f"+{max_pct:g} %", "none (deterministic)")
+
+
+def _accuracy_regression(name: str, a: dict, old: dict, max_drop: float, n_test: int | None) -> RegressionCheck:
+    before, after = old.get("accuracy"), a.get("accuracy")
+    allowed = f"-{max_drop:g} accuracy"
+    if before is None or after is None:
+        return RegressionCheck("accuracy", name, before, after, "", UNVERIFIED, allowed,
+                               note="accuracy not measured in both reports")
+    # Two independent binomial proportions on n test samples: conservative for the same test set (paired).
+    noise = 0.0
+    if n_test:
+        noise = 1.96 * math.sqrt((before * (1 - before) + after * (1 - after)) / n_test)
+    drop = before - after
+    regressed = drop > max_drop and drop > noise
+    return RegressionCheck("accuracy", name, before, after, "", FAIL if regressed else PASS, allowed,
+                           f"+-{noise:.4f} (95 %, n={n_test})" if n_test else "unknown (no test size in report)")
+
+
+# ============================================================================================ output
+def _status_text(status: str, strict: bool) -> str:
+    if status == UNVERIFIED and strict:
+        return "FAIL (unverified, --strict)"
+    return status.upper() if status != PASS else "pass"
+
+
+def _budget_rows(result: GateResult) -> list[tuple[str, ...]]:
+    rows = []
     for c in result.checks:
         measured = "-" if c.measured is None else f"{c.measured:.6g} {c.unit}"
         margin = "-" if c.margin is None else f"{c.margin:+.6g}"
-        status = c.status.upper() if c.status != PASS else "pass"
-        if c.status == UNVERIFIED and result.strict:
-            status = "FAIL (unverified, --strict)"
-        rows.append((c.name, c.artifact or "(student)", measured, f"{c.comparison} {c.budget:.6g}", margin, status))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        rows.append((c.name, c.artifact or "(student)", measured, f"{c.comparison} {c.budget:.6g}", margin,
+                     _status_text(c.status, result.strict)))
+    return rows
+
+
+def _regression_rows(result: GateResult) -> list[tuple[str, ...]]:
+    return [(r.metric, r.artifact, _fmt(r.baseline), _fmt(r.current), _pct(r.change_pct), r.threshold,
+             _status_text(r.status, result.strict), "; ".join(t for t in (r.note, r.noise) if t))
+            for r in result.regressions]
+
+
+def _plain_table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    rows = [head, *rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    verdict = "PASSED" if result.passed else f"FAILED ({len(result.failures)} budget(s) violated)"
-    return "\n".join(lines) + f"\n\ngate {verdict}"
+    return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------------------------- CLI
-def cmd_gate(args) -> int:
-    import os
+def _verdict(result: GateResult) -> str:
+    if result.passed:
+        return "PASSED"
+    parts = []
+    if result.failures:
+        parts.append(f"{len(result.failures)} budget(s) violated")
+    if result.regression_failures:
+        parts.append(f"{len(result.regression_failures)} regression(s) vs baseline")
+    return f"FAILED ({', '.join(parts)})"
 
+
+def format_table(result: GateResult) -> str:
+    """The rows a person reads in the CI log: budgets, then regressions against the baseline when given."""
+    out = _plain_table(("budget", "artifact", "measured", "budget", "margin", "status"), _budget_rows(result))
+    if result.baseline is not None:
+        out += f"\n\nregressions vs {result.baseline}\n" + _plain_table(
+            ("metric", "artifact", "baseline", "current", "change", "allowed", "status", "noise / note"),
+            _regression_rows(result))
+    return out + f"\n\ngate {_verdict(result)}"
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def format_markdown(result: GateResult, target: str) -> str:
+    """The Markdown summary for a pull request page ($GITHUB_STEP_SUMMARY)."""
+    icon = "✅" if result.passed else "❌"
+    lines = [f"### {icon} edgekd gate `{target}`: {_verdict(result)}", "",
+             "| budget | artifact | measured | budget | margin | status |", "|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in _budget_rows(result)]
+    unverified = [c for c in result.checks if c.status == UNVERIFIED]
+    if unverified and not result.strict:
+        lines += ["", f"{len(unverified)} device budget(s) unverified: {unverified[0].note}. "
+                      "Measure on the device (`edgekd bench --remote`) or gate with `--strict` to require it."]
+    if result.baseline is not None:
+        lines += ["", f"**Regressions vs `{result.baseline}`**", "",
+                  "| metric | artifact | baseline | current | change | allowed | status | noise / note |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in _regression_rows(result)]
+    return "\n".join(lines) + "\n"
+
+
+def format_junit(result: GateResult, target: str) -> str:
+    """JUnit XML: one test case per budget check and per regression check; unverified ones are skipped."""
+    suite = ET.Element("testsuite", name=f"edgekd.gate.{target}")
+    counts = {"tests": 0, "failures": 0, "skipped": 0}
+
+    def case(classname: str, name: str, status: str, message: str, detail: str) -> None:
+        tc = ET.SubElement(suite, "testcase", classname=classname, name=name, time="0")
+        counts["tests"] += 1
+        if result._fails(status):
+            ET.SubElement(tc, "failure", message=message, type=status).text = detail
+            counts["failures"] += 1
+        elif status == UNVERIFIED:
+            ET.SubElement(tc, "skipped", message=message)
+            counts["skipped"] += 1
+        else:
+            ET.SubElement(tc, "system-out").text = detail
+
+    for c in result.checks:
+        name = f"{c.name}[{c.artifact or 'student'}]"
+        case(f"edgekd.gate.{target}.budgets", name, c.status, _describe(c), _describe(c))
+    for r in result.regressions:
+        name = f"{r.metric}[{r.artifact}]"
+        detail = _describe_regression(r) + (f"; {r.note}" if r.note and r.status != UNVERIFIED else "")
+        case(f"edgekd.gate.{target}.regressions", name, r.status, _describe_regression(r), detail)
+    for k, v in counts.items():
+        suite.set(k, str(v))
+    suite.set("errors", "0")
+    root = ET.Element("testsuites", name="edgekd gate", **{k: str(v) for k, v in counts.items()})
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+# ============================================================================================ files
+def load_report(path: str | Path, label: str = "report") -> dict[str, Any]:
+    """Read a report.json; every way it can be unusable is one EdgekdError naming the file."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise EdgekdError(f"{label} not found: {path}", "pass the report.json that `edgekd build` wrote")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EdgekdError(f"{label} {path} is not valid JSON ({exc})", "rebuild it with `edgekd build`") from None
+    if not isinstance(report, dict) or "target" not in report:
+        raise EdgekdError(f"{label} {path} is not an edgekd report (no 'target')", "pass an edgekd report.json")
+    return report
+
+
+def update_baseline(report_path: str | Path, baseline_path: str | Path) -> Path:
+    """Accept a report as the new baseline on purpose: an atomic copy, so a cancelled CI job never leaves half."""
+    return atomic_write(baseline_path, lambda tmp: shutil.copyfile(report_path, tmp))
+
+
+# ============================================================================================ CLI
+def cmd_gate(args: argparse.Namespace) -> int:
     from edgekd.targets import load_target
 
     report = load_report(args.report)
+    check_report(report, f"report {args.report}")
     target_spec = args.target or report.get("target_path") or report["target"]
     if not args.target and not os.path.exists(str(target_spec)):
         target_spec = report["target"]
     target = load_target(target_spec)
-    if target.name != report["target"]:
-        raise EdgekdError(f"report {args.report} is for target '{report['target']}', not '{target.name}'",
-                          f"gate it with --target {report['target']}, or rebuild for {target.name}")
-    result = evaluate_gate(report, target, strict=args.strict)
+    check_report(report, f"report {args.report}", expected_target=target.name)
+
+    baseline = None
+    if args.update_baseline and not args.baseline:
+        raise EdgekdError("--update-baseline needs --baseline FILE (where to write it)",
+                          "e.g. edgekd gate runs/x86-cpu/report.json --baseline baseline.json --update-baseline")
+    if args.baseline and (Path(args.baseline).exists() or not args.update_baseline):
+        if not Path(args.baseline).exists():
+            raise EdgekdError(f"baseline not found: {args.baseline}",
+                              "create it from an accepted report with --update-baseline")
+        baseline = load_report(args.baseline, "baseline")
+        check_report(baseline, f"baseline {args.baseline}", expected_target=target.name)
+
+    result = evaluate_gate(report, target, strict=args.strict, baseline=baseline,
+                           max_regression_pct=args.max_regression, max_accuracy_drop=args.max_accuracy_drop,
+                           baseline_label=str(args.baseline))
+    if args.update_baseline and result.regressions:
+        # Accepting a new baseline on purpose: show what changes, but a slower baseline is the point.
+        result.regressions = [RegressionCheck(**{**asdict(r), "status": PASS if r.status == FAIL else r.status,
+                                                 "note": ("accepted (--update-baseline); " + r.note).rstrip("; ")})
+                              for r in result.regressions]
     print(format_table(result))
+    if args.junit:
+        write_text(args.junit, format_junit(result, target.name))
+    summary = format_markdown(result, target.name)
+    if args.summary:
+        write_text(args.summary, summary)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as fh:
+            fh.write(summary + "\n")
+    if args.update_baseline:
+        if not result.passed:
+            print(f"\nbaseline NOT updated: the report fails its budgets ({args.baseline} unchanged)")
+        else:
+            update_baseline(args.report, args.baseline)
+            print(f"\nbaseline updated: {args.report} -> {args.baseline}")
     return 0 if result.passed else 1
 
 
-def register_cli(sub) -> None:
-    p = sub.add_parser("gate", help="check a report against its target's budgets (exit 1 on violation)")
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got '{text}'")
+    return value
+
+
+def register_cli(sub: Any) -> None:
+    p = sub.add_parser("gate", help="check a report against its target's budgets and a baseline (exit 1 on failure)",
+                       description="Exit codes: 0 all checks pass, 1 a budget or regression check failed, 2 bad input.")
     p.add_argument("report", help="report.json")
     p.add_argument("--target", help="target name or YAML path (default: the report's target)")
-    p.add_argument("--strict", action="store_true", help="fail budgets that could not be verified on the device")
+    p.add_argument("--baseline", help="baseline report.json to check for regressions against")
+    p.add_argument("--max-regression", type=_non_negative, default=DEFAULT_MAX_REGRESSION_PCT, metavar="PCT",
+                   help="allowed increase of latency p50/p95, peak memory and size vs the baseline, in %% "
+                        f"(default {DEFAULT_MAX_REGRESSION_PCT:g}); a change must also exceed the measured noise")
+    p.add_argument("--max-accuracy-drop", type=_non_negative, default=DEFAULT_MAX_ACCURACY_DROP, metavar="FRACTION",
+                   help=f"allowed accuracy drop vs the baseline (default {DEFAULT_MAX_ACCURACY_DROP:g} = 1 point)")
+    p.add_argument("--strict", action="store_true", help="fail checks that could not be verified (device budgets "
+                                                         "measured off-device, refused baseline comparisons)")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML (one test case per check)")
+    p.add_argument("--summary", metavar="FILE", help="write a Markdown summary (also appended to "
+                                                     "$GITHUB_STEP_SUMMARY when set)")
+    p.add_argument("--update-baseline", action="store_true",
+                   help="accept this report as the new --baseline (written atomically when the budgets pass)")
     p.set_defaults(func=cmd_gate)

@@ -1,0 +1,343 @@
+"""The CI gate on a synthetic report (the structure `edgekd build` writes): budgets, baselines, CI outputs, bad input.
+
+Everything is made in the test with seeded numpy, so the suite is fast and never depends on runs/.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from edgekd.cli import main
+from edgekd.gate import FAIL, PASS, UNVERIFIED, compare_to_baseline, estimate_latency
+from edgekd.report import REPORT_SCHEMA_VERSION
+from edgekd.targets import load_target
+
+BLOCKS, PER_BLOCK = 5, 200
+
+
+def latency_samples(median_ms: float, seed: int, interrupted: float = 0.01) -> list[float]:
+    """Batch-1 timings as a shared machine gives them: a tight body plus a share of interrupted runs."""
+    rng = np.random.default_rng(seed)
+    n = BLOCKS * PER_BLOCK
+    body = median_ms * rng.lognormal(0.0, 0.06, n)
+    hit = rng.random(n) < interrupted
+    body[hit] += rng.uniform(1.0, 5.0, hit.sum())  # preempted: milliseconds, whatever the model
+    return [round(float(v), 6) for v in body]
+
+
+def artifact_row(path: str, fmt: str, size: int, accuracy: float, median_ms: float, memory: float, seed: int,
+                 interrupted: float = 0.01) -> dict:
+    samples = latency_samples(median_ms, seed, interrupted)
+    a = np.asarray(samples)
+    lat = {k: float(np.percentile(a, q)) for k, q in (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99))}
+    lat.update(mean=float(a.mean()), std=float(a.std()))
+    blocks = a.reshape(BLOCKS, PER_BLOCK)
+    return {
+        "path": path, "format": fmt, "precision": "int8", "runtime": fmt, "runtime_version": "x",
+        "sha256": "0" * 64, "size_bytes": size, "accuracy": accuracy, "agreement_with_teacher": 0.99,
+        "latency_ms": lat, "noise_pct": 1.0, "peak_memory_mb": memory,
+        "parity": {"max_abs_diff": 0.01, "top1_agreement": 1.0}, "shipped": True,
+        "latency_ms_detail": {**lat, "runs": len(samples), "blocks": BLOCKS, "samples_ms": samples,
+                              "block_medians": [float(np.median(b)) for b in blocks]},
+        "teacher_p50_ms_same_runtime": 4 * median_ms, "macs": 1_548_480, "params": 110_362,
+    }
+
+
+def make_report(seed: int = 0, slowdown: float = 1.0, on_device: bool = True, interrupted: float = 0.01) -> dict:
+    """A report.json with the keys `edgekd build` writes: two shipped int8 artifacts with distinct values."""
+    return {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "edgekd_version": "0.1.0",
+        "target": "x86-cpu",
+        "measured_on": {"arch": "x86_64", "cpu": "Intel(R) Xeon(R) Processor", "cores": 2, "threads": 2,
+                        "is_target_device": on_device},
+        "data": {"name": "digits", "splits": {"train": 1294, "val": 144, "test": 359}},
+        "teacher": {"params": 1_147_722, "macs": 9_476_608, "accuracy": 0.99, "size_bytes": 4_600_000,
+                    "latency_ms": {"p50": 0.4, "p90": 0.5, "p99": 0.9}, "peak_memory_mb": 116.0},
+        "student": {"family": "mobilenetv2", "params": 110_362, "macs": 1_548_480, "accuracy": 0.995,
+                    "accuracy_trained_alone": None},
+        "artifacts": [
+            artifact_row("model_int8.xml", "openvino", 212_000, 0.985, 0.10 * slowdown, 109.0, seed + 1, interrupted),
+            artifact_row("model_int8.onnx", "onnx", 195_000, 0.990, 0.04 * slowdown, 73.0, seed + 2, interrupted),
+            {**artifact_row("model_fp32.onnx", "onnx", 497_000, 0.995, 0.04, 85.0, seed + 3), "precision": "fp32",
+             "shipped": False},
+        ],
+        "gate": {"passed": True, "violations": []},
+    }
+
+
+@pytest.fixture
+def target_file(tmp_path: Path) -> Path:
+    """A copy of the shipped x86-cpu target that a test can tighten."""
+    raw = yaml.safe_load(open(load_target("x86-cpu").path, encoding="utf-8"))
+    path = tmp_path / "x86-cpu.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def write(path: Path, obj: object) -> str:
+    path.write_text(json.dumps(obj))
+    return str(path)
+
+
+def gate(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["gate", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def rows(text: str) -> list[list[str]]:
+    """The budget table's rows (name, artifact, ..., status) from the gate's printed output."""
+    lines = text.split("\n\n")[0].splitlines()[2:]
+    return [line.split() for line in lines]
+
+
+# ------------------------------------------------------------------------------------------------ budgets
+def test_real_structure_passes(tmp_path, target_file, capsys):
+    code, out, _ = gate(capsys, write(tmp_path / "r.json", make_report()), "--target", str(target_file))
+    assert code == 0, out
+    assert "gate PASSED" in out
+    names = {r[0] for r in rows(out)}
+    assert names == {"params", "macs", "model_size_kb", "min_accuracy_ratio", "max_quantization_drop",
+                     "max_latency_ratio_to_teacher", "latency_ms_p95", "peak_memory_mb"}
+    assert all(r[-1] == "pass" for r in rows(out))
+    assert "model_fp32.onnx" not in out  # not shipped: not gated
+
+
+def _tighten(report: dict) -> dict[str, tuple[str, str, float]]:
+    """Per budget: (section, field, value just past the worst shipped measurement), so exactly one check fails."""
+    shipped = [a for a in report["artifacts"] if a["shipped"]]
+    s, t = report["student"], report["teacher"]
+    eps = 1e-6
+    return {
+        "params": ("student_budget", "max_params", s["params"] - 1),
+        "macs": ("student_budget", "max_macs", s["macs"] - 1),
+        "model_size_kb": ("budgets", "model_size_kb", max(a["size_bytes"] for a in shipped) / 1024 * (1 - eps)),
+        "min_accuracy_ratio": ("budgets", "min_accuracy_ratio",
+                               min(a["accuracy"] for a in shipped) / t["accuracy"] * (1 + eps)),
+        "max_quantization_drop": ("budgets", "max_quantization_drop",
+                                  max(s["accuracy"] - a["accuracy"] for a in shipped) * (1 - eps)),
+        "max_latency_ratio_to_teacher": ("budgets", "max_latency_ratio_to_teacher", max(
+            a["latency_ms"]["p50"] / a["teacher_p50_ms_same_runtime"] for a in shipped) * (1 - eps)),
+        "latency_ms_p95": ("budgets", "latency_ms_p95", max(a["latency_ms"]["p95"] for a in shipped) * (1 - eps)),
+        "peak_memory_mb": ("budgets", "peak_memory_mb", max(a["peak_memory_mb"] for a in shipped) * (1 - eps)),
+    }
+
+
+@pytest.mark.parametrize("budget", list(_tighten(make_report())))
+def test_each_budget_just_past_its_measurement_fails_alone(budget, tmp_path, target_file, capsys):
+    report = make_report()
+    section, key, value = _tighten(report)[budget]
+    raw = yaml.safe_load(target_file.read_text())
+    raw[section][key] = value
+    target_file.write_text(yaml.safe_dump(raw))
+    junit = tmp_path / "gate.xml"
+    code, out, _ = gate(capsys, write(tmp_path / "r.json", report), "--target", str(target_file),
+                        "--junit", str(junit))
+    assert code == 1, out
+    failed = [r for r in rows(out) if r[-1] == "FAIL"]
+    assert len(failed) == 1 and failed[0][0] == budget, out
+    assert "FAILED (1 budget(s) violated)" in out
+
+    root = ET.parse(junit).getroot()
+    cases = root.findall(".//testcase")
+    failures = [c for c in cases if c.find("failure") is not None]
+    assert len(failures) == 1 and failures[0].get("name").startswith(budget + "[")
+    assert root.get("failures") == "1" and int(root.get("tests")) == len(cases) == len(rows(out))
+
+
+def test_device_budgets_unverified_off_device_fail_only_with_strict(tmp_path, target_file, capsys):
+    raw = yaml.safe_load(target_file.read_text())
+    raw["budgets"]["latency_ms_p95"] = 1e-4  # would fail if it counted
+    target_file.write_text(yaml.safe_dump(raw))
+    report = write(tmp_path / "r.json", make_report(on_device=False))
+    junit = tmp_path / "gate.xml"
+    code, out, _ = gate(capsys, report, "--target", str(target_file), "--junit", str(junit))
+    assert code == 0, out
+    unverified = [r for r in rows(out) if r[-1] == "UNVERIFIED"]
+    assert {r[0] for r in unverified} == {"latency_ms_p95", "peak_memory_mb"} and len(unverified) == 4
+    root = ET.parse(junit).getroot()
+    assert root.get("skipped") == "4" and root.get("failures") == "0"
+
+    code, out, _ = gate(capsys, report, "--target", str(target_file), "--strict", "--junit", str(junit))
+    assert code == 1 and "FAIL (unverified, --strict)" in out
+    assert ET.parse(junit).getroot().get("failures") == "4"
+
+
+def test_device_results_from_the_target_device_verify_device_budgets(tmp_path, target_file, capsys):
+    report = make_report(on_device=False)
+    report["device_results"] = [{
+        "remote": "ci@box", "measured_on": {"arch": "x86_64", "is_target_device": True},
+        "artifacts": [{"path": a["path"], "latency_ms": {"p95": 0.2}, "peak_memory_mb": 80.0}
+                      for a in report["artifacts"]]}]
+    code, out, _ = gate(capsys, write(tmp_path / "r.json", report), "--target", str(target_file), "--strict")
+    assert code == 0, out
+    assert not [r for r in rows(out) if r[-1] != "pass"]
+
+
+# ------------------------------------------------------------------------------------------------ baseline
+def _status(out: str, metric: str, artifact: str) -> str:
+    table = out.split("regressions vs", 1)[1]
+    for line in table.splitlines():
+        cells = line.split()
+        if cells[:2] == [metric, artifact]:
+            return next(c for c in cells[2:] if c in ("pass", "FAIL", "UNVERIFIED"))
+    raise AssertionError(f"no row {metric} {artifact} in\n{out}")
+
+
+def test_same_distribution_passes_against_baseline(tmp_path, target_file, capsys):
+    base = write(tmp_path / "base.json", make_report(seed=0))
+    for seed in (10, 20, 30):  # fresh re-measurements of the same artifact
+        code, out, _ = gate(capsys, write(tmp_path / "r.json", make_report(seed=seed)), "--target",
+                            str(target_file), "--baseline", base)
+        assert code == 0, out
+        assert _status(out, "latency_ms_p50", "model_int8.xml") == "pass"
+
+
+def test_busier_machine_is_noise_not_a_regression(tmp_path, target_file, capsys):
+    """12 % interrupted samples instead of 1 % moves p95 into the interrupts: that's the machine, not the model."""
+    base = write(tmp_path / "base.json", make_report(seed=0, interrupted=0.01))
+    busy = make_report(seed=5, interrupted=0.12)
+    assert busy["artifacts"][0]["latency_ms"]["p95"] > 5 * make_report()["artifacts"][0]["latency_ms"]["p95"]
+    code, out, _ = gate(capsys, write(tmp_path / "r.json", busy), "--target", str(target_file), "--baseline", base)
+    assert code == 0, out
+
+
+def test_twice_as_slow_fails_against_baseline(tmp_path, target_file, capsys):
+    base = write(tmp_path / "base.json", make_report(seed=0))
+    junit = tmp_path / "gate.xml"
+    code, out, _ = gate(capsys, write(tmp_path / "r.json", make_report(seed=7, slowdown=2.0, interrupted=0.05)),
+                        "--target", str(target_file), "--baseline", base, "--junit", str(junit))
+    assert code == 1, out
+    assert "regression(s) vs baseline" in out
+    for artifact in ("model_int8.xml", "model_int8.onnx"):
+        assert _status(out, "latency_ms_p50", artifact) == "FAIL"
+        assert _status(out, "model_size_kb", artifact) == "pass"
+    assert ET.parse(junit).getroot().get("failures") == str(out.count(" FAIL "))
+
+
+def test_small_change_within_the_allowed_regression_passes():
+    base, now = make_report(seed=0), make_report(seed=1, slowdown=1.05)
+    checks = compare_to_baseline(now, base, max_regression_pct=10)
+    assert all(c.status == PASS for c in checks), [c for c in checks if c.status != PASS]
+    strict = compare_to_baseline(now, base, max_regression_pct=1)
+    p50 = next(c for c in strict if c.metric == "latency_ms_p50" and c.artifact == "model_int8.xml")
+    assert p50.status == FAIL  # 5 % is far beyond this run's noise, and beyond a 1 % allowance
+
+
+def test_bootstrap_is_deterministic_and_covers_the_median():
+    samples = np.asarray(latency_samples(0.1, seed=3))
+    a = estimate_latency(samples, BLOCKS)
+    b = estimate_latency(samples, BLOCKS)
+    assert a == b
+    lo, hi = a.interval[50.0]
+    assert lo <= a.point[50.0] <= hi and hi - lo < 0.01
+
+
+def test_different_hardware_refuses_latency_and_memory(tmp_path, target_file, capsys):
+    other = make_report(seed=0)
+    other["measured_on"].update(cpu="AMD EPYC 7763", cores=4)
+    base = write(tmp_path / "base.json", other)
+    report = write(tmp_path / "r.json", make_report(seed=3, slowdown=2.0))
+    code, out, _ = gate(capsys, report, "--target", str(target_file), "--baseline", base)
+    assert code == 0, out  # refused, not failed: 2x on other hardware says nothing
+    assert _status(out, "latency_ms_p50", "model_int8.xml") == "UNVERIFIED"
+    assert _status(out, "peak_memory_mb", "model_int8.xml") == "UNVERIFIED"
+    assert _status(out, "model_size_kb", "model_int8.xml") == "pass"
+    assert "different hardware" in out and "cores 4 (baseline) vs 2 (report)" in out
+    code, _, _ = gate(capsys, report, "--target", str(target_file), "--baseline", base, "--strict")
+    assert code == 1
+
+
+def test_missing_artifact_in_baseline_is_unverified():
+    base = make_report(seed=0)
+    base["artifacts"] = base["artifacts"][1:]
+    checks = compare_to_baseline(make_report(seed=1), base)
+    missing = [c for c in checks if c.artifact == "model_int8.xml"]
+    assert len(missing) == 1 and missing[0].status == UNVERIFIED and "has no openvino int8" in missing[0].note
+
+
+def test_update_baseline_accepts_a_slower_report_on_purpose(tmp_path, target_file, capsys):
+    base = tmp_path / "base.json"
+    write(base, make_report(seed=0))
+    slow = write(tmp_path / "r.json", make_report(seed=1, slowdown=2.0))
+    code, out, _ = gate(capsys, slow, "--target", str(target_file), "--baseline", str(base), "--update-baseline")
+    assert code == 0, out
+    assert "baseline updated" in out and "accepted (--update-baseline)" in out
+    assert base.read_text() == Path(slow).read_text()
+    assert not list(tmp_path.glob(".base.json.*"))  # atomic: no temp file left behind
+    code, out, _ = gate(capsys, slow, "--target", str(target_file), "--baseline", str(base))
+    assert code == 0, out
+
+    first = tmp_path / "new" / "baseline.json"  # no baseline yet: the first one is created
+    code, out, _ = gate(capsys, slow, "--target", str(target_file), "--baseline", str(first), "--update-baseline")
+    assert code == 0 and first.is_file()
+
+
+# ------------------------------------------------------------------------------------------------ CI outputs
+def test_summary_file_and_github_step_summary(tmp_path, target_file, capsys, monkeypatch):
+    step = tmp_path / "step.md"
+    step.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step))
+    summary = tmp_path / "summary.md"
+    base = write(tmp_path / "base.json", make_report(seed=0))
+    code, _, _ = gate(capsys, write(tmp_path / "r.json", make_report(seed=4)), "--target", str(target_file),
+                      "--baseline", base, "--summary", str(summary))
+    assert code == 0
+    text = summary.read_text()
+    assert "edgekd gate `x86-cpu`: PASSED" in text
+    assert "| latency_ms_p95 | model_int8.xml |" in text and "| latency_ms_p50 | model_int8.onnx |" in text
+    assert step.read_text().startswith("earlier step\n") and text in step.read_text()
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def _bad_inputs(tmp_path: Path) -> list[tuple[list[str], str]]:
+    good = make_report()
+    old = {**copy.deepcopy(good), "schema_version": REPORT_SCHEMA_VERSION - 1}
+    new = {**copy.deepcopy(good), "schema_version": REPORT_SCHEMA_VERSION + 1}
+    unversioned = {k: v for k, v in good.items() if k != "schema_version"}
+    other_target = {**copy.deepcopy(good), "target": "rpi4"}
+    no_size = copy.deepcopy(good)
+    del no_size["artifacts"][0]["size_bytes"]
+    no_artifacts = {k: v for k, v in good.items() if k != "artifacts"}
+    (tmp_path / "broken.json").write_text("{not json")
+    ok = write(tmp_path / "ok.json", good)
+    return [
+        ([str(tmp_path / "broken.json")], "is not valid JSON"),
+        ([str(tmp_path / "missing.json")], "report not found"),
+        ([write(tmp_path / "old.json", old)], f"schema_version {REPORT_SCHEMA_VERSION - 1}, older than"),
+        ([write(tmp_path / "new.json", new)], f"schema_version {REPORT_SCHEMA_VERSION + 1}, newer than"),
+        ([write(tmp_path / "unv.json", unversioned)], "has no schema_version"),
+        ([write(tmp_path / "rpi.json", other_target), "--target", "x86-cpu"], "is for target 'rpi4', not 'x86-cpu'"),
+        ([write(tmp_path / "nosize.json", no_size)], "lacks the field 'artifacts[0].size_bytes'"),
+        ([write(tmp_path / "noart.json", no_artifacts)], "lacks the field 'artifacts'"),
+        ([ok, "--baseline", str(tmp_path / "nobase.json")], "baseline not found"),
+        ([ok, "--baseline", write(tmp_path / "base-rpi.json", other_target)], "is for target 'rpi4'"),
+        ([ok, "--baseline", write(tmp_path / "base-old.json", old)], "baseline"),
+        ([ok, "--update-baseline"], "--update-baseline needs --baseline"),
+        ([ok, "--target", "no-such-target"], "unknown target"),
+    ]
+
+
+def test_bad_inputs_exit_2_with_one_message(tmp_path, capsys):
+    for args, message in _bad_inputs(tmp_path):
+        code, out, err = gate(capsys, *args, "--target", "x86-cpu") if "--target" not in args \
+            else gate(capsys, *args)
+        assert code == 2, (args, out, err)
+        assert message in err, (args, err)
+        assert err.count("edgekd: error:") == 1 and "Traceback" not in err
+        assert out == ""
+
+
+def test_negative_max_regression_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["gate", write(tmp_path / "r.json", make_report()), "--max-regression", "-5"])
+    assert exc.value.code == 2
+    assert "must be a number >= 0" in capsys.readouterr().err
