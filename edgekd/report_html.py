@@ -1,0 +1,345 @@
+"""report.html: one self-contained page (plots embedded as base64 PNG) that a person can open from CI artifacts.
+
+Sections: where it was measured; the teacher / student / artifact table; accuracy vs latency (every artifact and
+the teacher); the latency distribution of each artifact (from the runner's raw samples); per-class accuracy of
+the student and the shipped artifacts minus the teacher's; device results measured over SSH; the gate.
+
+Plots use matplotlib's object API with the Agg canvas (no pyplot, no global backend switch), so this is safe to
+call from any process, threads included, and needs no display.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.io import write_text
+
+_COLORS = {"onnx": "#1f77b4", "openvino": "#d62728", "tflite": "#2ca02c"}
+_MARKERS = {"fp32": "o", "fp16": "s", "int8": "D", "dynamic_int8": "^"}
+
+
+# --------------------------------------------------------------------------------------------- plots
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img(b64: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def accuracy_latency_plot(report: dict[str, Any]) -> str:
+    """Accuracy vs p50 latency: every artifact (colour = format, marker = precision, filled = shipped), teacher(s)."""
+    fig = _figure(9.0, 4.6)
+    ax = fig.add_subplot()
+    ys: list[float] = []
+    teacher = report.get("teacher", {})
+    for fmt, t in (teacher.get("by_format") or {"": teacher}).items():
+        p50 = (t.get("latency_ms") or {}).get("p50")
+        if p50 and teacher.get("accuracy") is not None:
+            y = 100 * teacher["accuracy"]
+            ys.append(y)
+            ax.scatter([p50], [y], marker="*", s=260, color=_COLORS.get(fmt, "#444"), edgecolor="black", zorder=3,
+                       label=f"teacher ({fmt or 'fp32'})")
+            ax.annotate(f"teacher {fmt}", (p50, y), textcoords="offset points", xytext=(8, -12), fontsize=8)
+    for i, a in enumerate(report.get("artifacts", [])):
+        p50 = (a.get("latency_ms") or {}).get("p50")
+        if not p50 or a.get("accuracy") is None:
+            continue
+        y = 100 * a["accuracy"]
+        ys.append(y)
+        color = _COLORS.get(a["format"], "#7f7f7f")
+        ax.scatter([p50], [y], marker=_MARKERS.get(a["precision"], "o"), s=70, zorder=3,
+                   color=color if a.get("shipped") else "white", edgecolor=color, linewidth=2,
+                   label=f"{a['format']} {a['precision']}" + (" (shipped)" if a.get("shipped") else ""))
+        # Alternate label offsets so that artifacts at the same accuracy don't print over each other.
+        ax.annotate(a["path"], (p50, y), textcoords="offset points", xytext=(6, 8 if i % 2 else -14), fontsize=8)
+    if report.get("student", {}).get("accuracy") is not None:
+        ys.append(100 * report["student"]["accuracy"])
+        ax.axhline(ys[-1], color="#888", linestyle="--", linewidth=1, label="student, PyTorch fp32")
+    if ys:
+        lo, hi = min(ys), max(ys)
+        pad = max(0.25, 0.2 * (hi - lo))
+        ax.set_ylim(lo - pad, min(100.0 + pad / 2, hi + pad))
+    ax.set_xscale("log")
+    ax.margins(x=0.15)
+    ax.set_xlabel("p50 latency, ms (batch 1, log scale)")
+    ax.set_ylabel("test accuracy, %")
+    ax.set_title("Accuracy vs latency (up and left is better)")
+    ax.grid(True, which="both", alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _png(fig)
+
+
+def latency_distribution_plot(report: dict[str, Any]) -> str | None:
+    """Box plot per artifact from the runner's raw samples (whiskers 1st..99th percentile), p50 marked."""
+    rows = []
+    for a in report.get("artifacts", []):
+        samples = (a.get("latency_ms_detail") or {}).get("samples_ms")
+        if samples:
+            rows.append((a, np.asarray(samples, dtype=float)))
+    if not rows:
+        return None
+    fig = _figure(7.5, 0.9 + 0.55 * len(rows))
+    ax = fig.add_subplot()
+    data = [s for _, s in rows]
+    box = ax.boxplot(data, orientation="horizontal", whis=(1, 99), showfliers=True, patch_artist=True,
+                     flierprops={"markersize": 2, "alpha": 0.4}, medianprops={"color": "black"})
+    for patch, (a, _) in zip(box["boxes"], rows, strict=True):
+        patch.set_facecolor(_COLORS.get(a["format"], "#7f7f7f"))
+        patch.set_alpha(0.55 if a.get("shipped") else 0.25)
+    labels = [f"{a['path']}{' *' if a.get('shipped') else ''}\n{len(s)} runs, noise {a.get('noise_pct') or 0:.1f} %"
+              for a, s in rows]
+    ax.set_yticks(range(1, len(rows) + 1), labels, fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per inference, ms (log scale; box: 25-75 %, whiskers: 1-99 %)")
+    ax.set_title("Latency distribution per artifact (* = shipped)")
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    return _png(fig)
+
+
+def per_class_accuracy(eval_inputs: str | os.PathLike[str] | None) -> dict[str, dict[str, float]]:
+    """Per-class accuracy of the teacher and the PyTorch student, from eval.npz (labels + recorded outputs)."""
+    if not eval_inputs or not Path(eval_inputs).is_file():
+        return {}
+    with np.load(eval_inputs, allow_pickle=False) as npz:
+        if "y" not in npz.files:
+            return {}
+        y = npz["y"]
+        out = {}
+        for key, name in (("teacher_logits", "teacher"), ("reference_logits", "student")):
+            if key in npz.files:
+                pred = npz[key].argmax(1)
+                out[name] = {str(int(c)): float((pred[y == c] == c).mean()) for c in np.unique(y)}
+    return out
+
+
+def per_class_plot(report: dict[str, Any], per_class: dict[str, dict[str, float]]) -> str | None:
+    """Accuracy change per class vs the teacher, in points: PyTorch student and each shipped artifact."""
+    teacher = per_class.get("teacher")
+    if not teacher:
+        return None
+    series = []
+    if "student" in per_class:
+        series.append(("student (PyTorch fp32)", per_class["student"], "#7f7f7f"))
+    for a in report.get("artifacts", []):
+        if a.get("shipped") and a.get("per_class_accuracy"):
+            series.append((a["path"], a["per_class_accuracy"], _COLORS.get(a["format"], "#333")))
+    if not series:
+        return None
+    classes = sorted(teacher, key=int)
+    names = report.get("data", {}).get("classes") or []
+    labels = [names[int(c)] if int(c) < len(names) else c for c in classes]
+    fig = _figure(7.5, 3.8)
+    ax = fig.add_subplot()
+    width = 0.8 / len(series)
+    x = np.arange(len(classes))
+    for i, (label, acc, color) in enumerate(series):
+        delta = [100 * (acc.get(c, np.nan) - teacher[c]) for c in classes]
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, delta, width, label=label, color=color, alpha=0.85)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(x, labels, fontsize=8, rotation=0 if len(classes) <= 12 else 60)
+    ax.set_xlabel("class")
+    ax.set_ylabel("accuracy - teacher's, points")
+    ax.set_title("Per-class accuracy change vs the teacher (below 0: worse than the teacher)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------------------------- tables
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f} %"
+
+
+def _num(x: float | None, fmt: str = ".3f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def _int(x: int | None) -> str:
+    return "-" if x is None else f"{x:,}"
+
+
+def _kib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1024:.1f} KiB"
+
+
+def _table(head: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
+    out = ['<div class="scroll"><table><thead><tr>', *[f"<th>{_e(h)}</th>" for h in head], "</tr></thead><tbody>"]
+    for i, row in enumerate(rows):
+        cls = f' class="{classes[i]}"' if classes and classes[i] else ""
+        out.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def models_table(report: dict[str, Any]) -> str:
+    """Teacher (per runtime), PyTorch student and every artifact, measured in the same run (cells are escaped)."""
+    t, s = report.get("teacher", {}), report.get("student", {})
+    head = ["model", "format", "precision", "params", "MACs", "size", "accuracy", "agree w/ teacher", "p50 ms",
+            "p99 ms", "noise", "peak MB", "speed vs teacher", "shipped"]
+    rows, classes = [], []
+    for fmt, tf in (t.get("by_format") or {"-": t}).items():
+        lat = tf.get("latency_ms") or {}
+        rows.append([_e(f"teacher ({t.get('arch', '?')})"), _e(fmt), "fp32", _int(t.get("params")),
+                     _int(t.get("macs")), _kib(tf.get("size_bytes")), _pct(t.get("accuracy")), "100.00 %",
+                     _num(lat.get("p50")), _num(lat.get("p99")), "-", _num(tf.get("peak_memory_mb"), ".1f"),
+                     "1.00x", "reference"])
+        classes.append("teacher")
+    rows.append([_e(f"student ({s.get('family', '?')}, PyTorch)"), "-", "fp32", _int(s.get("params")),
+                 _int(s.get("macs")), "-", _pct(s.get("accuracy")), "-", "-", "-", "-", "-", "-", "-"])
+    classes.append("student")
+    for a in report.get("artifacts", []):
+        lat = a.get("latency_ms") or {}
+        speed = a.get("speed_vs_teacher")
+        rows.append([f"<code>{_e(a['path'])}</code>", _e(a["format"]), _e(a["precision"]),
+                     _int(a.get("params", s.get("params"))), _int(a.get("macs", s.get("macs"))),
+                     _kib(a.get("size_bytes")), _pct(a.get("accuracy")), _pct(a.get("agreement_with_teacher")),
+                     _num(lat.get("p50")), _num(lat.get("p99")), _num(a.get("noise_pct"), ".1f") + " %",
+                     _num(a.get("peak_memory_mb"), ".1f"), "-" if speed is None else f"{speed:.2f}x",
+                     "<b>yes</b>" if a.get("shipped") else "no"])
+        classes.append("shipped" if a.get("shipped") else "")
+    return _table(head, rows, classes)
+
+
+def device_table(report: dict[str, Any]) -> str:
+    devices = report.get("device_results") or []
+    if not devices:
+        return ("<p class=note>No device results yet: run <code>edgekd bench RUN_DIR --remote USER@HOST</code> "
+                "to measure the shipped artifacts on the device itself.</p>")
+    head = ["device", "machine", "target device?", "artifact", "runtime", "p50 ms", "p95 ms", "p99 ms", "noise",
+            "accuracy", "peak MB", "measured"]
+    rows = []
+    for d in devices:
+        m = d.get("measured_on", {})
+        machine = f"{m.get('cpu', '?')} ({m.get('arch', '?')}, {m.get('cores', '?')} cores)"
+        for a in d.get("artifacts", []):
+            lat = a.get("latency_ms") or {}
+            rows.append([_e(d.get("remote")), _e(machine), "yes" if m.get("is_target_device") else "<b>no</b>",
+                         f"<code>{_e(a.get('path'))}</code>", _e(f"{a.get('runtime')} {a.get('runtime_version')}"),
+                         _num(lat.get("p50")), _num(lat.get("p95")), _num(lat.get("p99")),
+                         _num(a.get("noise_pct"), ".1f") + " %", _pct(a.get("accuracy")),
+                         _num(a.get("peak_memory_mb"), ".1f"), _e(d.get("measured_at", "-"))])
+    return _table(head, rows)
+
+
+def gate_section(report: dict[str, Any]) -> str:
+    gate = report.get("gate") or {}
+    if not gate:
+        return "<p>No gate result in this report.</p>"
+    verdict = "PASSED" if gate.get("passed") else "FAILED"
+    parts = [f'<p class="verdict {verdict.lower()}">Gate {verdict}</p>']
+    if gate.get("violations"):
+        parts.append("<ul>" + "".join(f"<li>{_e(v)}</li>" for v in gate["violations"]) + "</ul>")
+    checks = gate.get("checks") or []
+    if checks:
+        rows = [[_e(c["name"]), _e(c.get("artifact") or "(student)"),
+                 "-" if c.get("measured") is None else _e(f"{c['measured']:.6g} {c['unit']}"),
+                 _e(f"{c['comparison']} {c['budget']:.6g}"), _e(c["status"])] for c in checks]
+        parts.append(_table(["budget", "artifact", "measured", "budget", "status"], rows,
+                            [c["status"] if c["status"] != "pass" else "" for c in checks]))
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------------------------- page
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;margin:24px auto;max-width:1180px;
+color:#1d1d1f;padding:0 16px}h1{font-size:1.6em;margin-bottom:4px}h2{font-size:1.2em;margin-top:28px;
+border-bottom:1px solid #ddd;padding-bottom:4px}table{border-collapse:collapse;font-size:12px;margin:8px 0;width:100%}
+th,td{border:1px solid #ddd;padding:3px 5px;text-align:right;white-space:nowrap}th{background:#f3f3f3;
+white-space:normal;vertical-align:bottom}.scroll{overflow-x:auto}
+td:first-child,th:first-child{text-align:left}tr.shipped{background:#eef7ee}tr.teacher{background:#f6f6fb}
+tr.fail{background:#fde8e8}tr.unverified{background:#fff6dd}.note{color:#555}.warn{background:#fff6dd;
+border:1px solid #e8c95a;padding:8px 10px;border-radius:4px}.verdict{font-weight:bold;font-size:1.1em}
+.passed{color:#1a7f37}.failed{color:#b42318}img{max-width:100%;height:auto;display:block;margin:8px 0}
+.grid{display:grid;grid-template-columns:1fr 1fr;gap:16px}code{font-size:12px}
+"""
+
+
+def render_html(report: dict[str, Any], eval_inputs: str | os.PathLike[str] | None = None) -> str:
+    """The whole page as a string (all images inline)."""
+    m = report.get("measured_on", {})
+    on_target = m.get("is_target_device")
+    where = (f"{_e(m.get('cpu', '?'))} ({_e(m.get('arch'))}, {_e(m.get('cores'))} cores), "
+             f"{_e(m.get('threads', '?'))} thread(s), batch 1, runner.py in a fresh process without torch")
+    banner = ("" if on_target else
+              "<p class=warn>These latencies were measured on a host that is <b>not</b> the target device; "
+              "device budgets are unverified here. Measure on the device with "
+              "<code>edgekd bench RUN_DIR --remote USER@HOST</code>.</p>")
+    per_class = per_class_accuracy(eval_inputs)
+    charts = [("Accuracy vs latency", accuracy_latency_plot(report))]
+    dist = latency_distribution_plot(report)
+    charts.append(("Latency distribution", dist))
+    pc = per_class_plot(report, per_class)
+    charts.append(("Per-class accuracy vs the teacher", pc))
+    chart_html = []
+    for title, b64 in charts:
+        chart_html.append(f"<h2>{_e(title)}</h2>")
+        if b64:
+            chart_html.append(_img(b64, title))
+        elif title.startswith("Latency"):
+            chart_html.append("<p class=note>No raw latency samples in this report (latency_ms_detail.samples_ms).</p>")
+        else:
+            chart_html.append("<p class=note>No per-class data: eval.npz with y and teacher_logits was not found "
+                              "beside the report.</p>")
+    choice = report.get("precision_choice") or {}
+    s = report.get("student", {})
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>edgekd report: {_e(report.get('target', '?'))}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>edgekd report: {_e(report.get('target', '?'))}</h1>",
+        f"<p class=note>edgekd {_e(report.get('edgekd_version', '?'))}, created {_e(report.get('created', '?'))}"
+        f"{', build ' + _e(report['build_time_s']) + ' s' if report.get('build_time_s') is not None else ''}. "
+        f"Data: {_e((report.get('data') or {}).get('name', '?'))}.</p>",
+        f"<p>Measured on {'the target device' if on_target else 'a host that is NOT the target device'}: "
+        f"{where}.</p>",
+        banner,
+        "<h2>Teacher, student and artifacts</h2>",
+        models_table(report),
+        "<p class=note>Speed vs teacher compares with the teacher run in the same runtime and threads. "
+        f"Student: {_e(s.get('family', '?'))} {_e(s.get('config', ''))}; KD gain over training alone: "
+        f"{'-' if s.get('kd_gain') is None else format(100 * s['kd_gain'], '+.2f') + ' points'}.</p>",
+        *chart_html,
+        "<h2>Measured on devices</h2>",
+        device_table(report),
+        "<h2>Precision choice</h2>",
+        "<ul>" + "".join(f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in choice.items()) + "</ul>"
+        if choice else "<p class=note>-</p>",
+        "<h2>Gate</h2>",
+        gate_section(report),
+        "</body></html>",
+    ]) + "\n"
+
+
+def write_html(report: dict[str, Any], path: str | os.PathLike[str],
+               eval_inputs: str | os.PathLike[str] | None = None) -> Path:
+    """Write report.html atomically; per-class accuracy comes from ``eval_inputs`` (default: eval.npz beside it)."""
+    path = Path(path)
+    if eval_inputs is None:
+        eval_inputs = path.parent / "eval.npz"
+    return write_text(path, render_html(report, eval_inputs))
