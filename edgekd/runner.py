@@ -52,7 +52,7 @@ DEFAULT_WARMUP = 20
 DEFAULT_BLOCKS = 5
 MIN_TIME_S = 0.5
 WARMUP_MIN_S = 0.1
-MAX_RUNS = 4000
+MAX_RUNS = 2000
 
 
 class RunnerError(Exception):
@@ -149,7 +149,15 @@ class OpenVinoSession(Session):
         self.inference_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
 
     def run(self, x):
-        self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        # Write the sample into the request's own input tensor and infer: what a C++ app (and benchmark_app) does.
+        # infer({0: x}) would bind a new tensor on every call, which costs the CPU plugin a rebinding each time
+        # (measured: ~15-25 % on a 116 M-MAC CNN) and would make the runner slower than the runtime.
+        tensor = self.request.get_input_tensor(0)
+        if tuple(tensor.shape) == x.shape:
+            np.copyto(tensor.data, x, casting="same_kind")
+            self.request.infer()
+        else:  # first call, or a new batch size on a dynamic-batch model
+            self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
         return np.array(self.request.get_output_tensor(0).data, dtype=np.float32)
 
 

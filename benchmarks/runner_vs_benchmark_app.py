@@ -1,0 +1,167 @@
+"""Does runner.py time an OpenVINO IR the way OpenVINO's own benchmark_app does?
+
+Builds an IR that is big enough for timing to mean something (the default teacher CNN at 28x28 input,
+fp32; random weights, because latency doesn't depend on them), then runs, back to back and alternating,
+``runner.py`` and ``benchmark_app`` with the same settings:
+
+    CPU, batch 1, sync API (one request at a time), and the runner's plugin config passed to benchmark_app
+    with -load_config: PERFORMANCE_HINT=LATENCY, NUM_STREAMS=1, INFERENCE_NUM_THREADS=N,
+    INFERENCE_PRECISION_HINT=f32 (thread pinning left at the plugin default in both).
+
+Each tool runs ROUNDS times; the p50 of each tool is the median of its rounds' p50s, so a burst of load from
+elsewhere on the machine hits both. Prints both p50s and their ratio (runner / benchmark_app; must be within
+15 %), and writes benchmarks/results/runner_vs_benchmark_app.json. The IR is cached in benchmarks/.cache/.
+
+    python benchmarks/runner_vs_benchmark_app.py            # defaults: 28x28, threads = min(2, cores), 5 rounds of 2 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+CACHE = HERE / ".cache" / "runner_vs_benchmark_app"
+RESULTS = HERE / "results" / "runner_vs_benchmark_app.json"
+RUNNER = REPO / "edgekd" / "runner.py"
+TOLERANCE = 0.15
+
+
+def build_ir(size: int) -> Path:
+    """teacher_cnn at (1, size, size), 10 classes, as an fp32 IR with a manifest (cached by size and versions)."""
+    import openvino as ov
+    import torch
+
+    from edgekd.io import sha256_file, write_json
+    from edgekd.models.students import build_model
+
+    out = CACHE / f"teacher_cnn-{size}x{size}-torch{torch.__version__}-ov{ov.__version__.split('-')[0]}"
+    xml = out / "model_fp32.xml"
+    if (out / "manifest.json").is_file():
+        print(f"model: cached IR {xml}")
+        return xml
+    print(f"model: building teacher_cnn at 1x{size}x{size} (random weights) -> {xml}")
+    tmp = Path(tempfile.mkdtemp(dir=CACHE.parent if CACHE.parent.exists() else None))
+    try:
+        torch.manual_seed(0)
+        model = build_model("teacher_cnn", (1, size, size), 10).eval()
+        onnx_path = tmp / "model.onnx"
+        torch.onnx.export(model, (torch.zeros(1, 1, size, size),), str(onnx_path), dynamo=False,
+                          input_names=["input"], output_names=["logits"])
+        ov.save_model(ov.convert_model(str(onnx_path)), str(tmp / xml.name), compress_to_fp16=False)
+        onnx_path.unlink()
+        files = [tmp / xml.name, tmp / "model_fp32.bin"]
+        entry = [{"path": f.name, "sha256": sha256_file(f)} for f in files]
+        write_json(tmp / "manifest.json", {"artifacts": [
+            {"path": xml.name, "format": "openvino", "precision": "fp32", "sha256": entry[0]["sha256"],
+             "files": entry}]})
+        rng = np.random.default_rng(0)
+        np.savez(tmp / "eval.npz", x=rng.normal(size=(64, 1, size, size)).astype(np.float32),
+                 y=rng.integers(0, 10, 64))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return xml
+
+
+def run_runner(xml: Path, threads: int, seconds: float) -> dict:
+    """runner.py as a device runs it (fresh process), fp32 pinned by the manifest's precision."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "r.json"
+        proc = subprocess.run([sys.executable, str(RUNNER), str(xml), "--inputs", str(xml.parent / "eval.npz"),
+                               "--threads", str(threads), "--runs", "100", "--warmup", "20", "--min-time",
+                               str(seconds), "--max-runs", "100000", "--no-memory", "--json", str(out)],
+                              capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            sys.exit(f"runner.py failed: {proc.stderr.strip()[-800:]}")
+        return json.loads(out.read_text())
+
+
+def run_benchmark_app(xml: Path, threads: int, seconds: float) -> dict:
+    """benchmark_app with exactly the runner's plugin config (-load_config), sync API, batch 1; its median."""
+    app = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
+    # The same properties runner.py's OpenVinoSession passes to compile_model. (benchmark_app refuses -nthreads
+    # and -nstreams together with -hint latency, a UI rule of its own; -load_config sets all four as the runner.)
+    config = {"CPU": {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads),
+                      "INFERENCE_PRECISION_HINT": "f32"}}
+    cfg = CACHE / f"ov-config-{threads}.json"
+    cfg.write_text(json.dumps(config))
+    args = [app, "-m", str(xml), "-d", "CPU", "-b", "1", "-api", "sync", "-load_config", str(cfg),
+            "-t", str(max(1, round(seconds)))]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        sys.exit(f"benchmark_app failed: {(proc.stdout + proc.stderr).strip()[-1500:]}")
+    text = proc.stdout
+    median = re.search(r"Median:\s+([0-9.]+)\s*ms", text)
+    count = re.search(r"Count:\s+(\d+)", text)
+    if not median:
+        sys.exit(f"could not find the median latency in benchmark_app's output:\n{text[-1500:]}")
+    settings = {k: v.strip() for k, v in re.findall(r"\[ INFO \]\s+(INFERENCE_NUM_THREADS|NUM_STREAMS|"
+                                                      r"INFERENCE_PRECISION_HINT|PERFORMANCE_HINT|"
+                                                      r"ENABLE_CPU_PINNING):\s*(.+)", text)}
+    return {"p50": float(median.group(1)), "count": int(count.group(1)) if count else None, "settings": settings,
+            "command": " ".join(args[1:])}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=28, help="input height/width of the teacher CNN")
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per tool per round")
+    args = parser.parse_args()
+    if not (REPO.parent / "shared" / "datasets").exists():
+        print("data: ../shared/datasets absent; not needed (timing uses random inputs of the model's shape)")
+    xml = build_ir(args.size)
+    runner_p50s, app_p50s, rounds = [], [], []
+    for i in range(args.rounds):
+        r = run_runner(xml, args.threads, args.seconds)
+        b = run_benchmark_app(xml, args.threads, args.seconds)
+        runner_p50s.append(r["latency_ms"]["p50"])
+        app_p50s.append(b["p50"])
+        rounds.append({"runner_p50_ms": r["latency_ms"]["p50"], "runner_runs": r["latency_ms"]["runs"],
+                       "runner_noise_pct": r["latency_ms"]["noise_pct"], "benchmark_app_p50_ms": b["p50"],
+                       "benchmark_app_count": b["count"]})
+        print(f"round {i + 1}: runner p50 {r['latency_ms']['p50']:.4f} ms ({r['latency_ms']['runs']} runs, "
+              f"noise {r['latency_ms']['noise_pct']:.1f} %)   benchmark_app median {b['p50']:.4f} ms "
+              f"({b['count']} iterations)")
+    runner_p50, app_p50 = statistics.median(runner_p50s), statistics.median(app_p50s)
+    ratio = runner_p50 / app_p50
+    agree = abs(ratio - 1) <= TOLERANCE
+    print()
+    print(f"{'tool':<16} {'p50 ms':>10}")
+    print(f"{'runner.py':<16} {runner_p50:>10.4f}")
+    print(f"{'benchmark_app':<16} {app_p50:>10.4f}")
+    print(f"ratio runner/benchmark_app = {ratio:.3f} ({'within' if agree else 'OUTSIDE'} {TOLERANCE:.0%})")
+    print(f"settings: runner inference precision {r['runtime']['inference_precision']}, threads {args.threads}; "
+          f"benchmark_app {b['settings']}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "runner_p50_ms": runner_p50, "benchmark_app_p50_ms": app_p50, "ratio": ratio, "within_tolerance": agree,
+        "tolerance": TOLERANCE, "model": f"teacher_cnn 1x{args.size}x{args.size} fp32 IR", "threads": args.threads,
+        "rounds": rounds, "openvino": r["runtime"]["version"], "machine": r["machine"],
+        "benchmark_app_command": b["command"], "benchmark_app_settings": b["settings"],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, RESULTS)
+    print(f"wrote {RESULTS.relative_to(REPO)}")
+    return 0 if agree else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
