@@ -51,7 +51,9 @@ def write_eval_inputs(path: Path, x: np.ndarray, y: np.ndarray, teacher_logits: 
 def run_local(artifact: Path, inputs: Path, runs: int = 200, warmup: int = 20, threads: int = 1,
               verify: bool = True, memory: bool = True) -> dict:
     """Benchmark ``artifact`` with runner.py in a child process and return its JSON result."""
-    out = artifact.parent / f".bench-{artifact.name}.json"
+    fd, tmp = tempfile.mkstemp(prefix=f".bench-{artifact.name}.", suffix=".json")  # concurrent runs never clash
+    os.close(fd)
+    out = Path(tmp)
     cmd = [sys.executable, str(RUNNER_PATH), str(artifact), "--inputs", str(inputs), "--runs", str(runs),
            "--warmup", str(warmup), "--threads", str(threads), "--json", str(out)]
     if not verify:
@@ -59,11 +61,12 @@ def run_local(artifact: Path, inputs: Path, runs: int = 200, warmup: int = 20, t
     if not memory:
         cmd.append("--no-memory")
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
         if proc.returncode != 0:
-            lines = proc.stderr.strip().splitlines() or ["(no output)"]
-            raise EdgekdError(f"benchmarking {artifact.name} failed: {lines[-1]}", "see the runner's message above")
+            errors = _runner_errors(proc.stderr) or proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
+            raise EdgekdError(f"benchmarking {artifact.name} failed: {'; '.join(errors)}",
+                              "the runner's message says what to fix (python edgekd/runner.py --help)")
         return json.loads(out.read_text())
     finally:
         out.unlink(missing_ok=True)

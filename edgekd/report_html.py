@@ -238,8 +238,9 @@ def device_table(report: dict[str, Any]) -> str:
         machine = f"{m.get('cpu', '?')} ({m.get('arch', '?')}, {m.get('cores', '?')} cores)"
         for a in d.get("artifacts", []):
             lat = a.get("latency_ms") or {}
+            version = str(a.get("runtime_version") or "").split("-")[0]  # OpenVINO's build suffix is long
             rows.append([_e(d.get("remote")), _e(machine), "yes" if m.get("is_target_device") else "<b>no</b>",
-                         f"<code>{_e(a.get('path'))}</code>", _e(f"{a.get('runtime')} {a.get('runtime_version')}"),
+                         f"<code>{_e(a.get('path'))}</code>", _e(f"{a.get('runtime')} {version}"),
                          _num(lat.get("p50")), _num(lat.get("p95")), _num(lat.get("p99")),
                          _num(a.get("noise_pct"), ".1f") + " %", _pct(a.get("accuracy")),
                          _num(a.get("peak_memory_mb"), ".1f"), _e(d.get("measured_at", "-"))])

@@ -42,8 +42,6 @@ INSTALL_HINT = {
     "openvino": "pip install openvino",
     "tflite": "pip install ai-edge-litert   (or, on older boards: pip install tflite-runtime 'numpy<2')",
 }
-# The package a device needs per format (what bundles write into requirements-device.txt).
-RUNTIME_PACKAGE = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "ai-edge-litert"}
 
 # Timing defaults: enough timed runs for a p99 with several samples above it, and at least MIN_TIME_S of timed
 # work so that sub-millisecond models aren't judged on a few milliseconds of clock; never more than MAX_RUNS.
