@@ -301,3 +301,12 @@ def test_torchrun_two_processes(tmp_path):
     assert timeless[0] == timeless[1]  # all-reduced metrics (loss, val accuracy) agree across ranks
     assert result["summary"]["world_size"] == 2 and result["summary"]["epochs_run"] == 2
     assert (tmp_path / "student.pt").exists() and len(list((tmp_path / "ckpt").glob("train-*/checkpoint.pt"))) == 1
+
+
+def test_scripted_teacher_features_are_a_clear_error_but_logits_work(img):
+    teacher, student = cnn_pair(img)
+    scripted = torch.jit.script(teacher.eval())
+    with pytest.raises(EdgekdError, match="cannot tap 'features' of the teacher"):
+        train(student, img, TrainConfig(epochs=1, loss_weights={"hint": 1.0, "ce": 1.0}), teacher=scripted,
+              progress=False)
+    assert train(student, img, TrainConfig(epochs=1), teacher=scripted, progress=False).history

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend)
     if torch.cuda.is_available():
-        torch.cuda.set_device(dist.get_rank() % torch.cuda.device_count())
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", dist.get_rank())) % torch.cuda.device_count())
     try:
         data = toy_dataset(seed=args.seed) if args.data == "toy" else load_dataset(args.data, seed=args.seed,
                                                                                      max_train=args.max_train)

@@ -55,7 +55,15 @@ class FeatureTaps:
         self._handles = []
         for path in dict.fromkeys(paths):
             module = resolve_module(model, path, role)
-            self._handles.append(module.register_forward_hook(self._hook(path)))
+            try:
+                self._handles.append(module.register_forward_hook(self._hook(path)))
+            except RuntimeError as exc:  # TorchScript modules refuse Python hooks
+                self.close()
+                raise EdgekdError(
+                    f"cannot tap '{path}' of the {role}: {str(exc).splitlines()[0]}",
+                    "use logit-only losses (kd, dkd, ce) with this model, or load it as a state_dict with its "
+                    "architecture (--teacher-arch) so its modules can be hooked",
+                ) from None
 
     def _hook(self, path: str):
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:

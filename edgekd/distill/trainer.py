@@ -11,13 +11,15 @@ What it adds around a plain loop, and why:
 * Checkpoints each epoch (``checkpoint.py``) so a killed run resumes to bit-identical weights.
 * Under ``torchrun`` (an initialised process group) the student is wrapped in DistributedDataParallel, data is
   sharded with a DistributedSampler, metrics are all-reduced and only rank 0 writes files. On a GPU the
-  forward passes run under bf16/fp16 autocast.
+  forward passes run under bf16/fp16 autocast. Each rank builds the full teacher cache itself (samples move
+  between shards from epoch to epoch); with data too large for that, pass ``teacher_cache="off"``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -134,7 +136,10 @@ def _device(spec: str) -> torch.device:
     if spec != "auto":
         return torch.device(spec)
     if torch.cuda.is_available():
-        index = dist.get_rank() % torch.cuda.device_count() if _distributed() else torch.cuda.current_device()
+        if _distributed():  # torchrun sets LOCAL_RANK: this process's GPU on its own machine
+            index = int(os.environ.get("LOCAL_RANK", dist.get_rank())) % torch.cuda.device_count()
+        else:
+            index = torch.cuda.current_device()
         return torch.device("cuda", index)
     return torch.device("cpu")
 
@@ -259,6 +264,15 @@ def train(
         if runner is not None:
             _, probe_feats = runner(probe)
             teacher_shapes = {k: v.shape for k, v in probe_feats.items()}
+        for role, wanted, got in (("student", mix.student_paths(), student_shapes),
+                                  ("teacher", mix.teacher_paths(), teacher_shapes)):
+            silent = [path for path in wanted if path not in got] if teachers else []
+            if silent:  # e.g. TorchScript / torch.export modules run compiled code that skips Python hooks
+                raise EdgekdError(
+                    f"the {role}'s module(s) {', '.join(map(repr, silent))} produced no output to tap (the module "
+                    "did not run in forward, or the model is compiled/scripted so forward hooks never fire)",
+                    "tap a module that runs in forward, or load the teacher as a state_dict with its architecture "
+                    "(--teacher-arch) instead of TorchScript/torch.export")
         mix.setup(student_shapes, teacher_shapes)
         mix.to(device)
 
