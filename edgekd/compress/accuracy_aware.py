@@ -1,0 +1,434 @@
+"""Accuracy-aware int8: the target's ``max_quantization_drop`` is a contract, not a hope.
+
+Plain post-training int8 can lose accuracy silently, and usually a few layers cause most of the loss (an
+activation range dominated by outliers, a depthwise conv with few weights per channel). Keeping exactly those
+layers in float restores the accuracy while the rest stays int8:
+
+* ONNX: onnxruntime's ``nodes_to_exclude``. A sensitivity pass quantizes the model once per candidate node with
+  that node left in float and ranks nodes by how much accuracy (then logit error) that recovers; nodes are then
+  kept in float greedily, most sensitive first, until the contract holds.
+* OpenVINO: ``nncf.quantize_with_accuracy_control`` (NNCF's own ranking + reverting), with ``max_drop`` absolute.
+
+Either way the result lists the layers that stayed float and what they cost in latency against plain int8,
+measured in the same run. When no int8 model within ``max_float_fraction`` of float layers meets the contract
+(or the fp32 model itself misses ``min_accuracy``), a ``ContractError`` says what the best attempt reached and
+nothing is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.backends import Calibration
+from edgekd.errors import ContractError, EdgekdError
+
+# Ops whose inputs onnxruntime's QDQ quantizer quantizes and that carry most of the compute (and the error).
+SENSITIVE_OP_TYPES = ("Conv", "Gemm", "MatMul", "ConvTranspose")
+EvalSet = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class QuantContract:
+    """``max_drop``: fp32 accuracy minus int8 accuracy, absolute, on every evaluation split given.
+    ``min_accuracy``: an absolute floor for the int8 model (e.g. min_accuracy_ratio x teacher accuracy)."""
+
+    max_drop: float
+    min_accuracy: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_drop <= 1.0:
+            raise EdgekdError(f"max_quantization_drop must lie in [0, 1], got {self.max_drop}", "use e.g. 0.01")
+
+
+@dataclass
+class Attempt:
+    float_layers: list[str]
+    accuracy: list[float]  # per evaluation split
+    drop: list[float]
+    met: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class AccuracyAwareResult:
+    """What was shipped (``path``), which layers stayed float, and what that cost against plain int8."""
+
+    path: Path
+    format: str
+    method: str
+    contract: QuantContract
+    fp32_accuracy: list[float]
+    plain_int8_accuracy: list[float]
+    accuracy: list[float]
+    drop: list[float]
+    float_layers: list[str]
+    quantized_layers: int
+    candidate_layers: int
+    attempts: list[Attempt]
+    sensitivity: list[dict[str, Any]] = field(default_factory=list)
+    latency_ms: dict[str, float] = field(default_factory=dict)  # fp32 / plain_int8 / shipped p50, same run
+    latency_cost: float | None = None  # shipped p50 / plain int8 p50 - 1
+    summary: str = ""
+    float_tensors: list[str] = field(default_factory=list)  # ONNX: the activation tensors kept float
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    return float((logits.argmax(1) == y).mean()) if len(y) else 0.0
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "/".join(f"{v:.4f}" for v in values)
+
+
+def _check_sets(eval_sets: Sequence[EvalSet]) -> list[EvalSet]:
+    sets = [(np.ascontiguousarray(x, dtype=np.float32), np.asarray(y)) for x, y in eval_sets]
+    if not sets or any(len(y) == 0 for _, y in sets):
+        raise EdgekdError("accuracy-aware quantization needs a non-empty evaluation split",
+                          "pass the validation split (x_val, y_val)")
+    return sets
+
+
+def _contract_met(contract: QuantContract, acc: list[float], fp32: list[float]) -> tuple[bool, list[float]]:
+    drops = [f - a for f, a in zip(fp32, acc, strict=True)]
+    ok = all(d <= contract.max_drop + 1e-12 for d in drops)
+    if contract.min_accuracy is not None:
+        ok = ok and all(a >= contract.min_accuracy - 1e-12 for a in acc)
+    return ok, drops
+
+
+def _p50(path: Path, x: np.ndarray, threads: int, precision: str, runs: int = 200) -> float:
+    from edgekd.runner import load_session, measure_latency
+
+    stats, _ = measure_latency(load_session(str(path), threads, precision), x, runs=runs, warmup=20, blocks=5)
+    return stats["p50"]
+
+
+def _measure_interleaved(paths: dict[str, tuple[Path, str]], x: np.ndarray, threads: int, rounds: int = 5,
+                         runs: int = 60) -> dict[str, float]:
+    """Median of per-round p50s, the models measured in alternating order each round (drift hits all alike)."""
+    from edgekd.runner import load_session, measure_latency
+
+    sessions = {k: load_session(str(p), threads, prec) for k, (p, prec) in paths.items()}
+    samples: dict[str, list[float]] = {k: [] for k in sessions}
+    keys = list(sessions)
+    for r in range(rounds):
+        for k in keys if r % 2 == 0 else keys[::-1]:
+            stats, _ = measure_latency(sessions[k], x, runs=runs, warmup=5, blocks=1)
+            samples[k].append(stats["p50"])
+    return {k: float(np.median(v)) for k, v in samples.items()}
+
+
+# --------------------------------------------------------------------------------------------- ONNX
+ACTIVATION_OP_TYPES = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh")
+
+
+@dataclass(frozen=True)
+class FloatUnit:
+    """Keeping activation ``tensor`` float takes all nodes that would quantize it: onnxruntime's QDQ quantizer
+    quantizes a tensor at its producer (with a following Relu/Clip fused into it) *and* at each consumer, so
+    excluding one node alone leaves the tensor quantized."""
+
+    tensor: str
+    nodes: tuple[str, ...]
+    compute_nodes: tuple[str, ...]
+
+
+def _prepped_graph(fp32: Path):
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepped = Path(tmp) / "prep.onnx"
+        quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
+        return onnx.load(str(prepped)).graph
+
+
+def onnx_float_units(fp32: Path, int8: Path) -> tuple[list[FloatUnit], list[str]]:
+    """The activation tensors plain int8 quantizes, each with the nodes that must stay float to keep it float;
+    and all compute nodes (Conv/Gemm/MatMul) of the model."""
+    import onnx
+
+    graph = _prepped_graph(fp32)
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    initializers = {t.name for t in graph.initializer}
+    compute = [n.name for n in graph.node if n.op_type in SENSITIVE_OP_TYPES]
+    qgraph = onnx.load(str(int8)).graph
+    qinit = {t.name for t in qgraph.initializer}
+    units, seen = [], set()
+    for n in qgraph.node:
+        if n.op_type != "QuantizeLinear" or n.input[0] in qinit:
+            continue
+        tensor = n.input[0].removesuffix("_QuantizeLinear_Input")
+        if tensor in initializers or tensor in seen or (tensor not in producer and tensor not in consumers):
+            continue
+        seen.add(tensor)
+        nodes = []
+        p = producer.get(tensor)
+        if p is not None:
+            nodes.append(p)
+            if p.op_type in ACTIVATION_OP_TYPES and p.input[0] in producer:
+                nodes.append(producer[p.input[0]])
+        nodes += consumers.get(tensor, [])
+        names = tuple(dict.fromkeys(x.name for x in nodes))
+        units.append(FloatUnit(tensor, names, tuple(x for x in names if x in compute)))
+    return units, compute
+
+
+def onnx_candidate_nodes(fp32: Path, op_types: Sequence[str] = SENSITIVE_OP_TYPES) -> list[str]:
+    """Names of the nodes onnxruntime's quantizer sees (after its pre-processing) of the given op types."""
+    return [n.name for n in _prepped_graph(fp32).node if n.op_type in op_types]
+
+
+class _OnnxEvaluator:
+    """Quantize with a given set of float nodes and score it in onnxruntime on every evaluation split."""
+
+    def __init__(self, fp32: Path, calibration: Calibration, eval_sets: list[EvalSet], scheme: str, work: Path):
+        from edgekd.runner import load_session
+
+        self.fp32, self.calibration, self.eval_sets, self.scheme, self.work = fp32, calibration, eval_sets, scheme, work
+        session = load_session(str(fp32), 1, "fp32")
+        self.fp32_logits = [session.run_batched(x) for x, _ in eval_sets]
+        self.fp32_accuracy = [_accuracy(lg, y) for lg, (_, y) in zip(self.fp32_logits, eval_sets, strict=True)]
+        self.count = 0
+
+    def quantize(self, exclude: Sequence[str], out: Path | None = None) -> Path:
+        from edgekd.backends.onnx import quantize_onnx_int8
+
+        self.count += 1
+        path = out or self.work / f"q{self.count}.onnx"
+        logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization logs every node at INFO
+        return quantize_onnx_int8(self.fp32, path, self.calibration, self.scheme, nodes_to_exclude=list(exclude))
+
+    def score(self, exclude: Sequence[str]) -> tuple[list[float], float, Path]:
+        """(accuracy per split, mean squared logit error vs fp32, path)."""
+        from edgekd.runner import load_session
+
+        path = self.quantize(exclude)
+        session = load_session(str(path), 1, "int8")
+        accs, errs = [], []
+        for (x, y), ref in zip(self.eval_sets, self.fp32_logits, strict=True):
+            logits = session.run_batched(x)
+            accs.append(_accuracy(logits, y))
+            errs.append(float(np.mean((logits - ref) ** 2)))
+        return accs, float(np.mean(errs)), path
+
+
+def onnx_accuracy_aware_int8(
+    fp32: Path,
+    out: Path,
+    calibration: Calibration,
+    eval_sets: Sequence[EvalSet],
+    contract: QuantContract,
+    scheme: str = "u8s8",
+    max_float_fraction: float = 0.5,
+    threads: int = 1,
+    timing_x: np.ndarray | None = None,
+    log: Callable[[str], None] | None = None,
+) -> AccuracyAwareResult:
+    """Int8 QDQ model of ``fp32`` meeting ``contract`` on ``eval_sets``, with the fewest float layers found.
+
+    ``eval_sets``: (x, y) splits the contract must hold on (the validation split; add the test split when the
+    gate checks it there). ``max_float_fraction``: beyond this share of candidate layers in float the model
+    is no longer meaningfully int8 and the search gives up with a ContractError.
+    """
+    say = log or (lambda _m: None)
+    sets = _check_sets(eval_sets)
+    if not 0.0 <= max_float_fraction <= 1.0:
+        raise EdgekdError(f"max_float_fraction must lie in [0, 1], got {max_float_fraction}", "use e.g. 0.5")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        ev = _OnnxEvaluator(Path(fp32), calibration, sets, scheme, work)
+        fp32_acc = ev.fp32_accuracy
+        if contract.min_accuracy is not None and min(fp32_acc) < contract.min_accuracy:
+            raise ContractError(
+                f"no precision can meet the accuracy contract: even the fp32 model reaches only "
+                f"{min(fp32_acc):.4f} < min_accuracy {contract.min_accuracy:.4f}; nothing was shipped",
+                "relax min_accuracy_ratio in the target, or train a better student/teacher")
+        plain_acc, plain_err, plain_path = ev.score([])
+        units, compute = onnx_float_units(Path(fp32), plain_path)
+        cap = int(np.floor(max_float_fraction * len(compute)))
+        ok, drops = _contract_met(contract, plain_acc, fp32_acc)
+        attempts = [Attempt([], plain_acc, drops, ok)]
+        say(f"int8 contract: plain int8 accuracy {_fmt(plain_acc)} vs fp32 {_fmt(fp32_acc)} (drop {_fmt(drops)}, "
+            f"allowed {contract.max_drop})")
+        chosen: list[str] = []
+        float_tensors: list[str] = []
+        sensitivity: list[dict[str, Any]] = []
+        final_path, final_acc, final_drops = plain_path, plain_acc, drops
+        if not ok and cap > 0:
+            for unit in units:  # one quantization per activation tensor, that tensor kept float
+                acc, err, _ = ev.score(unit.nodes)
+                sensitivity.append({"tensor": unit.tensor, "nodes": list(unit.nodes), "accuracy": acc,
+                                    "logit_mse": err, "accuracy_gain": float(np.mean(acc) - np.mean(plain_acc)),
+                                    "mse_reduction": plain_err - err, "_unit": unit})
+            sensitivity.sort(key=lambda s: (-s["accuracy_gain"], -s["mse_reduction"]))
+            say("int8 contract: most sensitive tensors " + ", ".join(
+                f"{s['tensor']} (accuracy {s['accuracy_gain']:+.4f}, logit mse {-s['mse_reduction']:+.3g})"
+                for s in sensitivity[:5]))
+            for s in sensitivity:
+                unit = s["_unit"]
+                trial = list(dict.fromkeys(chosen + list(unit.nodes)))
+                if sum(1 for n in trial if n in compute) > cap or trial == chosen:
+                    continue
+                chosen = trial
+                float_tensors.append(unit.tensor)
+                acc, _, path = ev.score(chosen)
+                ok, drops = _contract_met(contract, acc, fp32_acc)
+                attempts.append(Attempt(list(chosen), acc, drops, ok))
+                say(f"int8 contract: keep {unit.tensor} float ({len(chosen)} node(s) float) -> accuracy "
+                    f"{_fmt(acc)}, drop {_fmt(drops)}")
+                if ok:
+                    final_path, final_acc, final_drops = path, acc, drops
+                    break
+            for s in sensitivity:
+                s.pop("_unit")
+        if not ok:
+            best = max(attempts, key=lambda a: (min(a.accuracy), -len(a.float_layers)))
+            raise ContractError(
+                f"no int8 model meets the accuracy contract (max drop {contract.max_drop}"
+                + (f", min accuracy {contract.min_accuracy}" if contract.min_accuracy is not None else "")
+                + f") with at most {cap} of {len(compute)} compute layers in float: the best attempt kept "
+                f"{len(best.float_layers)} node(s) float {best.float_layers} and reached accuracy "
+                f"{_fmt(best.accuracy)} "
+                f"vs fp32 {_fmt(fp32_acc)} (drop {_fmt(best.drop)}); nothing was shipped",
+                "relax max_quantization_drop, allow fp16/fp32 in the target, raise max_float_fraction, or use "
+                "quantization-aware training (edgekd.compress.qat)")
+        latency: dict[str, float] = {}
+        cost = None
+        if timing_x is not None:
+            paths = {"fp32": (Path(fp32), "fp32"), "plain_int8": (plain_path, "int8")}
+            if chosen:
+                paths["shipped"] = (final_path, "int8")
+            latency = _measure_interleaved(paths, timing_x, threads)
+            latency.setdefault("shipped", latency["plain_int8"])
+            cost = latency["shipped"] / latency["plain_int8"] - 1.0
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(final_path, out)
+    summary = (f"int8 meets the contract (drop {max(final_drops):.4f} <= {contract.max_drop}) with "
+               + (f"{len(float_tensors)} tensor(s) kept float ({', '.join(float_tensors)}), i.e. nodes "
+                  f"{', '.join(chosen)}"
+                  if chosen else "no layer kept float")
+               + (f"; latency vs plain int8 {cost:+.1%}" if cost is not None else ""))
+    say("int8 contract: " + summary)
+    return AccuracyAwareResult(out, "onnx", "onnxruntime QDQ + per-layer sensitivity, greedy float fallback",
+                               contract, fp32_acc, plain_acc, final_acc, final_drops, chosen,
+                               len([n for n in compute if n not in chosen]), len(compute), attempts, sensitivity,
+                               latency, cost, summary, float_tensors)
+
+
+# --------------------------------------------------------------------------------------------- OpenVINO
+def _ov_compute_ops(ov_model) -> tuple[list[str], list[str]]:
+    """(quantized, float) compute ops of an OpenVINO model: quantized = weight input fed through FakeQuantize or
+    a dequantizing Convert/Multiply chain from int8 constants."""
+    quantized, floating = [], []
+    for op in ov_model.get_ordered_ops():
+        if op.get_type_name() not in ("Convolution", "GroupConvolution", "MatMul"):
+            continue
+        is_q = False
+        for inp in op.inputs():
+            node = inp.get_source_output().get_node()
+            for _ in range(4):  # walk back through Multiply/Subtract/Convert/Reshape of a dequantized weight
+                kind = node.get_type_name()
+                if kind == "FakeQuantize" or (kind == "Constant" and "i8" in str(node.get_element_type())):
+                    is_q = True
+                    break
+                if kind not in ("Convert", "Multiply", "Subtract", "Reshape"):
+                    break
+                node = node.input_value(0).get_node()
+        (quantized if is_q else floating).append(op.get_friendly_name())
+    return quantized, floating
+
+
+def openvino_accuracy_aware_int8(
+    fp32_xml_or_onnx: Path,
+    out_xml: Path,
+    calibration: Calibration,
+    eval_set: EvalSet,
+    contract: QuantContract,
+    threads: int = 1,
+    timing_x: np.ndarray | None = None,
+    log: Callable[[str], None] | None = None,
+) -> AccuracyAwareResult:
+    """``nncf.quantize_with_accuracy_control`` with ``max_drop`` (absolute) on ``eval_set``; float ops listed."""
+    import nncf
+    import openvino as ov
+
+    say = log or (lambda _m: None)
+    (x_val, y_val), = _check_sets([eval_set])
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    core = ov.Core()
+    model = core.read_model(str(fp32_xml_or_onnx))
+
+    def validate(compiled, items) -> float:
+        preds = [np.asarray(compiled(x)[0]).argmax(1)[0] for x in items]
+        return float((np.asarray(preds) == y_val).mean())
+
+    val_items = [x_val[i : i + 1] for i in range(len(x_val))]
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    fp32_acc = validate(core.compile_model(model, "CPU", config), val_items)
+    if contract.min_accuracy is not None and fp32_acc < contract.min_accuracy:
+        raise ContractError(f"no precision can meet the accuracy contract: the fp32 model reaches {fp32_acc:.4f} "
+                            f"< min_accuracy {contract.min_accuracy:.4f}; nothing was shipped",
+                            "relax min_accuracy_ratio in the target")
+    calib = nncf.Dataset([calibration.x[i : i + 1] for i in range(len(calibration.x))])
+    plain = nncf.quantize(model, calib, subset_size=len(calibration.x))
+    plain_acc = validate(core.compile_model(plain, "CPU"), val_items)
+    if fp32_acc - plain_acc <= contract.max_drop + 1e-12:
+        shipped, method = plain, "nncf.quantize (plain int8 met the contract)"
+    else:
+        shipped = nncf.quantize_with_accuracy_control(
+            model, calib, nncf.Dataset(val_items), validation_fn=validate, max_drop=contract.max_drop,
+            drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration.x))
+        method = "nncf.quantize_with_accuracy_control (absolute max_drop)"
+    acc = validate(core.compile_model(shipped, "CPU"), val_items)
+    q_ops, float_ops = _ov_compute_ops(shipped)
+    _, plain_float = _ov_compute_ops(plain)
+    kept_float = [n for n in float_ops if n not in plain_float]
+    attempts = [Attempt([], [plain_acc], [fp32_acc - plain_acc], fp32_acc - plain_acc <= contract.max_drop + 1e-12)]
+    ok, drops = _contract_met(contract, [acc], [fp32_acc])
+    attempts.append(Attempt(kept_float, [acc], drops, ok))
+    if not ok:
+        raise ContractError(
+            f"no OpenVINO int8 model meets the accuracy contract (max drop {contract.max_drop}): NNCF's best kept "
+            f"{len(kept_float)} op(s) float and reached {acc:.4f} vs fp32 {fp32_acc:.4f}; nothing was shipped",
+            "relax max_quantization_drop, or allow fp16/fp32 for openvino in the target")
+    out_xml = Path(out_xml)
+    out_xml.parent.mkdir(parents=True, exist_ok=True)
+    latency: dict[str, float] = {}
+    cost = None
+    with tempfile.TemporaryDirectory() as tmp:
+        ov.save_model(shipped, str(out_xml), compress_to_fp16=False)
+        if timing_x is not None:
+            plain_xml, fp32_xml = Path(tmp) / "plain.xml", Path(tmp) / "fp32.xml"
+            ov.save_model(plain, str(plain_xml), compress_to_fp16=False)
+            ov.save_model(model, str(fp32_xml), compress_to_fp16=False)
+            latency = _measure_interleaved({"fp32": (fp32_xml, "fp32"), "plain_int8": (plain_xml, "int8"),
+                                            "shipped": (out_xml, "int8")}, timing_x, threads)
+            cost = latency["shipped"] / latency["plain_int8"] - 1.0
+    summary = (f"{method}: accuracy {acc:.4f} vs fp32 {fp32_acc:.4f} (plain int8 {plain_acc:.4f}); "
+               f"{len(kept_float)} op(s) kept float" + (f": {', '.join(kept_float)}" if kept_float else "")
+               + (f"; latency vs plain int8 {cost:+.1%}" if cost is not None else ""))
+    say("openvino int8 contract: " + summary)
+    return AccuracyAwareResult(out_xml, "openvino", method, contract, [fp32_acc], [plain_acc], [acc], drops,
+                               kept_float, len(q_ops), len(q_ops) + len(float_ops), attempts, [], latency, cost,
+                               summary)
