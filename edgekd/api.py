@@ -128,7 +128,7 @@ def export_artifacts(target: TargetProfile, student: torch.nn.Module, data: Data
     built = []
     wanted_precisions = list(dict.fromkeys(["fp32", *target.runtime.precisions]))
     for fmt in target.runtime.formats:
-        backend = get_backend(fmt)
+        backend = backend_for(target, fmt)
         for precision in wanted_precisions:
             if precision not in backend.precisions:
                 raise EdgekdError(f"format '{fmt}' cannot take precision '{precision}'",
@@ -141,8 +141,33 @@ def export_artifacts(target: TargetProfile, student: torch.nn.Module, data: Data
                           f"parity max|diff| {parity.max_abs_diff:.2e}, top-1 {parity.top1_agreement:.2%}")
             if not parity.passed:
                 raise parity_failure(artifact, parity)
-            built.append((artifact, parity.to_dict()))
+            built.append((artifact, {**parity.to_dict(), **operator_report(target, artifact)}))
     return built
+
+
+def backend_for(target: TargetProfile, fmt: str):
+    """The format's backend, configured from the target (threads, integer I/O)."""
+    options: dict[str, Any] = {}
+    if fmt == "onnx":
+        options["threads"] = min(target.runtime.threads, os.cpu_count() or 1)
+    if fmt == "tflite":
+        options["integer_io"] = target.runtime.integer_io
+    return get_backend(fmt, **options)
+
+
+def operator_report(target: TargetProfile, artifact: Artifact) -> dict[str, Any]:
+    """Operators of the artifact and, for the target's delegate, which would fall back to the CPU."""
+    from edgekd.compat import check_compatibility, enforce_full_delegation, list_operators, load_delegate
+
+    delegate = target.runtime.delegate
+    if delegate == "none" or load_delegate(delegate).format != artifact.format:
+        return {"operators": list_operators(artifact.path)}
+    compat = check_compatibility(artifact.path, delegate)
+    if target.runtime.require_full_delegation:
+        enforce_full_delegation(compat)
+    return {"operators": compat.operators, "delegate": {"name": delegate, "fallback": compat.fallback,
+                                                        "fully_delegated": compat.fully_delegated,
+                                                        "min_android_api": compat.min_api}}
 
 
 def manifest_entry(artifact: Artifact, stage: Path, role: str) -> dict:
@@ -284,7 +309,7 @@ def _build_artifacts(options, target, data, teacher, teacher_training, teacher_m
     # models, not runtimes' per-call overheads.
     teacher_artifacts = []
     for fmt in target.runtime.formats:
-        backend = get_backend(fmt)
+        backend = backend_for(target, fmt)
         artifact = backend.export(teacher.model, data.x_test[:1], stage / f"teacher_fp32{backend.suffix}", "fp32",
                                   None)
         parity = check_parity(artifact, teacher_test_logits[:256], data.x_test[:256])
@@ -323,9 +348,13 @@ def _build_artifacts(options, target, data, teacher, teacher_training, teacher_m
             teacher_rows[entry["format"]] = row
         else:
             rows.append(row)
-    parity_by_path = {a.path.name: p for a, p in built}
+    checks_by_path = {a.path.name: p for a, p in built}
     for row in rows:
-        row["parity"] = parity_by_path[row["path"]]
+        checks = dict(checks_by_path[row["path"]])
+        row["operators"] = checks.pop("operators")
+        if "delegate" in checks:
+            row["delegate"] = checks.pop("delegate")
+        row["parity"] = checks
         row["shipped"] = False
     reasons = choose_shipped(target, rows, student_accuracy, teacher_accuracy)
     for row in rows:
@@ -404,7 +433,8 @@ def _artifact_row(entry: dict, result: dict) -> dict:
         "latency_ms": {k: lat[k] for k in ("p50", "p90", "p95", "p99", "mean", "std")},
         "noise_pct": lat["noise_pct"],
         "peak_memory_mb": result.get("peak_memory_mb"),
-        **({"scheme": entry["scheme"]} if "scheme" in entry else {}),
+        **{k: entry[k] for k in ("scheme", "scheme_p50_ms", "layout", "input_dtype", "input_quantization",
+                                 "output_quantization") if k in entry},
     }
 
 

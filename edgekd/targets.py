@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgekd.errors import EdgekdError
 
 FORMATS = ("onnx", "openvino", "tflite")
-Precision = Literal["fp32", "fp16", "int8"]
+Precision = Literal["fp32", "fp16", "dynamic_int8", "int8"]
 Positive = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -40,6 +40,8 @@ class RuntimeSpec(_Strict):
     also: list[Literal["onnx", "openvino", "tflite"]] = []
     # int8 graph inputs/outputs (full-integer models for NPUs/DSPs that reject float I/O).
     integer_io: bool = False
+    # The accelerator/delegate whose operator list is checked (edgekd/data_files/ops_<delegate>.yaml).
+    delegate: Literal["none", "xnnpack", "nnapi", "tensorrt"] = "none"
     # Fail the build when an operator would fall back from the target's delegate to the CPU.
     require_full_delegation: bool = False
 

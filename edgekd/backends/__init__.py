@@ -61,11 +61,12 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def get_backend(name: str) -> Backend:
+def get_backend(name: str, **options: Any) -> Backend:
+    """The backend for format ``name``; ``options`` go to its constructor (e.g. ``integer_io`` for tflite)."""
     if name not in BACKENDS:
         raise EdgekdError(f"unknown format '{name}'", f"use one of: {', '.join(BACKENDS)}")
     module_name, cls_name = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module_name), cls_name)()
+    return getattr(importlib.import_module(module_name), cls_name)(**options)
 
 
 def require(module: str, package: str, extra: str, purpose: str):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -103,8 +104,11 @@ class OnnxBackend:
     precisions = ("fp32", "fp16", "int8")
     suffix = ".onnx"
 
-    def __init__(self, int8_scheme: str = "u8s8") -> None:
+    def __init__(self, int8_scheme: str = "auto", threads: int = 1) -> None:
+        if int8_scheme != "auto" and int8_scheme not in INT8_SCHEMES:
+            raise EdgekdError(f"unknown ONNX int8 scheme '{int8_scheme}'", f"use auto or one of {list(INT8_SCHEMES)}")
         self.int8_scheme = int8_scheme
+        self.threads = threads
 
     def export(self, model: nn.Module, sample: np.ndarray, path: Path, precision: str,
                calibration: Calibration | None) -> Artifact:
@@ -119,12 +123,38 @@ class OnnxBackend:
                 elif precision == "int8":
                     if calibration is None:
                         raise EdgekdError("ONNX int8 needs a calibration set", "pass calibration data")
-                    quantize_onnx_int8(fp32, path, calibration, self.int8_scheme)
-                    details.update({"scheme": self.int8_scheme, "quant_format": "QDQ", "per_channel": True,
-                                    "calibration": calibration.source})
+                    scheme, timings = self._quantize_best_scheme(fp32, path, calibration)
+                    details.update({"scheme": scheme, "scheme_p50_ms": timings, "quant_format": "QDQ",
+                                    "per_channel": True, "calibration": calibration.source})
                 else:
                     raise EdgekdError(f"ONNX has no precision '{precision}'", f"use one of {self.precisions}")
         return Artifact(path, self.name, precision, self.runtime, [path], details)
+
+    def _quantize_best_scheme(self, fp32: Path, out: Path, calibration: Calibration) -> tuple[str, dict]:
+        """Quantize with each activation scheme and keep the one onnxruntime runs fastest on this host.
+
+        Which is faster depends on the CPU (AVX2 without VNNI favours uint8 activations; VNNI/ARM dot-product
+        can favour int8), so it is measured, not assumed. Parity is checked by the caller on the winner.
+        """
+        from edgekd.runner import load_session, measure_latency
+
+        schemes = list(INT8_SCHEMES) if self.int8_scheme == "auto" else [self.int8_scheme]
+        if len(schemes) == 1:
+            quantize_onnx_int8(fp32, out, calibration, schemes[0])
+            return schemes[0], {}
+        timings: dict[str, float] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = {s: quantize_onnx_int8(fp32, Path(tmp) / f"{s}.onnx", calibration, s) for s in schemes}
+            sessions = {s: load_session(str(p), self.threads, "int8") for s, p in paths.items()}
+            samples: dict[str, list[float]] = {s: [] for s in schemes}
+            for _ in range(3):  # interleaved blocks so drift hits both schemes alike
+                for s in schemes:
+                    stats, _ = measure_latency(sessions[s], calibration.x, runs=60, warmup=10, blocks=1)
+                    samples[s].append(stats["p50"])
+            timings = {s: float(np.median(v)) for s, v in samples.items()}
+            best = min(timings, key=timings.get)
+            shutil.move(str(paths[best]), str(out))  # across filesystems, unlike os.replace
+        return best, timings
 
     @staticmethod
     def _to_fp16(fp32: Path, out: Path) -> None:
