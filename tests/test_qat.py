@@ -15,7 +15,7 @@ from edgekd.models.students import build_model
 
 @pytest.fixture(scope="module")
 def setup():
-    data = make_dataset(n_train=160, n_test=64, shape=(1, 8, 8), classes=3)
+    data = make_dataset(n_train=256, n_test=64, shape=(1, 8, 8), classes=3)
     torch.manual_seed(0)
     model = build_model("mobilenetv2", data.input_shape, 3, width=0.5)
     model = train(model, data, TrainConfig(epochs=3, lr=1e-2), progress=False).model
@@ -61,4 +61,5 @@ def test_qat_kd_exports_a_runnable_qdq_model(setup, tmp_path):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "BatchNormalization" not in ops
     logits = load_session(str(r.path), 1, "int8").run_batched(data.x_test)
     assert logits.shape == (len(data.y_test), 3)
-    assert r.val_accuracy_int8_qat >= 0.5 and r.val_accuracy_int8_ptq is not None
+    assert r.val_accuracy_int8_ptq is not None
+    assert r.val_accuracy_int8_qat >= r.val_accuracy_fp32_before - 0.15

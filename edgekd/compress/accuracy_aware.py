@@ -380,10 +380,11 @@ def openvino_accuracy_aware_int8(
     model = core.read_model(str(fp32_xml_or_onnx))
 
     def validate(compiled, items) -> float:
-        preds = [np.asarray(compiled(x)[0]).argmax(1)[0] for x in items]
-        return float((np.asarray(preds) == y_val).mean())
+        """Top-1 accuracy over (x, y) items: NNCF calls it on subsets when ranking, so labels travel with x."""
+        hits = [int(np.asarray(compiled(x)[0]).argmax(1)[0] == y) for x, y in items]
+        return float(np.mean(hits)) if hits else 0.0
 
-    val_items = [x_val[i : i + 1] for i in range(len(x_val))]
+    val_items = [(x_val[i : i + 1], int(y_val[i])) for i in range(len(x_val))]
     config = {"INFERENCE_PRECISION_HINT": "f32"}
     fp32_acc = validate(core.compile_model(model, "CPU", config), val_items)
     if contract.min_accuracy is not None and fp32_acc < contract.min_accuracy:
@@ -397,8 +398,8 @@ def openvino_accuracy_aware_int8(
         shipped, method = plain, "nncf.quantize (plain int8 met the contract)"
     else:
         shipped = nncf.quantize_with_accuracy_control(
-            model, calib, nncf.Dataset(val_items), validation_fn=validate, max_drop=contract.max_drop,
-            drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration.x))
+            model, calib, nncf.Dataset(val_items, lambda item: item[0]), validation_fn=validate,
+            max_drop=contract.max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration.x))
         method = "nncf.quantize_with_accuracy_control (absolute max_drop)"
     acc = validate(core.compile_model(shipped, "CPU"), val_items)
     q_ops, float_ops = _ov_compute_ops(shipped)
