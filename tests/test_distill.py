@@ -18,7 +18,7 @@ from edgekd.distill.losses import LOSSES, LossInputs, LossMix
 from edgekd.distill.schedules import schedule_value
 from edgekd.distill.taps import FeatureTaps, resolve_module
 from edgekd.distill.teachers import combine_teacher_logits
-from edgekd.distill.trainer import TrainConfig, train
+from edgekd.distill.trainer import TrainConfig, train, validate_config
 from edgekd.errors import EdgekdError
 from edgekd.models.students import build_model
 from tests.conftest import make_dataset
@@ -63,6 +63,8 @@ def test_registry_has_every_family():
 )
 def test_bad_config_is_a_clear_error(img, kwargs, match):
     teacher, student = cnn_pair(img)
+    with pytest.raises(EdgekdError, match=match):
+        validate_config(TrainConfig(epochs=1, **kwargs))  # what api.build can call before training a teacher
     with pytest.raises(EdgekdError, match=match) as info:
         train(student, img, TrainConfig(epochs=1, **kwargs), teacher=teacher, progress=False)
     if "unknown loss" in match:

@@ -159,6 +159,12 @@ def _amp_dtype(spec: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
+def validate_config(config: TrainConfig, n_teachers: int = 1) -> None:
+    """Every configuration mistake ``train`` would find, found now: callers run this before a costly teacher."""
+    _validate(config, n_teachers)
+    LossMix(config.loss_weights, config.temperature, config.loss_options)  # names and per-loss options
+
+
 def _validate(config: TrainConfig, n_teachers: int) -> None:
     if config.epochs < 1 or config.batch_size < 1:
         raise EdgekdError(f"epochs and batch_size must be >= 1, got {config.epochs}, {config.batch_size}",
