@@ -9,6 +9,7 @@ succeeded, so a failed or interrupted build never leaves a half-written run dire
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import shutil
@@ -41,6 +42,7 @@ from edgekd.models.teachers import (
     teacher_cache_key,
 )
 from edgekd.report import REPORT_SCHEMA_VERSION, render_markdown
+from edgekd.report_html import write_html
 from edgekd.targets import TargetProfile, load_target
 
 DEFAULT_CACHE = Path(os.environ.get("EDGEKD_CACHE", Path.home() / ".cache" / "edgekd"))
@@ -62,6 +64,9 @@ class BuildOptions:
     max_train: int | None = None
     loss_weights: dict[str, float] = field(default_factory=lambda: {"kd": 0.7, "ce": 0.3})
     temperature: float = 4.0
+    prune: float = 0.0  # share of MACs to remove by structured pruning after distillation (0 = off)
+    prune_steps: int = 2
+    qat_epochs: int = 0  # > 0: QAT with the teacher when accuracy-aware PTQ can't meet the contract (ONNX)
     runs: int = 200
     warmup: int = 20
     progress: bool = True
@@ -120,7 +125,7 @@ def prepare_teacher(options: BuildOptions, data: Dataset, epochs: int) -> tuple[
 
 
 def export_artifacts(target: TargetProfile, student: torch.nn.Module, data: Dataset, calibration, stage: Path,
-                     options: BuildOptions) -> list[tuple[Artifact, dict]]:
+                     options: BuildOptions, teacher: torch.nn.Module | None = None) -> list[tuple[Artifact, dict]]:
     """Every format x precision the target allows, plus an fp32 reference per format to measure against."""
     sample = data.x_test[:1]
     parity_inputs = np.concatenate([calibration.x[:128], data.x_test[:512]])
@@ -136,6 +141,9 @@ def export_artifacts(target: TargetProfile, student: torch.nn.Module, data: Data
             path = stage / f"model_{precision}{backend.suffix}"
             t0 = time.perf_counter()
             artifact = backend.export(student, sample, path, precision, calibration if precision == "int8" else None)
+            if precision == "int8":
+                artifact = enforce_quantization_contract(target, artifact, student, teacher, data, calibration,
+                                                         stage, options)
             parity = check_parity(artifact, reference, parity_inputs, threads=1)
             _say(options, f"export: {path.name} ({fmt} {precision}) in {time.perf_counter() - t0:.1f}s, "
                           f"parity max|diff| {parity.max_abs_diff:.2e}, top-1 {parity.top1_agreement:.2%}")
@@ -143,6 +151,88 @@ def export_artifacts(target: TargetProfile, student: torch.nn.Module, data: Data
                 raise parity_failure(artifact, parity)
             built.append((artifact, {**parity.to_dict(), **operator_report(target, artifact)}))
     return built
+
+
+def enforce_quantization_contract(target: TargetProfile, artifact: Artifact, student: torch.nn.Module,
+                                  teacher: torch.nn.Module | None, data: Dataset, calibration, stage: Path,
+                                  options: BuildOptions) -> Artifact:
+    """Keep plain int8 when it holds ``max_quantization_drop``; otherwise keep the most sensitive layers in float.
+
+    Checked on the validation and test splits (the gate judges the test split). ONNX: a layer-sensitivity search;
+    OpenVINO: NNCF's accuracy control; then, if allowed, QAT with the teacher. A contract nothing meets raises
+    ContractError: the build ships nothing.
+    """
+    from edgekd.runner import load_session
+
+    max_drop = target.budgets.max_quantization_drop
+    if max_drop is None or artifact.format not in ("onnx", "openvino"):
+        return artifact
+    splits = [(data.x_val, data.y_val), (data.x_test, data.y_test)]
+    session = load_session(str(artifact.path), 1, "int8")
+    drops = [accuracy(student, x, y) - float((session.run_batched(x).argmax(1) == y).mean()) for x, y in splits]
+    if max(drops) <= max_drop + 1e-12:
+        return artifact
+    from edgekd.compress.accuracy_aware import (
+        QuantContract,
+        onnx_accuracy_aware_int8,
+        openvino_accuracy_aware_int8,
+    )
+
+    _say(options, f"quantize: plain {artifact.format} int8 loses {max(drops):.4f} > max_quantization_drop "
+                  f"{max_drop}; searching for layers to keep in float")
+    contract = QuantContract(max_drop)
+    fp32 = artifact.path.with_name(f"model_fp32{artifact.path.suffix}")
+    threads = min(target.runtime.threads, os.cpu_count() or 1)
+    try:
+        if artifact.format == "onnx":
+            result = onnx_accuracy_aware_int8(fp32, artifact.path, calibration, splits, contract, threads=threads,
+                                              timing_x=data.x_test[:64], log=lambda m: _say(options, m))
+        else:
+            result = openvino_accuracy_aware_int8(fp32, artifact.path, calibration, splits[0], contract,
+                                                  threads=threads, timing_x=data.x_test[:64],
+                                                  log=lambda m: _say(options, m))
+        details = {"accuracy_aware": {k: v for k, v in result.to_dict().items() if k != "path"}}
+    except ContractError:
+        if not (options.qat_epochs and artifact.format == "onnx"):
+            raise
+        from edgekd.compress.qat import QatConfig, qat_kd_onnx_int8
+
+        _say(options, "quantize: post-training search failed; trying QAT with the teacher")
+        qat = qat_kd_onnx_int8(student, teacher, data, calibration, artifact.path,
+                               QatConfig(epochs=options.qat_epochs, seed=options.seed), progress=options.progress)
+        session = load_session(str(artifact.path), 1, "int8")
+        drops = [accuracy(student, x, y) - float((session.run_batched(x).argmax(1) == y).mean()) for x, y in splits]
+        if max(drops) > max_drop + 1e-12:
+            artifact.path.unlink(missing_ok=True)
+            raise ContractError(
+                f"no int8 {artifact.format} model meets max_quantization_drop={max_drop}: QAT reached a drop of "
+                f"{max(drops):.4f}; nothing was shipped", "relax the budget or allow fp16/fp32 in the target") from None
+        details = {"qat": qat.to_dict()}
+    artifact.details.update(details)
+    return artifact
+
+
+def stage_waterfall(target: TargetProfile, report: dict, teacher_row: dict, unpruned_row: dict | None,
+                    choice: StudentChoice, pruned: bool) -> list[dict]:
+    """teacher -> student -> [pruned] -> quantized, each measured in this run in the target's primary format."""
+    fmt = target.runtime.format
+    rows = {(r["format"], r["precision"]): r for r in report["artifacts"]}
+    shipped = next(r for r in report["artifacts"] if r["format"] == fmt and r.get("shipped"))
+    fp32 = rows[(fmt, "fp32")]
+
+    def stage(name: str, row: dict, accuracy_: float, params: int, macs: int) -> dict:
+        return {"stage": name, "artifact": row["path"], "accuracy": accuracy_, "params": params, "macs": macs,
+                "size_bytes": row["size_bytes"], "p50_ms": row["latency_ms"]["p50"]}
+
+    t = report["teacher"]
+    out = [stage("teacher", teacher_row, t["accuracy"], t["params"], t["macs"])]
+    if pruned and unpruned_row is not None:
+        out.append(stage("student", unpruned_row, unpruned_row["accuracy"], choice.params, choice.macs))
+        out.append(stage("pruned", fp32, fp32["accuracy"], fp32["params"], fp32["macs"]))
+    else:
+        out.append(stage("student", fp32, fp32["accuracy"], fp32["params"], fp32["macs"]))
+    out.append(stage("quantized", shipped, shipped["accuracy"], shipped["params"], shipped["macs"]))
+    return out
 
 
 def backend_for(target: TargetProfile, fmt: str):
@@ -262,6 +352,18 @@ def build(options: BuildOptions) -> BuildResult:
     kd = train(choice.build(data.input_shape, data.num_classes), data, config, teacher=teacher.model,
                progress=options.progress)
     student = kd.model
+    pruning = None
+    if options.prune:
+        from edgekd.compress.prune import PruneConfig, prune_structured
+
+        unpruned = copy.deepcopy(student)
+        pruning = prune_structured(student, teacher.model, data, PruneConfig(
+            ratio=options.prune, steps=options.prune_steps, channel_multiple=target.student_budget.channel_multiple,
+            loss_weights=options.loss_weights, temperature=options.temperature, seed=options.seed,
+            threads=min(target.runtime.threads, os.cpu_count() or 1),
+            objective="latency"), progress=options.progress, log=lambda m: _say(options, m))
+        _say(options, f"pruning: {pruning.summary}")
+        student = pruning.model if pruning.kept_step else unpruned
     alone_accuracy = None
     if options.baseline:
         torch.manual_seed(options.seed)
@@ -285,25 +387,28 @@ def build(options: BuildOptions) -> BuildResult:
     try:
         report = _build_artifacts(options, target, data, teacher, teacher_training, teacher_macs, teacher_params,
                                   choice, kd, student, alone_accuracy, teacher_test_logits, student_test_logits,
-                                  teacher_accuracy, student_accuracy, stage)
+                                  teacher_accuracy, student_accuracy, stage, pruning,
+                                  unpruned if pruning and pruning.kept_step else None)
         report["build_time_s"] = round(time.perf_counter() - t_start, 2)
         write_json(stage / "report.json", report)
         write_text(stage / "report.md", render_markdown(report))
+        write_html(report, stage / "report.html")
         replace_dir(stage, out)
     finally:
         if stage.exists():
             shutil.rmtree(stage)
-    _say(options, f"done in {report['build_time_s']:.0f}s: {out}/ (report.json, report.md, manifest.json)")
+    _say(options, f"done in {report['build_time_s']:.0f}s: {out}/ (report.json, report.md, report.html, manifest.json)")
     return BuildResult(out, report)
 
 
 def _build_artifacts(options, target, data, teacher, teacher_training, teacher_macs, teacher_params, choice, kd,
                      student, alone_accuracy, teacher_test_logits, student_test_logits, teacher_accuracy,
-                     student_accuracy, stage: Path) -> dict:
+                     student_accuracy, stage: Path, pruning=None, unpruned=None) -> dict:
     calibration = build_calibration_set(data, target.calibration.samples, options.seed)
     calib_manifest = save_calibration_set(calibration, stage / "calibration.npz")
     calibration.source.update({"file": "calibration.npz", "sha256": calib_manifest["sha256"]})
-    built = export_artifacts(target, student, data, calibration, stage, options)
+    built = export_artifacts(target, student, data, calibration, stage, options, teacher.model)
+    student_params, student_macs = count_params(student), count_macs(student, data.input_shape)
 
     # The teacher is benchmarked in every runtime the student ships in, so "speed vs teacher" compares
     # models, not runtimes' per-call overheads.
@@ -316,11 +421,16 @@ def _build_artifacts(options, target, data, teacher, teacher_training, teacher_m
         if not parity.passed:
             raise parity_failure(artifact, parity)
         teacher_artifacts.append(artifact)
+    if unpruned is not None:  # the unpruned student, measured in this run for the stage waterfall
+        backend = backend_for(target, target.runtime.format)
+        teacher_artifacts.append(backend.export(unpruned, data.x_test[:1], stage / f"unpruned_fp32{backend.suffix}",
+                                                "fp32", None))
 
     eval_path = write_eval_inputs(stage / "eval.npz", data.x_test, data.y_test, teacher_test_logits,
                                   student_test_logits)
     entries = [manifest_entry(a, stage, "student") for a, _ in built]
-    entries += [manifest_entry(a, stage, "teacher-reference") for a in teacher_artifacts]
+    entries += [manifest_entry(a, stage, "unpruned-reference" if a.path.name.startswith("unpruned")
+                               else "teacher-reference") for a in teacher_artifacts]
     manifest = {
         "edgekd_version": __version__,
         "target": target.name,
@@ -346,6 +456,8 @@ def _build_artifacts(options, target, data, teacher, teacher_training, teacher_m
         row = {**_artifact_row(entry, result), "_raw": result}
         if entry["role"] == "teacher-reference":
             teacher_rows[entry["format"]] = row
+        elif entry["role"] == "unpruned-reference":
+            teacher_rows["_unpruned"] = row
         else:
             rows.append(row)
     checks_by_path = {a.path.name: p for a, p in built}
@@ -360,6 +472,7 @@ def _build_artifacts(options, target, data, teacher, teacher_training, teacher_m
     for row in rows:
         raw = row.pop("_raw")
         row["latency_ms_detail"] = raw["latency_ms"]
+        row["per_class_accuracy"] = raw.get("per_class_accuracy")
         row["load_ms"], row["first_inference_ms"] = raw["load_ms"], raw["first_inference_ms"]
         row["inference_precision"] = raw["runtime"].get("inference_precision")
         row["torch_imported_in_runner"] = raw["torch_imported"]
@@ -368,10 +481,11 @@ def _build_artifacts(options, target, data, teacher, teacher_training, teacher_m
         row["speed_vs_fp32"] = fp32["latency_ms"]["p50"] / row["latency_ms"]["p50"]
         row["teacher_p50_ms_same_runtime"] = teacher_same_runtime["latency_ms"]["p50"]
         row["speed_vs_teacher"] = teacher_same_runtime["latency_ms"]["p50"] / row["latency_ms"]["p50"]
-        row["macs"] = choice.macs
-        row["params"] = choice.params
+        row["macs"] = student_macs
+        row["params"] = student_params
     for r in teacher_rows.values():
         r.pop("_raw")
+    unpruned_row = teacher_rows.pop("_unpruned", None)
     teacher_row = teacher_rows[target.runtime.format]
 
     report = {
@@ -401,19 +515,22 @@ def _build_artifacts(options, target, data, teacher, teacher_training, teacher_m
         "student": {
             "family": choice.family,
             "config": choice.config,
-            "params": choice.params,
-            "macs": choice.macs,
+            "params": student_params,
+            "macs": student_macs,
             "accuracy": student_accuracy,
             "accuracy_trained_alone": alone_accuracy,
             "kd_gain": None if alone_accuracy is None else student_accuracy - alone_accuracy,
-            "macs_ratio_to_teacher": choice.macs / teacher_macs if teacher_macs else None,
+            "macs_ratio_to_teacher": student_macs / teacher_macs if teacher_macs else None,
             "budget_fit": choice.to_dict(),
             "distillation": kd.summary(),
         },
         "calibration": calib_manifest,
+        "pruning": pruning.to_dict() if pruning else None,
         "artifacts": rows,
         "precision_choice": reasons,
     }
+    report["stages"] = stage_waterfall(target, report, teacher_row, unpruned_row, choice, pruning is not None
+                                       and unpruned is not None)
     report["gate"] = evaluate_gate(report, target).to_dict()
     return report
 
@@ -434,7 +551,7 @@ def _artifact_row(entry: dict, result: dict) -> dict:
         "noise_pct": lat["noise_pct"],
         "peak_memory_mb": result.get("peak_memory_mb"),
         **{k: entry[k] for k in ("scheme", "scheme_p50_ms", "layout", "input_dtype", "input_quantization",
-                                 "output_quantization") if k in entry},
+                                 "output_quantization", "accuracy_aware", "qat") if k in entry},
     }
 
 

@@ -53,6 +53,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         out=Path(args.out) if args.out else None, epochs=args.epochs, teacher_epochs=args.teacher_epochs,
         seed=args.seed, baseline=args.baseline, max_train=args.max_train,
         loss_weights=args.losses or {"kd": 0.7, "ce": 0.3}, temperature=args.temperature,
+        prune=args.prune, prune_steps=args.prune_steps, qat_epochs=args.qat_epochs,
         runs=args.runs, warmup=args.warmup, progress=not args.no_progress,
         teacher_cache=None if args.no_cache else Path(args.cache_dir) if args.cache_dir else None,
     )
@@ -114,6 +115,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-train", type=int, help="use at most N training samples")
     p.add_argument("--losses", type=_kv_floats, help="loss mix, e.g. kd=0.7,ce=0.3")
     p.add_argument("--temperature", type=float, default=4.0)
+    p.add_argument("--prune", type=float, default=0.0, metavar="RATIO",
+                   help="remove this share of MACs by structured pruning (kept only if measured faster)")
+    p.add_argument("--prune-steps", type=int, default=2)
+    p.add_argument("--qat-epochs", type=int, default=0,
+                   help="QAT epochs with the teacher when accuracy-aware int8 can't meet the contract (ONNX)")
     p.add_argument("--runs", type=int, default=200, help="timed runs per artifact")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--cache-dir", help="where default teachers are cached (default ~/.cache/edgekd)")

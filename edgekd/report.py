@@ -65,6 +65,16 @@ def render_markdown(report: dict[str, Any]) -> str:
         + (f", same student trained alone {_pct(s['accuracy_trained_alone'])} "
            f"(KD gain {100 * s['kd_gain']:+.2f} points)." if s.get("accuracy_trained_alone") is not None else "."),
         "",
+        "## Stages (measured in this run, target format)",
+        "| stage | artifact | accuracy | params | MACs | size | p50 ms |",
+        "|---|---|---|---|---|---|---|",
+        *[f"| {st['stage']} | {st['artifact']} | {_pct(st['accuracy'])} | {st['params']:,} | {st['macs']:,} "
+          f"| {_kib(st['size_bytes'])} | {_num(st['p50_ms'], '.4f')} |" for st in report.get("stages", [])],
+        *([f"- Pruning: {report['pruning']['summary']}"] if report.get("pruning") else []),
+        *[f"- {a['path']}: layers kept in float for the accuracy contract: "
+          f"{', '.join(a['accuracy_aware']['float_layers']) or 'none'}" for a in report["artifacts"]
+          if a.get("accuracy_aware")],
+        "",
         "## Precision choice",
         *[f"- {fmt}: {why}" for fmt, why in report.get("precision_choice", {}).items()],
         "",
