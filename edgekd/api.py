@@ -53,6 +53,9 @@ class BuildOptions:
     target: str
     data: str = "digits"
     teacher: str | None = None
+    extra_teachers: list[str] = field(default_factory=list)  # more teachers for multi-teacher KD
+    distill: dict[str, Any] = field(default_factory=dict)  # extra TrainConfig fields (YAML --distill-config)
+    resume: bool = True  # checkpoint each epoch beside the run dir; the same command resumes after a kill
     teacher_arch: str | None = None
     teacher_config: dict[str, Any] = field(default_factory=dict)
     trust_pickle: bool = False
@@ -94,6 +97,22 @@ def auto_epochs(n_train: int) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------------------------- stages
+def distill_config(options: BuildOptions, epochs: int) -> TrainConfig:
+    """TrainConfig from the CLI's mix and temperature plus any fields of a ``--distill-config`` YAML."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(options.distill) - known)
+    if unknown:
+        raise EdgekdError(f"unknown distillation setting(s) {unknown}",
+                          f"use fields of TrainConfig: {', '.join(sorted(known - {'label', 'seed'}))}")
+    fields = {"epochs": epochs, "seed": options.seed, "loss_weights": options.loss_weights,
+              "temperature": options.temperature, **options.distill, "label": "student (KD)"}
+    if "teacher_weights" in fields and fields["teacher_weights"] is not None:
+        fields["teacher_weights"] = tuple(fields["teacher_weights"])
+    return TrainConfig(**fields)
+
+
 def prepare_teacher(options: BuildOptions, data: Dataset, epochs: int) -> tuple[Teacher, TrainResult | None]:
     """The user's teacher, or a default one trained here (cached by data, architecture, epochs and seed)."""
     if options.teacher:
@@ -346,11 +365,15 @@ def build(options: BuildOptions) -> BuildResult:
     _say(options, f"student: {choice.family} {choice.config} -> {choice.params} params, {choice.macs} MACs "
                   f"(budget {choice.max_params} params, {choice.max_macs} MACs; teacher {teacher_macs} MACs)")
 
-    config = TrainConfig(epochs=student_epochs, seed=options.seed, loss_weights=options.loss_weights,
-                         temperature=options.temperature, label="student (KD)")
+    config = distill_config(options, student_epochs)
+    teachers = [teacher.model] + [
+        load_teacher(path, data.input_shape, data.num_classes, options.teacher_arch, options.teacher_config,
+                     options.trust_pickle).model for path in options.extra_teachers]
+    checkpoints = out.parent / f".{out.name}.checkpoints" if options.resume else None
     torch.manual_seed(options.seed)
-    kd = train(choice.build(data.input_shape, data.num_classes), data, config, teacher=teacher.model,
-               progress=options.progress)
+    kd = train(choice.build(data.input_shape, data.num_classes), data, config,
+               teacher=teachers if len(teachers) > 1 else teacher.model, progress=options.progress,
+               checkpoint_dir=checkpoints)
     student = kd.model
     pruning = None
     if options.prune:
@@ -397,6 +420,8 @@ def build(options: BuildOptions) -> BuildResult:
     finally:
         if stage.exists():
             shutil.rmtree(stage)
+    if checkpoints is not None and checkpoints.exists():
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the run is complete: nothing left to resume
     _say(options, f"done in {report['build_time_s']:.0f}s: {out}/ (report.json, report.md, report.html, manifest.json)")
     return BuildResult(out, report)
 

@@ -28,6 +28,20 @@ def _json_obj(text: str) -> dict:
     return value
 
 
+def _distill_yaml(path: str | None) -> dict:
+    if not path:
+        return {}
+    import yaml
+
+    try:
+        value = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise EdgekdError(f"cannot read distillation config {path}: {exc}", "pass a readable YAML file") from None
+    if not isinstance(value, dict):
+        raise EdgekdError(f"distillation config {path} must be a mapping of settings", "e.g. patience: 5")
+    return value
+
+
 def cmd_targets(args: argparse.Namespace) -> int:
     from edgekd.targets import describe_target, list_targets, load_target
 
@@ -48,7 +62,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     from edgekd.gate import format_table
 
     options = BuildOptions(
-        target=args.target, data=args.data, teacher=args.teacher, teacher_arch=args.teacher_arch,
+        target=args.target, data=args.data, teacher=(args.teacher or [None])[0], teacher_arch=args.teacher_arch,
+        extra_teachers=(args.teacher or [])[1:], distill=_distill_yaml(args.distill_config),
+        resume=not args.no_resume,
         teacher_config=args.teacher_config or {}, trust_pickle=args.trust_pickle,
         out=Path(args.out) if args.out else None, epochs=args.epochs, teacher_epochs=args.teacher_epochs,
         seed=args.seed, baseline=args.baseline, max_train=args.max_train,
@@ -103,7 +119,11 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="teacher -> distilled student -> artifacts -> benchmark -> report")
     p.add_argument("--target", required=True, help="target name (edgekd targets list) or YAML path")
     p.add_argument("--data", default="digits", help="'digits' (built in) or a path: IDX dir, ImageFolder dir, .npz")
-    p.add_argument("--teacher", help="TorchScript file, torch.export .pt2, or state_dict (+ --teacher-arch)")
+    p.add_argument("--teacher", action="append",
+                   help="TorchScript file, torch.export .pt2, or state_dict (+ --teacher-arch); repeat for several")
+    p.add_argument("--distill-config", help="YAML of distillation settings (loss_options, schedules, patience, "
+                                            "teacher_combine, ...): fields of edgekd.distill.trainer.TrainConfig")
+    p.add_argument("--no-resume", action="store_true", help="don't checkpoint/resume distillation")
     p.add_argument("--teacher-arch", help="registered architecture of a state_dict teacher")
     p.add_argument("--teacher-config", type=_json_obj, help="JSON kwargs for --teacher-arch")
     p.add_argument("--trust-pickle", action="store_true", help="allow full unpickling of the teacher (unsafe)")
