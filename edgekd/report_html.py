@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.io import write_text
+from edgekd.report import _num, _pct
 
 _COLORS = {"onnx": "#1f77b4", "openvino": "#d62728", "tflite": "#2ca02c"}
 _MARKERS = {"fp32": "o", "fp16": "s", "int8": "D", "dynamic_int8": "^"}
@@ -169,14 +170,6 @@ def per_class_plot(report: dict[str, Any], per_class: dict[str, dict[str, float]
 # --------------------------------------------------------------------------------------------- tables
 def _e(value: Any) -> str:
     return html.escape(str(value))
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f} %"
-
-
-def _num(x: float | None, fmt: str = ".3f") -> str:
-    return "-" if x is None else format(x, fmt)
 
 
 def _int(x: int | None) -> str:
