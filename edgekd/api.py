@@ -10,6 +10,7 @@ succeeded, so a failed or interrupted build never leaves a half-written run dire
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import platform
 import shutil
@@ -27,7 +28,7 @@ from edgekd.backends import Artifact, check_parity, get_backend, parity_failure
 from edgekd.bench import run_local, write_eval_inputs
 from edgekd.compress.calibration import build_calibration_set, save_calibration_set
 from edgekd.data import Dataset, load_dataset
-from edgekd.distill.trainer import TrainConfig, TrainResult, accuracy, train
+from edgekd.distill.trainer import TrainConfig, TrainResult, accuracy, train, validate_config
 from edgekd.errors import ContractError, EdgekdError
 from edgekd.gate import evaluate_gate
 from edgekd.io import replace_dir, sha256_file, write_json, write_text
@@ -99,8 +100,6 @@ def auto_epochs(n_train: int) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------- stages
 def distill_config(options: BuildOptions, epochs: int) -> TrainConfig:
     """TrainConfig from the CLI's mix and temperature plus any fields of a ``--distill-config`` YAML."""
-    import dataclasses
-
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(options.distill) - known)
     if unknown:
@@ -357,6 +356,8 @@ def build(options: BuildOptions) -> BuildResult:
     _say(options, f"target: {target.name} ({target.description}); data: {data.name}, "
                   f"{len(data.y_train)}/{len(data.y_val)}/{len(data.y_test)} train/val/test, shape {data.input_shape}")
 
+    config = distill_config(options, student_epochs)
+    validate_config(config, 1 + len(options.extra_teachers))  # bad settings fail before any training
     teacher, teacher_training = prepare_teacher(options, data, teacher_epochs)
     teacher_macs = count_macs(teacher.model, data.input_shape)
     teacher_params = count_params(teacher.model)
@@ -365,7 +366,6 @@ def build(options: BuildOptions) -> BuildResult:
     _say(options, f"student: {choice.family} {choice.config} -> {choice.params} params, {choice.macs} MACs "
                   f"(budget {choice.max_params} params, {choice.max_macs} MACs; teacher {teacher_macs} MACs)")
 
-    config = distill_config(options, student_epochs)
     teachers = [teacher.model] + [
         load_teacher(path, data.input_shape, data.num_classes, options.teacher_arch, options.teacher_config,
                      options.trust_pickle).model for path in options.extra_teachers]
@@ -391,8 +391,7 @@ def build(options: BuildOptions) -> BuildResult:
     if options.baseline:
         torch.manual_seed(options.seed)
         alone = train(choice.build(data.input_shape, data.num_classes), data,
-                      TrainConfig(epochs=student_epochs, seed=options.seed, label="student (alone)"),
-                      progress=options.progress)
+                      dataclasses.replace(config, label="student (alone)"), progress=options.progress)
         alone_accuracy = accuracy(alone.model, data.x_test, data.y_test)
 
     teacher_test_logits = predict_logits(teacher.model, data.x_test)
