@@ -70,6 +70,7 @@ class BuildOptions:
     temperature: float = 4.0
     prune: float = 0.0  # share of MACs to remove by structured pruning after distillation (0 = off)
     prune_steps: int = 2
+    max_float_fraction: float = 0.5  # accuracy-aware int8 gives up beyond this share of layers in float
     qat_epochs: int = 0  # > 0: QAT with the teacher when accuracy-aware PTQ can't meet the contract (ONNX)
     runs: int = 200
     warmup: int = 20
@@ -204,6 +205,7 @@ def enforce_quantization_contract(target: TargetProfile, artifact: Artifact, stu
     try:
         if artifact.format == "onnx":
             result = onnx_accuracy_aware_int8(fp32, artifact.path, calibration, splits, contract, threads=threads,
+                                              max_float_fraction=options.max_float_fraction,
                                               timing_x=data.x_test[:64], log=lambda m: _say(options, m))
         else:
             result = openvino_accuracy_aware_int8(fp32, artifact.path, calibration, splits[0], contract,
@@ -212,6 +214,8 @@ def enforce_quantization_contract(target: TargetProfile, artifact: Artifact, stu
         details = {"accuracy_aware": {k: v for k, v in result.to_dict().items() if k != "path"}}
     except ContractError:
         if not (options.qat_epochs and artifact.format == "onnx"):
+            for f in artifact.files:  # the plain int8 that broke the contract must not be left to ship
+                f.unlink(missing_ok=True)
             raise
         from edgekd.compress.qat import QatConfig, qat_kd_onnx_int8
 

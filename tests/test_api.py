@@ -1,0 +1,56 @@
+"""The build's quantization contract, through the same code path `edgekd build` uses (export_artifacts)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_dataset
+from test_accuracy_aware import TwoConv
+
+from edgekd.api import BuildOptions, export_artifacts
+from edgekd.compress.calibration import build_calibration_set
+from edgekd.distill.trainer import TrainConfig, train
+from edgekd.errors import ContractError
+from edgekd.targets import load_target
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    """Plain int8 collapses on this model (one activation channel x1000); see test_accuracy_aware."""
+    data = make_dataset(n_train=320, n_test=128, shape=(1, 8, 8), classes=4)
+    torch.manual_seed(0)
+    model = train(TwoConv(), data, TrainConfig(epochs=5, lr=1e-2), progress=False).model
+    with torch.no_grad():
+        model.c1.weight[0] *= 1000
+        model.c1.bias[0] *= 1000
+        model.c2.weight[:, 0] /= 1000
+    return model.eval(), data
+
+
+def _target(max_drop: float):
+    t = load_target("x86-cpu")
+    runtime = t.runtime.model_copy(update={"format": "onnx", "also": []})
+    return t.model_copy(update={"runtime": runtime,
+                                "budgets": t.budgets.model_copy(update={"max_quantization_drop": max_drop})})
+
+
+@pytest.mark.slow
+def test_tight_contract_keeps_sensitive_layers_float(hostile, tmp_path):
+    model, data = hostile
+    calibration = build_calibration_set(data, 64)
+    options = BuildOptions(target="x86-cpu", max_float_fraction=0.7, progress=False, log=lambda m: None)
+    built = export_artifacts(_target(0.002), model, data, calibration, tmp_path, options)
+    int8 = next(a for a, _ in built if a.precision == "int8")
+    aa = int8.details["accuracy_aware"]
+    assert aa["float_layers"] and max(aa["drop"]) <= 0.002
+    assert min(aa["plain_int8_accuracy"]) < min(aa["fp32_accuracy"]) - 0.002  # plain int8 broke the contract
+
+
+@pytest.mark.slow
+def test_impossible_contract_ships_nothing(hostile, tmp_path):
+    model, data = hostile
+    calibration = build_calibration_set(data, 64)
+    options = BuildOptions(target="x86-cpu", max_float_fraction=0.0, progress=False, log=lambda m: None)
+    with pytest.raises(ContractError, match="nothing was shipped"):
+        export_artifacts(_target(0.002), model, data, calibration, tmp_path, options)
+    assert not (tmp_path / "model_int8.onnx").exists()
