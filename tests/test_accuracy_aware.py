@@ -30,8 +30,7 @@ class TwoConv(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-@pytest.fixture(scope="module")
-def hostile(tmp_path_factory):
+def make_hostile():
     """A model whose plain int8 collapses: one channel of conv1's output is rescaled x1000 (and conv2's weights
     for it /1000, which ReLU lets through unchanged), so a per-tensor activation range is dominated by it."""
     data = make_dataset(n_train=320, n_test=128, shape=(1, 8, 8), classes=4)
@@ -41,6 +40,12 @@ def hostile(tmp_path_factory):
         model.c1.weight[0] *= 1000
         model.c1.bias[0] *= 1000
         model.c2.weight[:, 0] /= 1000
+    return model.eval(), data
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    model, data = make_hostile()
     path = export_onnx_fp32(model, data.x_val[:1], tmp_path_factory.mktemp("aa") / "fp32.onnx")
     return data, path, Calibration(data.x_train[:64], {"test": True})
 

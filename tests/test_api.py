@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from conftest import make_dataset
-from test_accuracy_aware import TwoConv
+from test_accuracy_aware import make_hostile
 
 from edgekd.api import BuildOptions, export_artifacts
 from edgekd.compress.calibration import build_calibration_set
-from edgekd.distill.trainer import TrainConfig, train
 from edgekd.errors import ContractError
 from edgekd.targets import load_target
 
 
 @pytest.fixture(scope="module")
 def hostile():
-    """Plain int8 collapses on this model (one activation channel x1000); see test_accuracy_aware."""
-    data = make_dataset(n_train=320, n_test=128, shape=(1, 8, 8), classes=4)
-    torch.manual_seed(0)
-    model = train(TwoConv(), data, TrainConfig(epochs=5, lr=1e-2), progress=False).model
-    with torch.no_grad():
-        model.c1.weight[0] *= 1000
-        model.c1.bias[0] *= 1000
-        model.c2.weight[:, 0] /= 1000
-    return model.eval(), data
+    return make_hostile()
 
 
 def _target(max_drop: float):
