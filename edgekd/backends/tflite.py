@@ -29,7 +29,7 @@ import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,15 +78,7 @@ class TfliteBackend:
         # failed conversion never leaves a half-written .tflite behind.
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}-") as tmp:
             fp32 = Path(tmp) / "fp32.tflite"
-            key = _model_key(model, sample)
-            if key in _FP32_CACHE:
-                data, details["converter"] = _FP32_CACHE[key]
-                fp32.write_bytes(data)
-            else:
-                details["converter"] = convert_fp32(model, sample, fp32)
-                while len(_FP32_CACHE) >= _FP32_CACHE_SIZE:  # oldest out: a build has a student and a teacher
-                    _FP32_CACHE.pop(next(iter(_FP32_CACHE)))
-                _FP32_CACHE[key] = (fp32.read_bytes(), details["converter"])
+            details["converter"] = cached_fp32(model, sample, fp32)
             out = fp32
             if precision != "fp32":
                 out = Path(tmp) / f"{precision}.tflite"
@@ -97,6 +89,20 @@ class TfliteBackend:
 
 
 # ------------------------------------------------------------------------------------------------ conversion
+def cached_fp32(model: nn.Module, sample: np.ndarray, path: Path) -> str:
+    """Write the float .tflite of ``model`` at ``path`` (converted once per model content); returns the converter."""
+    key = _model_key(model, sample)
+    if key in _FP32_CACHE:
+        data, converter = _FP32_CACHE[key]
+        Path(path).write_bytes(data)
+        return converter
+    converter = convert_fp32(model, sample, path)
+    while len(_FP32_CACHE) >= _FP32_CACHE_SIZE:  # oldest out: a build has a student and a teacher
+        _FP32_CACHE.pop(next(iter(_FP32_CACHE)))
+    _FP32_CACHE[key] = (Path(path).read_bytes(), converter)
+    return converter
+
+
 def convert_fp32(model: nn.Module, sample: np.ndarray, path: Path) -> str:
     """Convert with a static batch of 1 (what the runner feeds); returns the converter's name and version."""
     litert_torch = _import("litert_torch", "litert-torch", "TFLite export")
@@ -146,8 +152,12 @@ def _layer_of(model: nn.Module, x: torch.Tensor, op: str) -> str | None:
 
 # ------------------------------------------------------------------------------------------------ quantization
 def quantize(fp32: Path, out: Path, precision: str, calibration: Calibration | None,
-             integer_io: bool) -> dict[str, Any]:
-    """Make ``precision`` from the float .tflite with ai-edge-quantizer; returns what to record about it."""
+             integer_io: bool, float_ops: Sequence[str] = (), qsvs: dict | None = None) -> dict[str, Any]:
+    """Make ``precision`` from the float .tflite with ai-edge-quantizer; returns what to record about it.
+
+    ``float_ops`` (int8 only): ops left unquantized, named by their scope (see ``op_scopes``); AEQ puts a
+    DEQUANTIZE before and a QUANTIZE after each. ``qsvs``: calibration results to reuse (from ``calibrate``).
+    """
     aeq = _import("ai_edge_quantizer", "ai-edge-quantizer", "TFLite quantization")
     from ai_edge_quantizer import qtyping, recipe, recipe_manager
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
@@ -169,11 +179,15 @@ def quantize(fp32: Path, out: Path, precision: str, calibration: Calibration | N
             for io in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
                 manager.add_quantization_config(".*", io, algorithm_key=AlgorithmName.NO_QUANTIZE)
             name += "_float_io"
+        for scope in float_ops:  # the last matching recipe entry wins, so these override the static one
+            manager.add_quantization_config("^" + re.escape(scope) + "$", qtyping.TFLOperationName.ALL_SUPPORTED,
+                                            algorithm_key=AlgorithmName.NO_QUANTIZE)
+        if float_ops:
+            name += f"_{len(float_ops)}_float_ops"
     details["quantizer"] = f"ai-edge-quantizer {_version('ai-edge-quantizer', aeq)} recipe {name}"
     with quiet() as log:
         try:
-            qsvs = None
-            if precision == "int8":
+            if precision == "int8" and qsvs is None:
                 qsvs = _calibrate(fp32, manager, calibration)
             result = Quantizer(str(fp32), manager.get_quantization_recipe()).quantize(
                 qsvs, enable_progress_report=False)
@@ -189,6 +203,32 @@ def quantize(fp32: Path, out: Path, precision: str, calibration: Calibration | N
                         "calibration_statistic": "min/max over all samples", "weights": "int8 per-channel",
                         "activations": "int8"})
     return details
+
+
+def calibrate(fp32: Path, calibration: Calibration) -> dict:
+    """The static int8 recipe's calibration results for ``fp32``, to pass to several ``quantize`` calls."""
+    _import("ai_edge_quantizer", "ai-edge-quantizer", "TFLite quantization")
+    from ai_edge_quantizer import recipe, recipe_manager
+
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(recipe.static_wi8_ai8())
+    with quiet():
+        return _calibrate(fp32, manager, calibration)
+
+
+def op_scopes(path: Path, op_names: Sequence[str]) -> list[tuple[str, str]]:
+    """(op name, scope) of the ops of ``op_names`` in the main graph, in graph order; the scope is what AEQ
+    recipes match (the op's output tensor names, ';'-joined with a trailing ';')."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfu
+
+    model = tfu.read_model(str(path))
+    graph = model.subgraphs[0]
+    found = []
+    for op in graph.operators:
+        name = tfu.TFL_OP_CODE_TO_NAME.get(model.operatorCodes[op.opcodeIndex].builtinCode)
+        if name is not None and str(getattr(name, "value", name)) in op_names:
+            found.append((str(getattr(name, "value", name)), tfu.get_op_scope(op, graph.tensors)))
+    return found
 
 
 def _calibrate(fp32: Path, manager, calibration: Calibration) -> dict:

@@ -433,3 +433,159 @@ def openvino_accuracy_aware_int8(
     return AccuracyAwareResult(out_xml, "openvino", method, contract, [fp32_acc], [plain_acc], [acc], drops,
                                kept_float, len(q_ops), len(q_ops) + len(float_ops), attempts, [], latency, cost,
                                summary)
+
+
+# --------------------------------------------------------------------------------------------- TFLite
+# The ops ai-edge-quantizer's static int8 recipe quantizes that carry the compute (and the error).
+TFLITE_SENSITIVE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL",
+                        "CONV_3D", "EMBEDDING_LOOKUP")
+
+
+def _tflite_label(index: int, op: str, scope: str) -> str:
+    """A readable name for an op: its type and the module path of its first output tensor (litert-torch names
+    tensors after the nn.Module stack, e.g. '...TwoConv/torch.nn.modules.conv.Conv2d_c1')."""
+    tail = scope.rstrip(";").rsplit("/", 1)[-1].split(";")[0].rsplit(".", 1)[-1]
+    return f"{op}#{index} {tail}"
+
+
+def tflite_accuracy_aware_int8(
+    model,
+    sample: np.ndarray,
+    out: Path,
+    calibration: Calibration,
+    eval_sets: Sequence[EvalSet],
+    contract: QuantContract,
+    integer_io: bool = False,
+    max_float_fraction: float = 0.5,
+    threads: int = 1,
+    timing_x: np.ndarray | None = None,
+    log: Callable[[str], None] | None = None,
+) -> AccuracyAwareResult:
+    """Full-int8 .tflite of ``model`` (ai-edge-quantizer static recipe, as ``TfliteBackend``) meeting ``contract``
+    on ``eval_sets``, with the fewest float ops found.
+
+    Plain int8 first; when it breaks the contract, each compute op (conv/depthwise/fully-connected...) is
+    quantized once with only that op left float (AEQ ``no_quantize`` recipe entry matched on the op's scope) and
+    once with only that op quantized; ops are ranked by the accuracy keeping them float recovers, then by the
+    accuracy (then logit error) quantizing them alone costs, and kept float greedily, most sensitive first,
+    until the contract holds. Calibration (whole-set min/max) runs once and is reused by every attempt.
+    More than ``max_float_fraction`` of the compute ops in float: ``ContractError``, nothing written at ``out``.
+    """
+    from edgekd.backends.tflite import cached_fp32, calibrate, op_scopes, quantize
+    from edgekd.runner import load_session
+
+    say = log or (lambda _m: None)
+    sets = _check_sets(eval_sets)
+    if not 0.0 <= max_float_fraction <= 1.0:
+        raise EdgekdError(f"max_float_fraction must lie in [0, 1], got {max_float_fraction}", "use e.g. 0.5")
+    if tuple(calibration.x.shape[1:]) != tuple(sample.shape[1:]):
+        raise EdgekdError(
+            f"the calibration set has sample shape {list(calibration.x.shape[1:])} but the model takes "
+            f"{list(sample.shape[1:])}", "rebuild it with `edgekd calibrate` for this target's data")
+    out = Path(out)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        fp32 = work / "fp32.tflite"
+        cached_fp32(model, sample, fp32)
+        session = load_session(str(fp32), 1, "fp32")
+        fp32_logits = [session.run_batched(x) for x, _ in sets]
+        fp32_acc = [_accuracy(lg, y) for lg, (_, y) in zip(fp32_logits, sets, strict=True)]
+        if contract.min_accuracy is not None and min(fp32_acc) < contract.min_accuracy:
+            raise ContractError(
+                f"no precision can meet the accuracy contract: even the fp32 model reaches only "
+                f"{min(fp32_acc):.4f} < min_accuracy {contract.min_accuracy:.4f}; nothing was shipped",
+                "relax min_accuracy_ratio in the target, or train a better student/teacher")
+        qsvs = calibrate(fp32, calibration)
+        candidates = [(_tflite_label(i, op, scope), scope)
+                      for i, (op, scope) in enumerate(op_scopes(fp32, TFLITE_SENSITIVE_OPS))]
+        scope_of = dict(candidates)
+        count = [0]
+
+        def score(float_labels: Sequence[str]) -> tuple[list[float], float, Path, dict]:
+            count[0] += 1
+            path = work / f"q{count[0]}.tflite"
+            details = quantize(fp32, path, "int8", calibration, integer_io,
+                               float_ops=[scope_of[n] for n in float_labels], qsvs=qsvs)
+            sess = load_session(str(path), 1, "int8")
+            accs, errs = [], []
+            for (x, y), ref in zip(sets, fp32_logits, strict=True):
+                logits = sess.run_batched(x)
+                accs.append(_accuracy(logits, y))
+                errs.append(float(np.mean((logits - ref) ** 2)))
+            return accs, float(np.mean(errs)), path, details
+
+        plain_acc, plain_err, plain_path, details = score([])
+        cap = int(np.floor(max_float_fraction * len(candidates)))
+        ok, drops = _contract_met(contract, plain_acc, fp32_acc)
+        attempts = [Attempt([], plain_acc, drops, ok)]
+        say(f"tflite int8 contract: plain int8 accuracy {_fmt(plain_acc)} vs fp32 {_fmt(fp32_acc)} "
+            f"(drop {_fmt(drops)}, allowed {contract.max_drop})")
+        chosen: list[str] = []
+        sensitivity: list[dict[str, Any]] = []
+        final_path, final_acc, final_drops = plain_path, plain_acc, drops
+        if not ok and cap > 0:
+            labels = [label for label, _ in candidates]
+            for label in labels:
+                # Two quantizations per op: all int8 but this op, and all float but this op. The first finds
+                # an op whose float compute alone recovers accuracy; the second breaks its ties, e.g. when the
+                # harm is in a tensor that the op producing it and the ops reading it all quantize.
+                acc, err, _, _ = score([label])
+                alone_acc, alone_err, _, _ = score([n for n in labels if n != label])
+                sensitivity.append({"op": label, "accuracy": acc, "logit_mse": err,
+                                    "accuracy_gain": float(np.mean(acc) - np.mean(plain_acc)),
+                                    "mse_reduction": plain_err - err,
+                                    "alone_accuracy_loss": float(np.mean(fp32_acc) - np.mean(alone_acc)),
+                                    "alone_logit_mse": alone_err})
+            sensitivity.sort(key=lambda s: (-s["accuracy_gain"], -s["alone_accuracy_loss"], -s["mse_reduction"],
+                                            -s["alone_logit_mse"]))
+            say("tflite int8 contract: most sensitive ops " + ", ".join(
+                f"{s['op']} (float alone: accuracy {s['accuracy_gain']:+.4f}; int8 alone: accuracy "
+                f"{-s['alone_accuracy_loss']:+.4f}, logit mse {s['alone_logit_mse']:.3g})" for s in sensitivity[:5]))
+            for s in sensitivity[:cap]:
+                chosen.append(s["op"])
+                acc, _, path, details_try = score(chosen)
+                ok, drops = _contract_met(contract, acc, fp32_acc)
+                attempts.append(Attempt(list(chosen), acc, drops, ok))
+                say(f"tflite int8 contract: keep {s['op']} float ({len(chosen)} op(s) float) -> accuracy "
+                    f"{_fmt(acc)}, drop {_fmt(drops)}")
+                if ok:
+                    final_path, final_acc, final_drops, details = path, acc, drops, details_try
+                    break
+        if not ok:
+            best = max(attempts, key=lambda a: (min(a.accuracy), -len(a.float_layers)))
+            raise ContractError(
+                f"no TFLite int8 model meets the accuracy contract (max drop {contract.max_drop}"
+                + (f", min accuracy {contract.min_accuracy}" if contract.min_accuracy is not None else "")
+                + f") with at most {cap} of {len(candidates)} compute ops in float: the best attempt kept "
+                f"{len(best.float_layers)} op(s) float {best.float_layers} and reached accuracy "
+                f"{_fmt(best.accuracy)} vs fp32 {_fmt(fp32_acc)} (drop {_fmt(best.drop)}); nothing was shipped",
+                "relax max_quantization_drop, allow fp16/fp32 in the target, raise max_float_fraction, or use "
+                "quantization-aware training (edgekd.compress.qat)")
+        latency: dict[str, float] = {}
+        cost = None
+        if timing_x is not None:
+            paths = {"fp32": (fp32, "fp32"), "plain_int8": (plain_path, "int8")}
+            if chosen:
+                paths["shipped"] = (final_path, "int8")
+            latency = _measure_interleaved(paths, np.ascontiguousarray(timing_x, dtype=np.float32), threads)
+            latency.setdefault("shipped", latency["plain_int8"])
+            cost = latency["shipped"] / latency["plain_int8"] - 1.0
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.stem}-", suffix=".tflite",
+                                         delete=False) as fh:
+            staged = Path(fh.name)
+        try:
+            shutil.copyfile(final_path, staged)
+            staged.replace(out)  # one rename: never a half-written artifact at ``out``
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+    summary = (f"tflite int8 meets the contract (drop {max(final_drops):.4f} <= {contract.max_drop}) with "
+               + (f"{len(chosen)} op(s) kept float ({', '.join(chosen)})" if chosen else "no op kept float")
+               + (f"; latency vs plain int8 {cost:+.1%}" if cost is not None else ""))
+    say("tflite int8 contract: " + summary)
+    method = ("ai-edge-quantizer static int8 (whole-set min/max) + per-op sensitivity, greedy float fallback "
+              f"({details.get('quantizer', '')})")
+    return AccuracyAwareResult(out, "tflite", method, contract, fp32_acc, plain_acc, final_acc, final_drops,
+                               chosen, len(candidates) - len(chosen), len(candidates), attempts, sensitivity,
+                               latency, cost, summary)
