@@ -178,13 +178,14 @@ def enforce_quantization_contract(target: TargetProfile, artifact: Artifact, stu
     """Keep plain int8 when it holds ``max_quantization_drop``; otherwise keep the most sensitive layers in float.
 
     Checked on the validation and test splits (the gate judges the test split). ONNX: a layer-sensitivity search;
-    OpenVINO: NNCF's accuracy control; then, if allowed, QAT with the teacher. A contract nothing meets raises
+    OpenVINO: NNCF's accuracy control; TFLite: per-op NO_QUANTIZE recipes found by sensitivity; then, if
+    allowed, QAT with the teacher (ONNX). A contract nothing meets raises
     ContractError: the build ships nothing.
     """
     from edgekd.runner import load_session
 
     max_drop = target.budgets.max_quantization_drop
-    if max_drop is None or artifact.format not in ("onnx", "openvino"):
+    if max_drop is None or artifact.format not in ("onnx", "openvino", "tflite"):
         return artifact
     splits = [(data.x_val, data.y_val), (data.x_test, data.y_test)]
     session = load_session(str(artifact.path), 1, "int8")
@@ -195,6 +196,7 @@ def enforce_quantization_contract(target: TargetProfile, artifact: Artifact, stu
         QuantContract,
         onnx_accuracy_aware_int8,
         openvino_accuracy_aware_int8,
+        tflite_accuracy_aware_int8,
     )
 
     _say(options, f"quantize: plain {artifact.format} int8 loses {max(drops):.4f} > max_quantization_drop "
@@ -207,6 +209,11 @@ def enforce_quantization_contract(target: TargetProfile, artifact: Artifact, stu
             result = onnx_accuracy_aware_int8(fp32, artifact.path, calibration, splits, contract, threads=threads,
                                               max_float_fraction=options.max_float_fraction,
                                               timing_x=data.x_test[:64], log=lambda m: _say(options, m))
+        elif artifact.format == "tflite":
+            result = tflite_accuracy_aware_int8(student, data.x_test[:1], artifact.path, calibration, splits, contract,
+                                                integer_io=target.runtime.integer_io,
+                                                max_float_fraction=options.max_float_fraction, threads=threads,
+                                                timing_x=data.x_test[:16], log=lambda m: _say(options, m))
         else:
             result = openvino_accuracy_aware_int8(fp32, artifact.path, calibration, splits[0], contract,
                                                   threads=threads, timing_x=data.x_test[:64],

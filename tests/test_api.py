@@ -16,19 +16,20 @@ def hostile():
     return make_hostile()
 
 
-def _target(max_drop: float):
+def _target(max_drop: float, fmt: str = "onnx"):
     t = load_target("x86-cpu")
-    runtime = t.runtime.model_copy(update={"format": "onnx", "also": []})
+    runtime = t.runtime.model_copy(update={"format": fmt, "also": []})
     return t.model_copy(update={"runtime": runtime,
                                 "budgets": t.budgets.model_copy(update={"max_quantization_drop": max_drop})})
 
 
 @pytest.mark.slow
-def test_tight_contract_keeps_sensitive_layers_float(hostile, tmp_path):
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_tight_contract_keeps_sensitive_layers_float(hostile, tmp_path, fmt):
     model, data = hostile
     calibration = build_calibration_set(data, 64)
     options = BuildOptions(target="x86-cpu", max_float_fraction=0.7, progress=False, log=lambda m: None)
-    built = export_artifacts(_target(0.002), model, data, calibration, tmp_path, options)
+    built = export_artifacts(_target(0.002, fmt), model, data, calibration, tmp_path, options)
     int8 = next(a for a, _ in built if a.precision == "int8")
     aa = int8.details["accuracy_aware"]
     assert aa["float_layers"] and max(aa["drop"]) <= 0.002
