@@ -95,6 +95,20 @@ def _fmt(values: Sequence[float]) -> str:
     return "/".join(f"{v:.4f}" for v in values)
 
 
+def _contract_unmet(what: str, contract: QuantContract, attempts: list[Attempt], cap: int, total: int,
+                    units: str, unit: str, fp32_acc: list[float]) -> ContractError:
+    """The error when no float-layer budget meets the contract, naming the best attempt; nothing ships."""
+    best = max(attempts, key=lambda a: (min(a.accuracy), -len(a.float_layers)))
+    return ContractError(
+        f"no {what} model meets the accuracy contract (max drop {contract.max_drop}"
+        + (f", min accuracy {contract.min_accuracy}" if contract.min_accuracy is not None else "")
+        + f") with at most {cap} of {total} {units} in float: the best attempt kept "
+        f"{len(best.float_layers)} {unit} float {best.float_layers} and reached accuracy "
+        f"{_fmt(best.accuracy)} vs fp32 {_fmt(fp32_acc)} (drop {_fmt(best.drop)}); nothing was shipped",
+        "relax max_quantization_drop, allow fp16/fp32 in the target, raise max_float_fraction, or use "
+        "quantization-aware training (edgekd.compress.qat)")
+
+
 def _check_sets(eval_sets: Sequence[EvalSet]) -> list[EvalSet]:
     sets = [(np.ascontiguousarray(x, dtype=np.float32), np.asarray(y)) for x, y in eval_sets]
     if not sets or any(len(y) == 0 for _, y in sets):
@@ -302,16 +316,8 @@ def onnx_accuracy_aware_int8(
             for s in sensitivity:
                 s.pop("_unit")
         if not ok:
-            best = max(attempts, key=lambda a: (min(a.accuracy), -len(a.float_layers)))
-            raise ContractError(
-                f"no int8 model meets the accuracy contract (max drop {contract.max_drop}"
-                + (f", min accuracy {contract.min_accuracy}" if contract.min_accuracy is not None else "")
-                + f") with at most {cap} of {len(compute)} compute layers in float: the best attempt kept "
-                f"{len(best.float_layers)} node(s) float {best.float_layers} and reached accuracy "
-                f"{_fmt(best.accuracy)} "
-                f"vs fp32 {_fmt(fp32_acc)} (drop {_fmt(best.drop)}); nothing was shipped",
-                "relax max_quantization_drop, allow fp16/fp32 in the target, raise max_float_fraction, or use "
-                "quantization-aware training (edgekd.compress.qat)")
+            raise _contract_unmet("int8", contract, attempts, cap, len(compute), "compute layers", "node(s)",
+                                  fp32_acc)
         latency: dict[str, float] = {}
         cost = None
         if timing_x is not None:
@@ -552,15 +558,8 @@ def tflite_accuracy_aware_int8(
                     final_path, final_acc, final_drops, details = path, acc, drops, details_try
                     break
         if not ok:
-            best = max(attempts, key=lambda a: (min(a.accuracy), -len(a.float_layers)))
-            raise ContractError(
-                f"no TFLite int8 model meets the accuracy contract (max drop {contract.max_drop}"
-                + (f", min accuracy {contract.min_accuracy}" if contract.min_accuracy is not None else "")
-                + f") with at most {cap} of {len(candidates)} compute ops in float: the best attempt kept "
-                f"{len(best.float_layers)} op(s) float {best.float_layers} and reached accuracy "
-                f"{_fmt(best.accuracy)} vs fp32 {_fmt(fp32_acc)} (drop {_fmt(best.drop)}); nothing was shipped",
-                "relax max_quantization_drop, allow fp16/fp32 in the target, raise max_float_fraction, or use "
-                "quantization-aware training (edgekd.compress.qat)")
+            raise _contract_unmet("TFLite int8", contract, attempts, cap, len(candidates), "compute ops", "op(s)",
+                                  fp32_acc)
         latency: dict[str, float] = {}
         cost = None
         if timing_x is not None:
