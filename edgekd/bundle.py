@@ -9,7 +9,6 @@ location first and swapped in only when complete, so a failure never leaves half
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -21,7 +20,7 @@ from typing import Any
 
 from edgekd import __version__
 from edgekd.errors import EdgekdError
-from edgekd.io import replace_dir, sha256_file, write_json, write_text
+from edgekd.io import read_json_object, replace_dir, sha256_file, write_json, write_text
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 MARKER = "bundle.json"  # identifies a directory as an edgekd bundle (the only kind --out may replace)
@@ -65,19 +64,9 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """report.json and manifest.json of a run directory, with one clear message when either is unusable."""
     if not run_dir.is_dir():
         raise EdgekdError(f"run directory not found: {run_dir}", "pass the directory `edgekd build` wrote")
-    out = []
-    for name in ("report.json", "manifest.json"):
-        path = run_dir / name
-        if not path.is_file():
-            raise EdgekdError(f"{run_dir} has no {name}", "pass a run directory written by `edgekd build`")
-        try:
-            value = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise EdgekdError(f"{path} is not valid JSON ({exc})", "rebuild the run with `edgekd build`") from None
-        if not isinstance(value, dict):
-            raise EdgekdError(f"{path} is not an edgekd {name}", "rebuild the run with `edgekd build`")
-        out.append(value)
-    return out[0], out[1]
+    fix = "pass a run directory written by `edgekd build`"
+    return (read_json_object(run_dir / "report.json", f"{run_dir.name}/report.json", fix),
+            read_json_object(run_dir / "manifest.json", f"{run_dir.name}/manifest.json", fix))
 
 
 def target_threads(report: dict[str, Any]) -> int:

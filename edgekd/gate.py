@@ -542,16 +542,10 @@ def format_junit(result: GateResult, target: str) -> str:
 # ============================================================================================ files
 def load_report(path: str | Path, label: str = "report") -> dict[str, Any]:
     """Read a report.json; every way it can be unusable is one EdgekdError naming the file."""
-    import json
+    from edgekd.io import read_json_object
 
-    path = Path(path)
-    if not path.is_file():
-        raise EdgekdError(f"{label} not found: {path}", "pass the report.json that `edgekd build` wrote")
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EdgekdError(f"{label} {path} is not valid JSON ({exc})", "rebuild it with `edgekd build`") from None
-    if not isinstance(report, dict) or "target" not in report:
+    report = read_json_object(path, label, "pass the report.json that `edgekd build` wrote")
+    if "target" not in report:
         raise EdgekdError(f"{label} {path} is not an edgekd report (no 'target')", "pass an edgekd report.json")
     return report
 

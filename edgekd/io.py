@@ -44,6 +44,22 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+def read_json_object(path: str | os.PathLike[str], what: str, fix: str) -> dict[str, Any]:
+    """Read a JSON object; a missing, unreadable or non-object file is one EdgekdError naming ``what``."""
+    from edgekd.errors import EdgekdError
+
+    path = Path(path)
+    if not path.is_file():
+        raise EdgekdError(f"{what} not found: {path}", fix)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EdgekdError(f"{what} {path} is not valid JSON ({exc})", fix) from None
+    if not isinstance(value, dict):
+        raise EdgekdError(f"{what} {path} is not a JSON object", fix)
+    return value
+
+
 def _json_default(obj: Any) -> Any:
     import numpy as np
 
