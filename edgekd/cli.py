@@ -70,7 +70,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         seed=args.seed, baseline=args.baseline, max_train=args.max_train,
         loss_weights=args.losses or {"kd": 0.7, "ce": 0.3}, temperature=args.temperature,
         prune=args.prune, prune_steps=args.prune_steps, qat_epochs=args.qat_epochs,
-        runs=args.runs, warmup=args.warmup, progress=not args.no_progress,
+        runs=args.runs, warmup=args.warmup, progress=not args.no_progress, strict=args.strict,
         teacher_cache=None if args.no_cache else Path(args.cache_dir) if args.cache_dir else None,
     )
     if options.teacher_cache is None and not args.no_cache:
@@ -81,7 +81,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     print((result.out_dir / "report.md").read_text())
     gate = result.report["gate"]
     print(format_table(_gate_from_dict(gate)) if gate["checks"] else "")
-    return 0
+    return 0 if gate["passed"] else 1
 
 
 def _gate_from_dict(gate: dict):
@@ -116,7 +116,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="target name or YAML path (for show)")
     p.set_defaults(func=cmd_targets)
 
-    p = sub.add_parser("build", help="teacher -> distilled student -> artifacts -> benchmark -> report")
+    p = sub.add_parser("build", help="teacher -> distilled student -> artifacts -> benchmark -> report",
+                       description="Exit codes: 0 built and the gate passed, 1 built but the gate failed (the run "
+                                   "directory is still written), 2 bad input (nothing written).")
     p.add_argument("--target", required=True, help="target name (edgekd targets list) or YAML path")
     p.add_argument("--data", default="digits", help="'digits' (built in) or a path: IDX dir, ImageFolder dir, .npz")
     p.add_argument("--teacher", action="append",
@@ -126,7 +128,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="don't checkpoint/resume distillation")
     p.add_argument("--teacher-arch", help="registered architecture of a state_dict teacher")
     p.add_argument("--teacher-config", type=_json_obj, help="JSON kwargs for --teacher-arch")
-    p.add_argument("--trust-pickle", action="store_true", help="allow full unpickling of the teacher (unsafe)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="trust the teacher file's author: allow full unpickling and TorchScript, both of which can "
+                        "run code from the file (PyTorch's security policy: treat such models as programs)")
     p.add_argument("--out", help="run directory (default runs/<target>)")
     p.add_argument("--epochs", type=int, help="student epochs (default: sized to the data)")
     p.add_argument("--teacher-epochs", type=int, help="epochs for the default teacher")
@@ -145,6 +149,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", help="where default teachers are cached (default ~/.cache/edgekd)")
     p.add_argument("--no-cache", action="store_true", help="always train the default teacher afresh")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--strict", action="store_true",
+                   help="fail the gate on budgets that could not be verified (device budgets off the device)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("calibrate", help="build a class-balanced calibration set (.npz + manifest)")

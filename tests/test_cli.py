@@ -120,3 +120,33 @@ def test_readme_opens_with_the_two_commands():
     assert commands == ["make demo", "make test"]
     ci = (Path(__file__).parent.parent / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def _small_target(tmp_path: Path, **changes: dict) -> Path:
+    """x86-cpu with ONNX only (a fast build) and the given sections updated."""
+    raw = yaml.safe_load(open(load_target("x86-cpu").path))
+    raw["runtime"].update({"format": "onnx", "also": []})
+    for section, values in changes.items():
+        raw[section].update(values)
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("changes", "strict", "code", "expect"), [
+    ({}, False, 0, "gate PASSED"),
+    ({"budgets": {"model_size_kb": 0.01}}, False, 1, "model_size_kb"),
+    ({"device": {"arch": "aarch64"}}, True, 1, "unverified, --strict"),
+])
+def test_build_exit_code_follows_the_gate(tmp_path, tmp_path_factory, changes, strict, code, expect):
+    """0 pass; 1 a budget violated (the run is still written); 1 with --strict when device budgets are unverified."""
+    out = tmp_path / "run"
+    cache = tmp_path_factory.getbasetemp() / "exit-code-teachers"
+    proc = run_cli("build", "--target", str(_small_target(tmp_path, **changes)), "--out", str(out),
+                   "--teacher-epochs", "2", "--epochs", "2", "--runs", "20", "--warmup", "2", "--no-progress",
+                   "--cache-dir", str(cache), *(["--strict"] if strict else []))
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert expect in proc.stdout
+    assert (out / "report.json").exists()
+    assert json.loads((out / "report.json").read_text())["gate"]["passed"] is (code == 0)

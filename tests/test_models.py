@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -68,7 +70,7 @@ def test_load_teacher_formats(tmp_path, teacher):
     torch.jit.save(torch.jit.trace(teacher, x), tmp_path / "ts.pt")
     torch.export.save(torch.export.export(teacher, (x,)), tmp_path / "t.pt2")
     torch.save(teacher.state_dict(), tmp_path / "sd.pt")
-    for path, kwargs in (("ts.pt", {}), ("t.pt2", {}),
+    for path, kwargs in (("ts.pt", {"trust_pickle": True}), ("t.pt2", {}),
                          ("sd.pt", {"arch": "teacher_cnn", "arch_config": {"widths": [8, 8, 8]}})):
         loaded = load_teacher(tmp_path / path, (1, 8, 8), 4, **kwargs)
         assert torch.allclose(loaded.model(x), expected, atol=1e-5), path
@@ -82,7 +84,7 @@ def test_load_teacher_bad_input(tmp_path, teacher):
         load_teacher(tmp_path / "sd.pt", (1, 8, 8), 4, arch="teacher_cnn")
     torch.jit.save(torch.jit.trace(teacher, torch.randn(1, 1, 8, 8)), tmp_path / "ts.pt")
     with pytest.raises(EdgekdError, match="outputs .* but the data has 7 classes"):
-        load_teacher(tmp_path / "ts.pt", (1, 8, 8), 7)
+        load_teacher(tmp_path / "ts.pt", (1, 8, 8), 7, trust_pickle=True)
     (tmp_path / "corrupt.pt").write_bytes(b"\x00garbage")
     with pytest.raises(EdgekdError, match="cannot load teacher"):
         load_teacher(tmp_path / "corrupt.pt", (1, 8, 8), 4, arch="teacher_cnn")
@@ -95,3 +97,77 @@ def test_pickled_module_refused_by_default(tmp_path, teacher):
     with pytest.raises(EdgekdError, match="cannot load teacher"):
         load_teacher(tmp_path / "pickled.pt", (1, 8, 8), 4)
     assert load_teacher(tmp_path / "pickled.pt", (1, 8, 8), 4, trust_pickle=True).source == "pickled-module"
+
+
+def test_torchscript_needs_opt_in(tmp_path, teacher):
+    torch.jit.save(torch.jit.trace(teacher, torch.randn(1, 1, 8, 8)), tmp_path / "ts.pt")
+    with pytest.raises(EdgekdError, match="TorchScript.*security policy") as info:
+        load_teacher(tmp_path / "ts.pt", (1, 8, 8), 4)
+    assert "--trust-pickle" in info.value.fix
+
+
+class _RunsCode:
+    """A pickle payload that writes a marker file when unpickled: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "pwned"))
+
+
+def _poison_member(archive: Path, member_suffix: str, payload: bytes, out: Path) -> str:
+    """Copy a .pt2 with one member replaced by ``payload``; returns the replaced member's name."""
+    import zipfile
+
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(out, "w") as dst:
+        names = [i.filename for i in src.infolist()]
+        target = next(n for n in names if n.endswith(member_suffix))
+        for name in names:
+            dst.writestr(name, payload if name == target else src.read(name))
+    return target
+
+
+@pytest.mark.parametrize("member", ["data/sample_inputs/model.pt"])
+def test_pt2_with_code_running_pickle_is_refused(tmp_path, teacher, member):
+    import pickle
+
+    torch.export.save(torch.export.export(teacher, (torch.randn(2, 1, 8, 8),)), tmp_path / "good.pt2")
+    marker = tmp_path / "marker.txt"
+    name = _poison_member(tmp_path / "good.pt2", member, pickle.dumps(_RunsCode(marker)), tmp_path / "evil.pt2")
+    with pytest.raises(EdgekdError, match="does not load with weights_only=True") as info:
+        load_teacher(tmp_path / "evil.pt2", (1, 8, 8), 4)
+    assert name.split("/", 1)[1] in info.value.problem
+    assert "--trust-pickle" in info.value.fix
+    assert not marker.exists(), "the payload ran while the archive was checked"
+    # torch.export.load itself would run it: this is the attack the check stops.
+    with pytest.raises(Exception):  # noqa: B017 - torch raises after the payload returns
+        torch.export.load(str(tmp_path / "evil.pt2"))
+    assert marker.exists()
+
+
+def test_pt2_with_pickled_weight_is_checked(tmp_path, teacher):
+    """A weight flagged ``use_pickle`` in the config is loaded by torch with weights_only=False: checked first."""
+    import json
+    import pickle
+    import zipfile
+
+    torch.export.save(torch.export.export(teacher, (torch.randn(2, 1, 8, 8),)), tmp_path / "good.pt2")
+    marker = tmp_path / "marker.txt"
+    with zipfile.ZipFile(tmp_path / "good.pt2") as src, zipfile.ZipFile(tmp_path / "evil.pt2", "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("model_weights_config.json"):
+                config = json.loads(data)
+                first = next(iter(config["config"].values()))
+                first["use_pickle"] = True
+                poisoned = f"data/weights/{first['path_name']}"
+                data = json.dumps(config).encode()
+            dst.writestr(info, data)
+    blob = pickle.dumps(_RunsCode(marker))
+    with zipfile.ZipFile(tmp_path / "evil.pt2") as src, zipfile.ZipFile(tmp_path / "evil2.pt2", "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, blob if info.filename.endswith(poisoned) else src.read(info))
+    with pytest.raises(EdgekdError, match=poisoned):
+        load_teacher(tmp_path / "evil2.pt2", (1, 8, 8), 4)
+    assert not marker.exists()

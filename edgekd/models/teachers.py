@@ -1,7 +1,9 @@
 """Load a user's teacher safely, or train the default one when none is given.
 
-Supported files: TorchScript (``torch.jit.save``), a ``torch.export`` archive (``.pt2``) and a state_dict
-(loaded with ``weights_only=True``) plus a registered architecture name. Nothing is unpickled by default.
+Supported files: a ``torch.export`` archive (``.pt2``, checked member by member so that nothing in it is fully
+unpickled: ``pt2_safety``), a state_dict (loaded with ``weights_only=True``) plus a registered architecture name,
+and TorchScript (``torch.jit.save``) only with ``trust_pickle``: PyTorch's security policy says TorchScript models
+"should be treated the same way as locally executable code from an unknown source", so loading one is an opt-in.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import EdgekdError
+from edgekd.models.pt2_safety import load_exported_program
 from edgekd.models.students import build_model
 
 
@@ -88,9 +91,15 @@ def load_teacher(
     fix_kinds = "save it with torch.jit.save, torch.export.save, or torch.save(model.state_dict()) + --teacher-arch"
     try:
         if path.suffix == ".pt2":
-            model = ExportedTeacher(torch.export.load(str(path)))
+            model = ExportedTeacher(load_exported_program(path, trust_pickle))
             source, name = "torch.export", "exported-program"
         elif _looks_like_torchscript(path):
+            if not trust_pickle:
+                raise EdgekdError(
+                    f"teacher {path} is TorchScript, which PyTorch's security policy says to treat like executable "
+                    "code from its author: edgekd does not load it unless you opt in",
+                    "pass --trust-pickle if you trust who made the file, or give a .pt2 (torch.export.save) or a "
+                    "state_dict + --teacher-arch instead")
             model, source, name = torch.jit.load(str(path), map_location="cpu"), "torchscript", "torchscript"
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
