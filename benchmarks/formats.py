@@ -27,11 +27,12 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from edgekd.backends import check_parity, get_backend  # noqa: E402
+from edgekd.backends import check_parity  # noqa: E402
 from edgekd.bench import run_local, write_eval_inputs  # noqa: E402
 from edgekd.compress.calibration import build_calibration_set  # noqa: E402
 from edgekd.data import load_dataset  # noqa: E402
 from edgekd.distill.trainer import TrainConfig, train  # noqa: E402
+from edgekd.formats import get_backend, get_format  # noqa: E402
 from edgekd.io import atomic_write, write_json  # noqa: E402
 from edgekd.models.budget import count_macs, fit_student_to_budget  # noqa: E402
 from edgekd.models.students import build_model  # noqa: E402
@@ -91,7 +92,7 @@ def main() -> int:
         for fmt, precisions in MATRIX.items():
             backend = get_backend(fmt, **({"threads": args.threads} if fmt == "onnx" else {}))
             for precision in precisions:
-                path = work / f"{fmt}_{precision}{backend.suffix}"
+                path = work / f"{fmt}_{precision}{get_format(fmt).suffix}"
                 needs_calib = precision == "int8"
                 artifact = backend.export(student, x_test[:1], path, precision, calibration if needs_calib else None)
                 parity = check_parity(artifact, reference, x_test)

@@ -20,18 +20,13 @@ from typing import Any
 
 from edgekd import __version__
 from edgekd.errors import EdgekdError
+from edgekd.formats import get_format
 from edgekd.io import read_json_object, replace_dir, sha256_file, write_json, write_text
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 MARKER = "bundle.json"  # identifies a directory as an edgekd bundle (the only kind --out may replace)
 RESULT_NAME = "result.json"
 
-# What `pip install` needs on the device for each format, and the alternative for old boards.
-DEVICE_PACKAGES = {
-    "onnx": ("onnxruntime", ""),
-    "openvino": ("openvino", ""),
-    "tflite": ("ai-edge-litert", "on boards without ai-edge-litert wheels: tflite-runtime with numpy<2"),
-}
 
 
 @dataclass
@@ -43,12 +38,14 @@ class Bundle:
     artifacts: list[str]
     threads: int
     files: list[str] = field(default_factory=list)
+    plugins: list[str] = field(default_factory=list)  # session plugin files (formats beyond the built-in three)
 
     def runner_args(self, python: str = "python3", runs: int | None = None, warmup: int | None = None,
                     threads: int | None = None, json_out: str = RESULT_NAME) -> list[str]:
         """The runner's command line inside the bundle directory, as an argument list."""
         args = [python, "runner.py", *self.artifacts, "--inputs", "eval.npz",
-                "--threads", str(threads or self.threads), "--json", json_out]
+                "--threads", str(threads or self.threads), "--json", json_out,
+                *[arg for plugin in self.plugins for arg in ("--session-plugin", plugin)]]
         if runs is not None:
             args += ["--runs", str(runs)]
         if warmup is not None:
@@ -126,7 +123,8 @@ def requirements_text(entries: list[dict[str, Any]], report: dict[str, Any]) -> 
              "# Install with: pip install -r requirements-device.txt",
              "numpy>=1.21"]
     for fmt in dict.fromkeys(e["format"] for e in entries):
-        package, note = DEVICE_PACKAGES.get(fmt, (fmt, ""))
+        spec = get_format(fmt)
+        package, note = spec.device_requirement, spec.device_note
         built = versions.get(fmt)
         comment = "; ".join(x for x in (f"benchmarked at build time with {built}" if built else "", note) if x)
         lines.append(package + (f"  # {comment}" if comment else ""))
@@ -160,6 +158,18 @@ Exit code of runner.py: 0 all measured, 2 an error (one line on stderr says what
 """
 
 
+def _copy_verified(run_dir: Path, item: dict[str, Any], stage: Path, what: str) -> None:
+    """Copy one manifest-listed file into the bundle, refusing it unless its sha256 matches the manifest."""
+    name = _safe_name(item["path"], run_dir)
+    src = run_dir / name
+    if not src.is_file():
+        raise EdgekdError(f"{src} is missing ({what})", "rebuild with `edgekd build`")
+    shutil.copyfile(src, stage / name)
+    if sha256_file(stage / name) != item.get("sha256"):
+        raise EdgekdError(f"{src} does not match the sha256 in manifest.json; refusing to bundle it",
+                          "the file was changed after the build: rebuild with `edgekd build`")
+
+
 def make_bundle(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
                 with_teacher: bool = False, threads: int | None = None) -> Bundle:
     """Write the bundle directory ``out`` (default ``RUN_DIR/bundle-<target>``) and ``out.tar.gz`` beside it."""
@@ -184,24 +194,20 @@ def make_bundle(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | N
         shutil.rmtree(stage)
     stage.mkdir()
     try:
-        copied = []
         for entry in entries:
             for item in entry.get("files") or [{"path": entry["path"], "sha256": entry["sha256"]}]:
-                name = _safe_name(item["path"], run_dir)
-                src = run_dir / name
-                if not src.is_file():
-                    raise EdgekdError(f"{src} is missing (part of {entry['path']})", "rebuild with `edgekd build`")
-                shutil.copyfile(src, stage / name)
-                if sha256_file(stage / name) != item["sha256"]:
-                    raise EdgekdError(f"{src} does not match the sha256 in manifest.json; refusing to bundle it",
-                                      "the artifact was changed after the build: rebuild with `edgekd build`")
-                copied.append(name)
+                _copy_verified(run_dir, item, stage, f"part of {entry['path']}")
+        formats = {e["format"] for e in entries}
+        plugins = [p for p in manifest.get("session_plugins") or [] if p.get("format") in formats]
+        for plugin in plugins:
+            _copy_verified(run_dir, plugin, stage, f"the session plugin of format {plugin['format']}")
         shutil.copyfile(run_dir / eval_name, stage / "eval.npz")
         shutil.copyfile(RUNNER_PATH, stage / "runner.py")
-        bundled_manifest = {**manifest, "artifacts": entries,
+        bundled_manifest = {**manifest, "artifacts": entries, "session_plugins": plugins,
                             "eval_inputs": {**(manifest.get("eval_inputs") or {}), "path": "eval.npz"}}
         write_json(stage / "manifest.json", bundled_manifest)
-        bundle = Bundle(out, tar_path, [e["path"] for e in entries], threads or target_threads(report))
+        bundle = Bundle(out, tar_path, [e["path"] for e in entries], threads or target_threads(report),
+                        plugins=[p["path"] for p in plugins])
         write_text(stage / "requirements-device.txt", requirements_text(entries, report))
         write_text(stage / "README.txt", readme_text(bundle, report, entries, run_dir))
         files = sorted(p.name for p in stage.iterdir())

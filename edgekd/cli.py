@@ -69,7 +69,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         out=Path(args.out) if args.out else None, epochs=args.epochs, teacher_epochs=args.teacher_epochs,
         seed=args.seed, baseline=args.baseline, max_train=args.max_train,
         loss_weights=args.losses or {"kd": 0.7, "ce": 0.3}, temperature=args.temperature,
-        prune=args.prune, prune_steps=args.prune_steps, qat_epochs=args.qat_epochs,
+        prune=args.prune, prune_steps=args.prune_steps, prune_importance=args.prune_importance,
+        qat_epochs=args.qat_epochs, calibration=args.calibration,
         runs=args.runs, warmup=args.warmup, progress=not args.no_progress, strict=args.strict,
         teacher_cache=None if args.no_cache else Path(args.cache_dir) if args.cache_dir else None,
     )
@@ -142,6 +143,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune", type=float, default=0.0, metavar="RATIO",
                    help="remove this share of MACs by structured pruning (kept only if measured faster)")
     p.add_argument("--prune-steps", type=int, default=2)
+    p.add_argument("--prune-importance", default="magnitude",
+                   help="channel ranking for --prune: magnitude, l1, lamp, fpgm, bn_scale, taylor or random")
+    p.add_argument("--calibration", metavar="NPZ",
+                   help="int8 calibration set written by `edgekd calibrate` (default: drawn from the training split)")
     p.add_argument("--qat-epochs", type=int, default=0,
                    help="QAT epochs with the teacher when accuracy-aware int8 can't meet the contract (ONNX)")
     p.add_argument("--runs", type=int, default=200, help="timed runs per artifact")

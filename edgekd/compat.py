@@ -27,6 +27,7 @@ class DelegateSpec:
     sources: tuple[str, ...]
     notes: str
     min_api: dict[str, int] = field(default_factory=dict)
+    ignored: frozenset[str] = frozenset()  # graph plumbing that never reaches the delegate as a compute op
 
 
 @cache
@@ -38,40 +39,20 @@ def load_delegate(name: str) -> DelegateSpec:
     raw = yaml.safe_load(path.read_text())
     supported = raw.get("supported") or list(raw.get("min_api", {}))
     return DelegateSpec(raw["delegate"], raw["format"], frozenset(supported), tuple(raw["sources"]),
-                        raw.get("notes", ""), dict(raw.get("min_api", {})))
+                        raw.get("notes", ""), dict(raw.get("min_api", {})), frozenset(raw.get("ignored", [])))
 
 
 def list_operators(path: str | Path) -> dict[str, int]:
-    """Operator type -> count in the artifact, read with the format's own tooling."""
-    path = Path(path)
-    counts: dict[str, int] = {}
-    if path.suffix == ".onnx":
-        import onnx
+    """Operator type -> count in the artifact, read by its format's backend with the format's own tooling."""
+    from edgekd.formats import get_backend
+    from edgekd.runner import RunnerError, artifact_format
 
-        for node in onnx.load(str(path), load_external_data=False).graph.node:
-            op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}:{node.op_type}"
-            counts[op] = counts.get(op, 0) + 1
-    elif path.suffix == ".tflite":
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-        interp = Interpreter(model_path=str(path),
-                             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        for op in interp._get_ops_details():  # noqa: SLF001 - the interpreter's only op listing
-            counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
-    elif path.suffix == ".xml":
-        import openvino as ov
-
-        for op in ov.Core().read_model(str(path)).get_ordered_ops():
-            name = op.get_type_name()
-            if name not in ("Parameter", "Result", "Constant"):
-                counts[name] = counts.get(name, 0) + 1
-    else:
-        raise EdgekdError(f"cannot list operators of {path.name}", "pass an .onnx, .tflite or .xml artifact")
-    return dict(sorted(counts.items()))
-
-
-# Graph plumbing that never reaches a delegate as a compute op.
-_IGNORED = {"onnx": {"Constant", "Identity"}, "tflite": set()}
+    try:
+        fmt = artifact_format(str(path))
+    except RunnerError as exc:
+        raise EdgekdError(f"cannot list operators of {Path(path).name}: {exc}",
+                          "pass an artifact edgekd built") from None
+    return dict(sorted(get_backend(fmt).list_operators(Path(path)).items()))
 
 
 @dataclass
@@ -93,14 +74,18 @@ class Compatibility:
 
 def check_compatibility(artifact: str | Path, delegate: str) -> Compatibility:
     """Operators of ``artifact`` that ``delegate`` would not take (they fall back to the CPU)."""
+    from edgekd.runner import RunnerError, artifact_format
+
     spec = load_delegate(delegate)
-    suffix = {"onnx": ".onnx", "tflite": ".tflite"}[spec.format]
-    if Path(artifact).suffix != suffix:
+    try:
+        fmt = artifact_format(str(artifact))
+    except RunnerError:
+        fmt = None
+    if fmt != spec.format:
         raise EdgekdError(f"delegate '{delegate}' takes {spec.format} models, not {Path(artifact).name}",
-                          f"check a {suffix} artifact against it")
+                          f"check a {spec.format} artifact against it")
     ops = list_operators(artifact)
-    ignored = _IGNORED.get(spec.format, set())
-    fallback = {op: n for op, n in ops.items() if op not in spec.supported and op not in ignored}
+    fallback = {op: n for op, n in ops.items() if op not in spec.supported and op not in spec.ignored}
     min_api = max((spec.min_api[op] for op in ops if op in spec.min_api), default=None) if spec.min_api else None
     return Compatibility(Path(artifact).name, delegate, ops, fallback, spec.sources, min_api)
 

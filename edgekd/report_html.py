@@ -22,7 +22,13 @@ import numpy as np
 from edgekd.io import write_text
 from edgekd.report import _num, _pct
 
-_COLORS = {"onnx": "#1f77b4", "openvino": "#d62728", "tflite": "#2ca02c"}
+
+def _colour(fmt: str) -> str:
+    from edgekd.formats import FORMATS
+
+    return FORMATS[fmt].colour if fmt in FORMATS else "#444444"
+
+
 _MARKERS = {"fp32": "o", "fp16": "s", "int8": "D", "dynamic_int8": "^"}
 
 
@@ -57,7 +63,7 @@ def accuracy_latency_plot(report: dict[str, Any]) -> str:
         if p50 and teacher.get("accuracy") is not None:
             y = 100 * teacher["accuracy"]
             ys.append(y)
-            ax.scatter([p50], [y], marker="*", s=260, color=_COLORS.get(fmt, "#444"), edgecolor="black", zorder=3,
+            ax.scatter([p50], [y], marker="*", s=260, color=_colour(fmt), edgecolor="black", zorder=3,
                        label=f"teacher ({fmt or 'fp32'})")
             ax.annotate(f"teacher {fmt}", (p50, y), textcoords="offset points", xytext=(8, -12), fontsize=8)
     for i, a in enumerate(report.get("artifacts", [])):
@@ -66,7 +72,7 @@ def accuracy_latency_plot(report: dict[str, Any]) -> str:
             continue
         y = 100 * a["accuracy"]
         ys.append(y)
-        color = _COLORS.get(a["format"], "#7f7f7f")
+        color = _colour(a["format"])
         ax.scatter([p50], [y], marker=_MARKERS.get(a["precision"], "o"), s=70, zorder=3,
                    color=color if a.get("shipped") else "white", edgecolor=color, linewidth=2,
                    label=f"{a['format']} {a['precision']}" + (" (shipped)" if a.get("shipped") else ""))
@@ -106,7 +112,7 @@ def latency_distribution_plot(report: dict[str, Any]) -> str | None:
     box = ax.boxplot(data, orientation="horizontal", whis=(1, 99), showfliers=True, patch_artist=True,
                      flierprops={"markersize": 2, "alpha": 0.4}, medianprops={"color": "black"})
     for patch, (a, _) in zip(box["boxes"], rows, strict=True):
-        patch.set_facecolor(_COLORS.get(a["format"], "#7f7f7f"))
+        patch.set_facecolor(_colour(a["format"]))
         patch.set_alpha(0.55 if a.get("shipped") else 0.25)
     labels = [f"{a['path']}{' *' if a.get('shipped') else ''}\n{len(s)} runs, noise {a.get('noise_pct') or 0:.1f} %"
               for a, s in rows]
@@ -144,7 +150,7 @@ def per_class_plot(report: dict[str, Any], per_class: dict[str, dict[str, float]
         series.append(("student (PyTorch fp32)", per_class["student"], "#7f7f7f"))
     for a in report.get("artifacts", []):
         if a.get("shipped") and a.get("per_class_accuracy"):
-            series.append((a["path"], a["per_class_accuracy"], _COLORS.get(a["format"], "#333")))
+            series.append((a["path"], a["per_class_accuracy"], _colour(a["format"])))
     if not series:
         return None
     classes = sorted(teacher, key=int)

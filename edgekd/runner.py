@@ -35,13 +35,7 @@ except ImportError as _numpy_missing:  # pragma: no cover - only on a bare devic
     sys.stderr.write("runner error: numpy is not installed (%s): pip install 'numpy>=1.21'\n" % _numpy_missing)
     sys.exit(2)
 
-RUNNER_VERSION = "2"
-FORMAT_BY_SUFFIX = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}
-INSTALL_HINT = {
-    "onnx": "pip install onnxruntime",
-    "openvino": "pip install openvino",
-    "tflite": "pip install ai-edge-litert   (or, on older boards: pip install tflite-runtime 'numpy<2')",
-}
+RUNNER_VERSION = "3"
 
 # Timing defaults: enough timed runs for a p99 with several samples above it, and at least MIN_TIME_S of timed
 # work so that sub-millisecond models aren't judged on a few milliseconds of clock; never more than MAX_RUNS.
@@ -57,20 +51,36 @@ class RunnerError(Exception):
     """A problem with the artifact, the inputs or the device setup, with the fix in the message."""
 
 
-def _missing_runtime(fmt, module, exc):
+def missing_runtime(session_cls, module, exc):
     """Say which package to install: 'not installed' when absent, the import error when installed but broken."""
+    fmt, hint = session_cls.format, session_cls.install_hint
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == module.split(".")[0]:
-        return RunnerError("%s is not installed (format '%s'): %s" % (module, fmt, INSTALL_HINT[fmt]))
+        return RunnerError("%s is not installed (format '%s'): %s" % (module, fmt, hint))
     return RunnerError("%s is installed but cannot be imported (%s); reinstall it: %s"
-                       % (module, _first_line(exc), INSTALL_HINT[fmt]))
+                       % (module, _first_line(exc), hint))
 
 
 # ----------------------------------------------------------------------------------------------- sessions
+SESSIONS = {}  # format name -> Session subclass: the runner's one table of formats
+
+
+def register_session(cls):
+    """Class decorator: the runner runs artifacts whose suffix is in ``cls.suffixes`` with ``cls``."""
+    SESSIONS[cls.format] = cls
+    return cls
+
+
 class Session:
-    """One loaded artifact. ``run`` takes a float32 batch in the canonical layout and returns float logits."""
+    """One loaded artifact. ``run`` takes a float32 batch in the canonical layout and returns float logits.
+
+    A subclass declares its ``format``, the file ``suffixes`` it loads, its ``runtime`` and the ``install_hint``
+    for a device that lacks it, and is registered with ``@register_session``.
+    """
 
     format = ""
+    suffixes = ()
     runtime = ""
+    install_hint = ""
     runtime_version = ""
     static_batch = False
     inference_precision = "as stored"
@@ -83,14 +93,18 @@ class Session:
         return np.concatenate([self.run(x[i : i + step]) for i in range(0, len(x), step)])
 
 
+@register_session
 class OnnxSession(Session):
     format = "onnx"
+    suffixes = (".onnx",)
+    runtime = "onnxruntime"
+    install_hint = "pip install onnxruntime"
 
     def __init__(self, path, threads, precision=None):
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise _missing_runtime("onnx", "onnxruntime", exc) from None
+            raise missing_runtime(type(self), "onnxruntime", exc) from None
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -107,20 +121,24 @@ class OnnxSession(Session):
         self.input_dtype = np.float16 if "float16" in inp.type else np.float32
         self.input_shape = list(inp.shape)
         self.static_batch = isinstance(inp.shape[0], int)
-        self.runtime, self.runtime_version = "onnxruntime", ort.__version__
+        self.runtime_version = ort.__version__
 
     def run(self, x):
         return self.sess.run(None, {self.input_name: x.astype(self.input_dtype, copy=False)})[0].astype(np.float32)
 
 
+@register_session
 class OpenVinoSession(Session):
     format = "openvino"
+    suffixes = (".xml",)
+    runtime = "openvino"
+    install_hint = "pip install openvino"
 
     def __init__(self, path, threads, precision=None):
         try:
             import openvino as ov
         except ImportError as exc:
-            raise _missing_runtime("openvino", "openvino", exc) from None
+            raise missing_runtime(type(self), "openvino", exc) from None
         core = ov.Core()
         try:
             model = core.read_model(path)
@@ -142,7 +160,7 @@ class OpenVinoSession(Session):
         shape = model.inputs[0].get_partial_shape()
         self.input_shape = [d.get_length() if d.is_static else -1 for d in shape]
         self.static_batch = shape[0].is_static
-        self.runtime, self.runtime_version = "openvino", ov.get_version()
+        self.runtime_version = ov.get_version()
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         self.inference_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
 
@@ -159,8 +177,12 @@ class OpenVinoSession(Session):
         return np.array(self.request.get_output_tensor(0).data, dtype=np.float32)
 
 
+@register_session
 class TfliteSession(Session):
     format = "tflite"
+    suffixes = (".tflite",)
+    runtime = "ai_edge_litert"
+    install_hint = "pip install ai-edge-litert   (or, on older boards: pip install tflite-runtime 'numpy<2')"
     static_batch = True
 
     def __init__(self, path, threads, precision=None):
@@ -217,17 +239,59 @@ def _tflite_interpreter():
         return tfl.Interpreter, "tflite_runtime", getattr(tflite_runtime, "__version__", "unknown")
     except ImportError:
         pass
-    raise RunnerError("no TFLite interpreter is installed: " + INSTALL_HINT["tflite"])
+    raise RunnerError("no TFLite interpreter is installed: " + TfliteSession.install_hint)
 
 
-SESSIONS = {"onnx": OnnxSession, "openvino": OpenVinoSession, "tflite": TfliteSession}
+def session_for_format(fmt):
+    if fmt not in SESSIONS:
+        raise RunnerError("no session for format '%s' (known: %s; a plugin format needs --session-plugin FILE)"
+                          % (fmt, ", ".join(sorted(SESSIONS))))
+    return SESSIONS[fmt]
 
 
 def artifact_format(path):
     suffix = os.path.splitext(path)[1].lower()
-    if suffix not in FORMAT_BY_SUFFIX:
-        raise RunnerError("unknown artifact type '%s': expected one of %s" % (suffix, sorted(FORMAT_BY_SUFFIX)))
-    return FORMAT_BY_SUFFIX[suffix]
+    by_suffix = {sfx: fmt for fmt, cls in SESSIONS.items() for sfx in cls.suffixes}
+    if suffix not in by_suffix:
+        raise RunnerError("unknown artifact type '%s': expected one of %s (other formats need --session-plugin)"
+                          % (suffix, sorted(by_suffix)))
+    return by_suffix[suffix]
+
+
+LOADED_PLUGINS = []  # plugin files imported in this process, passed on to child processes (memory probe)
+
+
+def plugin_args():
+    return [arg for path in LOADED_PLUGINS for arg in ("--session-plugin", path)]
+
+
+def import_plugin(path, expected_sha256=None):
+    """Import a session plugin file (a format beyond the built-in three) from the exact bytes that were verified."""
+    try:
+        with open(path, "rb") as fh:
+            source = fh.read()
+    except OSError as exc:
+        raise RunnerError("cannot read session plugin %s: %s" % (path, _first_line(exc))) from None
+    actual = hashlib.sha256(source).hexdigest()
+    if expected_sha256 is not None and actual != expected_sha256:
+        raise RunnerError("sha256 mismatch for session plugin %s: manifest says %s..., file is %s...; refusing to "
+                          "import it" % (os.path.basename(path), expected_sha256[:12], actual[:12]))
+    # A plugin imports this module as ``edgekd_runner`` wherever it runs: ``edgekd.runner`` in the build,
+    # ``__main__`` on a device.
+    this = sys.modules.get(__name__)
+    if this is None:  # loaded by a loader that did not register it: a view of the same globals
+        this = type(sys)(__name__)
+        this.__dict__.update(globals())
+    sys.modules.setdefault("edgekd_runner", this)
+    LOADED_PLUGINS.append(os.path.abspath(path))
+    name = "edgekd_plugin_" + os.path.splitext(os.path.basename(path))[0].replace("-", "_")
+    module = type(sys)(name)
+    module.__file__ = os.path.abspath(path)
+    try:
+        exec(compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102 - verified bytes, user opted in
+    except Exception as exc:  # noqa: BLE001
+        raise RunnerError("session plugin %s failed to import: %s" % (path, _first_line(exc))) from None
+    return module
 
 
 def load_session(path, threads=1, precision=None):
@@ -236,7 +300,7 @@ def load_session(path, threads=1, precision=None):
         raise RunnerError("artifact not found: %s" % path)
     if precision is None:
         precision = (find_manifest_entry(path)[1] or {}).get("precision")
-    return SESSIONS[artifact_format(path)](path, threads, precision)
+    return session_for_format(artifact_format(path))(path, threads, precision)
 
 
 # ----------------------------------------------------------------------------------------------- manifest
@@ -265,6 +329,20 @@ def find_manifest_entry(artifact):
         if entry.get("path") == name:
             return manifest, entry
     return manifest, None
+
+
+def load_plugin(plugin, artifact, verify=True):
+    """Import a session plugin; with ``verify``, only one the manifest beside ``artifact`` lists with its sha256."""
+    expected = None
+    if verify:
+        manifest, _ = find_manifest_entry(artifact)
+        listed = {p.get("path"): p.get("sha256") for p in (manifest or {}).get("session_plugins", [])
+                  if isinstance(p, dict)}
+        expected = listed.get(os.path.basename(plugin))
+        if expected is None:
+            raise RunnerError("session plugin %s is not listed in the manifest beside %s: refusing to import "
+                              "unverified code (use --no-verify to skip)" % (plugin, artifact))
+    return import_plugin(plugin, expected)
 
 
 def verify_artifact(artifact):
@@ -427,7 +505,7 @@ def peak_rss_mb():
 def measure_memory(artifact, inputs, threads, runs=20):
     """Peak resident memory of a fresh process that loads the artifact and runs it: earlier work can't count."""
     cmd = [sys.executable, os.path.abspath(__file__), artifact, "--inputs", inputs, "--threads", str(threads),
-           "--memory-probe", str(runs), "--no-verify"]
+           "--memory-probe", str(runs), "--no-verify", *plugin_args()]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired:
@@ -625,9 +703,14 @@ def main(argv=None):
     parser.add_argument("--json", help="write the result here")
     parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check (not recommended)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child process")
+    parser.add_argument("--session-plugin", action="append", default=[], metavar="FILE",
+                        help="a format beyond onnx/openvino/tflite: its session file (verified against the "
+                             "manifest's session_plugins before it is imported)")
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
+        for plugin in args.session_plugin:
+            load_plugin(plugin, args.artifact[0], verify=not args.no_verify)
         if args.memory_probe is not None:
             _memory_probe(args.artifact[0], args.inputs, args.threads, args.memory_probe)
             return 0

@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgekd.errors import EdgekdError
 
-FORMATS = ("onnx", "openvino", "tflite")
 Precision = Literal["fp32", "fp16", "dynamic_int8", "int8"]
 Positive = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -34,16 +33,31 @@ class DeviceSpec(_Strict):
 
 
 class RuntimeSpec(_Strict):
-    format: Literal["onnx", "openvino", "tflite"]
+    format: str  # a registered format (edgekd.formats): onnx, openvino, tflite, or one a plugin registered
     precision: Precision | list[Precision] = "int8"
     threads: PositiveInt = 1
-    also: list[Literal["onnx", "openvino", "tflite"]] = []
+    also: list[str] = []
     # int8 graph inputs/outputs (full-integer models for NPUs/DSPs that reject float I/O).
     integer_io: bool = False
     # The accelerator/delegate whose operator list is checked (edgekd/data_files/ops_<delegate>.yaml).
     delegate: Literal["none", "xnnpack", "nnapi", "tensorrt"] = "none"
     # Fail the build when an operator would fall back from the target's delegate to the CPU.
     require_full_delegation: bool = False
+
+    @field_validator("format")
+    @classmethod
+    def _registered_format(cls, value: str) -> str:
+        return _check_format(value)
+
+    @field_validator("also")
+    @classmethod
+    def _registered_formats(cls, value: list[str]) -> list[str]:
+        return [_check_format(v) for v in value]
+
+    @property
+    def usable_threads(self) -> int:
+        """The target's threads, capped by this host's cores (more threads than cores only adds contention)."""
+        return min(self.threads, os.cpu_count() or 1)
 
     @property
     def precisions(self) -> tuple[str, ...]:
@@ -52,6 +66,14 @@ class RuntimeSpec(_Strict):
     @property
     def formats(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys([self.format, *self.also]))
+
+
+def _check_format(value: str) -> str:
+    from edgekd.formats import FORMATS
+
+    if value not in FORMATS:
+        raise ValueError(f"unknown format '{value}' (known: {', '.join(FORMATS)})")
+    return value
 
 
 class StudentBudget(_Strict):

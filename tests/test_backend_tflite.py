@@ -16,8 +16,9 @@ pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_quantizer")
 pytest.importorskip("ai_edge_litert")
 
-from edgekd.backends import Calibration, check_parity, get_backend  # noqa: E402
+from edgekd.backends import Calibration, check_parity  # noqa: E402
 from edgekd.errors import EdgekdError, MissingDependencyError  # noqa: E402
+from edgekd.formats import get_backend  # noqa: E402
 from edgekd.models.students import build_model  # noqa: E402
 from edgekd.models.teachers import predict_logits  # noqa: E402
 from edgekd.runner import load_session  # noqa: E402

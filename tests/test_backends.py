@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from edgekd.backends import Artifact, Calibration, check_parity, get_backend, parity_failure
+from edgekd.backends import Artifact, Calibration, check_parity, parity_failure
 from edgekd.errors import EdgekdError
+from edgekd.formats import get_backend, get_format
 from edgekd.models.students import build_model
 from edgekd.models.teachers import predict_logits
 
@@ -31,7 +32,7 @@ def inputs():
 def test_export_parity(tmp_path, student, inputs, fmt, precision):
     backend = get_backend(fmt)
     calibration = Calibration(inputs[:32], {"data": "test"})
-    artifact = backend.export(student, inputs[:1], tmp_path / f"m{backend.suffix}", precision, calibration)
+    artifact = backend.export(student, inputs[:1], tmp_path / f"m{get_format(fmt).suffix}", precision, calibration)
     assert all(f.exists() for f in artifact.files)
     parity = check_parity(artifact, predict_logits(student, inputs), inputs)
     assert parity.passed, parity
@@ -62,6 +63,6 @@ def test_bad_requests(tmp_path, student, inputs):
 
 
 def test_missing_runtime_names_the_fix(tmp_path, inputs):
-    bogus = Artifact(tmp_path / "missing.onnx", "onnx", "fp32", "onnxruntime", [])
+    bogus = Artifact(tmp_path / "missing.onnx", "onnx", "fp32", [])
     with pytest.raises(EdgekdError, match="does not run"):
         check_parity(bogus, np.zeros((2, 4), np.float32), inputs[:2])

@@ -30,11 +30,12 @@ def make_run_dir(root: Path, formats: tuple[str, ...] = ("onnx", "openvino")) ->
     import openvino as ov
     import torch
 
-    from edgekd.api import manifest_entry
     from edgekd.backends import Artifact
     from edgekd.bench import write_eval_inputs
     from edgekd.models.students import build_model
     from edgekd.models.teachers import predict_logits
+    from edgekd.stages.export import Built
+    from edgekd.stages.manifest import manifest_entry
 
     stage = root / f".{RUN_FIXTURE}.tmp"
     shutil.rmtree(stage, ignore_errors=True)
@@ -53,15 +54,15 @@ def make_run_dir(root: Path, formats: tuple[str, ...] = ("onnx", "openvino")) ->
     onnx_path = stage / "model_fp32.onnx"
     torch.onnx.export(model, (torch.from_numpy(x[:1]),), str(onnx_path), dynamo=False, input_names=["input"],
                       output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    artifacts = [Artifact(onnx_path, "onnx", "fp32", "onnxruntime", [onnx_path])]
+    artifacts = [Artifact(onnx_path, "onnx", "fp32", [onnx_path])]
     if "openvino" in formats:
         xml = stage / "model_fp32.xml"
         ov.save_model(ov.convert_model(str(onnx_path)), str(xml), compress_to_fp16=False)
-        artifacts.append(Artifact(xml, "openvino", "fp32", "openvino", [xml, xml.with_suffix(".bin")]))
+        artifacts.append(Artifact(xml, "openvino", "fp32", [xml, xml.with_suffix(".bin")]))
     shutil.copyfile(onnx_path, stage / "teacher_fp32.onnx")
-    teacher = Artifact(stage / "teacher_fp32.onnx", "onnx", "fp32", "onnxruntime", [stage / "teacher_fp32.onnx"])
-    entries = [manifest_entry(a, stage, "student") for a in artifacts]
-    entries.append(manifest_entry(teacher, stage, "teacher-reference"))
+    teacher = Artifact(stage / "teacher_fp32.onnx", "onnx", "fp32", [stage / "teacher_fp32.onnx"])
+    entries = [manifest_entry(Built(a, "student")) for a in artifacts]
+    entries.append(manifest_entry(Built(teacher, "teacher-reference")))
     rows = []
     for e in entries:
         if e["role"] == "student":

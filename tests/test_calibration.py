@@ -32,7 +32,7 @@ def test_bad_calibration_input(tmp_path, toy_data):
     with pytest.raises(EdgekdError):
         build_calibration_set(toy_data, 0)
     save_calibration_set(build_calibration_set(toy_data, 4), tmp_path / "c.npz")
-    with pytest.raises(EdgekdError, match="sample shape"):
+    with pytest.raises(EdgekdError, match="samples of shape"):
         load_calibration_set(tmp_path / "c.npz", (3, 8, 8))
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(EdgekdError, match="cannot read"):

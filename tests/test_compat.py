@@ -1,8 +1,8 @@
 import pytest
 
-from edgekd.backends import get_backend
 from edgekd.compat import check_compatibility, enforce_full_delegation, list_operators, load_delegate
 from edgekd.errors import ContractError, EdgekdError
+from edgekd.formats import get_backend
 from edgekd.models.students import build_model
 
 

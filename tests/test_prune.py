@@ -1,4 +1,4 @@
-"""Structured pruning (physical removal, proof of gain, bad input) and unstructured magnitude pruning."""
+"""Structured pruning: physical removal, importance by name, proof of gain, bad input."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from conftest import make_dataset
 from torch import nn
 
 from edgekd.compress.prune import (
+    IMPORTANCES,
     LatencyComparison,
     PruneConfig,
     find_classifier,
     prune_channels,
     prune_structured,
-    prune_unstructured,
     speed_verdict,
 )
 from edgekd.distill.trainer import TrainConfig, accuracy, train
@@ -125,11 +125,15 @@ def test_speed_verdict_requires_gain_beyond_noise():
     assert not ok and "noise" in why
 
 
-def test_unstructured_reports_compression_not_speed(trained):
+@pytest.mark.parametrize("importance", sorted(IMPORTANCES))
+def test_every_importance_removes_channels(trained, importance):
     data, model = trained
-    result = prune_unstructured(model, data, amount=0.6)
-    assert 0.55 < result.sparsity < 0.65
-    assert result.gzip_bytes < result.gzip_bytes_before
-    assert result.latency is None and "no speed-up is claimed" in result.note
-    with pytest.raises(EdgekdError):
-        prune_unstructured(model, data, amount=1.0)
+    pruned = prune_channels(copy.deepcopy(model), torch.from_numpy(data.x_val[:1]), 0.5, model.classifier, 8,
+                            importance, (torch.from_numpy(data.x_train[:16]), torch.from_numpy(data.y_train[:16])))
+    assert pruned.features[0].out_channels == 16
+    assert pruned(torch.from_numpy(data.x_val[:2])).shape == (2, 3)
+
+
+def test_unknown_importance_is_bad_input():
+    with pytest.raises(EdgekdError, match="unknown pruning importance 'nope'"):
+        PruneConfig(importance="nope").validate()

@@ -1,8 +1,9 @@
-"""Export backends: one file per format behind one small protocol, listed in one registry.
+"""Export backends: the build-host half of each format (the runtime half is its runner session).
 
-A backend turns a PyTorch module into an artifact file its runtime loads. Loading and running the artifact
-lives in ``edgekd.runner`` (no torch there), and parity is checked the same way for every format, so a backend
-is only ``export``. Adding a format = one file here + one line in ``BACKENDS``.
+A backend turns a PyTorch module into an artifact file its runtime loads, lists the artifact's operators, and
+searches for an int8 model that keeps the accuracy contract. Which backends exist is the format registry's
+business (``edgekd.formats``); parity is checked the same way for every format, by running the artifact in its
+real runtime through the runner's session.
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from torch import nn
 
 from edgekd.errors import ContractError, EdgekdError, MissingDependencyError
+
+if TYPE_CHECKING:
+    from edgekd.compress.accuracy_aware import AccuracyAwareResult, QuantJob
+    from edgekd.targets import TargetProfile
 
 
 @dataclass
@@ -37,36 +42,36 @@ class Artifact:
     path: Path
     format: str
     precision: str
-    runtime: str
     files: list[Path]
     details: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def runtime(self) -> str:
+        from edgekd.formats import get_format
+
+        return get_format(self.format).runtime
+
 
 class Backend(Protocol):
+    """What every format's backend offers the build (see ``edgekd.formats`` for the registry of them)."""
+
     name: str
-    runtime: str
-    extra: str
     precisions: tuple[str, ...]
-    suffix: str
+
+    @classmethod
+    def from_target(cls, target: TargetProfile) -> Backend:
+        """The backend configured from the target's runtime (threads, integer I/O...)."""
 
     def export(
         self, model: nn.Module, sample: np.ndarray, path: Path, precision: str, calibration: Calibration | None
     ) -> Artifact: ...
 
+    def list_operators(self, path: Path) -> dict[str, int]:
+        """Operator type -> count, read with the format's own tooling (for delegate compatibility)."""
 
-BACKENDS: dict[str, str] = {
-    "onnx": "edgekd.backends.onnx:OnnxBackend",
-    "openvino": "edgekd.backends.openvino:OpenVinoBackend",
-    "tflite": "edgekd.backends.tflite:TfliteBackend",
-}
-
-
-def get_backend(name: str, **options: Any) -> Backend:
-    """The backend for format ``name``; ``options`` go to its constructor (e.g. ``integer_io`` for tflite)."""
-    if name not in BACKENDS:
-        raise EdgekdError(f"unknown format '{name}'", f"use one of: {', '.join(BACKENDS)}")
-    module_name, cls_name = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module_name), cls_name)(**options)
+    def accuracy_aware_int8(self, job: QuantJob) -> AccuracyAwareResult:
+        """An int8 artifact meeting ``job.contract`` on the validation split with the fewest float layers;
+        ContractError when none does. Formats without such a search raise ContractError naming the plain drop."""
 
 
 def require(module: str, package: str, extra: str, purpose: str):

@@ -1,7 +1,8 @@
 """ONNX: fp32 (torch.onnx dynamo exporter), fp16 (float16 weights, float32 I/O), int8 (onnxruntime QDQ).
 
-int8 uses uint8 activations with int8 per-channel weights by default: on AVX2 CPUs without VNNI that is the
-scheme onnxruntime runs fast; int8 activations there can be slower than fp32. ``scheme`` records the choice.
+int8 weights are per-channel int8; the activation type (uint8 "u8s8" or int8 "s8s8") is chosen by measurement on
+this host (``auto``): AVX2 without VNNI tends to run u8s8 faster, VNNI/ARM dot-product can favour s8s8. The
+scheme chosen is recorded in the artifact and reused by the accuracy-aware search.
 """
 
 from __future__ import annotations
@@ -99,16 +100,56 @@ def quantize_onnx_int8(fp32: Path, out: Path, calibration: Calibration, scheme: 
 
 class OnnxBackend:
     name = "onnx"
-    runtime = "onnxruntime"
-    extra = "onnx"
     precisions = ("fp32", "fp16", "int8")
-    suffix = ".onnx"
 
     def __init__(self, int8_scheme: str = "auto", threads: int = 1) -> None:
         if int8_scheme != "auto" and int8_scheme not in INT8_SCHEMES:
             raise EdgekdError(f"unknown ONNX int8 scheme '{int8_scheme}'", f"use auto or one of {list(INT8_SCHEMES)}")
         self.int8_scheme = int8_scheme
         self.threads = threads
+
+    @classmethod
+    def from_target(cls, target) -> OnnxBackend:
+        return cls(threads=target.runtime.usable_threads)
+
+    def list_operators(self, path: Path) -> dict[str, int]:
+        import onnx
+
+        counts: dict[str, int] = {}
+        for node in onnx.load(str(path), load_external_data=False).graph.node:
+            op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}:{node.op_type}"
+            counts[op] = counts.get(op, 0) + 1
+        return counts
+
+    def qat_int8(self, job, teacher: nn.Module | None, data, epochs: int, seed: int, progress: bool):
+        """Quantization-aware KD fine-tune, then onnxruntime QDQ of the new model: (new fp32 model, details).
+
+        The QAT model is a new model: the contract is judged against it on the validation split."""
+        from edgekd.compress.qat import QatConfig, qat_kd_onnx_int8
+        from edgekd.errors import ContractError
+        from edgekd.runner import load_session
+
+        scheme = job.plain.details.get("scheme", "u8s8")
+        qat = qat_kd_onnx_int8(job.model, teacher, data, job.calibration, job.out,
+                               QatConfig(epochs=epochs, seed=seed, scheme=scheme), progress=progress)
+        x, y = job.val
+        int8 = float((load_session(str(job.out), 1, "int8").run_batched(x).argmax(1) == y).mean())
+        drop = qat.val_accuracy_fp32_after - int8
+        if drop > job.contract.max_drop + 1e-12:
+            job.out.unlink(missing_ok=True)
+            raise ContractError(
+                f"no int8 onnx model meets max_quantization_drop={job.contract.max_drop}: after QAT the int8 model "
+                f"loses {drop:.4f} against the QAT model on the validation split; nothing was shipped",
+                "relax the budget or allow fp16/fp32 in the target")
+        return qat.model, qat.to_dict()
+
+    def accuracy_aware_int8(self, job):
+        from edgekd.compress.accuracy_aware import onnx_accuracy_aware_int8
+
+        return onnx_accuracy_aware_int8(job.fp32, job.out, job.calibration, [job.val], job.contract,
+                                        scheme=job.plain.details.get("scheme", "u8s8"),
+                                        max_float_fraction=job.max_float_fraction, threads=job.threads,
+                                        timing_x=job.timing_x, log=job.log)
 
     def export(self, model: nn.Module, sample: np.ndarray, path: Path, precision: str,
                calibration: Calibration | None) -> Artifact:
@@ -128,7 +169,7 @@ class OnnxBackend:
                                     "per_channel": True, "calibration": calibration.source})
                 else:
                     raise EdgekdError(f"ONNX has no precision '{precision}'", f"use one of {self.precisions}")
-        return Artifact(path, self.name, precision, self.runtime, [path], details)
+        return Artifact(path, self.name, precision, [path], details)
 
     def _quantize_best_scheme(self, fp32: Path, out: Path, calibration: Calibration) -> tuple[str, dict]:
         """Quantize with each activation scheme and keep the one onnxruntime runs fastest on this host.
@@ -136,22 +177,16 @@ class OnnxBackend:
         Which is faster depends on the CPU (AVX2 without VNNI favours uint8 activations; VNNI/ARM dot-product
         can favour int8), so it is measured, not assumed. Parity is checked by the caller on the winner.
         """
-        from edgekd.runner import load_session, measure_latency
+        from edgekd.timing import measure_interleaved
 
         schemes = list(INT8_SCHEMES) if self.int8_scheme == "auto" else [self.int8_scheme]
         if len(schemes) == 1:
             quantize_onnx_int8(fp32, out, calibration, schemes[0])
             return schemes[0], {}
-        timings: dict[str, float] = {}
         with tempfile.TemporaryDirectory() as tmp:
             paths = {s: quantize_onnx_int8(fp32, Path(tmp) / f"{s}.onnx", calibration, s) for s in schemes}
-            sessions = {s: load_session(str(p), self.threads, "int8") for s, p in paths.items()}
-            samples: dict[str, list[float]] = {s: [] for s in schemes}
-            for _ in range(3):  # interleaved blocks so drift hits both schemes alike
-                for s in schemes:
-                    stats, _ = measure_latency(sessions[s], calibration.x, runs=60, warmup=10, blocks=1)
-                    samples[s].append(stats["p50"])
-            timings = {s: float(np.median(v)) for s, v in samples.items()}
+            timings = measure_interleaved({s: (p, "int8") for s, p in paths.items()}, calibration.x,
+                                          self.threads, rounds=3).medians()
             best = min(timings, key=timings.get)
             shutil.move(str(paths[best]), str(out))  # across filesystems, unlike os.replace
         return best, timings

@@ -20,10 +20,27 @@ from edgekd.errors import EdgekdError
 
 class OpenVinoBackend:
     name = "openvino"
-    runtime = "openvino"
-    extra = "openvino"
     precisions = ("fp32", "fp16", "int8")
-    suffix = ".xml"
+
+    @classmethod
+    def from_target(cls, target) -> OpenVinoBackend:
+        return cls()
+
+    def list_operators(self, path: Path) -> dict[str, int]:
+        import openvino as ov
+
+        counts: dict[str, int] = {}
+        for op in ov.Core().read_model(str(path)).get_ordered_ops():
+            name = op.get_type_name()
+            if name not in ("Parameter", "Result", "Constant"):
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    def accuracy_aware_int8(self, job):
+        from edgekd.compress.accuracy_aware import openvino_accuracy_aware_int8
+
+        return openvino_accuracy_aware_int8(job.fp32, job.out, job.calibration, job.val, job.contract,
+                                            threads=job.threads, timing_x=job.timing_x, log=job.log)
 
     def export(self, model: nn.Module, sample: np.ndarray, path: Path, precision: str,
                calibration: Calibration | None) -> Artifact:
@@ -39,7 +56,7 @@ class OpenVinoBackend:
             ov_model = quantize_ov_int8(ov_model, calibration)
             details.update({"quantizer": "nncf.quantize", "calibration": calibration.source})
         ov.save_model(ov_model, str(path), compress_to_fp16=precision == "fp16")
-        return Artifact(path, self.name, precision, self.runtime, [path, path.with_suffix(".bin")], details)
+        return Artifact(path, self.name, precision, [path, path.with_suffix(".bin")], details)
 
 
 def quantize_ov_int8(ov_model, calibration: Calibration, ignored_names: list[str] | None = None):

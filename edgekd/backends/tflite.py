@@ -51,14 +51,33 @@ _FP32_CACHE_SIZE = 4
 
 class TfliteBackend:
     name = "tflite"
-    runtime = "ai_edge_litert"
-    extra = "tflite"
     precisions = ("fp32", "fp16", "dynamic_int8", "int8")
-    suffix = ".tflite"
 
     def __init__(self, integer_io: bool = False) -> None:
         """``integer_io``: int8 artifacts take and return int8 tensors (full-integer, e.g. for NNAPI NPUs)."""
         self.integer_io = integer_io
+
+    @classmethod
+    def from_target(cls, target) -> TfliteBackend:
+        return cls(integer_io=target.runtime.integer_io)
+
+    def list_operators(self, path: Path) -> dict[str, int]:
+        from ai_edge_litert.interpreter import OpResolverType
+
+        with quiet():
+            interp = _interpreter_cls()(model_path=str(path),
+                                        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        counts: dict[str, int] = {}
+        for op in interp._get_ops_details():  # noqa: SLF001 - the interpreter's only op listing
+            counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+        return counts
+
+    def accuracy_aware_int8(self, job):
+        from edgekd.compress.accuracy_aware import tflite_accuracy_aware_int8
+
+        return tflite_accuracy_aware_int8(job.model, job.sample, job.out, job.calibration, [job.val], job.contract,
+                                          integer_io=self.integer_io, max_float_fraction=job.max_float_fraction,
+                                          threads=job.threads, timing_x=job.timing_x, log=job.log)
 
     def export(self, model: nn.Module, sample: np.ndarray, path: Path, precision: str,
                calibration: Calibration | None) -> Artifact:
@@ -85,7 +104,7 @@ class TfliteBackend:
                 details.update(quantize(fp32, out, precision, calibration, self.integer_io))
             details = {**describe(out, sample, precision), **details}
             os.replace(out, path)
-        return Artifact(path, self.name, precision, self.runtime, [path], details)
+        return Artifact(path, self.name, precision, [path], details)
 
 
 # ------------------------------------------------------------------------------------------------ conversion

@@ -49,6 +49,25 @@ class QuantContract:
 
 
 @dataclass
+class QuantJob:
+    """What a backend's accuracy-aware int8 search gets: the model, its fp32 and plain-int8 artifacts in this
+    format, real calibration data and the validation split. Never the test split: the gate scores that once."""
+
+    model: Any  # the PyTorch student (nn.Module)
+    sample: np.ndarray
+    fp32: Path
+    plain: Any  # edgekd.backends.Artifact: the plain int8 that broke the contract (its details, e.g. the scheme)
+    out: Path
+    calibration: Calibration
+    val: EvalSet
+    contract: QuantContract
+    max_float_fraction: float = 0.5
+    threads: int = 1
+    timing_x: np.ndarray | None = None
+    log: Callable[[str], None] | None = None
+
+
+@dataclass
 class Attempt:
     float_layers: list[str]
     accuracy: list[float]  # per evaluation split
@@ -125,26 +144,116 @@ def _contract_met(contract: QuantContract, acc: list[float], fp32: list[float]) 
     return ok, drops
 
 
-def _p50(path: Path, x: np.ndarray, threads: int, precision: str, runs: int = 200) -> float:
-    from edgekd.runner import load_session, measure_latency
+def _measure_interleaved(paths: dict[str, tuple[Path, str]], x: np.ndarray, threads: int) -> dict[str, float]:
+    from edgekd.timing import measure_interleaved
 
-    stats, _ = measure_latency(load_session(str(path), threads, precision), x, runs=runs, warmup=20, blocks=5)
-    return stats["p50"]
+    return measure_interleaved(paths, x, threads).medians()
 
 
-def _measure_interleaved(paths: dict[str, tuple[Path, str]], x: np.ndarray, threads: int, rounds: int = 5,
-                         runs: int = 60) -> dict[str, float]:
-    """Median of per-round p50s, the models measured in alternating order each round (drift hits all alike)."""
-    from edgekd.runner import load_session, measure_latency
+def _check_fp32_floor(contract: QuantContract, fp32_acc: list[float]) -> None:
+    if contract.min_accuracy is not None and min(fp32_acc) < contract.min_accuracy:
+        raise ContractError(
+            f"no precision can meet the accuracy contract: even the fp32 model reaches only "
+            f"{min(fp32_acc):.4f} < min_accuracy {contract.min_accuracy:.4f}; nothing was shipped",
+            "relax min_accuracy_ratio in the target, or train a better student/teacher")
 
-    sessions = {k: load_session(str(p), threads, prec) for k, (p, prec) in paths.items()}
-    samples: dict[str, list[float]] = {k: [] for k in sessions}
-    keys = list(sessions)
-    for r in range(rounds):
-        for k in keys if r % 2 == 0 else keys[::-1]:
-            stats, _ = measure_latency(sessions[k], x, runs=runs, warmup=5, blocks=1)
-            samples[k].append(stats["p50"])
-    return {k: float(np.median(v)) for k, v in samples.items()}
+
+def _check_fraction(max_float_fraction: float) -> None:
+    if not 0.0 <= max_float_fraction <= 1.0:
+        raise EdgekdError(f"max_float_fraction must lie in [0, 1], got {max_float_fraction}", "use e.g. 0.5")
+
+
+@dataclass
+class Scored:
+    """One quantization with a given set of float layers, scored in the real runtime on every split."""
+
+    accuracy: list[float]
+    logit_mse: float
+    path: Path
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def score_logits(session, sets: list[EvalSet], references: list[np.ndarray]) -> tuple[list[float], float]:
+    """(accuracy per split, mean squared logit error vs the fp32 references) of a loaded int8 session."""
+    accs, errs = [], []
+    for (x, y), ref in zip(sets, references, strict=True):
+        logits = session.run_batched(x)
+        accs.append(_accuracy(logits, y))
+        errs.append(float(np.mean((logits - ref) ** 2)))
+    return accs, float(np.mean(errs))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A choice the greedy search can make: ``label`` for the report, ``members`` the layers it keeps float."""
+
+    label: str
+    members: tuple[str, ...]
+
+
+@dataclass
+class Search:
+    """The greedy float-layer search's outcome: what stayed float and the model that met (or missed) the contract."""
+
+    labels: list[str]
+    members: list[str]
+    final: Scored
+    drops: list[float]
+    attempts: list[Attempt]
+    met: bool
+
+
+def greedy_float_search(score: Callable[[list[str]], Scored], ranked: Sequence[Candidate],
+                        cost: Callable[[list[str]], int], cap: int, contract: QuantContract, fp32_acc: list[float],
+                        plain: Scored, say: Callable[[str], None], what: str) -> Search:
+    """Keep candidates float, most sensitive first, until the contract holds or the float budget (``cap``, in
+    units of ``cost``) is spent: shared by the ONNX and TFLite searches."""
+    ok, drops = _contract_met(contract, plain.accuracy, fp32_acc)
+    search = Search([], [], plain, drops, [Attempt([], plain.accuracy, drops, ok)], ok)
+    if ok or cap <= 0:
+        return search
+    for candidate in ranked:
+        trial = list(dict.fromkeys(search.members + list(candidate.members)))
+        if cost(trial) > cap or trial == search.members:
+            continue
+        search.members, search.labels = trial, [*search.labels, candidate.label]
+        scored = score(trial)
+        ok, drops = _contract_met(contract, scored.accuracy, fp32_acc)
+        search.attempts.append(Attempt(list(trial), scored.accuracy, drops, ok))
+        say(f"{what} contract: keep {candidate.label} float ({len(trial)} float) -> accuracy "
+            f"{_fmt(scored.accuracy)}, drop {_fmt(drops)}")
+        if ok:
+            search.final, search.drops, search.met = scored, drops, True
+            break
+    return search
+
+
+def _latency_cost(timing_x: np.ndarray | None, threads: int, fp32: tuple[Path, str], plain: Path,
+                  shipped: Path | None) -> tuple[dict[str, float], float | None]:
+    """p50 of fp32, plain int8 and the shipped model, interleaved in one run, and the float layers' cost."""
+    if timing_x is None:
+        return {}, None
+    paths = {"fp32": fp32, "plain_int8": (plain, "int8")}
+    if shipped is not None:
+        paths["shipped"] = (shipped, "int8")
+    latency = _measure_interleaved(paths, np.ascontiguousarray(timing_x, dtype=np.float32), threads)
+    latency.setdefault("shipped", latency["plain_int8"])
+    return latency, latency["shipped"] / latency["plain_int8"] - 1.0
+
+
+def _place(final: Path, out: Path) -> Path:
+    """Copy the chosen model to ``out`` by one rename: never a half-written artifact there."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.stem}-", suffix=out.suffix, delete=False) as fh:
+        staged = Path(fh.name)
+    try:
+        shutil.copyfile(final, staged)
+        staged.replace(out)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    return out
 
 
 # --------------------------------------------------------------------------------------------- ONNX
@@ -207,11 +316,6 @@ def onnx_float_units(fp32: Path, int8: Path) -> tuple[list[FloatUnit], list[str]
     return units, compute
 
 
-def onnx_candidate_nodes(fp32: Path, op_types: Sequence[str] = SENSITIVE_OP_TYPES) -> list[str]:
-    """Names of the nodes onnxruntime's quantizer sees (after its pre-processing) of the given op types."""
-    return [n.name for n in _prepped_graph(fp32).node if n.op_type in op_types]
-
-
 class _OnnxEvaluator:
     """Quantize with a given set of float nodes and score it in onnxruntime on every evaluation split."""
 
@@ -224,26 +328,32 @@ class _OnnxEvaluator:
         self.fp32_accuracy = [_accuracy(lg, y) for lg, (_, y) in zip(self.fp32_logits, eval_sets, strict=True)]
         self.count = 0
 
-    def quantize(self, exclude: Sequence[str], out: Path | None = None) -> Path:
+    def score(self, exclude: Sequence[str]) -> Scored:
         from edgekd.backends.onnx import quantize_onnx_int8
-
-        self.count += 1
-        path = out or self.work / f"q{self.count}.onnx"
-        logging.getLogger().setLevel(logging.ERROR)  # onnxruntime.quantization logs every node at INFO
-        return quantize_onnx_int8(self.fp32, path, self.calibration, self.scheme, nodes_to_exclude=list(exclude))
-
-    def score(self, exclude: Sequence[str]) -> tuple[list[float], float, Path]:
-        """(accuracy per split, mean squared logit error vs fp32, path)."""
         from edgekd.runner import load_session
 
-        path = self.quantize(exclude)
-        session = load_session(str(path), 1, "int8")
-        accs, errs = [], []
-        for (x, y), ref in zip(self.eval_sets, self.fp32_logits, strict=True):
-            logits = session.run_batched(x)
-            accs.append(_accuracy(logits, y))
-            errs.append(float(np.mean((logits - ref) ** 2)))
-        return accs, float(np.mean(errs)), path
+        self.count += 1
+        path = quantize_onnx_int8(self.fp32, self.work / f"q{self.count}.onnx", self.calibration, self.scheme,
+                                  nodes_to_exclude=list(exclude))
+        accs, err = score_logits(load_session(str(path), 1, "int8"), self.eval_sets, self.fp32_logits)
+        return Scored(accs, err, path)
+
+
+def _onnx_ranked(ev: _OnnxEvaluator, units: list[FloatUnit], plain: Scored, say: Callable[[str], None],
+                 ) -> tuple[list[Candidate], list[dict[str, Any]]]:
+    """One quantization per activation tensor, that tensor kept float; ranked by accuracy recovered, then error."""
+    sensitivity = []
+    for unit in units:
+        scored = ev.score(unit.nodes)
+        sensitivity.append({"tensor": unit.tensor, "nodes": list(unit.nodes), "accuracy": scored.accuracy,
+                            "logit_mse": scored.logit_mse,
+                            "accuracy_gain": float(np.mean(scored.accuracy) - np.mean(plain.accuracy)),
+                            "mse_reduction": plain.logit_mse - scored.logit_mse})
+    sensitivity.sort(key=lambda s: (-s["accuracy_gain"], -s["mse_reduction"]))
+    say("int8 contract: most sensitive tensors " + ", ".join(
+        f"{s['tensor']} (accuracy {s['accuracy_gain']:+.4f}, logit mse {-s['mse_reduction']:+.3g})"
+        for s in sensitivity[:5]))
+    return [Candidate(s["tensor"], tuple(s["nodes"])) for s in sensitivity], sensitivity
 
 
 def onnx_accuracy_aware_int8(
@@ -260,86 +370,45 @@ def onnx_accuracy_aware_int8(
 ) -> AccuracyAwareResult:
     """Int8 QDQ model of ``fp32`` meeting ``contract`` on ``eval_sets``, with the fewest float layers found.
 
-    ``eval_sets``: (x, y) splits the contract must hold on (the validation split; add the test split when the
-    gate checks it there). ``max_float_fraction``: beyond this share of candidate layers in float the model
+    ``eval_sets``: (x, y) splits the contract must hold on: the validation split (never the test split, which
+    the gate scores once). ``scheme``: the activation/weight scheme plain int8 was built with, so every
+    re-quantization uses the same. ``max_float_fraction``: beyond this share of compute layers in float the model
     is no longer meaningfully int8 and the search gives up with a ContractError.
     """
     say = log or (lambda _m: None)
     sets = _check_sets(eval_sets)
-    if not 0.0 <= max_float_fraction <= 1.0:
-        raise EdgekdError(f"max_float_fraction must lie in [0, 1], got {max_float_fraction}", "use e.g. 0.5")
+    _check_fraction(max_float_fraction)
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        ev = _OnnxEvaluator(Path(fp32), calibration, sets, scheme, work)
+        ev = _OnnxEvaluator(Path(fp32), calibration, sets, scheme, Path(tmp))
         fp32_acc = ev.fp32_accuracy
-        if contract.min_accuracy is not None and min(fp32_acc) < contract.min_accuracy:
-            raise ContractError(
-                f"no precision can meet the accuracy contract: even the fp32 model reaches only "
-                f"{min(fp32_acc):.4f} < min_accuracy {contract.min_accuracy:.4f}; nothing was shipped",
-                "relax min_accuracy_ratio in the target, or train a better student/teacher")
-        plain_acc, plain_err, plain_path = ev.score([])
-        units, compute = onnx_float_units(Path(fp32), plain_path)
+        _check_fp32_floor(contract, fp32_acc)
+        plain = ev.score([])
+        units, compute = onnx_float_units(Path(fp32), plain.path)
         cap = int(np.floor(max_float_fraction * len(compute)))
-        ok, drops = _contract_met(contract, plain_acc, fp32_acc)
-        attempts = [Attempt([], plain_acc, drops, ok)]
-        say(f"int8 contract: plain int8 accuracy {_fmt(plain_acc)} vs fp32 {_fmt(fp32_acc)} (drop {_fmt(drops)}, "
-            f"allowed {contract.max_drop})")
-        chosen: list[str] = []
-        float_tensors: list[str] = []
-        sensitivity: list[dict[str, Any]] = []
-        final_path, final_acc, final_drops = plain_path, plain_acc, drops
-        if not ok and cap > 0:
-            for unit in units:  # one quantization per activation tensor, that tensor kept float
-                acc, err, _ = ev.score(unit.nodes)
-                sensitivity.append({"tensor": unit.tensor, "nodes": list(unit.nodes), "accuracy": acc,
-                                    "logit_mse": err, "accuracy_gain": float(np.mean(acc) - np.mean(plain_acc)),
-                                    "mse_reduction": plain_err - err, "_unit": unit})
-            sensitivity.sort(key=lambda s: (-s["accuracy_gain"], -s["mse_reduction"]))
-            say("int8 contract: most sensitive tensors " + ", ".join(
-                f"{s['tensor']} (accuracy {s['accuracy_gain']:+.4f}, logit mse {-s['mse_reduction']:+.3g})"
-                for s in sensitivity[:5]))
-            for s in sensitivity:
-                unit = s["_unit"]
-                trial = list(dict.fromkeys(chosen + list(unit.nodes)))
-                if sum(1 for n in trial if n in compute) > cap or trial == chosen:
-                    continue
-                chosen = trial
-                float_tensors.append(unit.tensor)
-                acc, _, path = ev.score(chosen)
-                ok, drops = _contract_met(contract, acc, fp32_acc)
-                attempts.append(Attempt(list(chosen), acc, drops, ok))
-                say(f"int8 contract: keep {unit.tensor} float ({len(chosen)} node(s) float) -> accuracy "
-                    f"{_fmt(acc)}, drop {_fmt(drops)}")
-                if ok:
-                    final_path, final_acc, final_drops = path, acc, drops
-                    break
-            for s in sensitivity:
-                s.pop("_unit")
-        if not ok:
-            raise _contract_unmet("int8", contract, attempts, cap, len(compute), "compute layers", "node(s)",
+        say(f"int8 contract: plain int8 accuracy {_fmt(plain.accuracy)} vs fp32 {_fmt(fp32_acc)}, allowed drop "
+            f"{contract.max_drop}")
+        ranked, sensitivity = [], []
+        if not _contract_met(contract, plain.accuracy, fp32_acc)[0] and cap > 0:
+            ranked, sensitivity = _onnx_ranked(ev, units, plain, say)
+        search = greedy_float_search(lambda members: ev.score(members), ranked,
+                                     lambda members: sum(1 for n in members if n in compute), cap, contract,
+                                     fp32_acc, plain, say, "int8")
+        if not search.met:
+            raise _contract_unmet("int8", contract, search.attempts, cap, len(compute), "compute layers", "node(s)",
                                   fp32_acc)
-        latency: dict[str, float] = {}
-        cost = None
-        if timing_x is not None:
-            paths = {"fp32": (Path(fp32), "fp32"), "plain_int8": (plain_path, "int8")}
-            if chosen:
-                paths["shipped"] = (final_path, "int8")
-            latency = _measure_interleaved(paths, timing_x, threads)
-            latency.setdefault("shipped", latency["plain_int8"])
-            cost = latency["shipped"] / latency["plain_int8"] - 1.0
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(final_path, out)
-    summary = (f"int8 meets the contract (drop {max(final_drops):.4f} <= {contract.max_drop}) with "
-               + (f"{len(float_tensors)} tensor(s) kept float ({', '.join(float_tensors)}), i.e. nodes "
-                  f"{', '.join(chosen)}"
-                  if chosen else "no layer kept float")
+        latency, cost = _latency_cost(timing_x, threads, (Path(fp32), "fp32"), plain.path,
+                                      search.final.path if search.members else None)
+        _place(search.final.path, out)
+    summary = (f"int8 meets the contract (drop {max(search.drops):.4f} <= {contract.max_drop}) with "
+               + (f"{len(search.labels)} tensor(s) kept float ({', '.join(search.labels)}), i.e. nodes "
+                  f"{', '.join(search.members)}" if search.members else "no layer kept float")
                + (f"; latency vs plain int8 {cost:+.1%}" if cost is not None else ""))
     say("int8 contract: " + summary)
-    return AccuracyAwareResult(out, "onnx", "onnxruntime QDQ + per-layer sensitivity, greedy float fallback",
-                               contract, fp32_acc, plain_acc, final_acc, final_drops, chosen,
-                               len([n for n in compute if n not in chosen]), len(compute), attempts, sensitivity,
-                               latency, cost, summary, float_tensors)
+    return AccuracyAwareResult(Path(out), "onnx", f"onnxruntime QDQ ({scheme}) + per-layer sensitivity, greedy "
+                               "float fallback", contract, fp32_acc, plain.accuracy, search.final.accuracy,
+                               search.drops, search.members,
+                               len([n for n in compute if n not in search.members]), len(compute), search.attempts,
+                               sensitivity, latency, cost, summary, search.labels)
 
 
 # --------------------------------------------------------------------------------------------- OpenVINO
@@ -393,10 +462,7 @@ def openvino_accuracy_aware_int8(
     val_items = [(x_val[i : i + 1], int(y_val[i])) for i in range(len(x_val))]
     config = {"INFERENCE_PRECISION_HINT": "f32"}
     fp32_acc = validate(core.compile_model(model, "CPU", config), val_items)
-    if contract.min_accuracy is not None and fp32_acc < contract.min_accuracy:
-        raise ContractError(f"no precision can meet the accuracy contract: the fp32 model reaches {fp32_acc:.4f} "
-                            f"< min_accuracy {contract.min_accuracy:.4f}; nothing was shipped",
-                            "relax min_accuracy_ratio in the target")
+    _check_fp32_floor(contract, [fp32_acc])
     calib = nncf.Dataset([calibration.x[i : i + 1] for i in range(len(calibration.x))])
     plain = nncf.quantize(model, calib, subset_size=len(calibration.x))
     plain_acc = validate(core.compile_model(plain, "CPU"), val_items)
@@ -454,6 +520,28 @@ def _tflite_label(index: int, op: str, scope: str) -> str:
     return f"{op}#{index} {tail}"
 
 
+def _tflite_ranked(score: Callable[[list[str]], Scored], labels: list[str], plain: Scored, fp32_acc: list[float],
+                   say: Callable[[str], None]) -> tuple[list[Candidate], list[dict[str, Any]]]:
+    """Two quantizations per op: all int8 but this op, and all float but this op. The first finds an op whose float
+    compute alone recovers accuracy; the second breaks its ties, e.g. when the harm is in a tensor that the op
+    producing it and the ops reading it all quantize."""
+    sensitivity = []
+    for label in labels:
+        alone_float = score([label])
+        alone_int8 = score([n for n in labels if n != label])
+        sensitivity.append({"op": label, "accuracy": alone_float.accuracy, "logit_mse": alone_float.logit_mse,
+                            "accuracy_gain": float(np.mean(alone_float.accuracy) - np.mean(plain.accuracy)),
+                            "mse_reduction": plain.logit_mse - alone_float.logit_mse,
+                            "alone_accuracy_loss": float(np.mean(fp32_acc) - np.mean(alone_int8.accuracy)),
+                            "alone_logit_mse": alone_int8.logit_mse})
+    sensitivity.sort(key=lambda s: (-s["accuracy_gain"], -s["alone_accuracy_loss"], -s["mse_reduction"],
+                                    -s["alone_logit_mse"]))
+    say("tflite int8 contract: most sensitive ops " + ", ".join(
+        f"{s['op']} (float alone: accuracy {s['accuracy_gain']:+.4f}; int8 alone: accuracy "
+        f"{-s['alone_accuracy_loss']:+.4f}, logit mse {s['alone_logit_mse']:.3g})" for s in sensitivity[:5]))
+    return [Candidate(s["op"], (s["op"],)) for s in sensitivity], sensitivity
+
+
 def tflite_accuracy_aware_int8(
     model,
     sample: np.ndarray,
@@ -468,27 +556,24 @@ def tflite_accuracy_aware_int8(
     log: Callable[[str], None] | None = None,
 ) -> AccuracyAwareResult:
     """Full-int8 .tflite of ``model`` (ai-edge-quantizer static recipe, as ``TfliteBackend``) meeting ``contract``
-    on ``eval_sets``, with the fewest float ops found.
+    on ``eval_sets`` (the validation split), with the fewest float ops found.
 
-    Plain int8 first; when it breaks the contract, each compute op (conv/depthwise/fully-connected...) is
-    quantized once with only that op left float (AEQ ``no_quantize`` recipe entry matched on the op's scope) and
-    once with only that op quantized; ops are ranked by the accuracy keeping them float recovers, then by the
-    accuracy (then logit error) quantizing them alone costs, and kept float greedily, most sensitive first,
-    until the contract holds. Calibration (whole-set min/max) runs once and is reused by every attempt.
-    More than ``max_float_fraction`` of the compute ops in float: ``ContractError``, nothing written at ``out``.
+    Plain int8 first; when it breaks the contract, each compute op (conv/depthwise/fully-connected...) is ranked
+    by ``_tflite_ranked`` (AEQ ``no_quantize`` recipe entries matched on the op's scope) and kept float greedily,
+    most sensitive first, until the contract holds. Calibration (whole-set min/max) runs once and is reused by
+    every attempt. More than ``max_float_fraction`` of the compute ops in float: ``ContractError``, nothing
+    written at ``out``.
     """
     from edgekd.backends.tflite import cached_fp32, calibrate, op_scopes, quantize
     from edgekd.runner import load_session
 
     say = log or (lambda _m: None)
     sets = _check_sets(eval_sets)
-    if not 0.0 <= max_float_fraction <= 1.0:
-        raise EdgekdError(f"max_float_fraction must lie in [0, 1], got {max_float_fraction}", "use e.g. 0.5")
+    _check_fraction(max_float_fraction)
     if tuple(calibration.x.shape[1:]) != tuple(sample.shape[1:]):
         raise EdgekdError(
             f"the calibration set has sample shape {list(calibration.x.shape[1:])} but the model takes "
             f"{list(sample.shape[1:])}", "rebuild it with `edgekd calibrate` for this target's data")
-    out = Path(out)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         fp32 = work / "fp32.tflite"
@@ -496,95 +581,41 @@ def tflite_accuracy_aware_int8(
         session = load_session(str(fp32), 1, "fp32")
         fp32_logits = [session.run_batched(x) for x, _ in sets]
         fp32_acc = [_accuracy(lg, y) for lg, (_, y) in zip(fp32_logits, sets, strict=True)]
-        if contract.min_accuracy is not None and min(fp32_acc) < contract.min_accuracy:
-            raise ContractError(
-                f"no precision can meet the accuracy contract: even the fp32 model reaches only "
-                f"{min(fp32_acc):.4f} < min_accuracy {contract.min_accuracy:.4f}; nothing was shipped",
-                "relax min_accuracy_ratio in the target, or train a better student/teacher")
+        _check_fp32_floor(contract, fp32_acc)
         qsvs = calibrate(fp32, calibration)
-        candidates = [(_tflite_label(i, op, scope), scope)
-                      for i, (op, scope) in enumerate(op_scopes(fp32, TFLITE_SENSITIVE_OPS))]
-        scope_of = dict(candidates)
+        scope_of = {_tflite_label(i, op, scope): scope
+                    for i, (op, scope) in enumerate(op_scopes(fp32, TFLITE_SENSITIVE_OPS))}
         count = [0]
 
-        def score(float_labels: Sequence[str]) -> tuple[list[float], float, Path, dict]:
+        def score(float_labels: list[str]) -> Scored:
             count[0] += 1
             path = work / f"q{count[0]}.tflite"
             details = quantize(fp32, path, "int8", calibration, integer_io,
                                float_ops=[scope_of[n] for n in float_labels], qsvs=qsvs)
-            sess = load_session(str(path), 1, "int8")
-            accs, errs = [], []
-            for (x, y), ref in zip(sets, fp32_logits, strict=True):
-                logits = sess.run_batched(x)
-                accs.append(_accuracy(logits, y))
-                errs.append(float(np.mean((logits - ref) ** 2)))
-            return accs, float(np.mean(errs)), path, details
+            accs, err = score_logits(load_session(str(path), 1, "int8"), sets, fp32_logits)
+            return Scored(accs, err, path, details)
 
-        plain_acc, plain_err, plain_path, details = score([])
-        cap = int(np.floor(max_float_fraction * len(candidates)))
-        ok, drops = _contract_met(contract, plain_acc, fp32_acc)
-        attempts = [Attempt([], plain_acc, drops, ok)]
-        say(f"tflite int8 contract: plain int8 accuracy {_fmt(plain_acc)} vs fp32 {_fmt(fp32_acc)} "
-            f"(drop {_fmt(drops)}, allowed {contract.max_drop})")
-        chosen: list[str] = []
-        sensitivity: list[dict[str, Any]] = []
-        final_path, final_acc, final_drops = plain_path, plain_acc, drops
-        if not ok and cap > 0:
-            labels = [label for label, _ in candidates]
-            for label in labels:
-                # Two quantizations per op: all int8 but this op, and all float but this op. The first finds
-                # an op whose float compute alone recovers accuracy; the second breaks its ties, e.g. when the
-                # harm is in a tensor that the op producing it and the ops reading it all quantize.
-                acc, err, _, _ = score([label])
-                alone_acc, alone_err, _, _ = score([n for n in labels if n != label])
-                sensitivity.append({"op": label, "accuracy": acc, "logit_mse": err,
-                                    "accuracy_gain": float(np.mean(acc) - np.mean(plain_acc)),
-                                    "mse_reduction": plain_err - err,
-                                    "alone_accuracy_loss": float(np.mean(fp32_acc) - np.mean(alone_acc)),
-                                    "alone_logit_mse": alone_err})
-            sensitivity.sort(key=lambda s: (-s["accuracy_gain"], -s["alone_accuracy_loss"], -s["mse_reduction"],
-                                            -s["alone_logit_mse"]))
-            say("tflite int8 contract: most sensitive ops " + ", ".join(
-                f"{s['op']} (float alone: accuracy {s['accuracy_gain']:+.4f}; int8 alone: accuracy "
-                f"{-s['alone_accuracy_loss']:+.4f}, logit mse {s['alone_logit_mse']:.3g})" for s in sensitivity[:5]))
-            for s in sensitivity[:cap]:
-                chosen.append(s["op"])
-                acc, _, path, details_try = score(chosen)
-                ok, drops = _contract_met(contract, acc, fp32_acc)
-                attempts.append(Attempt(list(chosen), acc, drops, ok))
-                say(f"tflite int8 contract: keep {s['op']} float ({len(chosen)} op(s) float) -> accuracy "
-                    f"{_fmt(acc)}, drop {_fmt(drops)}")
-                if ok:
-                    final_path, final_acc, final_drops, details = path, acc, drops, details_try
-                    break
-        if not ok:
-            raise _contract_unmet("TFLite int8", contract, attempts, cap, len(candidates), "compute ops", "op(s)",
-                                  fp32_acc)
-        latency: dict[str, float] = {}
-        cost = None
-        if timing_x is not None:
-            paths = {"fp32": (fp32, "fp32"), "plain_int8": (plain_path, "int8")}
-            if chosen:
-                paths["shipped"] = (final_path, "int8")
-            latency = _measure_interleaved(paths, np.ascontiguousarray(timing_x, dtype=np.float32), threads)
-            latency.setdefault("shipped", latency["plain_int8"])
-            cost = latency["shipped"] / latency["plain_int8"] - 1.0
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.stem}-", suffix=".tflite",
-                                         delete=False) as fh:
-            staged = Path(fh.name)
-        try:
-            shutil.copyfile(final_path, staged)
-            staged.replace(out)  # one rename: never a half-written artifact at ``out``
-        except BaseException:
-            staged.unlink(missing_ok=True)
-            raise
-    summary = (f"tflite int8 meets the contract (drop {max(final_drops):.4f} <= {contract.max_drop}) with "
+        plain = score([])
+        cap = int(np.floor(max_float_fraction * len(scope_of)))
+        say(f"tflite int8 contract: plain int8 accuracy {_fmt(plain.accuracy)} vs fp32 {_fmt(fp32_acc)}, allowed "
+            f"drop {contract.max_drop}")
+        ranked, sensitivity = [], []
+        if not _contract_met(contract, plain.accuracy, fp32_acc)[0] and cap > 0:
+            ranked, sensitivity = _tflite_ranked(score, list(scope_of), plain, fp32_acc, say)
+        search = greedy_float_search(score, ranked, len, cap, contract, fp32_acc, plain, say, "tflite int8")
+        if not search.met:
+            raise _contract_unmet("TFLite int8", contract, search.attempts, cap, len(scope_of), "compute ops",
+                                  "op(s)", fp32_acc)
+        latency, cost = _latency_cost(timing_x, threads, (fp32, "fp32"), plain.path,
+                                      search.final.path if search.members else None)
+        _place(search.final.path, out)
+    chosen = search.members
+    summary = (f"tflite int8 meets the contract (drop {max(search.drops):.4f} <= {contract.max_drop}) with "
                + (f"{len(chosen)} op(s) kept float ({', '.join(chosen)})" if chosen else "no op kept float")
                + (f"; latency vs plain int8 {cost:+.1%}" if cost is not None else ""))
     say("tflite int8 contract: " + summary)
     method = ("ai-edge-quantizer static int8 (whole-set min/max) + per-op sensitivity, greedy float fallback "
-              f"({details.get('quantizer', '')})")
-    return AccuracyAwareResult(out, "tflite", method, contract, fp32_acc, plain_acc, final_acc, final_drops,
-                               chosen, len(candidates) - len(chosen), len(candidates), attempts, sensitivity,
-                               latency, cost, summary)
+              f"({search.final.details.get('quantizer', '')})")
+    return AccuracyAwareResult(Path(out), "tflite", method, contract, fp32_acc, plain.accuracy, search.final.accuracy,
+                               search.drops, chosen, len(scope_of) - len(chosen), len(scope_of), search.attempts,
+                               sensitivity, latency, cost, summary)

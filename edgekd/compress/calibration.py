@@ -58,19 +58,29 @@ def save_calibration_set(calibration: Calibration, path: str | Path) -> dict:
     return manifest
 
 
-def load_calibration_set(path: str | Path, input_shape: tuple[int, ...]) -> Calibration:
-    """Load a saved set and check it matches the model's input shape."""
+def load_calibration_set(path: str | Path, input_shape: tuple[int, ...],
+                         data_fingerprint: str | None = None) -> Calibration:
+    """Load a set written by ``edgekd calibrate``; refuse one made for other data or another input shape."""
     path = Path(path)
+    fix = "rebuild it from the same data with `edgekd calibrate`"
     try:
         with np.load(path, allow_pickle=False) as npz:
-            x = npz["x"].astype(np.float32)
-    except (OSError, KeyError, ValueError) as exc:
-        raise EdgekdError(f"cannot read calibration set {path}: {exc}", "rebuild it with `edgekd calibrate`") from None
-    if tuple(x.shape[1:]) != tuple(input_shape):
-        raise EdgekdError(
-            f"calibration set {path} has sample shape {tuple(x.shape[1:])}, the model takes {tuple(input_shape)}",
-            "rebuild it from the same data with `edgekd calibrate`",
-        )
+            x = np.asarray(npz["x"])
+    except Exception as exc:  # noqa: BLE001 - a bad or hostile file is the user's input, never a traceback
+        raise EdgekdError(f"cannot read calibration set {path}: {type(exc).__name__}: {exc}", fix) from None
+    if not np.issubdtype(x.dtype, np.floating) or tuple(x.shape[1:]) != tuple(input_shape):
+        raise EdgekdError(f"calibration set {path} holds {x.dtype} samples of shape {tuple(x.shape[1:])}; the model "
+                          f"takes float samples of shape {tuple(input_shape)}", fix)
     manifest_path = path.with_suffix(".manifest.json")
-    source = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"file": str(path)}
-    return Calibration(x, source)
+    source: dict = {"file": path.name, "sha256": sha256_file(path), "manifest": None}
+    if manifest_path.is_file():
+        try:
+            source = {**json.loads(manifest_path.read_text(encoding="utf-8")), "file": path.name,
+                      "sha256": sha256_file(path)}
+        except (ValueError, UnicodeDecodeError, TypeError) as exc:
+            raise EdgekdError(f"cannot read {manifest_path}: {exc}", fix) from None
+    made_for = source.get("data_fingerprint")
+    if data_fingerprint is not None and made_for is not None and made_for != data_fingerprint:
+        raise EdgekdError(f"calibration set {path} was made from other data (fingerprint {made_for}, this build's "
+                          f"data is {data_fingerprint}): its inputs are normalised for that data", fix)
+    return Calibration(x.astype(np.float32), source)

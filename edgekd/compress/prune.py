@@ -2,21 +2,18 @@
 
 Structured pruning removes whole channels through torch-pruning's dependency graph (coupled layers -- residual
 adds, depthwise convolutions, BatchNorm -- shrink together), so the pruned model is a smaller dense model that
-every runtime runs faster without sparse kernels. It is iterative: each step removes a slice of the MACs, a
-short KD fine-tune from the teacher recovers the accuracy, and the step is exported and timed in the real
-runtime against the last kept model. A step is kept only when it is faster (or smaller, when the target asks
-for size) by more than the measured noise: MAC counts do not predict latency on small models, where per-layer
-overheads dominate, so the measurement decides.
-
-Unstructured magnitude pruning (zeroed weights, same shapes) is offered too, reported honestly: it shrinks the
-*compressed* size of the weights; dense runtimes do not skip zeros, so no speed is claimed unless measured.
+every runtime runs faster without sparse kernels. It is iterative: each step removes a slice of the MACs (channels
+ranked by a torch-pruning importance criterion chosen by name, ``IMPORTANCES``), a short KD fine-tune from the
+teacher recovers the accuracy, and the step is exported and timed against the last kept model, interleaved, in
+the runtime the caller names (the build uses the target's primary format in fp32; the default is onnxruntime). A
+step is kept only when it is faster (or smaller, when asked) by more than the measured noise: MAC counts do not
+predict latency on small models, where per-layer overheads dominate, so the measurement decides. Accuracy is
+judged on the validation split only.
 """
 
 from __future__ import annotations
 
 import copy
-import gzip
-import io
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,6 +29,16 @@ from edgekd.errors import EdgekdError
 from edgekd.models.budget import count_macs, count_params
 
 Objective = Literal["latency", "size"]
+# Channel-ranking criteria of torch-pruning, by name: (importance class, its arguments, needs gradients).
+IMPORTANCES: dict[str, tuple[str, dict[str, Any], bool]] = {
+    "magnitude": ("MagnitudeImportance", {"p": 2}, False),  # L2 norm of each channel's weights
+    "l1": ("MagnitudeImportance", {"p": 1}, False),
+    "lamp": ("LAMPImportance", {"p": 2}, False),  # layer-adaptive magnitude (Lee et al., 2021)
+    "fpgm": ("FPGMImportance", {}, False),  # distance to the geometric median (He et al., 2019)
+    "bn_scale": ("BNScaleImportance", {}, False),  # BatchNorm gamma (network slimming)
+    "taylor": ("TaylorImportance", {}, True),  # first-order Taylor: weight x gradient on a training batch
+    "random": ("RandomImportance", {}, False),  # a control: what any criterion must beat
+}
 
 
 # --------------------------------------------------------------------------------------------- config/results
@@ -60,6 +67,7 @@ class PruneConfig:
     threads: int = 1
     rounds: int = 7  # interleaved measurement rounds (each: one block per model, order alternating)
     runs_per_round: int = 60
+    importance: str = "magnitude"  # a key of IMPORTANCES
 
     def validate(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
@@ -78,6 +86,9 @@ class PruneConfig:
             raise EdgekdError(f"unknown pruning objective '{self.objective}'", "use 'latency' or 'size'")
         if self.finetune_epochs < 0:
             raise EdgekdError("finetune_epochs must be >= 0", "use e.g. 2")
+        if self.importance not in IMPORTANCES:
+            raise EdgekdError(f"unknown pruning importance '{self.importance}'",
+                              f"use one of: {', '.join(IMPORTANCES)}")
 
 
 @dataclass
@@ -189,9 +200,23 @@ def _first_line(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:300]
 
 
+def _importance(name: str, model: nn.Module, grad_batch: tuple[torch.Tensor, torch.Tensor] | None):
+    import torch_pruning as tp
+
+    cls_name, kwargs, needs_grad = IMPORTANCES[name]
+    if needs_grad:  # gradient-based criteria read .grad: one backward pass on a training batch
+        if grad_batch is None:
+            raise EdgekdError(f"pruning importance '{name}' needs a training batch", "pass grad_batch")
+        model.zero_grad()
+        nn.functional.cross_entropy(model.train()(grad_batch[0]), grad_batch[1]).backward()
+        model.eval()
+    return getattr(tp.importance, cls_name)(**kwargs)
+
+
 def prune_channels(model: nn.Module, example: torch.Tensor, channel_ratio: float, classifier: nn.Module,
-                   channel_multiple: int) -> nn.Module:
-    """Remove ``channel_ratio`` of every prunable layer's channels (L2 magnitude), in place; returns the model.
+                   channel_multiple: int, importance: str = "magnitude",
+                   grad_batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> nn.Module:
+    """Remove ``channel_ratio`` of every prunable layer's channels (ranked by ``importance``), in place.
 
     Raises an EdgekdError naming the layer when the dependency graph cannot trace the model or the pruned
     model no longer runs (e.g. a hard-coded reshape that assumes the old channel count).
@@ -201,7 +226,7 @@ def prune_channels(model: nn.Module, example: torch.Tensor, channel_ratio: float
     model.eval()
     try:
         pruner = tp.pruner.MetaPruner(
-            model, example_inputs=example, importance=tp.importance.MagnitudeImportance(p=2),
+            model, example_inputs=example, importance=_importance(importance, model, grad_batch),
             pruning_ratio=channel_ratio, ignored_layers=[classifier], round_to=channel_multiple,
         )
         pruner.step()
@@ -223,35 +248,41 @@ def prune_channels(model: nn.Module, example: torch.Tensor, channel_ratio: float
 
 
 def _channel_ratio_for_macs(model: nn.Module, example: torch.Tensor, input_shape: tuple[int, ...],
-                            target_macs: int, classifier_index: int, channel_multiple: int,
-                            ) -> tuple[float, nn.Module]:
+                            target_macs: int, classifier_index: int, channel_multiple: int, importance: str,
+                            grad_batch: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[float, nn.Module]:
     """Bisect the uniform channel ratio whose pruned copy has the most MACs <= ``target_macs``.
 
     Rounding to ``channel_multiple`` makes MACs a step function of the ratio, so bisection on copies is
     simpler and more exact than inverting a MAC model.
     """
+    def pruned_copy(ratio: float) -> nn.Module:
+        trial = copy.deepcopy(model)
+        return prune_channels(trial, example, ratio, list(trial.modules())[classifier_index], channel_multiple,
+                              importance, grad_batch)
+
     lo, hi, best = 0.0, 0.95, None
     for _ in range(7):  # ~1 % resolution on the ratio: finer than one channel multiple on small layers
         mid = (lo + hi) / 2
-        trial = copy.deepcopy(model)
-        clf = list(trial.modules())[classifier_index]
-        prune_channels(trial, example, mid, clf, channel_multiple)
+        trial = pruned_copy(mid)
         if count_macs(trial, input_shape) <= target_macs:
             best, hi = (mid, trial), mid
         else:
             lo = mid
-    if best is None:  # even 95 % of channels did not reach the slice: take the most we can
-        trial = copy.deepcopy(model)
-        prune_channels(trial, example, hi, list(trial.modules())[classifier_index], channel_multiple)
-        best = (hi, trial)
-    return best
+    return best if best is not None else (hi, pruned_copy(hi))  # 95 % short of the slice: the most we can
+
+
+TimingExport = Callable[[nn.Module, Path], tuple[Path, str]]  # (model, path stem) -> (artifact, precision)
 
 
 def export_for_timing(model: nn.Module, sample: np.ndarray, path: Path) -> Path:
-    """ONNX fp32: the runtime every target's ``also`` list and CI host can run, so timings are comparable."""
+    """ONNX fp32: the default timing runtime when the caller names none (every host can run it)."""
     from edgekd.backends.onnx import export_onnx_fp32
 
     return export_onnx_fp32(copy.deepcopy(model).eval(), sample, path)
+
+
+def onnx_timing_export(sample: np.ndarray) -> TimingExport:
+    return lambda model, stem: (export_for_timing(model, sample, stem.with_suffix(".onnx")), "fp32")
 
 
 def compare_latency(baseline: Path, candidate: Path, x: np.ndarray, rounds: int = 7, runs: int = 60,
@@ -259,21 +290,14 @@ def compare_latency(baseline: Path, candidate: Path, x: np.ndarray, rounds: int 
     """Time two artifacts in their real runtime, interleaved: each round measures one block of each, in
     alternating order, so drift (other processes, thermal state) hits both alike; the per-round ratio cancels it.
     """
-    from edgekd.runner import load_session, measure_latency
+    from edgekd.timing import measure_interleaved
 
-    sessions = [load_session(str(baseline), threads, precision), load_session(str(candidate), threads, precision)]
-    for s in sessions:  # warm both before the first timed block
-        measure_latency(s, x, runs=10, warmup=10, blocks=1)
-    p50s: list[list[float]] = [[], []]
-    for r in range(rounds):
-        order = (0, 1) if r % 2 == 0 else (1, 0)
-        for i in order:
-            stats, _ = measure_latency(sessions[i], x, runs=runs, warmup=5, blocks=1)
-            p50s[i].append(stats["p50"])
-    ratios = [c / b for b, c in zip(p50s[0], p50s[1], strict=True)]
+    timed = measure_interleaved({"baseline": (baseline, precision), "candidate": (candidate, precision)}, x, threads,
+                                rounds=rounds, runs=runs)
+    ratios = timed.ratios("baseline", "candidate")
     med = float(np.median(ratios))
     noise = float(1.4826 * np.median(np.abs(np.asarray(ratios) - med)))
-    return LatencyComparison(float(np.median(p50s[0])), float(np.median(p50s[1])), [round(r, 5) for r in ratios],
+    return LatencyComparison(timed.median("baseline"), timed.median("candidate"), [round(r, 5) for r in ratios],
                              1.0 - med, noise, rounds, threads)
 
 
@@ -292,6 +316,122 @@ def _val_accuracy(model: nn.Module, data: Dataset) -> float:
 
 
 # --------------------------------------------------------------------------------------------- structured
+@dataclass
+class _Kept:
+    """The last step that was proven (step 0: the unpruned student) and its timing artifact."""
+
+    model: nn.Module
+    step: int
+    artifact: tuple[Path, str]
+    accuracy: float
+    macs: int
+
+
+class _StructuredPruner:
+    """The state of one iterative pruning run; ``run`` is the loop, each method one decision."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, data: Dataset, config: PruneConfig,
+                 classifier: nn.Module | None, timing_export: TimingExport, work: Path, progress: bool,
+                 say: Callable[[str], None]) -> None:
+        self.teacher, self.data, self.config, self.progress, self.say = teacher, data, config, progress, say
+        self.timing_export, self.work = timing_export, work
+        self.example = torch.from_numpy(np.ascontiguousarray(data.x_val[:1]))
+        n = min(len(data.y_train), 64)
+        self.grad_batch = (torch.from_numpy(np.ascontiguousarray(data.x_train[:n])),
+                           torch.from_numpy(data.y_train[:n]))
+        self.timing_x = data.x_val[:64]
+        self.base = copy.deepcopy(student).eval()
+        clf = classifier if classifier is not None else find_classifier(student, data.num_classes)
+        self.clf_index = next((i for i, m in enumerate(student.modules()) if m is clf), None)
+        if self.clf_index is None:
+            raise EdgekdError("the classifier passed is not a module of the student", "pass a module of the student")
+        self.base_macs, self.base_acc = count_macs(self.base, data.input_shape), _val_accuracy(self.base, data)
+        self.floor = self.base_acc - config.max_accuracy_drop
+        if config.accuracy_floor is not None:
+            self.floor = max(self.floor, config.accuracy_floor)
+
+    def result(self, kept: _Kept, steps: list[PruneStep], summary: str) -> PruneResult:
+        return PruneResult(kept.model.eval(), base_macs=self.base_macs, base_params=count_params(self.base),
+                           base_val_accuracy=self.base_acc, macs=kept.macs, params=count_params(kept.model),
+                           val_accuracy=kept.accuracy, accuracy_floor=self.floor, steps=steps, kept_step=kept.step,
+                           summary=summary, config=self.config)
+
+    def candidate(self, current: nn.Module, k: int, target: int) -> tuple[PruneStep, nn.Module] | None:
+        """Prune ``current`` to ``target`` MACs and fine-tune it; None when no channel can go any more."""
+        from edgekd.distill.trainer import TrainConfig, train
+
+        c, shape = self.config, self.data.input_shape
+        macs_before = count_macs(current, shape)
+        ratio, model = _channel_ratio_for_macs(current, self.example, shape, target, self.clf_index,
+                                               c.channel_multiple, c.importance, self.grad_batch)
+        macs_after = count_macs(model, shape)
+        if macs_after >= macs_before:
+            return None
+        acc_pruned = _val_accuracy(model, self.data)
+        if c.finetune_epochs > 0:
+            model = train(model, self.data, TrainConfig(
+                epochs=c.finetune_epochs, lr=c.finetune_lr, seed=c.seed + k,
+                loss_weights=c.loss_weights if self.teacher is not None else {"ce": 1.0},
+                temperature=c.temperature, label=f"prune step {k}"), teacher=self.teacher,
+                progress=self.progress).model
+        record = PruneStep(k, macs_before, macs_after, count_params(model), round(ratio, 4), acc_pruned,
+                           _val_accuracy(model, self.data), 0, kept=False, reason="")
+        return record, model
+
+    def judge(self, record: PruneStep, artifact: tuple[Path, str], kept: _Kept) -> tuple[bool, str]:
+        """Faster (or smaller) than the last kept step beyond the measured noise?"""
+        c = self.config
+        if c.objective == "size":
+            before = kept.artifact[0].stat().st_size
+            gain = 1.0 - record.size_bytes / before
+            return gain > c.min_gain, (f"size {record.size_bytes} vs {before} bytes ({gain:+.1%}, required > "
+                                       f"{c.min_gain:.0%})")
+        record.latency = compare_latency(kept.artifact[0], artifact[0], self.timing_x, c.rounds, c.runs_per_round,
+                                         c.threads, precision=artifact[1])
+        return speed_verdict(record.latency, c.min_gain)
+
+    def run(self) -> PruneResult:
+        c = self.config
+        kept = _Kept(self.base, 0, self.timing_export(self.base, self.work / "step0"), self.base_acc,
+                     self.base_macs)
+        current, steps, stop = copy.deepcopy(self.base), [], ""  # current may run ahead of kept (within noise)
+        for k in range(1, c.steps + 1):
+            target = int(self.base_macs * (1.0 - c.ratio * k / c.steps))
+            if count_macs(current, self.data.input_shape) <= target:
+                continue
+            made = self.candidate(current, k, target)
+            if made is None:
+                stop = f"step {k}: no channel can be removed any more at channel multiple {c.channel_multiple}"
+                break
+            record, current = made
+            artifact = self.timing_export(current, self.work / f"step{k}")
+            record.size_bytes, record.compared_with_step = artifact[0].stat().st_size, kept.step
+            steps.append(record)
+            if record.val_accuracy < self.floor:
+                record.reason = (f"accuracy {record.val_accuracy:.4f} after fine-tuning is below the floor "
+                                 f"{self.floor:.4f}; kept step {kept.step} ({kept.accuracy:.4f})")
+                stop = f"step {k} fell below the accuracy floor ({record.val_accuracy:.4f} < {self.floor:.4f})"
+                self.say(f"prune step {k}: rejected, {record.reason}")
+                break
+            ok, why = self.judge(record, artifact, kept)
+            if ok:
+                record.kept, record.reason = True, f"kept: {why}"
+                kept = _Kept(current, k, artifact, record.val_accuracy, record.macs_after)
+            else:
+                record.reason = (f"rejected: not {'smaller' if c.objective == 'size' else 'faster'} than step "
+                                 f"{record.compared_with_step} beyond the noise: {why}; pruning continues from it in "
+                                 "case the next step pays")
+            self.say(f"prune step {k}: MACs {record.macs_before} -> {record.macs_after} (channels "
+                     f"-{record.channel_ratio:.0%}), val acc {record.val_accuracy_pruned:.4f} pruned -> "
+                     f"{record.val_accuracy:.4f} tuned; {record.reason}")
+        if kept.step == 0:
+            return self.result(kept, steps, "pruning rejected: " + (stop or "no step was proven faster/smaller "
+                                                                            "than the student"))
+        return self.result(kept, steps, f"kept step {kept.step}: {1.0 - kept.macs / self.base_macs:.1%} of MACs "
+                                        f"removed, val accuracy {self.base_acc:.4f} -> {kept.accuracy:.4f}"
+                                        + (f"; stopped: {stop}" if stop else ""))
+
+
 def prune_structured(
     student: nn.Module,
     teacher: nn.Module | None,
@@ -301,190 +441,24 @@ def prune_structured(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     work_dir: Path | None = None,
+    timing_export: TimingExport | None = None,
 ) -> PruneResult:
     """Iteratively prune ``student``'s channels, fine-tune with KD from ``teacher``, keep only proven steps.
 
-    The student is not modified; the result holds a (possibly) pruned copy. See the module docstring.
+    The student is not modified; the result holds a (possibly) pruned copy. ``timing_export(model, stem)``
+    writes the model in the runtime the verdict is measured in (default: ONNX fp32). See the module docstring.
     """
-    from edgekd.distill.trainer import TrainConfig, train
-
     config.validate()
     say = log or (lambda _m: None)
-    input_shape = data.input_shape
-    example = torch.from_numpy(np.ascontiguousarray(data.x_val[:1]))
-    base = copy.deepcopy(student).eval()
-    clf = classifier if classifier is not None else find_classifier(student, data.num_classes)
-    modules = list(student.modules())
-    clf_index = next((i for i, m in enumerate(modules) if m is clf), None)
-    if clf_index is None:
-        raise EdgekdError("the classifier passed is not a module of the student", "pass a module of the student")
-
-    base_macs, base_params = count_macs(base, input_shape), count_params(base)
-    base_acc = _val_accuracy(base, data)
-    floor = base_acc - config.max_accuracy_drop
-    if config.accuracy_floor is not None:
-        floor = max(floor, config.accuracy_floor)
-    result_kwargs = {"base_macs": base_macs, "base_params": base_params, "base_val_accuracy": base_acc,
-                     "accuracy_floor": floor, "config": config}
-    if config.ratio == 0.0:
-        return PruneResult(base, macs=base_macs, params=base_params, val_accuracy=base_acc, steps=[], kept_step=0,
-                           summary="pruning ratio 0: nothing pruned", **result_kwargs)
-    if base_acc < floor:
-        return PruneResult(base, macs=base_macs, params=base_params, val_accuracy=base_acc, steps=[], kept_step=0,
-                           summary=f"the unpruned student ({base_acc:.4f}) is already below the accuracy floor "
-                                   f"{floor:.4f}: nothing pruned", **result_kwargs)
-
-    timing_x = data.x_val[:64]
-    tmp_ctx = tempfile.TemporaryDirectory() if work_dir is None else None
-    tmp = Path(tmp_ctx.name) if tmp_ctx else Path(work_dir)
-    tmp.mkdir(parents=True, exist_ok=True)
-    try:
-        kept_model, kept_step, kept_path = base, 0, export_for_timing(base, timing_x, tmp / "step0.onnx")
-        kept_acc, kept_macs = base_acc, base_macs
-        current = copy.deepcopy(base)  # may run ahead of the kept model when a step was within noise
-        steps: list[PruneStep] = []
-        stop_reason = ""
-        for k in range(1, config.steps + 1):
-            target = int(base_macs * (1.0 - config.ratio * k / config.steps))
-            macs_before = count_macs(current, input_shape)
-            if macs_before <= target:
-                continue
-            ratio, candidate = _channel_ratio_for_macs(current, example, input_shape, target, clf_index,
-                                                       config.channel_multiple)
-            macs_after = count_macs(candidate, input_shape)
-            if macs_after >= macs_before:
-                stop_reason = (f"step {k}: no channel can be removed any more at channel multiple "
-                               f"{config.channel_multiple}")
-                break
-            acc_pruned = _val_accuracy(candidate, data)
-            if config.finetune_epochs > 0:
-                tuned = train(candidate, data, TrainConfig(
-                    epochs=config.finetune_epochs, lr=config.finetune_lr, seed=config.seed + k,
-                    loss_weights=config.loss_weights if teacher is not None else {"ce": 1.0},
-                    temperature=config.temperature, label=f"prune step {k}"), teacher=teacher, progress=progress)
-                candidate = tuned.model
-            acc = _val_accuracy(candidate, data)
-            path = export_for_timing(candidate, timing_x, tmp / f"step{k}.onnx")
-            size = path.stat().st_size
-            record = PruneStep(k, macs_before, macs_after, count_params(candidate), round(ratio, 4), acc_pruned, acc,
-                               size, kept=False, reason="", compared_with_step=kept_step)
-            steps.append(record)
-            current = candidate
-            if acc < floor:
-                record.reason = (f"accuracy {acc:.4f} after fine-tuning is below the floor {floor:.4f}; "
-                                 f"kept step {kept_step} ({kept_acc:.4f})")
-                stop_reason = f"step {k} fell below the accuracy floor ({acc:.4f} < {floor:.4f})"
-                say(f"prune step {k}: rejected, {record.reason}")
-                break
-            if config.objective == "size":
-                gain = 1.0 - size / kept_path.stat().st_size
-                ok = gain > config.min_gain
-                why = f"size {size} vs {kept_path.stat().st_size} bytes ({gain:+.1%}, required > {config.min_gain:.0%})"
-            else:
-                record.latency = compare_latency(kept_path, path, timing_x, config.rounds, config.runs_per_round,
-                                                 config.threads)
-                ok, why = speed_verdict(record.latency, config.min_gain)
-            if ok:
-                record.kept, record.reason = True, f"kept: {why}"
-                kept_model, kept_step, kept_path, kept_acc, kept_macs = candidate, k, path, acc, macs_after
-            else:
-                record.reason = (f"rejected: not {'smaller' if config.objective == 'size' else 'faster'} than step "
-                                 f"{record.compared_with_step} beyond the noise: {why}; pruning continues from it in "
-                                 "case the next step pays")
-            say(f"prune step {k}: MACs {macs_before} -> {macs_after} (channels -{ratio:.0%}), val acc "
-                f"{acc_pruned:.4f} pruned -> {acc:.4f} tuned; {record.reason}")
-    finally:
-        if tmp_ctx:
-            tmp_ctx.cleanup()
-
-    removed = 1.0 - kept_macs / base_macs
-    if kept_step == 0:
-        summary = "pruning rejected: " + (stop_reason or "no step was proven faster/smaller than the student")
-    else:
-        summary = (f"kept step {kept_step}: {removed:.1%} of MACs removed, val accuracy {base_acc:.4f} -> "
-                   f"{kept_acc:.4f}" + (f"; stopped: {stop_reason}" if stop_reason else ""))
-    return PruneResult(kept_model.eval(), macs=kept_macs, params=count_params(kept_model), val_accuracy=kept_acc,
-                       steps=steps, kept_step=kept_step, summary=summary, **result_kwargs)
-
-
-# --------------------------------------------------------------------------------------------- unstructured
-@dataclass
-class UnstructuredResult:
-    """Magnitude-pruned weights (same shapes, zeros), with sizes that say what the zeros buy: compression only."""
-
-    model: nn.Module
-    sparsity: float  # fraction of prunable weights that are zero
-    val_accuracy_before: float
-    val_accuracy: float
-    dense_bytes: int  # raw float32 weights
-    gzip_bytes_before: int
-    gzip_bytes: int
-    latency: LatencyComparison | None
-    note: str
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if k not in ("model", "latency")}
-        d["latency"] = self.latency.to_dict() if self.latency else None
-        return d
-
-
-def weights_gzip_bytes(model: nn.Module) -> tuple[int, int]:
-    """(raw, gzip-compressed) bytes of all float tensors of the state_dict: what a download/flash would cost."""
-    buf = io.BytesIO()
-    for t in model.state_dict().values():
-        if t.is_floating_point():
-            buf.write(t.detach().cpu().contiguous().numpy().astype(np.float32).tobytes())
-    raw = buf.getvalue()
-    return len(raw), len(gzip.compress(raw, compresslevel=9))
-
-
-def prune_unstructured(
-    student: nn.Module,
-    data: Dataset,
-    amount: float,
-    teacher: nn.Module | None = None,
-    finetune_epochs: int = 0,
-    finetune_lr: float = 1e-3,
-    seed: int = 0,
-    measure_latency: bool = False,
-    threads: int = 1,
-    progress: bool = False,
-) -> UnstructuredResult:
-    """Zero the ``amount`` smallest-magnitude weights of all Conv/Linear layers together (global L1).
-
-    Fine-tuning keeps the masks (torch's pruning reparametrisation) so zeros stay zero; the masks are then made
-    permanent. Latency is only reported when ``measure_latency`` is set, and then as measured.
-    """
-    import torch.nn.utils.prune as tprune
-
-    if not 0.0 <= amount < 1.0:
-        raise EdgekdError(f"unstructured pruning amount must lie in [0, 1), got {amount}", "use e.g. 0.5")
-    model = copy.deepcopy(student).eval()
-    acc_before = _val_accuracy(model, data)
-    _, gz_before = weights_gzip_bytes(model)
-    params = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    if amount > 0:
-        tprune.global_unstructured(params, pruning_method=tprune.L1Unstructured, amount=amount)
-        if finetune_epochs > 0:
-            from edgekd.distill.trainer import TrainConfig, train
-
-            model = train(model, data, TrainConfig(epochs=finetune_epochs, lr=finetune_lr, seed=seed,
-                                                   loss_weights={"kd": 0.7, "ce": 0.3} if teacher else {"ce": 1.0},
-                                                   label="unstructured fine-tune"),
-                          teacher=teacher, progress=progress).model
-        for m, name in params:
-            tprune.remove(m, name)
-    total = sum(m.weight.numel() for m, _ in params)
-    zeros = sum(int((m.weight == 0).sum()) for m, _ in params)
-    dense, gz = weights_gzip_bytes(model)
-    latency = None
-    note = (f"{zeros / total:.1%} of Conv/Linear weights are zero; compressed weights {gz_before} -> {gz} bytes "
-            f"(gzip). Shapes are unchanged: dense runtimes do the same work, so no speed-up is claimed")
-    if measure_latency:
-        with tempfile.TemporaryDirectory() as tmp:
-            a = export_for_timing(student, data.x_val[:64], Path(tmp) / "dense.onnx")
-            b = export_for_timing(model, data.x_val[:64], Path(tmp) / "sparse.onnx")
-            latency = compare_latency(a, b, data.x_val[:64], threads=threads)
-        note += f"; measured p50 {latency.candidate_p50_ms:.4f} vs {latency.baseline_p50_ms:.4f} ms dense"
-    return UnstructuredResult(model.eval(), zeros / total if total else 0.0, acc_before, _val_accuracy(model, data),
-                              dense, gz_before, gz, latency, note)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(work_dir) if work_dir is not None else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        pruner = _StructuredPruner(student, teacher, data, config, classifier,
+                                   timing_export or onnx_timing_export(data.x_val[:64]), work, progress, say)
+        base = _Kept(pruner.base, 0, (Path(), ""), pruner.base_acc, pruner.base_macs)
+        if config.ratio == 0.0:
+            return pruner.result(base, [], "pruning ratio 0: nothing pruned")
+        if pruner.base_acc < pruner.floor:
+            return pruner.result(base, [], f"the unpruned student ({pruner.base_acc:.4f}) is already below the "
+                                           f"accuracy floor {pruner.floor:.4f}: nothing pruned")
+        return pruner.run()

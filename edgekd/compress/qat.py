@@ -133,6 +133,7 @@ class QatResult:
     model: nn.Module  # float, BN-folded, trained under fake quantization
     path: Path  # onnxruntime Q/DQ model
     val_accuracy_fp32_before: float
+    val_accuracy_fp32_after: float  # the QAT model itself in float: the int8 artifact's own reference
     val_accuracy_int8_ptq: float | None
     val_accuracy_int8_qat: float
     history: list[dict[str, Any]]
@@ -140,6 +141,7 @@ class QatResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "val_accuracy_fp32_before": self.val_accuracy_fp32_before,
+                "val_accuracy_fp32_after": self.val_accuracy_fp32_after,
                 "val_accuracy_int8_ptq": self.val_accuracy_int8_ptq,
                 "val_accuracy_int8_qat": self.val_accuracy_int8_qat,
                 "epochs": self.config.epochs, "lr": self.config.lr, "scheme": self.config.scheme,
@@ -186,4 +188,5 @@ def qat_kd_onnx_int8(
         fp32 = export_onnx_fp32(model, data.x_val[:1], Path(tmp) / "qat_fp32.onnx")
         quantize_onnx_int8(fp32, out, calibration, config.scheme)
     qat_acc = _onnx_accuracy(out, data.x_val, data.y_val)
-    return QatResult(model, out, fp32_acc, ptq_acc, qat_acc, trained.history, config)
+    return QatResult(model, out, fp32_acc, accuracy(model, data.x_val, data.y_val), ptq_acc, qat_acc,
+                     trained.history, config)

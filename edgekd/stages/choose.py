@@ -1,0 +1,86 @@
+"""Stage: per format, ship the fastest allowed precision that keeps the accuracy contract.
+
+The contract is checked on the validation split (each artifact's accuracy measured in its real runtime at export),
+so the choice never looks at the test split; speed comes from the benchmark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgekd.errors import ContractError
+from edgekd.stages.context import BuildContext
+from edgekd.stages.measure import Measured
+
+EPS = 1e-12
+
+
+@dataclass
+class Candidate:
+    measured: Measured
+    drop: float  # validation accuracy lost against the fp32 model it was quantized from
+    ratio: float  # validation accuracy / the teacher's
+
+    @property
+    def p50(self) -> float:
+        return float(self.measured.result["latency_ms"]["p50"])
+
+    @property
+    def precision(self) -> str:
+        return self.measured.built.artifact.precision
+
+
+def _candidates(ctx: BuildContext, rows: list[Measured], student_val: float, teacher_val: float,
+                fmt: str) -> list[Candidate]:
+    out = []
+    for m in rows:
+        a = m.built.artifact
+        if a.format != fmt or a.precision not in ctx.target.runtime.precisions:
+            continue
+        reference = (a.details.get("qat") or {}).get("val_accuracy_fp32_after", student_val)
+        val = m.built.val_accuracy or 0.0
+        out.append(Candidate(m, reference - val, val / teacher_val if teacher_val > 0 else 0.0))
+    return out
+
+
+def _meets(ctx: BuildContext, c: Candidate) -> bool:
+    b = ctx.target.budgets
+    return ((b.max_quantization_drop is None or c.drop <= b.max_quantization_drop + EPS)
+            and (b.min_accuracy_ratio is None or c.ratio >= b.min_accuracy_ratio - EPS))
+
+
+def choose_shipped(ctx: BuildContext, rows: list[Measured], student_val: float,
+                   teacher_val: float) -> tuple[set[str], dict[str, str]]:
+    """(paths of the shipped artifacts, why each format shipped what it did, in words)."""
+    b, shipped, reasons = ctx.target.budgets, set(), {}
+    for fmt in ctx.target.runtime.formats:
+        candidates = _candidates(ctx, rows, student_val, teacher_val, fmt)
+        meeting = [c for c in candidates if _meets(ctx, c)]
+        if not meeting:
+            best = max(candidates, key=lambda c: c.measured.built.val_accuracy or 0.0)
+            raise ContractError(
+                f"no {fmt} precision in {list(ctx.target.runtime.precisions)} meets the accuracy contract on the "
+                f"validation split (max_quantization_drop={b.max_quantization_drop}, min_accuracy_ratio="
+                f"{b.min_accuracy_ratio}); the best, {best.measured.built.artifact.path.name}, reached "
+                f"{best.measured.built.val_accuracy:.4f} vs the fp32 student's {student_val:.4f}; nothing was shipped",
+                "relax the budget in the target file, or allow another precision (e.g. fp16/fp32)")
+        chosen = min(meeting, key=lambda c: c.p50)
+        shipped.add(chosen.measured.built.artifact.path.name)
+        reasons[fmt] = _reason(chosen, meeting, candidates, rows, fmt)
+    return shipped, reasons
+
+
+def _reason(chosen: Candidate, meeting: list[Candidate], candidates: list[Candidate], rows: list[Measured],
+            fmt: str) -> str:
+    fp32 = next((m for m in rows if m.built.artifact.format == fmt and m.built.artifact.precision == "fp32"), None)
+    fp32_p50 = float(fp32.result["latency_ms"]["p50"]) if fp32 else None
+    speed = f", {fp32_p50 / chosen.p50:.2f}x the speed of fp32" if fp32_p50 else ""
+    others = [f"{c.precision} failed the accuracy contract (validation drop {c.drop:.4f})" for c in candidates
+              if c not in meeting]
+    slower = [f"{c.precision} was slower (p50 {c.p50:.4f} ms)" for c in meeting if c is not chosen]
+    text = (f"{chosen.precision}: fastest precision meeting the accuracy contract on the validation split "
+            f"(p50 {chosen.p50:.4f} ms{speed}, validation drop {chosen.drop:.4f})"
+            + ("; " + "; ".join(others + slower) if others or slower else ""))
+    if fp32_p50 is not None and chosen.precision != "fp32" and fp32_p50 < chosen.p50:
+        text += f"; note: {chosen.precision} is {chosen.p50 / fp32_p50:.2f}x SLOWER than fp32 on this host"
+    return text

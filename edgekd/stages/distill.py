@@ -1,0 +1,66 @@
+"""Stage: distil the budget-sized student from the teacher(s), and (``--baseline``) train the same student alone.
+
+Both runs use the same configuration, epochs, seed and initial weights, and checkpoint beside the run directory
+so that a killed build resumes either of them mid-way. ``kd_gain`` compares these two students before any
+compression, so it measures distillation and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgekd.distill.trainer import TrainConfig, TrainResult, accuracy, train
+from edgekd.errors import EdgekdError
+from edgekd.models.budget import StudentChoice
+from edgekd.stages.context import BuildContext
+from edgekd.stages.teacher import Teachers
+
+
+@dataclass
+class Distilled:
+    kd: TrainResult
+    alone: TrainResult | None
+
+    @property
+    def student(self) -> nn.Module:
+        return self.kd.model
+
+
+def distill_config(ctx: BuildContext, epochs: int) -> TrainConfig:
+    """TrainConfig from the CLI's mix and temperature plus any fields of a ``--distill-config`` YAML."""
+    options = ctx.options
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(options.distill) - known)
+    if unknown:
+        raise EdgekdError(f"unknown distillation setting(s) {unknown}",
+                          f"use fields of TrainConfig: {', '.join(sorted(known - {'label', 'seed'}))}")
+    fields = {"epochs": epochs, "seed": options.seed, "loss_weights": options.loss_weights,
+              "temperature": options.temperature, **options.distill, "label": "student (KD)"}
+    if "teacher_weights" in fields and fields["teacher_weights"] is not None:
+        fields["teacher_weights"] = tuple(fields["teacher_weights"])
+    return TrainConfig(**fields)
+
+
+def checkpoint_dir(ctx: BuildContext) -> Path | None:
+    return ctx.out.parent / f".{ctx.out.name}.checkpoints" if ctx.options.resume else None
+
+
+def distill(ctx: BuildContext, config: TrainConfig, teachers: Teachers, choice: StudentChoice) -> Distilled:
+    data, options = ctx.data, ctx.options
+    torch.manual_seed(options.seed)
+    kd = train(choice.build(data.input_shape, data.num_classes), data, config, teacher=teachers.for_training,
+               progress=options.progress, checkpoint_dir=checkpoint_dir(ctx))
+    alone = None
+    if options.baseline:
+        torch.manual_seed(options.seed)
+        alone = train(choice.build(data.input_shape, data.num_classes), data,
+                      dataclasses.replace(config, label="student (alone)"), progress=options.progress,
+                      checkpoint_dir=checkpoint_dir(ctx))
+        ctx.say(f"baseline: KD student {accuracy(kd.model, data.x_val, data.y_val):.4f} vs alone "
+                f"{accuracy(alone.model, data.x_val, data.y_val):.4f} on the validation split")
+    return Distilled(kd, alone)

@@ -1,0 +1,64 @@
+"""manifest.json: what a device needs to run and verify the artifacts (written before anything is benchmarked,
+because the runner refuses an artifact whose sha256 the manifest does not vouch for)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from edgekd import __version__
+from edgekd.formats import get_format
+from edgekd.io import sha256_file, write_json
+from edgekd.stages.context import BuildContext
+from edgekd.stages.export import Built
+
+
+def manifest_entry(built: Built) -> dict[str, Any]:
+    a = built.artifact
+    files = [{"path": f.name, "sha256": sha256_file(f), "size_bytes": f.stat().st_size} for f in a.files]
+    return {
+        "path": a.path.name,
+        "role": built.role,
+        "format": a.format,
+        "precision": a.precision,
+        "runtime": a.runtime,
+        "sha256": files[0]["sha256"],
+        "size_bytes": sum(f["size_bytes"] for f in files),
+        "files": files,
+        **{k: v for k, v in a.details.items() if k != "calibration"},
+        **({"calibration": a.details["calibration"]} if "calibration" in a.details else {}),
+    }
+
+
+def session_plugins(built: list[Built], stage: Path) -> list[dict[str, Any]]:
+    """Formats whose runner session is not built into runner.py: their plugin file, copied beside the artifacts."""
+    plugins = []
+    for fmt in dict.fromkeys(b.artifact.format for b in built):
+        source = get_format(fmt).plugin_file
+        if source is None:
+            continue
+        shutil.copyfile(source, stage / source.name)
+        plugins.append({"format": fmt, "path": source.name, "sha256": sha256_file(stage / source.name)})
+    return plugins
+
+
+def write_manifest(ctx: BuildContext, stage: Path, built: list[Built], calibration: dict[str, Any],
+                   eval_path: Path) -> dict[str, Any]:
+    data = ctx.data
+    manifest = {
+        "edgekd_version": __version__,
+        "target": ctx.target.name,
+        "input": {"shape": [1, *data.input_shape], "dtype": "float32",
+                  "layout": "NCHW" if data.is_image else "NF", "name": "input"},
+        "output": {"shape": [1, data.num_classes], "dtype": "float32", "name": "logits", "kind": "logits"},
+        "normalization": data.describe()["normalization"],
+        "classes": data.classes,
+        "data": data.describe(),
+        "calibration": calibration,
+        "eval_inputs": {"path": eval_path.name, "sha256": sha256_file(eval_path)},
+        "session_plugins": session_plugins(built, stage),
+        "artifacts": [manifest_entry(b) for b in built],
+    }
+    write_json(stage / "manifest.json", manifest)
+    return manifest

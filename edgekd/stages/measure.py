@@ -1,0 +1,36 @@
+"""Stage: benchmark every artifact with the standalone runner in a fresh process (no torch in it), as on a device.
+
+This is where the test split is scored, once: the runner measures latency, memory and accuracy on eval.npz (the
+test inputs, labels and the PyTorch models' recorded outputs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from edgekd.bench import run_local
+from edgekd.stages.context import BuildContext
+from edgekd.stages.export import Built
+
+
+@dataclass
+class Measured:
+    built: Built
+    entry: dict[str, Any]  # its manifest entry (sha256, files, details)
+    result: dict[str, Any]  # the runner's JSON
+
+
+def measure(ctx: BuildContext, stage: Path, built: list[Built], manifest: dict[str, Any],
+            eval_path: Path) -> list[Measured]:
+    entries = {e["path"]: e for e in manifest["artifacts"]}
+    plugins = [stage / p["path"] for p in manifest.get("session_plugins", [])]
+    out = []
+    for b in tqdm(built, desc="benchmark", unit="artifact", disable=not ctx.options.progress, leave=False):
+        result = run_local(b.artifact.path, eval_path, ctx.options.runs, ctx.options.warmup, ctx.threads,
+                           plugins=plugins)
+        out.append(Measured(b, entries[b.artifact.path.name], result))
+    return out

@@ -1,0 +1,163 @@
+"""Stage: report.json — every number measured in this run, with where it came from."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgekd import __version__
+from edgekd.models.budget import StudentChoice, count_macs, count_params
+from edgekd.report import REPORT_SCHEMA_VERSION
+from edgekd.stages.compress import Compressed
+from edgekd.stages.context import BuildContext
+from edgekd.stages.distill import Distilled
+from edgekd.stages.measure import Measured
+from edgekd.stages.teacher import Teachers
+
+# Manifest-entry details copied into the artifact's report row.
+_DETAIL_KEYS = ("scheme", "scheme_p50_ms", "layout", "input_dtype", "input_quantization", "output_quantization",
+                "accuracy_aware", "qat")
+
+
+@dataclass
+class TestScores:
+    """Test-split accuracy of the PyTorch models, scored once, after every choice was made."""
+
+    teacher: float
+    student: float  # the shipped fp32 student (after compression)
+    student_uncompressed: float  # the KD student before pruning: what kd_gain compares
+    alone: float | None
+    qat: float | None  # the QAT model, when one made an int8 artifact
+
+    @staticmethod
+    def of(ctx: BuildContext, teacher_logits: np.ndarray, student_logits: np.ndarray, distilled: Distilled,
+           compressed: Compressed) -> TestScores:
+        from edgekd.distill.trainer import accuracy
+
+        x, y = ctx.data.x_test, ctx.data.y_test
+        qat = next((p.model for p in compressed.int8.values() if p.reference == "qat"), None)
+        student = float((student_logits.argmax(1) == y).mean())
+        return TestScores(float((teacher_logits.argmax(1) == y).mean()), student,
+                          student if compressed.unpruned is None else accuracy(compressed.unpruned, x, y),
+                          None if distilled.alone is None else accuracy(distilled.alone.model, x, y),
+                          None if qat is None else accuracy(qat, x, y))
+
+
+def machine_summary(ctx: BuildContext, runner_machine: dict) -> dict:
+    return {**runner_machine, "is_target_device": runner_machine.get("arch") == ctx.target.device.arch,
+            "how": "edgekd runner.py in a fresh process on this host", "threads": ctx.threads}
+
+
+def artifact_row(m: Measured, scores: TestScores, macs: int, params: int) -> dict[str, Any]:
+    r, e, b = m.result, m.entry, m.built
+    lat = r["latency_ms"]
+    row = {
+        "path": e["path"], "format": e["format"], "precision": e["precision"], "runtime": r["runtime"]["name"],
+        "runtime_version": r["runtime"]["version"], "sha256": e["sha256"], "size_bytes": e["size_bytes"],
+        "accuracy": r.get("accuracy"), "val_accuracy": b.val_accuracy,
+        "agreement_with_teacher": r.get("agreement_with_teacher"),
+        "latency_ms": {k: lat[k] for k in ("p50", "p90", "p95", "p99", "mean", "std")},
+        "noise_pct": lat["noise_pct"], "peak_memory_mb": r.get("peak_memory_mb"), "memory": r.get("memory"),
+        "latency_ms_detail": lat, "per_class_accuracy": r.get("per_class_accuracy"),
+        "predictions": r.get("predictions"), "load_ms": r["load_ms"], "first_inference_ms": r["first_inference_ms"],
+        "inference_precision": r["runtime"].get("inference_precision"),
+        "torch_imported_in_runner": r["torch_imported"], "macs": macs, "params": params,
+        "reference": b.reference,
+        "reference_accuracy": scores.qat if b.reference == "qat" else scores.student,
+        **{k: e[k] for k in _DETAIL_KEYS if k in e},
+    }
+    if b.role == "student":
+        row["parity"] = b.checks["parity"]
+        row["operators"] = b.checks.get("operators")
+        if "delegate" in b.checks:
+            row["delegate"] = b.checks["delegate"]
+    return row
+
+
+def teacher_section(teachers: Teachers, scores: TestScores, by_format: dict[str, dict], primary: str) -> dict:
+    t, row = teachers.primary, by_format[primary]
+    return {
+        "source": t.source, "arch": t.arch, "description": t.description, "params": teachers.params,
+        "macs": teachers.macs, "accuracy": scores.teacher, "size_bytes": row["size_bytes"],
+        "latency_ms": row["latency_ms"], "peak_memory_mb": row["peak_memory_mb"],
+        "benchmarked_as": f"{row['path']} ({row['runtime']} fp32, same runner and threads)",
+        "by_format": {fmt: {k: r[k] for k in ("path", "runtime", "size_bytes", "latency_ms", "peak_memory_mb",
+                                              "accuracy")} for fmt, r in by_format.items()},
+        "training": teachers.training.summary() if teachers.training else None,
+    }
+
+
+def student_section(choice: StudentChoice, distilled: Distilled, compressed: Compressed, scores: TestScores,
+                    teacher_macs: int, input_shape: tuple[int, ...]) -> dict:
+    macs, params = count_macs(compressed.student, input_shape), count_params(compressed.student)
+    return {
+        "family": choice.family, "config": choice.config, "params": params, "macs": macs,
+        "accuracy": scores.student, "accuracy_before_compression": scores.student_uncompressed,
+        "accuracy_trained_alone": scores.alone,
+        "kd_gain": None if scores.alone is None else scores.student_uncompressed - scores.alone,
+        "kd_gain_compares": "the KD student and the same student trained alone, both before any compression "
+                            "(same configuration, epochs, seed and initial weights)",
+        "macs_ratio_to_teacher": macs / teacher_macs if teacher_macs else None,
+        "budget_fit": choice.to_dict(), "distillation": distilled.kd.summary(),
+        "trained_alone": distilled.alone.summary() if distilled.alone else None,
+    }
+
+
+def stage_waterfall(primary: str, rows: list[dict], teacher: dict, unpruned: dict | None, choice: StudentChoice,
+                    scores: TestScores) -> list[dict]:
+    """teacher -> student -> [pruned] -> quantized, each measured in this run in the target's primary format."""
+    fp32 = next(r for r in rows if r["format"] == primary and r["precision"] == "fp32")
+    shipped = next(r for r in rows if r["format"] == primary and r["shipped"])
+
+    def stage(name: str, row: dict, accuracy: float, params: int, macs: int) -> dict:
+        return {"stage": name, "artifact": row["path"], "accuracy": accuracy, "params": params, "macs": macs,
+                "size_bytes": row["size_bytes"], "p50_ms": row["latency_ms"]["p50"]}
+
+    out = [stage("teacher", teacher["by_format"][primary], teacher["accuracy"], teacher["params"], teacher["macs"])]
+    if unpruned is not None:
+        out.append(stage("student", unpruned, scores.student_uncompressed, choice.params, choice.macs))
+        out.append(stage("pruned", fp32, fp32["accuracy"], fp32["params"], fp32["macs"]))
+    else:
+        out.append(stage("student", fp32, fp32["accuracy"], fp32["params"], fp32["macs"]))
+    out.append(stage("quantized", shipped, shipped["accuracy"], shipped["params"], shipped["macs"]))
+    return out
+
+
+def make_report(ctx: BuildContext, teachers: Teachers, choice: StudentChoice, distilled: Distilled,
+                compressed: Compressed, measured: list[Measured], shipped: set[str], reasons: dict[str, str],
+                scores: TestScores, calibration: dict, eval_inputs: dict) -> dict[str, Any]:
+    shape, primary = ctx.data.input_shape, ctx.target.runtime.format
+    macs, params = count_macs(compressed.student, shape), count_params(compressed.student)
+    rows = [artifact_row(m, scores, macs, params) for m in measured if m.built.role == "student"]
+    teacher_rows = {m.built.artifact.format: artifact_row(m, scores, teachers.macs, teachers.params)
+                    for m in measured if m.built.role == "teacher-reference"}
+    unpruned = next((artifact_row(m, scores, choice.macs, choice.params) for m in measured
+                     if m.built.role == "unpruned-reference"), None)
+    fp32_p50 = {r["format"]: r["latency_ms"]["p50"] for r in rows if r["precision"] == "fp32"}
+    for row in rows:
+        row["shipped"] = row["path"] in shipped
+        row["speed_vs_fp32"] = fp32_p50[row["format"]] / row["latency_ms"]["p50"]
+        row["teacher_p50_ms_same_runtime"] = teacher_rows[row["format"]]["latency_ms"]["p50"]
+        row["speed_vs_teacher"] = row["teacher_p50_ms_same_runtime"] / row["latency_ms"]["p50"]
+    teacher = teacher_section(teachers, scores, teacher_rows, primary)
+    versions = {r["runtime"]: r["runtime_version"] for r in rows}
+    report = {
+        "schema_version": REPORT_SCHEMA_VERSION, "edgekd_version": __version__, "target": ctx.target.name,
+        "target_path": str(Path(ctx.target.path).resolve()), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "measured_on": {**machine_summary(ctx, measured[0].result["machine"]),
+                        "runtime_versions": {**versions, "python": platform.python_version(),
+                                             "torch": torch.__version__}},
+        "data": ctx.data.describe(), "eval_inputs": eval_inputs, "teacher": teacher,
+        "student": student_section(choice, distilled, compressed, scores, teachers.macs, shape),
+        "calibration": calibration,
+        "pruning": compressed.pruning.to_dict() if compressed.pruning else None,
+        "artifacts": rows, "precision_choice": reasons,
+    }
+    report["stages"] = stage_waterfall(primary, rows, teacher, unpruned, choice, scores)
+    return report

@@ -1,0 +1,89 @@
+"""Build stages on their own: the int8 contract (compress), the precision choice, the stage waterfall."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import make_dataset
+from test_accuracy_aware import make_hostile
+
+from edgekd.backends import Artifact
+from edgekd.compress.calibration import build_calibration_set
+from edgekd.errors import ContractError
+from edgekd.stages.choose import choose_shipped
+from edgekd.stages.compress import plan_int8
+from edgekd.stages.context import BuildContext, BuildOptions
+from edgekd.stages.export import Built
+from edgekd.stages.measure import Measured
+from edgekd.targets import load_target
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    return make_hostile()
+
+
+def _target(max_drop: float | None = 0.02, fmt: str = "onnx", precision="int8", **budgets):
+    t = load_target("x86-cpu")
+    runtime = t.runtime.model_copy(update={"format": fmt, "also": [], "precision": precision})
+    return t.model_copy(update={"runtime": runtime, "budgets": t.budgets.model_copy(
+        update={"max_quantization_drop": max_drop, **budgets})})
+
+
+def _ctx(target, data, tmp_path: Path, **options) -> BuildContext:
+    opts = BuildOptions(target="x86-cpu", progress=False, log=lambda m: None, **options)
+    return BuildContext(opts, target, data, tmp_path / "run")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_tight_contract_keeps_sensitive_layers_float(hostile, tmp_path, fmt):
+    model, data = hostile
+    ctx = _ctx(_target(0.002, fmt), data, tmp_path, max_float_fraction=0.7)
+    plan = plan_int8(ctx, fmt, model, None, build_calibration_set(data, 64), tmp_path)
+    aa = plan.artifact.details["accuracy_aware"]
+    assert aa["float_layers"] and max(aa["drop"]) <= 0.002
+    assert min(aa["plain_int8_accuracy"]) < min(aa["fp32_accuracy"]) - 0.002  # plain int8 broke the contract
+    assert plan.reference == "student" and plan.artifact.path.exists()
+    assert not list(tmp_path.glob(".search_fp32*"))  # the search's fp32 file is not left in the staging dir
+
+
+@pytest.mark.slow
+def test_impossible_contract_ships_nothing(hostile, tmp_path):
+    model, data = hostile
+    ctx = _ctx(_target(0.002), data, tmp_path, max_float_fraction=0.0)
+    with pytest.raises(ContractError, match="nothing was shipped"):
+        plan_int8(ctx, "onnx", model, None, build_calibration_set(data, 64), tmp_path)
+    assert not (tmp_path / "model_int8.onnx").exists()
+
+
+def _measured(name: str, fmt: str, precision: str, val: float, p50: float, details=None) -> Measured:
+    artifact = Artifact(Path(name), fmt, precision, [Path(name)], details or {})
+    return Measured(Built(artifact, "student", {}, val), {}, {"latency_ms": {"p50": p50}})
+
+
+def test_choice_is_the_fastest_precision_that_keeps_the_contract_on_validation(tmp_path):
+    ctx = _ctx(_target(0.01, precision=["fp32", "fp16", "int8"], min_accuracy_ratio=None), make_dataset(), tmp_path)
+    rows = [_measured("model_fp32.onnx", "onnx", "fp32", 0.90, 1.0),
+            _measured("model_fp16.onnx", "onnx", "fp16", 0.90, 1.2),
+            _measured("model_int8.onnx", "onnx", "int8", 0.85, 0.5)]  # fastest, but loses 5 points on val
+    shipped, reasons = choose_shipped(ctx, rows, student_val=0.90, teacher_val=0.95)
+    assert shipped == {"model_fp32.onnx"}
+    assert "int8 failed the accuracy contract (validation drop 0.0500)" in reasons["onnx"]
+    rows[2] = _measured("model_int8.onnx", "onnx", "int8", 0.895, 0.5)
+    assert choose_shipped(ctx, rows, 0.90, 0.95)[0] == {"model_int8.onnx"}
+
+
+def test_no_precision_meeting_the_contract_ships_nothing(tmp_path):
+    ctx = _ctx(_target(0.01), make_dataset(), tmp_path)
+    with pytest.raises(ContractError, match="nothing was shipped"):
+        choose_shipped(ctx, [_measured("model_int8.onnx", "onnx", "int8", 0.5, 0.5)], 0.9, 0.95)
+
+
+def test_a_qat_artifact_is_judged_against_its_own_model(tmp_path):
+    """QAT retrains: its drop is measured against the QAT model's own fp32 accuracy, not the old student's."""
+    ctx = _ctx(_target(0.01, min_accuracy_ratio=None), make_dataset(), tmp_path)
+    qat = _measured("model_int8.onnx", "onnx", "int8", 0.80, 0.5, {"qat": {"val_accuracy_fp32_after": 0.805}})
+    shipped, reasons = choose_shipped(ctx, [qat], student_val=0.90, teacher_val=0.95)
+    assert shipped == {"model_int8.onnx"} and "validation drop 0.0050" in reasons["onnx"]
