@@ -1,0 +1,57 @@
+"""The build as a whole: every choice is made on the validation split; the test split is only scored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from edgekd.api import BuildOptions, build
+from edgekd.targets import load_target
+
+
+def _digits_npz(path: Path, shuffle_test_labels: bool) -> Path:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x, y = bunch.images.astype(np.uint8), bunch.target
+    order = np.random.default_rng(0).permutation(len(y))
+    test, train = order[:360], order[360:]
+    y_test = y[test].copy()
+    if shuffle_test_labels:
+        np.random.default_rng(1).shuffle(y_test)
+    np.savez(path, x_train=x[train], y_train=y[train], x_test=x[test], y_test=y_test)
+    return path
+
+
+def _choices(report: dict) -> dict:
+    """Everything the build decided: the student, its best epoch, float layers, what shipped, the calibration."""
+    return {
+        "student": report["student"]["config"],
+        "best_epoch": report["student"]["distillation"]["best_epoch"],
+        "teacher_best_epoch": (report["teacher"]["training"] or {}).get("best_epoch"),
+        "float_layers": {a["path"]: (a.get("accuracy_aware") or {}).get("float_layers") for a in report["artifacts"]},
+        "shipped": sorted(a["path"] for a in report["artifacts"] if a["shipped"]),
+        "val_accuracy": {a["path"]: a["val_accuracy"] for a in report["artifacts"]},
+        "calibration": report["calibration"]["sha256"],
+    }
+
+
+@pytest.mark.slow
+def test_shuffling_the_test_labels_changes_no_choice(tmp_path):
+    raw = yaml.safe_load(open(load_target("x86-cpu").path))
+    raw["runtime"].update({"format": "onnx", "also": []})
+    raw["budgets"].update({"max_quantization_drop": 0.0, "min_accuracy_ratio": None})  # forces the float search
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(raw))
+    reports = []
+    for shuffled in (False, True):
+        data = _digits_npz(tmp_path / f"digits-{shuffled}.npz", shuffled)
+        reports.append(build(BuildOptions(
+            target=str(tmp_path / "t.yaml"), data=str(data), out=tmp_path / f"run-{shuffled}", epochs=4,
+            teacher_epochs=4, runs=20, warmup=2, progress=False, teacher_cache=None, max_float_fraction=1.0,
+            log=lambda m: None)).report)
+    assert _choices(reports[0]) == _choices(reports[1])
+    assert any(a.get("accuracy_aware") for a in reports[0]["artifacts"])  # the float-layer search did run
+    assert reports[0]["student"]["accuracy"] > 0.5 > reports[1]["student"]["accuracy"]  # the test split did change
