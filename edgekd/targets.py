@@ -82,7 +82,7 @@ class StudentBudget(_Strict):
     channel_multiple: PositiveInt = 8
     # Cap relative to the teacher as well: an absolute budget sized for 224x224 inputs says nothing on 8x8 digits.
     max_teacher_macs_ratio: Annotated[float, Field(gt=0, le=1)] = 0.2
-    family: Literal["auto", "mobilenetv2", "mlp"] = "auto"
+    family: str = "auto"  # a registered student family (edgekd.models), or auto: the one made for the data
 
 
 class Budgets(_Strict):

@@ -5,7 +5,8 @@ import torch
 
 from edgekd.errors import EdgekdError
 from edgekd.models.budget import count_macs, count_params, fit_student_to_budget
-from edgekd.models.students import ARCHITECTURES, MobileNetV2Student, build_model
+from edgekd.models.mobilenetv2 import MobileNetV2Student
+from edgekd.models.students import ARCHITECTURES, build_model
 from edgekd.models.teachers import load_teacher
 from edgekd.targets import StudentBudget
 
@@ -171,3 +172,16 @@ def test_pt2_with_pickled_weight_is_checked(tmp_path, teacher):
     with pytest.raises(EdgekdError, match=poisoned):
         load_teacher(tmp_path / "evil2.pt2", (1, 8, 8), 4)
     assert not marker.exists()
+
+
+def test_student_families_carry_their_search_space():
+    from edgekd.models.students import STUDENT_FAMILIES, student_family
+
+    assert student_family("auto", (1, 8, 8)).name == "mobilenetv2"  # made for images beats "any"
+    assert student_family("auto", (16,)).name == "mlp"
+    for family in STUDENT_FAMILIES.values():
+        assert family.search_space(8), family.name
+    with pytest.raises(EdgekdError, match="takes image inputs"):
+        student_family("mobilenetv2", (16,))
+    with pytest.raises(EdgekdError, match="unknown student family 'resnet9000'"):
+        student_family("resnet9000", (1, 8, 8))

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from edgekd.errors import EdgekdError
-from edgekd.models.students import build_model, student_search_space
+from edgekd.models.students import build_model, student_family
 from edgekd.targets import StudentBudget
 
 
@@ -56,18 +56,12 @@ def fit_student_to_budget(
     teacher_macs: int | None = None,
 ) -> StudentChoice:
     """Pick the configuration with the most MACs (then params) inside both limits of the budget."""
-    family = budget.family
-    if family == "auto":
-        family = "mobilenetv2" if len(input_shape) == 3 else "mlp"
-    if family == "mobilenetv2" and len(input_shape) != 3:
-        raise EdgekdError(
-            f"student family 'mobilenetv2' needs image inputs (C,H,W), the data has shape {input_shape}",
-            "set student_budget.family to 'mlp' or 'auto'",
-        )
+    spec = student_family(budget.family, input_shape)
+    family = spec.name
     max_macs = budget.max_macs
     if teacher_macs:
         max_macs = min(max_macs, int(teacher_macs * budget.max_teacher_macs_ratio))
-    candidates = student_search_space(family, budget.channel_multiple)
+    candidates = spec.search_space(budget.channel_multiple)
     fitting: list[tuple[int, int, dict]] = []
     smallest: tuple[int, int] | None = None
     for config in candidates:

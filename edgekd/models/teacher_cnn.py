@@ -1,0 +1,39 @@
+"""``teacher_cnn``: the default teacher for images when a user brings none."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from edgekd.models.students import conv_bn_relu, register
+
+
+class TeacherCNN(nn.Module):
+    """A plain VGG-style CNN: strong on small images and cheap to train on two cores."""
+
+    def __init__(
+        self, input_shape: tuple[int, ...], num_classes: int, widths: Sequence[int] = (64, 128, 256),
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        cin = input_shape[0]
+        layers: list[nn.Module] = []
+        for i, w in enumerate(widths):
+            layers += [conv_bn_relu(cin, w), conv_bn_relu(w, w)]
+            if i < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+            cin = w
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(torch.flatten(self.pool(self.features(x)), 1)))
+
+
+@register("teacher_cnn")
+def _teacher_cnn(input_shape, num_classes, **config) -> nn.Module:
+    return TeacherCNN(input_shape, num_classes, **config)
