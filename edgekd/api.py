@@ -28,6 +28,7 @@ from edgekd.models.budget import StudentChoice, fit_student_to_budget
 from edgekd.models.teachers import predict_logits
 from edgekd.report import render_markdown
 from edgekd.report_html import write_html
+from edgekd.schema import Report
 from edgekd.stages.choose import choose_shipped
 from edgekd.stages.compress import compress
 from edgekd.stages.context import DEFAULT_CACHE, BuildContext, BuildOptions
@@ -105,6 +106,7 @@ def build(options: BuildOptions) -> BuildResult:
         report["stage_times_s"] = ctx.stage_times_s
         report["build_time_s"] = round(time.perf_counter() - t_start, 2)
         report["gate"] = evaluate_gate(report, ctx.target, strict=options.strict).to_dict()
+        Report.model_validate(report)  # a writer bug fails here, never in the gate that reads it back
         write_json(stage / "report.json", report)
         write_text(stage / "report.md", render_markdown(report))
         write_html(report, stage / "report.html")

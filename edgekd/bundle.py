@@ -22,6 +22,7 @@ from edgekd import __version__
 from edgekd.errors import EdgekdError
 from edgekd.formats import get_format
 from edgekd.io import read_json_object, replace_dir, sha256_file, write_json, write_text
+from edgekd.schema import validate
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 MARKER = "bundle.json"  # identifies a directory as an edgekd bundle (the only kind --out may replace)
@@ -61,9 +62,12 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """report.json and manifest.json of a run directory, with one clear message when either is unusable."""
     if not run_dir.is_dir():
         raise EdgekdError(f"run directory not found: {run_dir}", "pass the directory `edgekd build` wrote")
-    fix = "pass a run directory written by `edgekd build`"
-    return (read_json_object(run_dir / "report.json", f"{run_dir.name}/report.json", fix),
-            read_json_object(run_dir / "manifest.json", f"{run_dir.name}/manifest.json", fix))
+    fix = "pass a run directory written by `edgekd build` (this version: rebuild older runs)"
+    report = read_json_object(run_dir / "report.json", f"{run_dir.name}/report.json", fix)
+    manifest = read_json_object(run_dir / "manifest.json", f"{run_dir.name}/manifest.json", fix)
+    validate("report", report, f"{run_dir.name}/report.json", fix)
+    validate("manifest", manifest, f"{run_dir.name}/manifest.json", fix)
+    return report, manifest
 
 
 def target_threads(report: dict[str, Any]) -> int:

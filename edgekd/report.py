@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-REPORT_SCHEMA_VERSION = 1
+from edgekd.schema import REPORT_SCHEMA_VERSION  # noqa: F401 - re-exported for readers
 
 
 def _pct(x: float | None) -> str:

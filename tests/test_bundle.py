@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from factories import artifact_row, make_report
 
 from edgekd.cli import main
 from edgekd.io import sha256_file, write_json
@@ -63,19 +64,14 @@ def make_run_dir(root: Path, formats: tuple[str, ...] = ("onnx", "openvino")) ->
     teacher = Artifact(stage / "teacher_fp32.onnx", "onnx", "fp32", [stage / "teacher_fp32.onnx"])
     entries = [manifest_entry(Built(a, "student")) for a in artifacts]
     entries.append(manifest_entry(Built(teacher, "teacher-reference")))
-    rows = []
-    for e in entries:
-        if e["role"] == "student":
-            rows.append({"path": e["path"], "format": e["format"], "precision": "fp32", "runtime": e["runtime"],
-                         "runtime_version": "test", "sha256": e["sha256"], "size_bytes": e["size_bytes"],
-                         "accuracy": 0.85, "agreement_with_teacher": 0.9, "shipped": True,
-                         "latency_ms": {"p50": 0.1, "p90": 0.1, "p95": 0.1, "p99": 0.1, "mean": 0.1, "std": 0.0}})
-    manifest = {"target": "x86-cpu", "input": {"shape": [1, 1, 8, 8], "dtype": "float32", "layout": "NCHW"},
+    rows = [artifact_row(e["path"], e["format"], "fp32", size=e["size_bytes"], accuracy=0.85, median_ms=0.1,
+                         sha256=e["sha256"]) for e in entries if e["role"] == "student"]
+    manifest = {"edgekd_version": "0.1.0", "target": "x86-cpu", "output": {}, "normalization": {}, "classes": [],
+                "calibration": {}, "input": {"shape": [1, 1, 8, 8], "dtype": "float32", "layout": "NCHW"},
                 "eval_inputs": {"path": "eval.npz", "sha256": sha256_file(stage / "eval.npz")}, "artifacts": entries}
     write_json(stage / "manifest.json", manifest)
-    write_json(stage / "report.json", {"target": "x86-cpu", "measured_on": {"arch": "x86_64", "threads": 1},
-                                       "teacher": {"accuracy": 0.9}, "student": {"accuracy": 0.85},
-                                       "artifacts": rows})
+    write_json(stage / "report.json", make_report(artifacts=rows, measured_on={
+        "arch": "x86_64", "threads": 1, "is_target_device": True}))
     stage.rename(run)
     return run
 
@@ -143,4 +139,4 @@ def test_bundle_bad_input(run_dir, tmp_path, capsys):
         a["shipped"] = False
     (broken / "report.json").write_text(json.dumps(report))
     assert main(["bundle", str(broken), "--out", str(tmp_path / "out")]) == 2
-    assert "marks no artifact as shipped" in capsys.readouterr().err
+    assert "no artifact is marked shipped" in capsys.readouterr().err

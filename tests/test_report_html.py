@@ -5,46 +5,33 @@ from __future__ import annotations
 import base64
 import re
 
+import factories
 import numpy as np
 
 from edgekd.report_html import per_class_accuracy, write_html
 
 
 def make_report() -> dict:
-    rng = np.random.default_rng(0)
-
-    def artifact(path, fmt, precision, acc, p50, shipped):
-        samples = (p50 * (1 + rng.gamma(2.0, 0.05, 300))).round(6).tolist()
-        return {"path": path, "format": fmt, "precision": precision, "accuracy": acc, "agreement_with_teacher": 0.97,
-                "size_bytes": 200_000, "peak_memory_mb": 80.0, "noise_pct": 2.5, "shipped": shipped,
-                "speed_vs_teacher": 3.0, "latency_ms": {"p50": p50, "p99": 2 * p50},
-                "latency_ms_detail": {"samples_ms": samples},
-                **({"per_class_accuracy": {"0": 0.9, "1": 1.0, "2": 0.8}} if shipped else {})}
-
-    return {
-        "target": "x86-cpu", "edgekd_version": "0.1.0", "created": "2026-11-23T12:00:00",
-        "measured_on": {"arch": "x86_64", "cpu": "Test CPU", "cores": 2, "threads": 2, "is_target_device": False},
-        "data": {"name": "toy", "classes": ["cat", "dog", "<b>bird</b>"]},
-        "teacher": {"arch": "teacher_cnn", "params": 1_000_000, "macs": 9_000_000, "accuracy": 0.95,
-                    "by_format": {"onnx": {"size_bytes": 4_000_000, "latency_ms": {"p50": 0.3, "p99": 0.5},
-                                           "peak_memory_mb": 90.0}}},
-        "student": {"family": "mobilenetv2", "config": {"width": 1}, "params": 100_000, "macs": 1_000_000,
-                    "accuracy": 0.93, "kd_gain": 0.02},
-        "artifacts": [artifact("model_fp32.onnx", "onnx", "fp32", 0.93, 0.05, False),
-                      artifact("model_int8.onnx", "onnx", "int8", 0.92, 0.03, True),
-                      artifact("<script>alert(1)</script>.xml", "openvino", "int8", 0.91, 0.08, False)],
-        "device_results": [{"remote": "pi@board", "measured_at": "2026-11-23T12:05:00",
-                            "measured_on": {"arch": "aarch64", "cpu": "Cortex-A72", "cores": 4,
-                                            "is_target_device": False},
-                            "artifacts": [{"path": "model_int8.onnx", "runtime": "onnxruntime",
-                                           "runtime_version": "1.32.0", "latency_ms": {"p50": 1.2, "p95": 1.4,
-                                                                                       "p99": 1.9},
-                                           "noise_pct": 1.0, "accuracy": 0.92, "peak_memory_mb": 60.0}]}],
-        "precision_choice": {"onnx": "int8: fastest"},
-        "gate": {"passed": False, "violations": ["model_size_kb [x]: too big"],
-                 "checks": [{"name": "model_size_kb", "artifact": "x", "measured": 300.0, "unit": "KiB",
-                             "comparison": "<=", "budget": 200.0, "status": "fail"}]},
-    }
+    per_class = {"per_class_accuracy": {"0": 0.9, "1": 1.0, "2": 0.8}}
+    return factories.make_report(
+        data={"name": "toy", "classes": ["cat", "dog", "<b>bird</b>"]},
+        measured_on={"arch": "x86_64", "cpu": "Test CPU", "cores": 2, "threads": 2, "is_target_device": False},
+        artifacts=[factories.artifact_row("model_fp32.onnx", "onnx", "fp32", accuracy=0.93, median_ms=0.05,
+                                          shipped=False),
+                   factories.artifact_row("model_int8.onnx", "onnx", "int8", accuracy=0.92, median_ms=0.03,
+                                          **per_class),
+                   factories.artifact_row("<script>alert(1)<\\script>.xml", "openvino", "int8", accuracy=0.91,
+                                          median_ms=0.08, shipped=False)],
+        device_results=[{"remote": "pi@board", "measured_at": "2026-11-23T12:05:00",
+                         "measured_on": {"arch": "aarch64", "cpu": "Cortex-A72", "cores": 4,
+                                         "is_target_device": False},
+                         "artifacts": [{"path": "model_int8.onnx", "runtime": "onnxruntime",
+                                        "runtime_version": "1.32.0", "latency_ms": {"p50": 1.2, "p95": 1.4,
+                                                                                    "p99": 1.9},
+                                        "noise_pct": 1.0, "accuracy": 0.92, "peak_memory_mb": 60.0}]}],
+        gate={"passed": False, "violations": ["model_size_kb [x]: too big"],
+              "checks": [{"name": "model_size_kb", "artifact": "x", "measured": 300.0, "unit": "KiB",
+                          "comparison": "<=", "budget": 200.0, "status": "fail"}]})
 
 
 def _images(text: str) -> list[bytes]:

@@ -10,6 +10,7 @@ from typing import Any
 from edgekd import __version__
 from edgekd.formats import get_format
 from edgekd.io import sha256_file, write_json
+from edgekd.schema import MANIFEST_SCHEMA_VERSION, Manifest
 from edgekd.stages.context import BuildContext
 from edgekd.stages.export import Built
 
@@ -47,6 +48,7 @@ def write_manifest(ctx: BuildContext, stage: Path, built: list[Built], calibrati
                    eval_path: Path) -> dict[str, Any]:
     data = ctx.data
     manifest = {
+        "manifest_version": MANIFEST_SCHEMA_VERSION,
         "edgekd_version": __version__,
         "target": ctx.target.name,
         "input": {"shape": [1, *data.input_shape], "dtype": "float32",
@@ -60,5 +62,6 @@ def write_manifest(ctx: BuildContext, stage: Path, built: list[Built], calibrati
         "session_plugins": session_plugins(built, stage),
         "artifacts": [manifest_entry(b) for b in built],
     }
+    Manifest.model_validate(manifest)  # a writer bug fails here, never in a reader on a device
     write_json(stage / "manifest.json", manifest)
     return manifest

@@ -13,6 +13,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from edgekd.bench import run_local
+from edgekd.schema import RunnerResult
 from edgekd.stages.context import BuildContext
 from edgekd.stages.export import Built
 
@@ -32,5 +33,6 @@ def measure(ctx: BuildContext, stage: Path, built: list[Built], manifest: dict[s
     for b in tqdm(built, desc="benchmark", unit="artifact", disable=not ctx.options.progress, leave=False):
         result = run_local(b.artifact.path, eval_path, ctx.options.runs, ctx.options.warmup, ctx.threads,
                            plugins=plugins)
+        RunnerResult.model_validate(result)  # the runner's numbers are checked like a device's would be
         out.append(Measured(b, entries[b.artifact.path.name], result))
     return out

@@ -13,7 +13,7 @@ import torch
 
 from edgekd import __version__
 from edgekd.models.budget import StudentChoice, count_macs, count_params
-from edgekd.report import REPORT_SCHEMA_VERSION
+from edgekd.schema import REPORT_SCHEMA_VERSION
 from edgekd.stages.compress import Compressed
 from edgekd.stages.context import BuildContext
 from edgekd.stages.distill import Distilled

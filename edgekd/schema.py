@@ -1,0 +1,327 @@
+"""Typed, versioned schemas of every file edgekd writes and reads back: report.json, manifest.json and the
+runner's result JSON. Writers validate before writing; readers validate before trusting a single number.
+
+What validation guarantees to a reader (the gate above all): numbers are finite (no NaN/inf), sizes, counts and
+latencies are non-negative, accuracies lie in [0, 1], sha256 values are 64 hex digits, file names are plain names
+beside the file that lists them, and a shipped artifact always has an accuracy (a missing value is a failure,
+never a pass). Objects whose keys are produced by other modules (training summaries, pruning, per-format details)
+stay open; the fields the gate and the renderers read are declared. ``docs/schema/*.schema.json`` is generated
+from these models (``python -m edgekd.schema``) and a test keeps it current.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgekd.errors import EdgekdError
+
+REPORT_SCHEMA_VERSION = 2
+MANIFEST_SCHEMA_VERSION = 1
+
+NonNeg = Annotated[float, Field(ge=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+def _plain_name(value: str) -> str:
+    if not value or os.path.basename(value) != value or value in (".", ".."):
+        raise ValueError(f"'{value}' is not a plain file name (files are listed beside the manifest)")
+    return value
+
+
+PlainName = Annotated[str, AfterValidator(_plain_name)]
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+
+# ============================================================================================ shared
+class Latency(_Open):
+    p50: NonNeg
+    p90: NonNeg
+    p95: NonNeg
+    p99: NonNeg
+    mean: NonNeg
+    std: NonNeg
+
+
+class LatencyDetail(Latency):
+    """The runner's full timing record: raw samples and the block medians that measure noise."""
+
+    samples_ms: list[NonNeg] = []
+    block_medians: list[NonNeg] = []
+    noise_pct: NonNeg = 0.0
+    runs: NonNegInt = 0
+
+
+class Machine(_Open):
+    arch: str
+    cpu: str = ""
+    cores: NonNegInt | None = None
+
+
+# ============================================================================================ runner result
+class RunnerResult(_Open):
+    """One artifact measured by runner.py (on this host or a device)."""
+
+    runner_version: str
+    artifact: str
+    format: str
+    precision: str | None = None
+    sha256: Sha256 | None = None
+    sha256_verified: bool = False
+    runtime: dict[str, Any]
+    machine: Machine
+    threads: Annotated[int, Field(ge=1)]
+    load_ms: NonNeg
+    first_inference_ms: NonNeg
+    latency_ms: LatencyDetail
+    samples: NonNegInt = 0
+    accuracy: Fraction | None = None
+    agreement_with_teacher: Fraction | None = None
+    per_class_accuracy: dict[str, Fraction] | None = None
+    predictions: list[NonNegInt] | None = None
+    peak_memory_mb: NonNeg | None = None
+    memory: dict[str, Any] | None = None
+    torch_imported: bool = False
+
+
+# ============================================================================================ manifest
+class ManifestFile(_Closed):
+    path: PlainName
+    sha256: Sha256
+    size_bytes: NonNegInt | None = None
+
+
+class ManifestEntry(_Open):
+    path: PlainName
+    role: Literal["student", "teacher-reference", "unpruned-reference"]
+    format: str
+    precision: str
+    runtime: str
+    sha256: Sha256
+    size_bytes: NonNegInt
+    files: list[ManifestFile] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _artifact_is_hashed(self) -> ManifestEntry:
+        names = [f.path for f in self.files]
+        if self.path not in names:
+            raise ValueError(f"the files of {self.path} do not include the artifact itself")
+        if self.files[names.index(self.path)].sha256 != self.sha256:
+            raise ValueError(f"{self.path}: sha256 differs from its own file entry")
+        return self
+
+
+class SessionPlugin(_Closed):
+    format: str
+    path: PlainName
+    sha256: Sha256
+
+
+class Manifest(_Open):
+    manifest_version: Literal[1] = 1
+    edgekd_version: str
+    target: str
+    input: dict[str, Any]
+    output: dict[str, Any]
+    normalization: dict[str, Any]
+    classes: list[str]
+    calibration: dict[str, Any]
+    eval_inputs: ManifestFile
+    session_plugins: list[SessionPlugin] = []
+    artifacts: list[ManifestEntry]
+
+
+# ============================================================================================ report
+class ArtifactRow(_Open):
+    path: PlainName
+    format: str
+    precision: str
+    runtime: str
+    sha256: Sha256
+    size_bytes: NonNegInt
+    accuracy: Fraction | None
+    val_accuracy: Fraction | None = None
+    agreement_with_teacher: Fraction | None = None
+    latency_ms: Latency
+    latency_ms_detail: LatencyDetail | None = None
+    peak_memory_mb: NonNeg | None = None
+    predictions: list[NonNegInt] | None = None
+    macs: NonNegInt
+    params: NonNegInt
+    shipped: bool
+    reference: str = "student"
+    reference_accuracy: Fraction | None = None
+    speed_vs_fp32: NonNeg | None = None
+    speed_vs_teacher: NonNeg | None = None
+    teacher_p50_ms_same_runtime: NonNeg | None = None
+    parity: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _shipped_is_measured(self) -> ArtifactRow:
+        if self.shipped and self.accuracy is None:
+            raise ValueError(f"{self.path} is shipped but has no accuracy: a missing value is a failure")
+        return self
+
+
+class TeacherFormatRow(_Open):
+    path: PlainName
+    runtime: str
+    size_bytes: NonNegInt
+    latency_ms: Latency
+    peak_memory_mb: NonNeg | None = None
+    accuracy: Fraction | None = None
+
+
+class TeacherSection(_Open):
+    source: str
+    arch: str
+    params: NonNegInt
+    macs: NonNegInt
+    accuracy: Fraction
+    size_bytes: NonNegInt
+    latency_ms: Latency
+    peak_memory_mb: NonNeg | None = None
+    by_format: dict[str, TeacherFormatRow]
+
+
+class StudentSection(_Open):
+    family: str
+    config: dict[str, Any]
+    params: NonNegInt
+    macs: NonNegInt
+    accuracy: Fraction
+    accuracy_before_compression: Fraction | None = None
+    accuracy_trained_alone: Fraction | None = None
+    kd_gain: Annotated[float, Field(ge=-1, le=1)] | None = None
+    budget_fit: dict[str, Any]
+    distillation: dict[str, Any]
+
+
+class StageRow(_Closed):
+    stage: str
+    artifact: str
+    accuracy: Fraction | None
+    params: NonNegInt
+    macs: NonNegInt
+    size_bytes: NonNegInt
+    p50_ms: NonNeg
+
+
+class MeasuredOn(Machine):
+    is_target_device: bool
+    threads: Annotated[int, Field(ge=1)]
+
+
+class EvalInputs(_Closed):
+    path: PlainName
+    sha256: Sha256
+    samples: NonNegInt
+
+
+class Report(_Open):
+    schema_version: int
+    edgekd_version: str
+    target: str
+    target_path: str = ""
+    created: str
+    measured_on: MeasuredOn
+    data: dict[str, Any]
+    eval_inputs: EvalInputs
+    teacher: TeacherSection
+    student: StudentSection
+    calibration: dict[str, Any]
+    pruning: dict[str, Any] | None = None
+    artifacts: list[ArtifactRow] = Field(min_length=1)
+    precision_choice: dict[str, str]
+    stages: list[StageRow] = []
+    stage_times_s: dict[str, NonNeg] = {}
+    build_time_s: NonNeg | None = None
+    gate: dict[str, Any] | None = None
+    device_results: list[dict[str, Any]] = []
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value < REPORT_SCHEMA_VERSION:
+            raise ValueError(f"report schema_version {value} is older than the {REPORT_SCHEMA_VERSION} this edgekd "
+                             "reads: rebuild it with this edgekd (`edgekd build`)")
+        if value > REPORT_SCHEMA_VERSION:
+            raise ValueError(f"report schema_version {value} is newer than the {REPORT_SCHEMA_VERSION} this edgekd "
+                             "reads: upgrade edgekd (pip install -U edgekd)")
+        return value
+
+    @model_validator(mode="after")
+    def _ships_something(self) -> Report:
+        if not any(a.shipped for a in self.artifacts):
+            raise ValueError("no artifact is marked shipped: there is nothing to gate or deploy")
+        return self
+
+    @property
+    def shipped(self) -> list[ArtifactRow]:
+        return [a for a in self.artifacts if a.shipped]
+
+
+# ============================================================================================ I/O
+SCHEMAS: dict[str, type[BaseModel]] = {"report": Report, "manifest": Manifest, "runner_result": RunnerResult}
+
+
+def describe_errors(exc: ValidationError, limit: int = 3) -> str:
+    parts = []
+    for err in exc.errors()[:limit]:
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+    more = len(exc.errors()) - limit
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def validate(kind: str, data: Any, label: str, fix: str) -> BaseModel:
+    """Validate a decoded JSON value as ``kind``; any problem is one EdgekdError naming the field."""
+    if kind == "report" and isinstance(data, dict) and "schema_version" not in data:
+        raise EdgekdError(f"{label} has no schema_version: it was written by an older edgekd or is not a report",
+                          "rebuild it with this edgekd (`edgekd build`)")
+    try:
+        return SCHEMAS[kind].model_validate(data)
+    except ValidationError as exc:
+        raise EdgekdError(f"{label} is not a valid edgekd {kind.replace('_', ' ')}: {describe_errors(exc)}",
+                          fix) from None
+
+
+def read(kind: str, path: str | os.PathLike[str], label: str | None = None, fix: str = "") -> BaseModel:
+    from edgekd.io import read_json_object
+
+    label = label or str(path)
+    fix = fix or "pass a file written by this version of edgekd"
+    return validate(kind, read_json_object(path, label, fix), f"{label}", fix)
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", exclude_none=False)
+
+
+def write_schemas(folder: Path) -> list[Path]:
+    """docs/schema/<kind>.schema.json for every file kind (regenerated by ``python -m edgekd.schema``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for kind, model in SCHEMAS.items():
+        path = folder / f"{kind}.schema.json"
+        path.write_text(json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for p in write_schemas(Path(__file__).resolve().parent.parent / "docs" / "schema"):
+        print(f"wrote {p}")
