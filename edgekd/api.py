@@ -44,7 +44,7 @@ from edgekd.models.teachers import (
 )
 from edgekd.report import REPORT_SCHEMA_VERSION, render_markdown
 from edgekd.report_html import write_html
-from edgekd.targets import TargetProfile, load_target
+from edgekd.targets import TargetProfile, load_target, require_extras
 
 DEFAULT_CACHE = Path(os.environ.get("EDGEKD_CACHE", Path.home() / ".cache" / "edgekd"))
 
@@ -362,6 +362,7 @@ def build(options: BuildOptions) -> BuildResult:
     """Teacher -> budget-sized student -> KD -> artifacts -> parity -> benchmark -> report -> gate."""
     t_start = time.perf_counter()
     target = load_target(options.target)
+    require_extras(target)  # a missing runtime stops the build before any data loading or training
     out = Path(options.out) if options.out else Path("runs") / target.name
     data = load_dataset(options.data, seed=options.seed, max_train=options.max_train)
     auto_teacher, auto_student = auto_epochs(len(data.y_train))
