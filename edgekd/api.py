@@ -38,7 +38,7 @@ from edgekd.stages.manifest import write_manifest
 from edgekd.stages.measure import measure
 from edgekd.stages.report import TestScores, make_report
 from edgekd.stages.teacher import Teachers, auto_epochs, prepare_teachers
-from edgekd.targets import load_target
+from edgekd.targets import load_target, require_extras
 
 __all__ = ["DEFAULT_CACHE", "BuildOptions", "BuildResult", "build"]
 
@@ -52,6 +52,7 @@ class BuildResult:
 def start(options: BuildOptions) -> BuildContext:
     """Target and data: everything later stages read; bad input here fails before any training."""
     target = load_target(options.target)
+    require_extras(target)  # a missing runtime stops the build before any data loading or training
     out = Path(options.out) if options.out else Path("runs") / target.name
     data = load_dataset(options.data, seed=options.seed, max_train=options.max_train)
     ctx = BuildContext(options, target, data, out)

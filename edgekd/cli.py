@@ -43,14 +43,22 @@ def _distill_yaml(path: str | None) -> dict:
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
-    from edgekd.targets import describe_target, list_targets, load_target
+    from edgekd.targets import SHIPPED, available_targets, describe_target, load_target
 
     if args.action == "list":
-        for t in list_targets():
-            precisions = "/".join(t.runtime.precisions)
-            formats = ", ".join(t.runtime.formats)
-            print(f"{t.name:<18} {formats:<16} {precisions:<10} {t.description}")
-        return 0
+        invalid = 0
+        for name, source in available_targets().items():
+            where = "shipped" if source.origin == SHIPPED else f"{source.origin}" + (
+                " (overrides shipped)" if source.overrides_shipped else "")
+            try:
+                t = load_target(source.file)
+            except EdgekdError as exc:
+                invalid += 1
+                print(f"{name:<18} INVALID: {exc.problem}  [{where}]")
+                continue
+            formats, precisions = ", ".join(t.runtime.formats), "/".join(t.runtime.precisions)
+            print(f"{name:<18} {formats:<16} {precisions:<10} {t.description}  [{where}]")
+        return 2 if invalid else 0
     if not args.name:
         raise EdgekdError("`edgekd targets show` needs a target name or path", "e.g. edgekd targets show rpi4")
     print(describe_target(load_target(args.name)), end="")
@@ -109,7 +117,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgekd", description=__doc__)
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=_VersionAction, nargs=0,
+                        help="show edgekd's version and the installed runtimes' versions, then exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("targets", help="list or show target profiles")
@@ -175,10 +184,42 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _version() -> str:
+# The packages whose versions a result depends on (distribution name, what it is), for ``edgekd --version``.
+RUNTIME_DISTRIBUTIONS = (
+    ("torch", "training, export"),
+    ("onnx", "ONNX export"),
+    ("onnxruntime", "ONNX runtime"),
+    ("openvino", "OpenVINO runtime"),
+    ("nncf", "OpenVINO int8"),
+    ("litert-torch", "TFLite export"),
+    ("ai-edge-quantizer", "TFLite int8"),
+    ("ai-edge-litert", "LiteRT (TFLite runtime)"),
+)
+
+
+def version_text() -> str:
+    """edgekd's version and each runtime's, read from installed metadata: nothing heavy is imported."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
     from edgekd import __version__
 
-    return f"edgekd {__version__}"
+    lines = [f"edgekd {__version__} (Python {platform.python_version()})"]
+    for dist, role in RUNTIME_DISTRIBUTIONS:
+        try:
+            installed = version(dist)
+        except PackageNotFoundError:
+            installed = "not installed"
+        lines.append(f"  {dist:<18} {installed:<14} {role}")
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    """Like argparse's ``version`` action, but the metadata is read only when ``--version`` is asked for."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
 
 
 def main(argv: list[str] | None = None) -> int:

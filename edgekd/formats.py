@@ -66,6 +66,24 @@ class FormatSpec:
         return self.session_class().runtime
 
 
+# What each pip extra (pyproject.toml [project.optional-dependencies]) installs, as import names, and the extras it
+# includes: how a build tells, before any training, that a format's tools are missing (tests/test_targets.py checks
+# it against pyproject.toml).
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "onnx": ("onnx", "onnxscript", "onnxruntime"),
+    "openvino": ("openvino", "nncf"),
+    "tflite": ("litert_torch", "ai_edge_quantizer", "ai_edge_litert", "torchao"),
+    "prune": ("torch_pruning",),
+}
+EXTRA_INCLUDES: dict[str, tuple[str, ...]] = {"openvino": ("onnx",), "tflite": ("onnx",)}
+
+
+def extra_modules(extra: str) -> tuple[str, ...]:
+    """The modules ``pip install 'edgekd[extra]'`` provides, those of the extras it includes too."""
+    included = [m for sub in EXTRA_INCLUDES.get(extra, ()) for m in extra_modules(sub)]
+    return tuple(dict.fromkeys([*included, *EXTRA_MODULES.get(extra, ())]))
+
+
 FORMATS: dict[str, FormatSpec] = {}
 _MODULES: dict[str, ModuleType] = {}
 

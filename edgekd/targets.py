@@ -1,19 +1,27 @@
 """Target profiles: the hardware, runtime and budgets that size and judge a student.
 
-A profile is a YAML file (``targets/*.yaml`` ship with edgekd; a user's own file works by path). The schema
-is strict (unknown keys are errors) so a typo in a budget never silently disables a check.
+A profile is a YAML file. The shipped ones live inside the package (``edgekd/data_files/targets/``, read with
+``importlib.resources``, so a wheel and a source checkout behave the same); ``$EDGEKD_TARGETS_DIR``, a search path
+of directories, adds a team's own profiles by name; any file works by path. The schema is strict (unknown keys are
+errors) so a typo in a budget never silently disables a check.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekd.errors import EdgekdError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 Precision = Literal["fp32", "fp16", "dynamic_int8", "int8"]
 Positive = Annotated[float, Field(gt=0)]
@@ -120,53 +128,165 @@ class TargetProfile(_Strict):
         return value
 
 
-def builtin_targets_dir() -> Path:
-    """``targets/`` beside the package (a source checkout or editable install), or $EDGEKD_TARGETS_DIR."""
-    env = os.environ.get("EDGEKD_TARGETS_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "targets"
+TARGETS_PATH_ENV = "EDGEKD_TARGETS_DIR"
+YAML_SUFFIXES = (".yaml", ".yml")
+SHIPPED = "shipped"
+
+
+def data_file(*parts: str) -> Traversable:
+    """A file shipped in ``edgekd/data_files`` (operator lists, target profiles), wherever the package lives."""
+    return resources.files("edgekd").joinpath("data_files", *parts)
+
+
+def shipped_targets_dir() -> Traversable:
+    return data_file("targets")
+
+
+def targets_search_path() -> list[Path]:
+    """The directories in ``$EDGEKD_TARGETS_DIR`` (``os.pathsep``-separated), earliest first."""
+    dirs = []
+    for entry in os.environ.get(TARGETS_PATH_ENV, "").split(os.pathsep):
+        if not entry:
+            continue
+        path = Path(entry).expanduser()
+        if not path.is_dir():
+            raise EdgekdError(f"${TARGETS_PATH_ENV} names '{entry}', which is not a directory",
+                              f"set ${TARGETS_PATH_ENV} to directories of target YAML files, separated by "
+                              f"'{os.pathsep}', or unset it")
+        dirs.append(path)
+    return dirs
+
+
+@dataclass(frozen=True)
+class TargetSource:
+    """Where a target name resolves to: ``origin`` is ``shipped`` or the search-path directory."""
+
+    name: str
+    file: Traversable | Path
+    origin: str
+    overrides_shipped: bool = False
+
+
+def _yaml_files(directory: Traversable | Path) -> list[Traversable | Path]:
+    files = [f for f in directory.iterdir() if f.name.lower().endswith(YAML_SUFFIXES) and f.is_file()]
+    return sorted(files, key=lambda f: f.name)
+
+
+def _stem(file: Traversable | Path) -> str:
+    return file.name.rsplit(".", 1)[0]
+
+
+def available_targets() -> dict[str, TargetSource]:
+    """Every name ``--target`` accepts. The search path comes first (an earlier directory wins), so a team can
+    override a shipped profile by giving its file the same name; ``edgekd targets list`` shows which one wins."""
+    shipped = {_stem(f): f for f in _yaml_files(shipped_targets_dir())}
+    found: dict[str, TargetSource] = {}
+    for directory in targets_search_path():
+        for file in _yaml_files(directory):
+            name = _stem(file)
+            if name not in found:
+                found[name] = TargetSource(name, file, str(directory), overrides_shipped=name in shipped)
+    for name, file in shipped.items():
+        found.setdefault(name, TargetSource(name, file, SHIPPED))
+    return dict(sorted(found.items()))
 
 
 def list_targets() -> list[TargetProfile]:
-    return [load_target(p) for p in sorted(builtin_targets_dir().glob("*.yaml"))]
+    return [_parse(source.file) for source in available_targets().values()]
 
 
-def _known_names() -> list[str]:
-    return sorted(p.stem for p in builtin_targets_dir().glob("*.yaml"))
+def looks_like_path(text: str) -> bool:
+    """A target argument is a path only when it clearly says so: a separator or a YAML suffix. A bare name is
+    always a profile name, so a run directory named after its target (``runs/x86-cpu/``) never shadows it."""
+    separators = {"/", os.sep, os.altsep} - {None}
+    return any(sep in text for sep in separators) or text.lower().endswith(YAML_SUFFIXES)
+
+
+def resolve_target(name_or_path: str | os.PathLike[str]) -> Traversable | Path:
+    """The file a ``--target`` argument names: a path (which must be a file) or a shipped/search-path name."""
+    text = os.fspath(name_or_path)
+    if looks_like_path(text):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            what = "is a directory, not a target file" if path.is_dir() else "not found"
+            raise EdgekdError(f"target file {what}: {text}",
+                              "pass the path of a target YAML file, or a target name (edgekd targets list)")
+        return path
+    source = available_targets().get(text)
+    if source is None:
+        hint = f"; to load the file '{text}' here, pass ./{text}" if Path(text).is_file() else ""
+        raise EdgekdError(
+            f"unknown target '{text}'",
+            f"use one of: {', '.join(available_targets())} (edgekd targets list), or the path to your own YAML "
+            f"file; ${TARGETS_PATH_ENV} adds directories of profiles by name{hint}",
+        )
+    return source.file
 
 
 def load_target(name_or_path: str | os.PathLike[str]) -> TargetProfile:
-    """Load a shipped target by name (``rpi4``) or any YAML file by path."""
-    text = str(name_or_path)
-    path = Path(text)
-    if not (path.suffix in (".yaml", ".yml") or os.sep in text or path.exists()):
-        path = builtin_targets_dir() / f"{text}.yaml"
-        if not path.exists():
-            raise EdgekdError(
-                f"unknown target '{text}'",
-                f"use one of: {', '.join(_known_names())}, or the path to your own YAML file",
-            )
-    if not path.is_file():
-        raise EdgekdError(f"target file not found: {path}", "check the path, or use a shipped target name")
+    """Load a target by name (``rpi4``, or a file in ``$EDGEKD_TARGETS_DIR``) or any YAML file by path."""
+    return _parse(resolve_target(name_or_path))
+
+
+def _parse(file: Traversable | Path) -> TargetProfile:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise EdgekdError(f"cannot read target file {file}: {exc.strerror or exc}", "check the file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise EdgekdError(f"target file {path} is not valid YAML{where}", "fix the YAML syntax") from None
+        raise EdgekdError(f"target file {file} is not valid YAML{where}", "fix the YAML syntax") from None
     if not isinstance(raw, dict):
-        raise EdgekdError(f"target file {path} must contain a mapping of fields", "see targets/x86-cpu.yaml")
+        raise EdgekdError(f"target file {file} must contain a mapping of fields",
+                          "see `edgekd targets show x86-cpu` for a complete example")
     try:
-        return TargetProfile(**{**raw, "path": str(path)})
+        return TargetProfile(**{**raw, "path": str(file)})
     except ValidationError as exc:
         problems = "; ".join(
             f"field '{'.'.join(str(p) for p in err['loc'])}': {_describe(err)}" for err in exc.errors()
         )
         raise EdgekdError(
-            f"target file {path} is invalid: {problems}",
-            "correct the named field(s); see targets/x86-cpu.yaml for a complete example",
+            f"target file {file} is invalid: {problems}",
+            "correct the named field(s); see `edgekd targets show x86-cpu` for a complete example",
         ) from None
+
+
+# ------------------------------------------------------------------------------------------------ extras
+def required_extras(target: TargetProfile) -> list[str]:
+    """The fewest extras that build every format the target ships (an extra another one includes is dropped)."""
+    from edgekd.formats import EXTRA_INCLUDES, get_format
+
+    needed = list(dict.fromkeys(get_format(fmt).extra for fmt in target.runtime.formats if get_format(fmt).extra))
+    covered = {sub for extra in needed for sub in EXTRA_INCLUDES.get(extra, ())}
+    return [extra for extra in needed if extra not in covered]
+
+
+def install_command(extras: list[str]) -> str:
+    return f"pip install 'edgekd[{','.join(extras)}]'"
+
+
+def _absent_modules(extra: str) -> list[str]:
+    from edgekd.formats import extra_modules
+
+    return [module for module in extra_modules(extra) if importlib.util.find_spec(module) is None]
+
+
+def missing_extras(target: TargetProfile) -> list[str]:
+    """The target's extras with a module not installed (``find_spec``: cheap, nothing is imported)."""
+    return [extra for extra in required_extras(target) if _absent_modules(extra)]
+
+
+def require_extras(target: TargetProfile) -> None:
+    """Stop a build before any data loading or training when the target's runtimes are not installed."""
+    missing = missing_extras(target)
+    if missing:
+        absent = [module for extra in missing for module in _absent_modules(extra)]
+        raise EdgekdError(
+            f"target '{target.name}' ships {', '.join(target.runtime.formats)} artifacts, which need "
+            f"{', '.join(absent)} (not installed)",
+            install_command(missing),
+        )
 
 
 def _describe(err: dict) -> str:
@@ -178,5 +298,10 @@ def _describe(err: dict) -> str:
 
 
 def describe_target(target: TargetProfile) -> str:
-    """A human-readable summary for ``edgekd targets show``."""
-    return yaml.safe_dump(target.model_dump(mode="json", exclude={"path"}), sort_keys=False)
+    """``edgekd targets show``: where the profile comes from and what to install (as comments), then the profile
+    itself as YAML, so the output is a valid starting point for a team's own file."""
+    extras = required_extras(target)
+    missing = missing_extras(target)
+    state = f"  # not installed here: {', '.join(missing)}" if missing else ""
+    header = f"# file: {target.path}\n# install: {install_command(extras)}{state}\n"
+    return header + yaml.safe_dump(target.model_dump(mode="json", exclude={"path"}), sort_keys=False)

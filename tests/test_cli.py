@@ -65,11 +65,54 @@ def test_build_then_gate_end_to_end(tmp_path):
     assert "latency_ms_p95" in gate.stdout and "FAIL" in gate.stdout
 
 
-def test_targets_commands(capsys):
+def test_targets_commands(tmp_path, capsys):
     assert main(["targets", "list"]) == 0
     assert "rpi4" in capsys.readouterr().out
     assert main(["targets", "show", "rpi4"]) == 0
-    assert "Cortex-A72" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "Cortex-A72" in shown and "# install: pip install 'edgekd[tflite]'" in shown
+    copy = tmp_path / "my-rpi4.yaml"  # what `show` prints is a valid profile to start a team's own from
+    copy.write_text(shown)
+    assert load_target(copy).model_dump(exclude={"path"}) == load_target("rpi4").model_dump(exclude={"path"})
+
+
+def test_python_dash_m_edgekd_is_the_cli(capsys):
+    proc = subprocess.run([sys.executable, "-m", "edgekd", "targets", "list"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert main(["targets", "list"]) == 0
+    assert proc.stdout == capsys.readouterr().out
+
+
+def test_version_names_the_installed_runtimes(monkeypatch, capsys):
+    import importlib.metadata
+
+    from edgekd import __version__
+
+    real = importlib.metadata.version
+
+    def without_openvino(dist: str) -> str:
+        if dist == "openvino":
+            raise importlib.metadata.PackageNotFoundError(dist)
+        return real(dist)
+
+    monkeypatch.setattr(importlib.metadata, "version", without_openvino)
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"edgekd {__version__} (Python ")
+    rows = {line.split()[0]: line.split(None, 1)[1] for line in lines[1:]}
+    assert {"torch", "onnxruntime", "openvino", "ai-edge-litert"} <= set(rows)
+    assert rows["openvino"].startswith("not installed") and rows["torch"].startswith(torch.__version__)
+
+
+def test_version_imports_no_runtime():
+    code = ("import sys\nfrom edgekd.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'onnxruntime', 'openvino', 'ai_edge_litert') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import yaml
 
 from edgekd import runner
 from edgekd.formats import FORMATS, FormatSpec, get_format, register_format
+from edgekd.targets import load_target
 
 # The whole format: exporter (host side, torch imported inside functions only) and session (runner side).
 PLUGIN = '''
@@ -114,7 +115,7 @@ def test_a_new_format_flows_through_build_runner_report_and_bundle(npzmlp, tmp_p
     from edgekd.api import BuildOptions, build
     from edgekd.bundle import make_bundle
 
-    target = yaml.safe_load((Path(__file__).parent.parent / "targets" / "x86-cpu.yaml").read_text())
+    target = yaml.safe_load(Path(load_target("x86-cpu").path).read_text())
     target.update(name="npz-board")
     target["runtime"] = {"format": "npzmlp", "precision": "fp32", "threads": 1}
     target["student_budget"]["family"] = "mlp"
