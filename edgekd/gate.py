@@ -49,7 +49,7 @@ LATENCY_METRICS = (("latency_ms_p5", gate_stats.FLOOR_QUANTILE), ("latency_ms_p5
 # Peak RSS of a fresh runner process moves by about this much between identical runs (allocator, page cache).
 MEMORY_NOISE_MB = 2.0
 # The fields of measured_on that must agree before latency or memory from two runs can be compared.
-HARDWARE_KEYS = ("arch", "cpu", "cores", "threads")
+HARDWARE_KEYS = ("arch", "cpu", "board", "cores", "threads")
 
 
 # ============================================================================================ results

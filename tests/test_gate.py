@@ -500,3 +500,37 @@ def test_negative_max_regression_is_a_usage_error(tmp_path, capsys):
         main(["gate", write(tmp_path / "r.json", make_report()), "--max-regression", "-5"])
     assert exc.value.code == 2
     assert "must be a number >= 0" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ target identity
+PI4_MACHINE = {"arch": "aarch64", "cpu": "BCM2835", "board": "Raspberry Pi 4 Model B Rev 1.4", "cores": 4,
+               "memory_mb": 3793}
+
+
+@pytest.mark.parametrize("target", ["rpi4", "jetson-orin-nano"])
+def test_a_report_built_here_for_a_board_leaves_every_device_budget_unverified(target):
+    report = {**make_report(), "target": target}
+    checks = evaluate_gate_dict(report, target)
+    device = [c for c in checks if c["device_bound"]]
+    assert len(device) == 4 and all(c["status"] == UNVERIFIED for c in device)
+    assert all("build host is not the target device" in c["note"] for c in device)
+
+
+def test_a_matching_board_verifies_rpi4_but_a_jetson_cpu_run_never_verifies_tensorrt():
+    report = {**make_report(), "target": "rpi4"}
+    report["device_results"] = [device_result(report, remote="pi@pi4", arch="aarch64", cpu_flags=None,
+                                              **{k: v for k, v in PI4_MACHINE.items() if k != "arch"})]
+    device = [c for c in evaluate_gate_dict(report, "rpi4") if c["device_bound"]]
+    assert all(c["status"] == PASS and "pi@pi4 is the target device (identity:" in c["note"] for c in device)
+
+    orin = {"cpu": "", "board": "NVIDIA Orin Nano Developer Kit", "cores": 6, "memory_mb": 7620}
+    report = {**make_report(), "target": "jetson-orin-nano"}
+    report["device_results"] = [device_result(report, remote="nv@orin", arch="aarch64", cpu_flags=None, **orin)]
+    device = [c for c in evaluate_gate_dict(report, "jetson-orin-nano") if c["device_bound"]]
+    assert all(c["status"] == UNVERIFIED and "a CPU run never verifies" in c["note"] for c in device)
+
+
+def evaluate_gate_dict(report: dict, target: str) -> list[dict]:
+    from edgekd.gate import evaluate_gate
+
+    return evaluate_gate(report, load_target(target)).to_dict()["checks"]
