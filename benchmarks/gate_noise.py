@@ -246,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     base_lat = baseline["artifacts"][0]["latency_ms"]
     write_json(RESULTS, {
+        "status": "result" if args.repeats >= 20 else f"validation run ({args.repeats} repeats): not the result; "
+                                                       "run 20 repeats on a quiet machine",
         **summary,
         "artifact": row["path"], "format": "openvino", "precision": row["precision"], "threads": threads,
         "max_regression_pct": MAX_REGRESSION_PCT, "runs_requested": RUNS, "repeats": args.repeats,

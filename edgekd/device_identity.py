@@ -141,7 +141,7 @@ def match(target: TargetProfile, machine: dict[str, Any], declared: bool = False
         return IdentityMatch(False, MISMATCH, tuple(bad))
     if target.device.generic:
         return IdentityMatch(True, GENERIC, (
-            f"generic profile: any {target.device.arch} machine"
+            f"any {target.device.arch} machine"
             + (f" with {', '.join(target.device.cpu_flags)}" if target.device.cpu_flags else "")
             + (f" matching /{target.device.cpu_pattern}/" if target.device.cpu_pattern else "")
             + f" counts as '{target.name}'", *ok))
