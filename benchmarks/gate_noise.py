@@ -257,8 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         "measured_on": {k: report["measured_on"].get(k) for k in ("arch", "cpu", "cores", "threads")},
         "load_1min": [it["load_1min"] for it in iterations],
         "rule": "edgekd/gate_stats.py: per quantile (p5, p50, p95) current vs the same quantile of the baseline; "
-                "fail when the ratio exceeds 1 + max(--max-regression, MDR), MDR from the block-to-block spread "
-                "of both runs; unverifiable when MDR > --max-regression or the quantile lies among interruptions",
+                "fail when the ratio exceeds 1 + max(--max-regression, MDR) (MDR from the block-to-block spread "
+                "of both runs) and every block of the current run is slower than every baseline block by more "
+                "than --max-regression; unverifiable when MDR > --max-regression, the blocks overlap, or the "
+                "quantile lies among interruptions",
         "command": f"python benchmarks/gate_noise.py --repeats {args.repeats}",
         "elapsed_s": round(elapsed, 1),
         "iterations": iterations,

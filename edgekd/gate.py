@@ -385,6 +385,10 @@ def latency_regressions(name: str, a: dict, old: dict, max_pct: float, hw: list[
         if cmp.among_interruptions:
             note = (f"unverifiable at this noise: p{q:g} lies among the interrupted samples (over "
                     f"{gate_stats.INTERRUPTED_FACTOR:g}x the p10) of a run; it measures the machine")
+        elif verdict == "unverifiable" and cmp.mdr_pct <= max_pct:
+            note = (f"unverifiable at this noise: {cmp.change_pct:+.1f} % overall but not in every timing block "
+                    f"(blocks {cmp.block_range[0][0]:.4g}-{cmp.block_range[0][1]:.4g} ms before, "
+                    f"{cmp.block_range[1][0]:.4g}-{cmp.block_range[1][1]:.4g} ms now): the machine changed speed")
         rows.append(RegressionCheck(metric, name, cmp.baseline, cmp.current, "ms", status, allowed, noise, note,
                                     mdr_pct=cmp.mdr_pct, ratio_interval=cmp.ratio_interval))
     return rows

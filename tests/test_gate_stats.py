@@ -82,3 +82,17 @@ def test_interrupted_share_and_quantiles_among_interruptions():
     cmp = compare_quantile(body, 5, spiked, 5, 95.0)
     assert cmp.among_interruptions and cmp.verdict(10) == "unverifiable"
     assert not compare_quantile(body, 5, spiked, 5, 50.0).among_interruptions
+
+
+def test_a_change_beyond_the_mdr_fails_only_when_every_block_is_slower():
+    """A run whose machine changed speed halfway overlaps the baseline in some block: unverifiable, not a fail."""
+    from edgekd.gate_stats import QuantileComparison
+
+    def comparison(current_blocks: tuple[float, float]) -> QuantileComparison:
+        return QuantileComparison(quantile=5.0, baseline=1.0, current=1.65, ratio=1.65, ratio_interval=(1.1, 2.5),
+                                  mdr_pct=50.0, spread_pct=(1.0, 40.0), interrupted=(0.0, 0.0),
+                                  block_range=((0.98, 1.02), current_blocks))
+
+    assert comparison((1.0, 2.0)).verdict(10) == "unverifiable"  # one block ran as fast as the baseline
+    assert comparison((1.13, 2.0)).verdict(10) == "fail"  # the fastest block is > 10 % over the slowest before
+    assert not comparison((1.12, 2.0)).every_block_slower(10)
