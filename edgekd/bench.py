@@ -3,8 +3,11 @@ devices over SSH.
 
 Remote benchmarking (``edgekd bench RUN_DIR --remote USER@HOST[:PORT] ...``) bundles the shipped artifacts, copies
 the tarball with the system ``scp``, runs ``runner.py`` with the device's ``python3`` over ``ssh``, brings the JSON
-back and merges it into report.json under ``device_results[]``, one entry per device with its own ``measured_on``.
-Hosts run in parallel; a failing host (unreachable, authentication, missing runtime) gets one clear message and
+back and merges it into report.json under ``device_results[]``, one entry per device with its own ``measured_on``
+(whether it is the target device, by ``edgekd.device_identity``, or declared so with ``--as-target``), then
+recomputes the report's ``gate``, report.md and report.html from them. A local ``edgekd bench RUN_DIR`` does the
+same with this host's measurements. Rows whose sha256 is not the report's artifact's are left out. Hosts run in
+parallel; a failing host (unreachable, authentication, missing runtime) gets one clear message and
 the others go on. ssh/scp always get argument lists; the one string the remote shell sees is built from
 ``shlex.quote``-d parts only.
 """
@@ -26,8 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from edgekd import device_identity
 from edgekd.errors import EdgekdError
-from edgekd.io import atomic_write, write_json
+from edgekd.io import atomic_write, write_json, write_text
+from edgekd.targets import TargetProfile
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 
@@ -82,10 +87,9 @@ _REMOTE_RE = re.compile(
     r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)"
     r"(?::(?P<port>[0-9]{1,5}))?$"
 )
-_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8": "aarch64", "armv8l": "aarch64"}
 # Per-artifact fields copied from the runner's JSON into report.json (predictions stay out: they are bulky).
-_RESULT_KEYS = ("accuracy", "agreement_with_teacher", "per_class_accuracy", "parity", "peak_memory_mb", "load_ms",
-                "first_inference_ms", "throughput_per_s", "threads", "sha256_verified", "torch_imported")
+_RESULT_KEYS = ("accuracy", "agreement_with_teacher", "per_class_accuracy", "parity", "peak_memory_mb", "memory",
+                "load_ms", "first_inference_ms", "throughput_per_s", "threads", "sha256_verified", "torch_imported")
 
 
 @dataclass(frozen=True)
@@ -197,7 +201,7 @@ def _runner_errors(stderr: str) -> list[str]:
 
 
 def run_remote(remote: Remote, tarball: Path, bundle_name: str, runner_args: list[str], ssh: SshConfig,
-               target_arch: str | None) -> DeviceRun:
+               target: TargetProfile | None, declared: bool = False) -> DeviceRun:
     """Copy the bundle to one device, run it there, bring the JSON back. Never raises for a device's failure."""
     t0 = time.perf_counter()
     run = DeviceRun(remote.spec)
@@ -240,7 +244,8 @@ def run_remote(remote: Remote, tarball: Path, bundle_name: str, runner_args: lis
         if not good:
             raise RemoteError(f"{remote.destination}: no artifact could be measured: "
                               + ("; ".join(run.warnings or errors) or "the runner returned nothing"))
-        run.entry = device_entry(remote, good, run.warnings, target_arch)
+        run.entry = device_entry(remote.spec, good, run.warnings, target, declared,
+                                 f"edgekd runner.py over SSH on {remote.destination}")
     except RemoteError as exc:
         run.error = str(exc)
     finally:
@@ -251,18 +256,19 @@ def run_remote(remote: Remote, tarball: Path, bundle_name: str, runner_args: lis
     return run
 
 
-def normalize_arch(arch: str | None) -> str | None:
-    if not arch:
-        return None
-    arch = arch.strip().lower()
-    return _ARCH_ALIASES.get(arch, arch)
+normalize_arch = device_identity.normalize_arch
 
 
-def device_entry(remote: Remote, results: list[dict[str, Any]], warnings: list[str],
-                 target_arch: str | None) -> dict[str, Any]:
-    """One device_results[] item: where it ran (is_target_device by architecture) and each artifact's numbers."""
+def device_entry(source: str, results: list[dict[str, Any]], warnings: list[str], target: TargetProfile | None,
+                 declared: bool = False, how: str = "edgekd runner.py") -> dict[str, Any]:
+    """One device_results[] item: where it ran (target device or not, by which rule) and each artifact's numbers."""
     machine = results[0].get("machine", {})
-    arch = normalize_arch(machine.get("arch"))
+    if target is not None:
+        identity = device_identity.measured_on_fields(target, machine, declared)
+    else:
+        why = ["the report's target file is not found"]
+        identity = {"is_target_device": False, "declared_target": declared,
+                    "identity": {"rule": device_identity.MISMATCH, "reasons": why}}
     rows = []
     for r in results:
         lat = r["latency_ms"]
@@ -280,32 +286,86 @@ def device_entry(remote: Remote, results: list[dict[str, Any]], warnings: list[s
             "latency_ms_detail": lat,
         })
     return {
-        "remote": remote.spec,
-        "measured_on": {
-            **machine,
-            "is_target_device": bool(target_arch) and arch == normalize_arch(target_arch),
-            "target_arch": target_arch,
-            "how": f"edgekd runner.py over SSH on {remote.destination}, python {machine.get('python')}",
-        },
+        "remote": source,
+        "measured_on": {**machine, **identity, "how": f"{how}, python {machine.get('python')}"},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "artifacts": rows,
         "errors": warnings,
     }
 
 
+def _foreign_rows(report: dict[str, Any], entry: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+    """(rows measuring the report's own artifacts, rows left out with why): sha256 must be the report's."""
+    ours = {a.get("path"): a.get("sha256") for a in report.get("artifacts") or []}
+    kept, left_out = [], []
+    for row in entry.get("artifacts") or []:
+        want, got = ours.get(row.get("path")), row.get("sha256")
+        if row.get("path") not in ours:
+            why = "not an artifact of this report"
+        elif not got or got != want:
+            why = f"sha256 {str(got)[:12]}... is not the report's {str(want)[:12]}..."
+        elif row.get("sha256_verified") is False:
+            why = "the runner did not verify its sha256"
+        else:
+            kept.append(row)
+            continue
+        left_out.append({"path": row.get("path"), "why": why})
+    return kept, left_out
+
+
 def merge_device_results(report: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Each device keeps its own entry; measuring the same USER@HOST[:PORT] again replaces its old one."""
+    """Each device keeps its own entry; measuring the same device again replaces its old one. Rows whose sha256 is
+    not the report's artifact's are left out (listed in the entry's ``left_out``): they never reach the gate."""
     new = {e["remote"] for e in entries}
     kept = [e for e in report.get("device_results", []) if e.get("remote") not in new]
-    return {**report, "device_results": kept + entries}
+    checked = []
+    for entry in entries:
+        rows, left_out = _foreign_rows(report, entry)
+        checked.append({**entry, "artifacts": rows, **({"left_out": left_out} if left_out else {})})
+    return {**report, "device_results": kept + checked}
+
+
+def report_target(report: dict[str, Any]) -> TargetProfile | None:
+    """The report's target profile (its recorded path first, then the shipped name), or None when neither loads."""
+    from edgekd.targets import load_target
+
+    for spec in (report.get("target_path"), report.get("target")):
+        if not spec:
+            continue
+        try:
+            return load_target(spec)
+        except (EdgekdError, OSError, ValueError):
+            continue
+    return None
+
+
+def refresh_report(run_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
+    """Recompute ``gate`` with the merged device results and rewrite report.json, report.md and report.html."""
+    from edgekd.gate import evaluate_gate
+    from edgekd.report import render_markdown
+    from edgekd.report_html import write_html
+
+    target = report_target(report)
+    if target is None:
+        write_json(run_dir / "report.json", report)
+        raise EdgekdError(f"device results merged into {run_dir / 'report.json'}, but its target "
+                          f"'{report.get('target')}' cannot be loaded, so the gate was not recomputed",
+                          "restore the target file the report names (target_path), then run `edgekd bench` again")
+    report = {**report, "gate": evaluate_gate(report, target).to_dict()}
+    write_json(run_dir / "report.json", report)
+    write_text(run_dir / "report.md", render_markdown(report))
+    write_html(report, run_dir / "report.html")
+    return report
 
 
 def bench_remote(run_dir: str | os.PathLike[str], remotes: list[str], ssh: SshConfig | None = None,
                  runs: int | None = None, warmup: int | None = None, threads: int | None = None,
-                 log: Any = None) -> list[DeviceRun]:
-    """Benchmark the run's shipped artifacts on every device in parallel and merge the successes into report.json.
+                 log: Any = None, declared: bool = False) -> list[DeviceRun]:
+    """Benchmark the run's shipped artifacts on every device in parallel, merge the successes into report.json and
+    refresh its gate, report.md and report.html (``refresh_report``).
 
     report.json is rewritten atomically once, after all hosts finished, and only if at least one succeeded.
+    ``declared``: the user states that these hosts are the target device (``--as-target``; recorded).
     """
     from edgekd.bundle import load_run, make_bundle
 
@@ -320,7 +380,7 @@ def bench_remote(run_dir: str | os.PathLike[str], remotes: list[str], ssh: SshCo
         raise EdgekdError(f"--identity {ssh.identity} not found", "pass the private key file that logs in")
     run_dir = Path(run_dir)
     report, _ = load_run(run_dir)
-    target_arch = _target_arch(report)
+    target = report_target(report)
     with tempfile.TemporaryDirectory(prefix="edgekd-bundle-") as tmp:
         name = f"edgekd-bundle-{report.get('target', 'device')}"
         bundle = make_bundle(run_dir, Path(tmp) / name, threads=threads)
@@ -329,12 +389,10 @@ def bench_remote(run_dir: str | os.PathLike[str], remotes: list[str], ssh: SshCo
             f"device(s), {bundle.threads if threads is None else threads} thread(s)")
         with ThreadPoolExecutor(max_workers=min(16, len(parsed))) as pool:
             runs_done = list(pool.map(
-                lambda r: run_remote(r, bundle.tarball, name, args, ssh, target_arch), parsed))
+                lambda r: run_remote(r, bundle.tarball, name, args, ssh, target, declared), parsed))
     for run in runs_done:
         if run.ok:
-            where = run.entry["measured_on"]
-            say(f"  {run.remote}: ok in {run.seconds:.1f}s on {where.get('arch')} {where.get('cpu')!r} "
-                f"(target device: {'yes' if where['is_target_device'] else 'no'})")
+            say(f"  {run.remote}: ok in {run.seconds:.1f}s; {_where(run.entry)}")
             for w in run.warnings:
                 say(f"    not measured: {w}")
         else:
@@ -342,21 +400,26 @@ def bench_remote(run_dir: str | os.PathLike[str], remotes: list[str], ssh: SshCo
     good = [r.entry for r in runs_done if r.ok]
     if good:
         fresh, _ = load_run(run_dir)  # re-read: keep whatever changed while the devices ran
-        write_json(run_dir / "report.json", merge_device_results(fresh, good))
+        _merge_and_refresh(run_dir, fresh, good, say)
     return runs_done
 
 
-def _target_arch(report: dict[str, Any]) -> str | None:
-    from edgekd.targets import load_target
+def _where(entry: dict[str, Any]) -> str:
+    m = entry["measured_on"]
+    identity = m.get("identity") or {}
+    verdict = "the target device" if m.get("is_target_device") else "NOT the target device"
+    return (f"{m.get('arch')} {m.get('cpu')!r} is {verdict} ({identity.get('rule')}: "
+            f"{'; '.join(identity.get('reasons') or [])})")
 
-    for spec in (report.get("target_path"), report.get("target")):
-        if not spec:
-            continue
-        try:
-            return load_target(spec).device.arch
-        except (EdgekdError, OSError, ValueError):
-            continue
-    return None
+
+def _merge_and_refresh(run_dir: Path, report: dict[str, Any], entries: list[dict[str, Any]], say: Any) -> None:
+    merged = merge_device_results(report, entries)
+    for entry in merged["device_results"][-len(entries):]:
+        for item in entry.get("left_out") or []:
+            say(f"  {entry['remote']}: {item['path']} left out of the report: {item['why']}")
+    gate = refresh_report(run_dir, merged)["gate"]
+    say(f"refreshed {run_dir}/report.json gate ({'PASSED' if gate['passed'] else 'FAILED'}), report.md and "
+        "report.html with the device results")
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -382,10 +445,32 @@ def cmd_bench(args) -> int:
     for r in results:
         lat = r["latency_ms"]
         print(f"{r['artifact']:<24} {r['runtime']['name']:<12} p50 {lat['p50']:.4f} ms  p99 {lat['p99']:.4f} ms  "
-              f"accuracy {r.get('accuracy', float('nan')):.4f}  peak {r.get('peak_memory_mb', float('nan')):.1f} MB")
+              f"accuracy {r.get('accuracy', float('nan')):.4f}  "
+              f"model peak {r.get('peak_memory_mb', float('nan')):.1f} MB")
     if args.json:
         write_json(args.json, {"results": results})
+    if path.is_dir() and (path / "report.json").is_file():
+        if args.inputs:
+            print("report.json not updated: --inputs are not the run's eval inputs")
+        else:
+            _merge_local(path, results, args.as_target)
     return 0
+
+
+def _merge_local(run_dir: Path, results: list[dict[str, Any]], declared: bool) -> None:
+    """This host's measurements of the run's own artifacts become its device_results[] entry, then the refresh."""
+    from edgekd.bundle import load_run
+
+    report, _ = load_run(run_dir)
+    own = {a.get("path") for a in report.get("artifacts") or []}
+    mine = [r for r in results if r.get("artifact") in own]
+    if not mine:
+        return
+    host = mine[0].get("machine", {}).get("hostname") or "localhost"
+    entry = device_entry(f"local:{host}", mine, [], report_target(report), declared,
+                         "edgekd bench: runner.py in a fresh process on this host")
+    print(_where(entry), flush=True)
+    _merge_and_refresh(run_dir, report, [entry], lambda m: print(m, flush=True))
 
 
 def _cmd_bench_remote(args) -> int:
@@ -396,7 +481,8 @@ def _cmd_bench_remote(args) -> int:
                           "pass the directory `edgekd build` wrote (it is bundled with its shipped artifacts)")
     ssh = SshConfig(identity=args.identity, options=args.ssh_option or [], python=args.remote_python,
                     connect_timeout=args.connect_timeout, keep_remote=args.keep_remote)
-    done = bench_remote(args.artifact, args.remote, ssh, runs=args.runs, warmup=args.warmup, threads=args.threads)
+    done = bench_remote(args.artifact, args.remote, ssh, runs=args.runs, warmup=args.warmup, threads=args.threads,
+                        declared=args.as_target)
     ok = [r for r in done if r.ok]
     for r in ok:
         for a in r.entry["artifacts"]:
@@ -405,7 +491,8 @@ def _cmd_bench_remote(args) -> int:
                   f"p99 {lat['p99']:.4f} ms  noise {a.get('noise_pct') or 0:.1f} %  "
                   f"accuracy {a.get('accuracy', float('nan')):.4f}")
     if ok:
-        print(f"merged {len(ok)} device result(s) into {Path(args.artifact) / 'report.json'} (device_results[])")
+        print(f"merged {len(ok)} device result(s) into {Path(args.artifact) / 'report.json'} (device_results[]) and "
+              "refreshed its gate, report.md and report.html")
     if args.json:
         write_json(args.json, {"devices": [r.entry for r in ok],
                                "failed": [{"remote": r.remote, "error": r.error} for r in done if not r.ok]})
@@ -428,6 +515,9 @@ def register_cli(sub) -> None:
     p.add_argument("--warmup", type=int, help="minimum warm-up runs (default 20)")
     p.add_argument("--threads", type=int, help="default: 1 locally, the target's runtime.threads on a device")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--as-target", action="store_true",
+                   help="declare that the machine(s) measured are the target device, whatever the target file's "
+                        "identity says (recorded in report.json; never for accelerator targets: TensorRT, NNAPI)")
     g = p.add_argument_group("devices over SSH (system ssh/scp; several --remote run in parallel)")
     g.add_argument("--remote", action="append", metavar="USER@HOST[:PORT]",
                    help="benchmark the shipped artifacts on this device; repeat for a device farm")

@@ -1,28 +1,23 @@
 """The CI gate: every budget of the target checked against a report, one row each, plus regressions vs a baseline.
 
-Device budgets (latency, peak memory) are verified only by numbers measured on a matching device (the host of the
-build when it is one, or a ``device_results[]`` entry merged in by ``edgekd bench --remote``); measured elsewhere
-they are "unverified" (a failure only with ``strict``). Hardware-independent budgets (params, MACs, size, accuracy,
-latency relative to the teacher in the same run) always gate.
+Device budgets (latency, peak memory) are verified only by numbers measured on the target device, as
+``edgekd.device_identity.match`` decides it (the machine matches the target file's identity, the target is a
+generic profile, or the user declared the device), from the build's host or a ``device_results[]`` entry whose
+artifact sha256 is the report's. Measured elsewhere they are "unverified" (a failure only with ``strict``), and a
+target whose runtime runs on an accelerator (TensorRT, NNAPI) is never verified by the CPU runner.
+Hardware-independent budgets (params, MACs, size, accuracy, latency relative to the teacher in the same run)
+always gate. Peak memory is the model's peak over the runtime's baseline (``runner.MEMORY_JUDGED``).
 
-Regressions against a baseline report are judged so that a noisy shared CI runner does not flake the gate: a
-metric regresses only when its change exceeds both the allowed regression (``--max-regression``) and the noise
-measured in the two runs. Latency noise on a shared machine is one-sided: other tenants (preemption, a busy
-hyperthread sibling, cache pollution) only ever add time, to a varying share of the samples, and that share
-changes between two runs for reasons that have nothing to do with the model. What a slower model does instead is
-move the whole distribution, its fastest samples included. So, per latency quantile q (p50, p95):
+Regressions against a baseline report compare like with like and say what the two runs can detect
+(``edgekd.gate_stats`` has the statistics and why):
 
-* each side gets a seeded two-stage bootstrap interval (resample the runner's timing blocks, then the samples
-  inside them: neighbouring samples share a machine state, so they are not independent; blocks are closer to it);
-* the baseline's quantile q is bounded above by the upper end of its interval;
-* the current run is credited with the best the model could have done in it: the lower end of the interval of
-  its floor (p5, the least-disturbed samples);
-* it regresses only when that floor lies above the baseline's upper bound stretched by the allowed regression, and
-  the plain change of the quantile exceeds the allowance too.
-
-On a quiet runner the floor sits close to the median and a change little beyond the allowance is caught; on a busy
-one the run's own spread raises the bar, which is the point. Comparing latency or memory measured on different
-hardware is refused.
+* latency p5 (the floor), p50 and p95: each quantile against the same quantile of the baseline, with the minimum
+  detectable regression (MDR) of the two runs in the row. It fails when the change exceeds both the allowed
+  regression and the MDR; when the MDR exceeds the allowed regression the row says "unverifiable at this noise"
+  instead of passing (``--strict`` fails it);
+* accuracy: the exact McNemar test on per-sample predictions of the same eval inputs (counts and p-value in the
+  row); reports scored on different inputs are not compared; without predictions, two independent proportions;
+* peak memory beyond +-MEMORY_NOISE_MB, size exactly. Latency or memory measured on different hardware is refused.
 """
 
 from __future__ import annotations
@@ -38,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekd import device_identity, gate_stats
 from edgekd.errors import EdgekdError
 from edgekd.io import atomic_write, write_text
 from edgekd.report import REPORT_SCHEMA_VERSION
@@ -47,19 +43,13 @@ PASS, FAIL, UNVERIFIED = "pass", "fail", "unverified"
 
 DEFAULT_MAX_REGRESSION_PCT = 10.0
 DEFAULT_MAX_ACCURACY_DROP = 0.01
-# A batch-1 inference of a fixed graph does the same work every time: a sample this many times the run's p10
-# was interrupted by something else on the machine, and the share of such samples measures the interference.
-INTERRUPTED_FACTOR = 3.0
-# The quantile that stands for "the fastest the model ran in this run": low enough to dodge interference, high
-# enough (with thousands of samples) to be stable against single lucky timings.
-FLOOR_LEVEL = 5.0
-BOOTSTRAP_RESAMPLES = 1000
-BOOTSTRAP_SEED = 20261123
-CONFIDENCE = 0.95
+# The latency quantiles compared with the same quantile of the baseline: the floor (p5: the fastest the model ran,
+# low enough to dodge interference, high enough to be stable), the median and the tail.
+LATENCY_METRICS = (("latency_ms_p5", gate_stats.FLOOR_QUANTILE), ("latency_ms_p50", 50.0), ("latency_ms_p95", 95.0))
 # Peak RSS of a fresh runner process moves by about this much between identical runs (allocator, page cache).
 MEMORY_NOISE_MB = 2.0
 # The fields of measured_on that must agree before latency or memory from two runs can be compared.
-HARDWARE_KEYS = ("arch", "cpu", "cores", "threads")
+HARDWARE_KEYS = ("arch", "cpu", "board", "cores", "threads")
 
 
 # ============================================================================================ results
@@ -97,8 +87,12 @@ class RegressionCheck:
     threshold: str  # the allowed change, in words ("+10 %", "-0.01 accuracy")
     noise: str = ""  # the noise the change had to exceed, in words
     note: str = ""
-    baseline_interval: tuple[float, float] | None = None
-    current_interval: tuple[float, float] | None = None
+    # latency: the minimum detectable regression of the two runs (%), and the 95 % interval of current/baseline
+    mdr_pct: float | None = None
+    ratio_interval: tuple[float, float] | None = None
+    # accuracy, paired: exact McNemar one-sided p-value and the counts {b, c, n} (see edgekd.gate_stats)
+    p_value: float | None = None
+    counts: dict[str, int] | None = None
 
     @property
     def change_pct(self) -> float | None:
@@ -214,27 +208,60 @@ def _check(name: str, artifact: str | None, measured: float | None, budget: floa
     ok = measured <= budget if comparison == "<=" else measured >= budget
     status = PASS if ok else FAIL
     if device_bound and not on_device:
-        status, note = UNVERIFIED, "measured on a host that is not the target device"
+        status = UNVERIFIED
     return BudgetCheck(name, artifact, float(measured), float(budget), unit, comparison, status, device_bound, note)
 
 
-def _device_measurement(report: dict[str, Any], artifact: dict[str, Any]) -> tuple[dict[str, Any], bool, str]:
-    """Where this artifact's device numbers come from: a target-device ``device_results[]`` entry wins."""
-    for entry in report.get("device_results") or []:
-        if not (entry.get("measured_on") or {}).get("is_target_device"):
+@dataclass(frozen=True)
+class DeviceMeasurement:
+    """The row whose latency/memory judge an artifact's device budgets, and whether it counts as the device."""
+
+    row: dict[str, Any]
+    on_device: bool
+    where: str  # which identity rule matched, or why not
+
+
+def _same_artifact(row: dict[str, Any], artifact: dict[str, Any]) -> str | None:
+    """Why a device row may not stand for ``artifact`` (sha256 differs or was not verified), or None."""
+    want, got = artifact.get("sha256"), row.get("sha256")
+    if not want or not got:
+        return "no sha256 to compare"
+    if got != want:
+        return f"sha256 {str(got)[:12]}... is not the report's {str(want)[:12]}..."
+    if row.get("sha256_verified") is False:
+        return "the runner did not verify the file's sha256"
+    return None
+
+
+def _device_measurement(report: dict[str, Any], artifact: dict[str, Any],
+                        target: TargetProfile) -> DeviceMeasurement:
+    """The newest ``device_results[]`` entry on the target with this very artifact wins; else the build's host."""
+    refused = []
+    for entry in reversed(report.get("device_results") or []):
+        identity = device_identity.from_measured_on(target, entry.get("measured_on") or {})
+        row = next((r for r in entry.get("artifacts") or [] if r.get("path") == artifact["path"]), None)
+        if row is None:
             continue
-        for row in entry.get("artifacts") or []:
-            if row.get("path") == artifact["path"]:
-                return row, True, f"measured on the target device {entry.get('remote', '?')}"
-    on_device = bool(report["measured_on"].get("is_target_device", False))
-    return artifact, on_device, ""
+        if not identity.is_target:
+            refused.append(f"{entry.get('remote', '?')} is {identity.summary()}")
+            continue
+        problem = _same_artifact(row, artifact)
+        if problem:
+            refused.append(f"{entry.get('remote', '?')} ignored: {problem}")
+            continue
+        return DeviceMeasurement(row, True, f"{entry.get('remote', '?')} is {identity.summary()}")
+    host = device_identity.from_measured_on(target, report["measured_on"])
+    return DeviceMeasurement(artifact, host.is_target, "; ".join([f"build host is {host.summary()}", *refused]))
 
 
 def evaluate_gate(report: dict[str, Any], target: TargetProfile, strict: bool = False,
                   baseline: dict[str, Any] | None = None, max_regression_pct: float = DEFAULT_MAX_REGRESSION_PCT,
                   max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP, baseline_label: str = "baseline",
-                  ) -> GateResult:
-    """Check ``report`` against every budget of ``target``, and against ``baseline`` when one is given."""
+                  labels: np.ndarray | None = None) -> GateResult:
+    """Check ``report`` against every budget of ``target``, and against ``baseline`` when one is given.
+
+    ``labels``: the eval inputs' labels (``eval_labels``), for the paired accuracy test against the baseline.
+    """
     check_report(report, "report")
     student, teacher = report["student"], report["teacher"]
     shipped = [a for a in report["artifacts"] if a.get("shipped", True)]
@@ -263,30 +290,20 @@ def evaluate_gate(report: dict[str, Any], target: TargetProfile, strict: bool = 
             ratio = lat["p50"] / reference_p50 if reference_p50 and lat.get("p50") is not None else None
             checks.append(_check("max_latency_ratio_to_teacher", name, ratio, b.max_latency_ratio_to_teacher,
                                  "x teacher p50", "<=", note="" if reference_p50 else "no teacher latency"))
-        device_row, on_device, where = _device_measurement(report, a)
+        device = _device_measurement(report, a, target)
         if b.latency_ms_p95 is not None:
-            checks.append(_check("latency_ms_p95", name, (device_row.get("latency_ms") or {}).get("p95"),
-                                 b.latency_ms_p95, "ms", "<=", device_bound=True, on_device=on_device, note=where))
+            checks.append(_check("latency_ms_p95", name, (device.row.get("latency_ms") or {}).get("p95"),
+                                 b.latency_ms_p95, "ms", "<=", True, device.on_device, device.where))
         if b.peak_memory_mb is not None:
-            checks.append(_check("peak_memory_mb", name, device_row.get("peak_memory_mb"), b.peak_memory_mb, "MB",
-                                 "<=", device_bound=True, on_device=on_device, note=where))
+            checks.append(_check("peak_memory_mb", name, device.row.get("peak_memory_mb"), b.peak_memory_mb, "MB",
+                                 "<=", True, device.on_device, device.where))
     regressions: list[RegressionCheck] = []
     if baseline is not None:
-        regressions = compare_to_baseline(report, baseline, max_regression_pct, max_accuracy_drop)
+        regressions = compare_to_baseline(report, baseline, max_regression_pct, max_accuracy_drop, labels)
     return GateResult(checks, strict, regressions, baseline_label if baseline is not None else None)
 
 
-# ============================================================================================ statistics
-@dataclass(frozen=True)
-class LatencyEstimate:
-    """Latency quantiles of one run with their bootstrap intervals, and how disturbed the run was."""
-
-    point: dict[float, float]
-    interval: dict[float, tuple[float, float]]
-    interrupted_share: float
-    blocks: int
-
-
+# ============================================================================================ latency
 def latency_samples(row: dict[str, Any]) -> tuple[np.ndarray, int] | None:
     """The timed batch-1 samples of an artifact row and the number of blocks they were taken in, if recorded."""
     detail = row.get("latency_ms_detail") or {}
@@ -295,35 +312,6 @@ def latency_samples(row: dict[str, Any]) -> tuple[np.ndarray, int] | None:
         return None
     blocks = int(detail.get("blocks") or len(detail.get("block_medians") or []) or 1)
     return np.asarray(samples, dtype=np.float64), max(1, min(blocks, len(samples)))
-
-
-def interrupted_share(samples: np.ndarray) -> float:
-    """Share of samples over INTERRUPTED_FACTOR x the run's p10: how much the machine interfered (reported only)."""
-    return float(np.mean(samples > INTERRUPTED_FACTOR * np.percentile(samples, 10)))
-
-
-def estimate_latency(samples: np.ndarray, blocks: int, quantiles: tuple[float, ...] = (FLOOR_LEVEL, 50.0, 95.0),
-                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> LatencyEstimate:
-    """Two-stage bootstrap intervals of latency quantiles (blocks first, then samples within each block).
-
-    Consecutive samples share CPU frequency, caches and co-tenant state, so resampling single samples would
-    understate the noise; resampling blocks keeps that correlation. Seeded: the same two reports always give the
-    same verdict.
-    """
-    per_block = len(samples) // blocks
-    grid = samples[: blocks * per_block].reshape(blocks, per_block)
-    rng = np.random.default_rng(seed)
-    pick_blocks = rng.integers(0, blocks, size=(resamples, blocks))
-    pick_samples = rng.integers(0, per_block, size=(resamples, blocks, per_block))
-    boot = grid[pick_blocks[:, :, None], pick_samples].reshape(resamples, blocks * per_block)
-    stats = np.percentile(boot, list(quantiles), axis=1)  # (quantiles, resamples)
-    alpha = 100.0 * (1.0 - CONFIDENCE) / 2.0
-    point, interval = {}, {}
-    for i, q in enumerate(quantiles):
-        point[q] = float(np.percentile(samples, q))
-        lo, hi = float(np.percentile(stats[i], alpha)), float(np.percentile(stats[i], 100.0 - alpha))
-        interval[q] = (min(lo, point[q]), max(hi, point[q]))
-    return LatencyEstimate(point, interval, interrupted_share(samples), blocks)
 
 
 # ============================================================================================ baseline
@@ -340,13 +328,14 @@ def _artifact_key(a: dict[str, Any]) -> tuple[str, str, str]:
 
 def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
                         max_regression_pct: float = DEFAULT_MAX_REGRESSION_PCT,
-                        max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP) -> list[RegressionCheck]:
-    """Per shipped artifact and metric: fail only a change beyond both the allowed regression and the noise."""
+                        max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
+                        labels: np.ndarray | None = None) -> list[RegressionCheck]:
+    """Per shipped artifact and metric: like with like, failing only a change beyond the allowance and the noise."""
     if max_regression_pct < 0 or max_accuracy_drop < 0:
         raise EdgekdError("--max-regression and --max-accuracy-drop must be >= 0", "e.g. --max-regression 10")
     by_key = {_artifact_key(a): a for a in baseline["artifacts"]}
     hw = hardware_differences(report, baseline)
-    n_test = ((report.get("data") or {}).get("splits") or {}).get("test")
+    pairing = eval_pairing(report, baseline, labels)
     rows: list[RegressionCheck] = []
     for a in (a for a in report["artifacts"] if a.get("shipped", True)):
         name = a["path"]
@@ -355,55 +344,70 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
             rows.append(RegressionCheck("artifact", name, None, None, "", UNVERIFIED, "-",
                                         note=f"the baseline has no {a['format']} {a['precision']} artifact '{name}'"))
             continue
-        rows += _latency_regressions(name, a, old, max_regression_pct, hw)
+        rows += latency_regressions(name, a, old, max_regression_pct, hw)
         rows.append(_memory_regression(name, a, old, max_regression_pct, hw))
         rows.append(_size_regression(name, a, old, max_regression_pct))
-        rows.append(_accuracy_regression(name, a, old, max_accuracy_drop, n_test))
+        rows.append(accuracy_regression(name, a, old, max_accuracy_drop, pairing))
     return rows
 
 
-def _latency_regressions(name: str, a: dict, old: dict, max_pct: float, hw: list[str]) -> list[RegressionCheck]:
-    metrics = (("latency_ms_p50", 50.0), ("latency_ms_p95", 95.0))
+def latency_regressions(name: str, a: dict, old: dict, max_pct: float, hw: list[str]) -> list[RegressionCheck]:
+    """One row per quantile (p5, p50, p95), each against the same quantile of the baseline, with the MDR."""
     allowed = f"+{max_pct:g} %"
     old_lat, new_lat = old.get("latency_ms") or {}, a.get("latency_ms") or {}
-    if hw:
-        why = "baseline measured on different hardware: " + "; ".join(hw) + \
-              "; refresh the baseline on this runner (--update-baseline)"
+
+    def refused(why: str) -> list[RegressionCheck]:
         return [RegressionCheck(m, name, old_lat.get(f"p{q:g}"), new_lat.get(f"p{q:g}"), "ms", UNVERIFIED, allowed,
-                                note=why) for m, q in metrics]
+                                note=why) for m, q in LATENCY_METRICS]
+
+    if hw:
+        return refused("baseline measured on different hardware: " + "; ".join(hw) +
+                       "; refresh the baseline on this runner (--update-baseline)")
     old_s, new_s = latency_samples(old), latency_samples(a)
     if old_s is None or new_s is None:
         side = "baseline" if old_s is None else "report"
-        return [RegressionCheck(m, name, old_lat.get(f"p{q:g}"), new_lat.get(f"p{q:g}"), "ms", UNVERIFIED, allowed,
-                                note=f"the {side} has no latency samples (latency_ms_detail.samples_ms) to measure "
-                                     "noise with; rebuild it with this edgekd") for m, q in metrics]
-    before, after = estimate_latency(*old_s), estimate_latency(*new_s)
-    stretch = 1 + max_pct / 100
-    floor_lo = after.interval[FLOOR_LEVEL][0]
+        return refused(f"the {side} has no latency samples (latency_ms_detail.samples_ms) to measure noise with; "
+                       "rebuild it with this edgekd")
+    if min(old_s[1], new_s[1]) < gate_stats.MIN_BLOCKS:
+        return refused(f"the latency was timed in fewer than {gate_stats.MIN_BLOCKS} blocks, so its noise cannot be "
+                       "estimated; measure with the runner's default --blocks")
     rows = []
-    for metric, q in metrics:
-        b_lo, b_hi = before.interval[q]
-        c_lo, c_hi = after.interval[q]
-        beyond_allowance = after.point[q] > before.point[q] * stretch
-        regressed = beyond_allowance and floor_lo > b_hi * stretch
-        noise = (f"baseline p{q:g} <= {b_hi:.4g} ms, current floor (p{FLOOR_LEVEL:g}) >= {floor_lo:.4g} ms "
-                 f"({100 * CONFIDENCE:g} %); interrupted samples {100 * before.interrupted_share:.0f} % / "
-                 f"{100 * after.interrupted_share:.0f} %")
-        note = "" if regressed or not beyond_allowance else "change within the measured noise"
-        rows.append(RegressionCheck(metric, name, before.point[q], after.point[q], "ms", FAIL if regressed else PASS,
-                                    allowed, noise, note, (b_lo, b_hi), (floor_lo, c_hi)))
+    for metric, q in LATENCY_METRICS:
+        cmp = gate_stats.compare_quantile(old_s[0], old_s[1], new_s[0], new_s[1], q)
+        verdict = cmp.verdict(max_pct)
+        status = {"fail": FAIL, "unverifiable": UNVERIFIED, "pass": PASS}[verdict]
+        lo, hi = cmp.ratio_interval
+        noise = (f"current/baseline {cmp.ratio:.3f} (95 % {lo:.3f}-{hi:.3f}); block spread "
+                 f"{cmp.spread_pct[0]:.1f} % / {cmp.spread_pct[1]:.1f} %; interrupted samples "
+                 f"{100 * cmp.interrupted[0]:.1f} % / {100 * cmp.interrupted[1]:.1f} %")
+        note = {"fail": f"slower by more than the allowed {max_pct:g} % and the MDR {cmp.mdr_pct:.1f} %",
+                "unverifiable": f"unverifiable at this noise (MDR {cmp.mdr_pct:.1f} %)", "pass": ""}[verdict]
+        if cmp.among_interruptions:
+            note = (f"unverifiable at this noise: p{q:g} lies among the interrupted samples (over "
+                    f"{gate_stats.INTERRUPTED_FACTOR:g}x the p10) of a run; it measures the machine")
+        elif verdict == "unverifiable" and cmp.mdr_pct <= max_pct:
+            note = (f"unverifiable at this noise: {cmp.change_pct:+.1f} % overall but not in every timing block "
+                    f"(blocks {cmp.block_range[0][0]:.4g}-{cmp.block_range[0][1]:.4g} ms before, "
+                    f"{cmp.block_range[1][0]:.4g}-{cmp.block_range[1][1]:.4g} ms now): the machine changed speed")
+        rows.append(RegressionCheck(metric, name, cmp.baseline, cmp.current, "ms", status, allowed, noise, note,
+                                    mdr_pct=cmp.mdr_pct, ratio_interval=cmp.ratio_interval))
     return rows
 
 
 def _memory_regression(name: str, a: dict, old: dict, max_pct: float, hw: list[str]) -> RegressionCheck:
     before, after = old.get("peak_memory_mb"), a.get("peak_memory_mb")
     allowed = f"+{max_pct:g} %"
+    judged_before, judged_after = ((r.get("memory") or {}).get("judged") for r in (old, a))
     if hw:
         return RegressionCheck("peak_memory_mb", name, before, after, "MB", UNVERIFIED, allowed,
                                note="baseline measured on different hardware: " + "; ".join(hw))
     if before is None or after is None:
         return RegressionCheck("peak_memory_mb", name, before, after, "MB", UNVERIFIED, allowed,
                                note="peak memory not measured in both reports")
+    if judged_before != judged_after:
+        return RegressionCheck("peak_memory_mb", name, before, after, "MB", UNVERIFIED, allowed,
+                               note=f"peak memory measured differently (baseline: {judged_before or 'whole process'}; "
+                                    f"report: {judged_after or 'whole process'}); refresh the baseline")
     regressed = after > before * (1 + max_pct / 100) and after - before > MEMORY_NOISE_MB
     return RegressionCheck("peak_memory_mb", name, before, after, "MB", FAIL if regressed else PASS, allowed,
                            f"+-{MEMORY_NOISE_MB:g} MB between identical runs")
@@ -416,20 +420,79 @@ def _size_regression(name: str, a: dict, old: dict, max_pct: float) -> Regressio
                            f"+{max_pct:g} %", "none (deterministic)")
 
 
-def _accuracy_regression(name: str, a: dict, old: dict, max_drop: float, n_test: int | None) -> RegressionCheck:
+# ============================================================================================ accuracy
+@dataclass(frozen=True)
+class EvalPairing:
+    """Whether two reports' accuracies can be compared sample by sample: ``labels`` when they can."""
+
+    labels: np.ndarray | None
+    comparable: bool  # False: scored on different inputs, no comparison at all
+    why: str
+    samples: int | None = None  # the test size, for the unpaired fallback
+
+
+def eval_pairing(report: dict[str, Any], baseline: dict[str, Any], labels: np.ndarray | None) -> EvalPairing:
+    """Paired when both reports scored the same eval inputs (sha256) and their labels are at hand."""
+    now, then = (r.get("eval_inputs") or {} for r in (report, baseline))
+    samples = now.get("samples") or ((report.get("data") or {}).get("splits") or {}).get("test")
+    if now.get("sha256") and then.get("sha256") and now["sha256"] != then["sha256"]:
+        return EvalPairing(None, False, f"scored on different eval inputs (sha256 {then['sha256'][:12]}... in the "
+                                        f"baseline, {now['sha256'][:12]}... now): accuracies are not comparable")
+    if not now.get("sha256") or not then.get("sha256"):
+        side = "report" if not now.get("sha256") else "baseline"
+        return EvalPairing(None, True, f"unpaired: the {side} does not record its eval inputs' sha256", samples)
+    if labels is None:
+        return EvalPairing(None, True, "unpaired: the eval inputs' labels were not found beside the report", samples)
+    return EvalPairing(np.asarray(labels), True, "", samples)
+
+
+def accuracy_regression(name: str, a: dict, old: dict, max_drop: float, pairing: EvalPairing) -> RegressionCheck:
+    """Exact McNemar on the same inputs when possible; two independent proportions otherwise (said in the note)."""
     before, after = old.get("accuracy"), a.get("accuracy")
     allowed = f"-{max_drop:g} accuracy"
-    if before is None or after is None:
+    if before is None or after is None or not pairing.comparable:
+        why = pairing.why if not pairing.comparable else "accuracy not measured in both reports"
+        return RegressionCheck("accuracy", name, before, after, "", UNVERIFIED, allowed, note=why)
+    pred_old, pred_new = old.get("predictions"), a.get("predictions")
+    n = len(pairing.labels) if pairing.labels is not None else 0
+    if pairing.labels is not None and pred_old is not None and pred_new is not None \
+            and len(pred_old) == len(pred_new) == n:
+        return _paired_accuracy(name, old, a, max_drop, pairing.labels)
+    why = pairing.why or f"unpaired: {'the baseline' if pred_old is None else 'the report'} has no per-sample " \
+                         "predictions for this artifact (or not one per eval sample)"
+    return _unpaired_accuracy(name, before, after, max_drop, why, pairing.samples)
+
+
+def _accuracy_status(drop: float, max_drop: float, significant: bool) -> tuple[str, str]:
+    if drop <= max_drop:
+        return PASS, ""
+    if significant:
+        return FAIL, f"accuracy dropped by {drop:.4f}, more than the allowed {max_drop:g}, beyond chance"
+    return UNVERIFIED, (f"unverifiable at this test size: a drop of {drop:.4f} exceeds the allowed {max_drop:g} "
+                        "but could be chance")
+
+
+def _paired_accuracy(name: str, old: dict, a: dict, max_drop: float, labels: np.ndarray) -> RegressionCheck:
+    test = gate_stats.mcnemar_exact(labels, np.asarray(old["predictions"]), np.asarray(a["predictions"]))
+    status, note = _accuracy_status(test.drop, max_drop, test.p_value < gate_stats.ALPHA_ONE_SIDED)
+    noise = (f"paired, exact McNemar p={test.p_value:.4g} (b={test.b} right before and wrong now, c={test.c} the "
+             f"reverse, n={test.n})")
+    return RegressionCheck("accuracy", name, test.baseline_accuracy, test.current_accuracy, "", status,
+                           f"-{max_drop:g} accuracy", noise, note, p_value=test.p_value,
+                           counts={"b": test.b, "c": test.c, "n": test.n})
+
+
+def _unpaired_accuracy(name: str, before: float, after: float, max_drop: float, why: str,
+                       samples: int | None) -> RegressionCheck:
+    allowed = f"-{max_drop:g} accuracy"
+    if not samples:
         return RegressionCheck("accuracy", name, before, after, "", UNVERIFIED, allowed,
-                               note="accuracy not measured in both reports")
-    # Two independent binomial proportions on n test samples: conservative for the same test set (paired).
-    noise = 0.0
-    if n_test:
-        noise = 1.96 * math.sqrt((before * (1 - before) + after * (1 - after)) / n_test)
-    drop = before - after
-    regressed = drop > max_drop and drop > noise
-    return RegressionCheck("accuracy", name, before, after, "", FAIL if regressed else PASS, allowed,
-                           f"+-{noise:.4f} (95 %, n={n_test})" if n_test else "unknown (no test size in report)")
+                               note=why + "; and the test size is unknown")
+    noise = gate_stats.unpaired_drop_noise(before, after, samples)
+    status, note = _accuracy_status(before - after, max_drop, before - after > noise)
+    return RegressionCheck("accuracy", name, before, after, "", status, allowed,
+                           f"+-{noise:.4f} (95 %, two independent proportions, n={samples})",
+                           "; ".join(t for t in (note, why) if t))
 
 
 # ============================================================================================ output
@@ -451,8 +514,12 @@ def _budget_rows(result: GateResult) -> list[tuple[str, ...]]:
 
 def _regression_rows(result: GateResult) -> list[tuple[str, ...]]:
     return [(r.metric, r.artifact, _fmt(r.baseline), _fmt(r.current), _pct(r.change_pct), r.threshold,
-             _status_text(r.status, result.strict), "; ".join(t for t in (r.note, r.noise) if t))
+             "-" if r.mdr_pct is None else f"{r.mdr_pct:.1f} %", _status_text(r.status, result.strict),
+             "; ".join(t for t in (r.note, r.noise) if t))
             for r in result.regressions]
+
+
+REGRESSION_HEAD = ("metric", "artifact", "baseline", "current", "change", "allowed", "MDR", "status", "noise / note")
 
 
 def _plain_table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
@@ -478,9 +545,8 @@ def format_table(result: GateResult) -> str:
     """The rows a person reads in the CI log: budgets, then regressions against the baseline when given."""
     out = _plain_table(("budget", "artifact", "measured", "budget", "margin", "status"), _budget_rows(result))
     if result.baseline is not None:
-        out += f"\n\nregressions vs {result.baseline}\n" + _plain_table(
-            ("metric", "artifact", "baseline", "current", "change", "allowed", "status", "noise / note"),
-            _regression_rows(result))
+        out += f"\n\nregressions vs {result.baseline} (MDR: the smallest regression these two runs can tell " \
+               "from noise)\n" + _plain_table(REGRESSION_HEAD, _regression_rows(result))
     return out + f"\n\ngate {_verdict(result)}"
 
 
@@ -499,9 +565,9 @@ def format_markdown(result: GateResult, target: str) -> str:
         lines += ["", f"{len(unverified)} device budget(s) unverified: {unverified[0].note}. "
                       "Measure on the device (`edgekd bench --remote`) or gate with `--strict` to require it."]
     if result.baseline is not None:
-        lines += ["", f"**Regressions vs `{result.baseline}`**", "",
-                  "| metric | artifact | baseline | current | change | allowed | status | noise / note |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["", f"**Regressions vs `{result.baseline}`** (MDR: the smallest regression these two runs can "
+                      "tell from noise)", "", "| " + " | ".join(REGRESSION_HEAD) + " |",
+                  "|" + "---|" * len(REGRESSION_HEAD)]
         lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in _regression_rows(result)]
     return "\n".join(lines) + "\n"
 
@@ -550,6 +616,25 @@ def load_report(path: str | Path, label: str = "report") -> dict[str, Any]:
     return report
 
 
+def eval_labels(report_path: str | Path, report: dict[str, Any]) -> np.ndarray | None:
+    """Labels ``y`` of the report's eval inputs (``eval_inputs.path`` beside it), only if the file's sha256 is the
+    one the report records: the paired accuracy test must see the very inputs the predictions were made on."""
+    from edgekd.io import sha256_file
+
+    info = report.get("eval_inputs") or {}
+    name = str(info.get("path") or "")
+    if not name or Path(name).name != name or not info.get("sha256"):
+        return None
+    path = Path(report_path).parent / name
+    if not path.is_file() or sha256_file(path) != info["sha256"]:
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return np.asarray(npz["y"]) if "y" in npz.files else None
+    except (OSError, ValueError):
+        return None
+
+
 def update_baseline(report_path: str | Path, baseline_path: str | Path) -> Path:
     """Accept a report as the new baseline on purpose: an atomic copy, so a cancelled CI job never leaves half."""
     return atomic_write(baseline_path, lambda tmp: shutil.copyfile(report_path, tmp))
@@ -580,7 +665,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
     result = evaluate_gate(report, target, strict=args.strict, baseline=baseline,
                            max_regression_pct=args.max_regression, max_accuracy_drop=args.max_accuracy_drop,
-                           baseline_label=str(args.baseline))
+                           baseline_label=str(args.baseline),
+                           labels=eval_labels(args.report, report) if baseline is not None else None)
     if args.update_baseline and result.regressions:
         # Accepting a new baseline on purpose: show what changes, but a slower baseline is the point.
         result.regressions = [RegressionCheck(**{**asdict(r), "status": PASS if r.status == FAIL else r.status,
@@ -622,12 +708,14 @@ def register_cli(sub: Any) -> None:
     p.add_argument("--target", help="target name or YAML path (default: the report's target)")
     p.add_argument("--baseline", help="baseline report.json to check for regressions against")
     p.add_argument("--max-regression", type=_non_negative, default=DEFAULT_MAX_REGRESSION_PCT, metavar="PCT",
-                   help="allowed increase of latency p50/p95, peak memory and size vs the baseline, in %% "
-                        f"(default {DEFAULT_MAX_REGRESSION_PCT:g}); a change must also exceed the measured noise")
+                   help="allowed increase of latency p5/p50/p95, peak memory and size vs the baseline, in %% "
+                        f"(default {DEFAULT_MAX_REGRESSION_PCT:g}); a latency change must also exceed the two runs' "
+                        "minimum detectable regression (MDR), and a row whose MDR exceeds it is 'unverifiable'")
     p.add_argument("--max-accuracy-drop", type=_non_negative, default=DEFAULT_MAX_ACCURACY_DROP, metavar="FRACTION",
                    help=f"allowed accuracy drop vs the baseline (default {DEFAULT_MAX_ACCURACY_DROP:g} = 1 point)")
     p.add_argument("--strict", action="store_true", help="fail checks that could not be verified (device budgets "
-                                                         "measured off-device, refused baseline comparisons)")
+                                                         "measured off the target device, refused baseline "
+                                                         "comparisons, regressions unverifiable at the noise)")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML (one test case per check)")
     p.add_argument("--summary", metavar="FILE", help="write a Markdown summary (also appended to "
                                                      "$GITHUB_STEP_SUMMARY when set)")

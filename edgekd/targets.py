@@ -33,11 +33,36 @@ class _Strict(BaseModel):
 
 
 class DeviceSpec(_Strict):
+    """The device, and how to recognise it (``edgekd.device_identity``): a run counts as measured on the target
+    only when the machine matches these fields, or when the user declares it (``edgekd bench --as-target``)."""
+
     arch: Literal["x86_64", "aarch64", "armv7l"]
     cores: PositiveInt
     memory_mb: PositiveInt
     accelerator: str = "none"
-    cpu: str = ""
+    cpu: str = ""  # a description for people; matching uses cpu_pattern
+    # Regex (case-insensitive, re.search) over the runner's machine.cpu, machine.board (the device-tree model on
+    # ARM boards) and machine.cpu_cores (ARM core names): e.g. "Raspberry Pi 4 Model B".
+    cpu_pattern: str | None = None
+    # CPU feature flags the device has (x86 /proc/cpuinfo names, e.g. avx2): a machine without one is not it.
+    cpu_flags: list[str] = []
+    # MemTotal is below the nominal RAM (kernel, firmware and GPU carve-outs): how far it may differ, in %.
+    memory_tolerance_pct: Annotated[float, Field(ge=0, le=100)] = 15.0
+    # The profile stands for a class of machines (e.g. "any x86-64 with AVX2"), not one device: any machine of
+    # this arch with cpu_flags (and cpu_pattern, if set) counts; cores and memory are not compared.
+    generic: bool = False
+
+    @field_validator("cpu_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            import re
+
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"is not a valid regular expression ({exc})") from None
+        return value
 
 
 class RuntimeSpec(_Strict):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -18,11 +19,17 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from test_bundle import make_run_dir
+from test_gate import make_report
 
-from edgekd.bench import SshConfig, device_entry, merge_device_results, parse_remote
+from edgekd.bench import SshConfig, _merge_and_refresh, device_entry, merge_device_results, parse_remote
 from edgekd.cli import main
 from edgekd.errors import EdgekdError
+from edgekd.gate import evaluate_gate
+from edgekd.report import REPORT_SCHEMA_VERSION, render_markdown
+from edgekd.runner import describe_machine
+from edgekd.targets import load_target
 
 
 # --------------------------------------------------------------------------------------------- fast
@@ -53,19 +60,87 @@ def test_ssh_arguments_are_lists_and_user_options_win():
     assert r.scp_path("/tmp/x/") == "pi@[::1]:/tmp/x/"
 
 
-def test_merge_keeps_each_device_and_replaces_a_remeasured_one():
-    result = {"artifact": "m.onnx", "format": "onnx", "precision": "int8", "runtime": {"name": "onnxruntime"},
-              "machine": {"arch": "aarch64", "cpu": "Cortex-A72"}, "accuracy": 0.9, "predictions": [1, 2],
-              "latency_ms": {"p50": 1.0, "p90": 1.1, "p95": 1.2, "p99": 1.3, "mean": 1.0, "std": 0.1,
-                             "noise_pct": 2.0, "samples_ms": [1.0]}}
-    a = device_entry(parse_remote("pi@a"), [result], [], "aarch64")
-    b = device_entry(parse_remote("pi@b"), [result], [], "x86_64")
-    assert a["measured_on"]["is_target_device"] is True and b["measured_on"]["is_target_device"] is False
+PI4 = {"arch": "aarch64", "cpu": "BCM2835", "board": "Raspberry Pi 4 Model B Rev 1.4", "cores": 4, "memory_mb": 3793,
+       "python": "3.11"}
+
+
+def runner_result(artifact: str = "m.onnx", sha256: str = "a" * 64, machine: dict | None = None,
+                  p95: float = 1.2) -> dict:
+    """What runner.py returns for one artifact (the fields device_entry reads)."""
+    return {"artifact": artifact, "format": "onnx", "precision": "int8", "runtime": {"name": "onnxruntime"},
+            "sha256": sha256, "sha256_verified": True, "machine": machine or PI4, "accuracy": 0.9,
+            "predictions": [1, 2], "peak_memory_mb": 12.0, "memory": {"judged": "model over baseline"},
+            "latency_ms": {"p50": 1.0, "p90": 1.1, "p95": p95, "p99": 1.3, "mean": 1.0, "std": 0.1,
+                           "noise_pct": 2.0, "samples_ms": [1.0]}}
+
+
+def test_device_entry_says_which_identity_rule_matched():
+    rpi4 = load_target("rpi4")
+    a = device_entry("pi@a", [runner_result()], [], rpi4)
+    assert a["measured_on"]["is_target_device"] is True and a["measured_on"]["identity"]["rule"] == "identity"
+    graviton = {**PI4, "cpu": "", "board": None, "cpu_cores": ["Neoverse-N1"]}
+    b = device_entry("vm@b", [runner_result(machine=graviton)], [], rpi4)
+    assert b["measured_on"]["is_target_device"] is False and b["measured_on"]["identity"]["rule"] == "mismatch"
+    c = device_entry("vm@b", [runner_result(machine=graviton)], [], rpi4, declared=True)
+    assert c["measured_on"]["is_target_device"] is True and c["measured_on"]["declared_target"] is True
+    assert device_entry("x@y", [runner_result()], [], None)["measured_on"]["is_target_device"] is False
     assert "predictions" not in a["artifacts"][0] and a["artifacts"][0]["latency_ms_detail"]["samples_ms"] == [1.0]
-    report = merge_device_results({"target": "t"}, [a, b])
+    assert a["artifacts"][0]["memory"] == {"judged": "model over baseline"}
+
+
+def test_merge_keeps_each_device_replaces_a_remeasured_one_and_leaves_out_other_files():
+    report = {"target": "rpi4", "artifacts": [{"path": "m.onnx", "sha256": "a" * 64}]}
+    rpi4 = load_target("rpi4")
+    a = device_entry("pi@a", [runner_result()], [], rpi4)
+    b = device_entry("pi@b", [runner_result(), runner_result("teacher.onnx")], [], rpi4)
+    report = merge_device_results(report, [a, b])
     report = merge_device_results(report, [{**a, "measured_at": "later"}])
     assert [e["remote"] for e in report["device_results"]] == ["pi@b", "pi@a"]
     assert report["device_results"][1]["measured_at"] == "later"
+    assert report["device_results"][0]["left_out"] == [{"path": "teacher.onnx",
+                                                        "why": "not an artifact of this report"}]
+    tampered = device_entry("pi@c", [runner_result(sha256="f" * 64)], [], rpi4)
+    [entry] = merge_device_results(report, [tampered])["device_results"][-1:]
+    assert entry["artifacts"] == []
+    assert entry["left_out"][0]["why"] == "sha256 ffffffffffff... is not the report's aaaaaaaaaaaa..."
+
+
+def _stale_run(tmp_path: Path, target: str | Path) -> tuple[Path, dict]:
+    """A run directory whose report was built on a host that is not the target (its device budgets unverified)."""
+    report = make_report(on_device=False)
+    report["target_path"] = str(load_target(target).path)
+    report["target"] = load_target(target).name
+    report["gate"] = evaluate_gate(report, load_target(target)).to_dict()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "report.json").write_text(json.dumps(report))
+    (run / "report.md").write_text(render_markdown(report))
+    (run / "report.html").write_text("<html>stale</html>")
+    return run, report
+
+
+def test_bench_refresh_rewrites_gate_report_md_and_html(tmp_path):
+    run, report = _stale_run(tmp_path, "x86-cpu")
+    assert set(report["gate"]["unverified"]) == {"latency_ms_p95", "peak_memory_mb"}
+    avx2_box = {"arch": "x86_64", "cpu": "AMD EPYC", "cpu_flags": ["avx2"], "cores": 4, "memory_mb": 8000}
+    good = [runner_result(a["path"], a["sha256"], avx2_box, p95=0.2) for a in report["artifacts"]]
+    tampered = [runner_result(a["path"], "f" * 64, avx2_box, p95=0.2) for a in report["artifacts"]]
+    said: list[str] = []
+    _merge_and_refresh(run, report, [device_entry("ci@fake", tampered, [], load_target("x86-cpu"))], said.append)
+    refreshed = json.loads((run / "report.json").read_text())
+    assert set(refreshed["gate"]["unverified"]) == {"latency_ms_p95", "peak_memory_mb"}  # tampered: never counts
+    assert any("left out of the report: sha256 ffffffffffff..." in s for s in said)
+
+    _merge_and_refresh(run, refreshed, [device_entry("ci@box", good, [], load_target("x86-cpu"))], said.append)
+    refreshed = json.loads((run / "report.json").read_text())
+    gate = refreshed["gate"]
+    assert gate["passed"] and gate["unverified"] == []
+    device = [c for c in gate["checks"] if c["device_bound"]]
+    assert device and all(c["status"] == "pass" and c["note"].startswith("ci@box is the target device") for c in device)
+    assert "unverified here" not in (run / "report.md").read_text()
+    html = (run / "report.html").read_text()
+    assert "ci@box" in html and "stale" not in html
+    assert "refreshed" in said[-1] and "PASSED" in said[-1]
 
 
 def test_remote_bad_input(tmp_path, capsys):
@@ -141,13 +216,38 @@ def _bench_args(run: Path, sshd: dict, *remotes: str, key: str = "user_key", pyt
     return args
 
 
+def _board_run(run: Path, tmp_path: Path) -> Path:
+    """Make the fixture run's report complete, for a test board whose identity is this machine (the SSH "device"),
+    as if built on another host: its device budgets start unverified."""
+    me = describe_machine()
+    raw = yaml.safe_load(open(load_target("rpi4").path, encoding="utf-8"))
+    raw["name"] = "test-board"
+    raw["device"].update(arch=me["arch"], cores=me["cores"], memory_mb=me["memory_mb"],
+                         cpu_pattern=re.escape(me["cpu"]) or ".")
+    raw["budgets"].update(latency_ms_p95=1000.0, peak_memory_mb=4096.0, model_size_kb=4096.0)
+    raw["student_budget"].update(max_params=10**9, max_macs=10**12)
+    target = tmp_path / "test-board.yaml"
+    target.write_text(yaml.safe_dump(raw))
+    report, full = json.loads((run / "report.json").read_text()), make_report()
+    report.update(schema_version=REPORT_SCHEMA_VERSION, target="test-board", target_path=str(target),
+                  measured_on={"arch": me["arch"], "cpu": "another CI runner", "cores": 64, "threads": 1},
+                  student={**full["student"], "accuracy": 0.85}, teacher={**full["teacher"], "accuracy": 0.86})
+    for row in report["artifacts"]:
+        row["peak_memory_mb"] = 50.0
+    report["gate"] = evaluate_gate(report, load_target(target)).to_dict()
+    (run / "report.json").write_text(json.dumps(report))
+    return target
+
+
 @pytest.mark.slow
 def test_bench_over_ssh_merges_device_results(sshd, tmp_path_factory, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(make_run_dir(tmp_path_factory.getbasetemp()), run)
+    _board_run(run, tmp_path)
     good = f"{sshd['user']}@127.0.0.1:{sshd['port']}"
     closed = f"{sshd['user']}@127.0.0.1:{_free_port()}"  # nothing listens there
     before = json.loads((run / "report.json").read_text())
+    assert set(before["gate"]["unverified"]) == {"latency_ms_p95", "peak_memory_mb"}  # built elsewhere
     work_dirs_before = _remote_work_dirs()
 
     # One device works, one is unreachable: the good one is merged, the bad one explained, exit 0.
@@ -155,11 +255,16 @@ def test_bench_over_ssh_merges_device_results(sshd, tmp_path_factory, tmp_path, 
     captured = capsys.readouterr()
     assert f"{closed}: FAILED: cannot reach" in captured.err
     report = json.loads((run / "report.json").read_text())
-    assert {k: v for k, v in report.items() if k != "device_results"} == before  # nothing else touched
+    untouched = [k for k in before if k != "gate"]
+    assert {k: report[k] for k in untouched} == {k: before[k] for k in untouched}  # nothing else touched
     [entry] = report["device_results"]
     assert entry["remote"] == good
-    assert entry["measured_on"]["is_target_device"] is True  # x86_64 host, x86-cpu target
-    assert entry["measured_on"]["arch"] == "x86_64" and "SSH" in entry["measured_on"]["how"]
+    assert entry["measured_on"]["is_target_device"] is True  # this machine is the test board, by identity
+    assert entry["measured_on"]["identity"]["rule"] == "identity" and "SSH" in entry["measured_on"]["how"]
+    gate = report["gate"]  # refreshed: the device budgets are verified by the device's own numbers
+    assert gate["unverified"] == [] and gate["passed"], gate
+    assert all(c["status"] == "pass" for c in gate["checks"] if c["device_bound"])
+    assert "refreshed" in captured.err and good in (run / "report.html").read_text()
     rows = {a["path"]: a for a in entry["artifacts"]}
     assert set(rows) == {"model_fp32.onnx", "model_fp32.xml"}
     for a in rows.values():

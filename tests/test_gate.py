@@ -15,26 +15,42 @@ import pytest
 import yaml
 
 from edgekd.cli import main
-from edgekd.gate import FAIL, PASS, UNVERIFIED, compare_to_baseline, estimate_latency
+from edgekd.gate import FAIL, PASS, UNVERIFIED, compare_to_baseline, eval_labels
 from edgekd.report import REPORT_SCHEMA_VERSION
 from edgekd.targets import load_target
 
 BLOCKS, PER_BLOCK = 5, 200
+N_TEST = 400
+EVAL_SHA = "e" * 64
+LABELS = np.arange(N_TEST) % 10
 
 
-def latency_samples(median_ms: float, seed: int, interrupted: float = 0.01) -> list[float]:
-    """Batch-1 timings as a shared machine gives them: a tight body plus a share of interrupted runs."""
+def latency_samples(median_ms: float, seed: int, interrupted: float = 0.01, tail: float = 0.0,
+                    block_drift: float = 0.0) -> list[float]:
+    """Batch-1 timings as a shared machine gives them: a tight body plus a share of interrupted runs.
+
+    ``tail``: that share of the model's own inferences is 1.6x slower (a tail-only regression). ``block_drift``:
+    each timing block runs on a machine that is that much faster or slower (a noisy runner, seen block to block).
+    """
     rng = np.random.default_rng(seed)
     n = BLOCKS * PER_BLOCK
     body = median_ms * rng.lognormal(0.0, 0.06, n)
+    body *= np.repeat(np.exp(rng.normal(0.0, block_drift, BLOCKS)), PER_BLOCK)
+    body[rng.random(n) < tail] *= 1.6
     hit = rng.random(n) < interrupted
     body[hit] += rng.uniform(1.0, 5.0, hit.sum())  # preempted: milliseconds, whatever the model
     return [round(float(v), 6) for v in body]
 
 
+def predictions(accuracy: float, seed: int) -> list[int]:
+    """One prediction per eval sample, right on about ``accuracy`` of them (seeded)."""
+    wrong = np.random.default_rng(seed).random(N_TEST) > accuracy
+    return [int((y + 1) % 10) if w else int(y) for y, w in zip(LABELS, wrong, strict=True)]
+
+
 def artifact_row(path: str, fmt: str, size: int, accuracy: float, median_ms: float, memory: float, seed: int,
-                 interrupted: float = 0.01) -> dict:
-    samples = latency_samples(median_ms, seed, interrupted)
+                 interrupted: float = 0.01, **timing: float) -> dict:
+    samples = latency_samples(median_ms, seed, interrupted, **timing)
     a = np.asarray(samples)
     lat = {k: float(np.percentile(a, q)) for k, q in (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99))}
     lat.update(mean=float(a.mean()), std=float(a.std()))
@@ -42,7 +58,7 @@ def artifact_row(path: str, fmt: str, size: int, accuracy: float, median_ms: flo
     return {
         "path": path, "format": fmt, "precision": "int8", "runtime": fmt, "runtime_version": "x",
         "sha256": "0" * 64, "size_bytes": size, "accuracy": accuracy, "agreement_with_teacher": 0.99,
-        "latency_ms": lat, "noise_pct": 1.0, "peak_memory_mb": memory,
+        "latency_ms": lat, "noise_pct": 1.0, "peak_memory_mb": memory, "predictions": predictions(accuracy, 7),
         "parity": {"max_abs_diff": 0.01, "top1_agreement": 1.0}, "shipped": True,
         "latency_ms_detail": {**lat, "runs": len(samples), "blocks": BLOCKS, "samples_ms": samples,
                               "block_medians": [float(np.median(b)) for b in blocks]},
@@ -50,22 +66,33 @@ def artifact_row(path: str, fmt: str, size: int, accuracy: float, median_ms: flo
     }
 
 
-def make_report(seed: int = 0, slowdown: float = 1.0, on_device: bool = True, interrupted: float = 0.01) -> dict:
-    """A report.json with the keys `edgekd build` writes: two shipped int8 artifacts with distinct values."""
+def make_report(seed: int = 0, slowdown: float = 1.0, on_device: bool = True, interrupted: float = 0.01,
+                **timing: float) -> dict:
+    """A report.json with the keys `edgekd build` writes: two shipped int8 artifacts with distinct values.
+
+    ``on_device``: the host has AVX2, so it is the (generic) x86-cpu device; without it, it is not.
+    """
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
         "edgekd_version": "0.1.0",
         "target": "x86-cpu",
         "measured_on": {"arch": "x86_64", "cpu": "Intel(R) Xeon(R) Processor", "cores": 2, "threads": 2,
-                        "is_target_device": on_device},
+                        "cpu_flags": ["avx2"] if on_device else ["sse4_2"], "is_target_device": on_device},
+        "eval_inputs": {"path": "eval.npz", "sha256": EVAL_SHA, "samples": N_TEST},
         "data": {"name": "digits", "splits": {"train": 1294, "val": 144, "test": 359}},
-        "teacher": {"params": 1_147_722, "macs": 9_476_608, "accuracy": 0.99, "size_bytes": 4_600_000,
-                    "latency_ms": {"p50": 0.4, "p90": 0.5, "p99": 0.9}, "peak_memory_mb": 116.0},
+        "teacher": {"arch": "teacher_cnn", "params": 1_147_722, "macs": 9_476_608, "accuracy": 0.99,
+                    "size_bytes": 4_600_000, "latency_ms": {"p50": 0.4, "p90": 0.5, "p99": 0.9},
+                    "peak_memory_mb": 116.0},
         "student": {"family": "mobilenetv2", "params": 110_362, "macs": 1_548_480, "accuracy": 0.995,
-                    "accuracy_trained_alone": None},
+                    "accuracy_trained_alone": None, "config": {"width": 3.0},
+                    "budget_fit": {"candidates_fitting": 12, "max_params": 1_000_000, "max_macs": 1_895_321},
+                    "distillation": {"loss_weights": {"kd": 0.7, "ce": 0.3}, "temperature": 4.0, "best_epoch": 8,
+                                     "epochs": 8, "teacher_time_share": 0.1}},
         "artifacts": [
-            artifact_row("model_int8.xml", "openvino", 212_000, 0.985, 0.10 * slowdown, 109.0, seed + 1, interrupted),
-            artifact_row("model_int8.onnx", "onnx", 195_000, 0.990, 0.04 * slowdown, 73.0, seed + 2, interrupted),
+            artifact_row("model_int8.xml", "openvino", 212_000, 0.985, 0.10 * slowdown, 109.0, seed + 1, interrupted,
+                         **timing),
+            artifact_row("model_int8.onnx", "onnx", 195_000, 0.990, 0.04 * slowdown, 73.0, seed + 2, interrupted,
+                         **timing),
             {**artifact_row("model_fp32.onnx", "onnx", 497_000, 0.995, 0.04, 85.0, seed + 3), "precision": "fp32",
              "shipped": False},
         ],
@@ -171,15 +198,50 @@ def test_device_budgets_unverified_off_device_fail_only_with_strict(tmp_path, ta
     assert ET.parse(junit).getroot().get("failures") == "4"
 
 
+def device_result(report: dict, remote: str = "ci@box", sha256: str | None = None, **machine) -> dict:
+    """A device_results[] entry as `edgekd bench --remote` merges it (an AVX2 x86 box unless told otherwise)."""
+    return {"remote": remote, "measured_on": {"arch": "x86_64", "cpu": "AMD EPYC", "cpu_flags": ["avx2"], **machine},
+            "artifacts": [{"path": a["path"], "sha256": sha256 or a["sha256"], "sha256_verified": True,
+                           "latency_ms": {"p95": 0.2}, "peak_memory_mb": 80.0} for a in report["artifacts"]]}
+
+
 def test_device_results_from_the_target_device_verify_device_budgets(tmp_path, target_file, capsys):
     report = make_report(on_device=False)
-    report["device_results"] = [{
-        "remote": "ci@box", "measured_on": {"arch": "x86_64", "is_target_device": True},
-        "artifacts": [{"path": a["path"], "latency_ms": {"p95": 0.2}, "peak_memory_mb": 80.0}
-                      for a in report["artifacts"]]}]
+    report["device_results"] = [device_result(report)]
     code, out, _ = gate(capsys, write(tmp_path / "r.json", report), "--target", str(target_file), "--strict")
     assert code == 0, out
     assert not [r for r in rows(out) if r[-1] != "pass"]
+    checks = json.loads(json.dumps(compare_gate(report, target_file)["checks"]))
+    device = [c for c in checks if c["name"] == "latency_ms_p95"]
+    assert all("ci@box is the target device (generic profile" in c["note"] for c in device), device
+
+
+def compare_gate(report: dict, target_file: Path) -> dict:
+    from edgekd.gate import evaluate_gate
+
+    return evaluate_gate(report, load_target(target_file)).to_dict()
+
+
+def test_device_results_with_another_sha256_never_reach_the_gate(tmp_path, target_file):
+    """A tampered (or stale) device result cannot verify a budget: its artifact is not the report's."""
+    report = make_report(on_device=False)
+    report["device_results"] = [device_result(report, sha256="f" * 64)]
+    checks = compare_gate(report, target_file)["checks"]
+    device = [c for c in checks if c["device_bound"]]
+    assert device and all(c["status"] == UNVERIFIED for c in device)
+    assert all("ci@box ignored: sha256 ffffffffffff... is not the report's" in c["note"] for c in device)
+    # and an unverified sha256 (runner --no-verify) neither
+    report["device_results"] = [device_result(report)]
+    for row in report["device_results"][0]["artifacts"]:
+        row["sha256_verified"] = False
+    assert all(c["status"] == UNVERIFIED for c in compare_gate(report, target_file)["checks"] if c["device_bound"])
+
+
+def test_device_results_from_another_machine_stay_unverified(tmp_path, target_file):
+    report = make_report(on_device=False)
+    report["device_results"] = [device_result(report, arch="aarch64", cpu_flags=None)]
+    device = [c for c in compare_gate(report, target_file)["checks"] if c["device_bound"]]
+    assert all(c["status"] == UNVERIFIED and "arch aarch64 (target x86_64)" in c["note"] for c in device)
 
 
 # ------------------------------------------------------------------------------------------------ baseline
@@ -196,9 +258,11 @@ def test_same_distribution_passes_against_baseline(tmp_path, target_file, capsys
     base = write(tmp_path / "base.json", make_report(seed=0))
     for seed in (10, 20, 30):  # fresh re-measurements of the same artifact
         code, out, _ = gate(capsys, write(tmp_path / "r.json", make_report(seed=seed)), "--target",
-                            str(target_file), "--baseline", base)
+                            str(target_file), "--baseline", base, "--strict")
         assert code == 0, out
-        assert _status(out, "latency_ms_p50", "model_int8.xml") == "pass"
+        for metric in ("latency_ms_p5", "latency_ms_p50", "latency_ms_p95"):
+            assert _status(out, metric, "model_int8.xml") == "pass"
+    assert "MDR" in out
 
 
 def test_busier_machine_is_noise_not_a_regression(tmp_path, target_file, capsys):
@@ -208,6 +272,12 @@ def test_busier_machine_is_noise_not_a_regression(tmp_path, target_file, capsys)
     assert busy["artifacts"][0]["latency_ms"]["p95"] > 5 * make_report()["artifacts"][0]["latency_ms"]["p95"]
     code, out, _ = gate(capsys, write(tmp_path / "r.json", busy), "--target", str(target_file), "--baseline", base)
     assert code == 0, out
+    assert _status(out, "latency_ms_p95", "model_int8.xml") == "UNVERIFIED"  # says so instead of passing
+    assert "p95 lies among the interrupted samples" in out
+    assert _status(out, "latency_ms_p5", "model_int8.xml") == "pass"
+    code, _, _ = gate(capsys, write(tmp_path / "r.json", busy), "--target", str(target_file), "--baseline", base,
+                      "--strict")
+    assert code == 1
 
 
 def test_twice_as_slow_fails_against_baseline(tmp_path, target_file, capsys):
@@ -218,29 +288,116 @@ def test_twice_as_slow_fails_against_baseline(tmp_path, target_file, capsys):
     assert code == 1, out
     assert "regression(s) vs baseline" in out
     for artifact in ("model_int8.xml", "model_int8.onnx"):
+        assert _status(out, "latency_ms_p5", artifact) == "FAIL"
         assert _status(out, "latency_ms_p50", artifact) == "FAIL"
         assert _status(out, "model_size_kb", artifact) == "pass"
     assert ET.parse(junit).getroot().get("failures") == str(out.count(" FAIL "))
 
 
-def test_small_change_passes_a_change_beyond_the_spread_fails():
+def _row(checks: list, metric: str, artifact: str = "model_int8.xml"):
+    return next(c for c in checks if c.metric == metric and c.artifact == artifact)
+
+
+def test_small_change_passes_a_change_beyond_the_allowance_fails():
+    """A quiet runner: MDR of a few %, so the rule is exactly 'slower than allowed' (15 % > 10 %, 5 % < 10 %)."""
     base = make_report(seed=0)
     checks = compare_to_baseline(make_report(seed=1, slowdown=1.05), base, max_regression_pct=10)
     assert all(c.status == PASS for c in checks), [c for c in checks if c.status != PASS]
-    checks = compare_to_baseline(make_report(seed=1, slowdown=1.35), base, max_regression_pct=10)
-    p50 = next(c for c in checks if c.metric == "latency_ms_p50" and c.artifact == "model_int8.xml")
-    assert p50.status == FAIL  # even the new run's fastest samples are > 10 % slower than the old median
-    assert p50.current_interval[0] > 1.1 * p50.baseline_interval[1]
+    checks = compare_to_baseline(make_report(seed=1, slowdown=1.15), base, max_regression_pct=10)
+    for metric in ("latency_ms_p5", "latency_ms_p50", "latency_ms_p95"):
+        row = _row(checks, metric)
+        assert row.status == FAIL and row.mdr_pct < 10 and row.ratio_interval[0] > 1.0, row
+        assert "slower by more than the allowed 10 %" in row.note
 
 
-def test_bootstrap_is_deterministic_and_covers_the_median():
-    samples = np.asarray(latency_samples(0.1, seed=3))
-    a = estimate_latency(samples, BLOCKS)
-    b = estimate_latency(samples, BLOCKS)
-    assert a == b
-    lo, hi = a.interval[50.0]
-    assert lo <= a.point[50.0] <= hi and hi - lo < 0.01
-    assert a.interval[5.0][1] < a.point[50.0] < a.interval[95.0][0]
+def test_tail_only_regression_is_caught():
+    """A tenth of the inferences 1.6x slower: median and floor unchanged, p95 moves, and only p95 fails."""
+    base = make_report(seed=0)
+    checks = compare_to_baseline(make_report(seed=1, tail=0.10), base, max_regression_pct=10)
+    assert _row(checks, "latency_ms_p95").status == FAIL
+    assert _row(checks, "latency_ms_p50").status == PASS and _row(checks, "latency_ms_p5").status == PASS
+
+
+def test_noise_beyond_the_allowance_is_unverifiable_and_strict_fails_it(tmp_path, target_file, capsys):
+    """Blocks of one run drift by ~15 %: a 10 % regression could not be told from that, so the row says so."""
+    base = make_report(seed=0, block_drift=0.15)
+    checks = compare_to_baseline(make_report(seed=1, block_drift=0.15), base, max_regression_pct=10)
+    p50 = _row(checks, "latency_ms_p50")
+    assert p50.status == UNVERIFIED and p50.mdr_pct > 10
+    assert p50.note == f"unverifiable at this noise (MDR {p50.mdr_pct:.1f} %)"
+    paths = (write(tmp_path / "base.json", base), write(tmp_path / "r.json", make_report(seed=1, block_drift=0.15)))
+    code, out, _ = gate(capsys, paths[1], "--target", str(target_file), "--baseline", paths[0])
+    assert code == 0 and "unverifiable at this noise (MDR" in out
+    code, out, _ = gate(capsys, paths[1], "--target", str(target_file), "--baseline", paths[0], "--strict")
+    assert code == 1 and "FAIL (unverified, --strict)" in out
+    # a regression far beyond that noise still fails
+    checks = compare_to_baseline(make_report(seed=1, block_drift=0.15, slowdown=3.0), base, max_regression_pct=10)
+    assert _row(checks, "latency_ms_p50").status == FAIL
+
+
+# ------------------------------------------------------------------------------------------------ accuracy
+def _with_predictions(report: dict, accuracy: float, seed: int) -> dict:
+    report = copy.deepcopy(report)
+    for a in report["artifacts"]:
+        a["predictions"] = predictions(accuracy, seed)
+        a["accuracy"] = float(np.mean(np.asarray(a["predictions"]) == LABELS))
+    return report
+
+
+def test_accuracy_is_judged_by_exact_mcnemar_on_the_same_inputs():
+    base = _with_predictions(make_report(seed=0), 0.95, seed=1)
+    worse = _with_predictions(make_report(seed=0), 0.90, seed=1)  # same draws: every new error is a b, no c
+    row = _row(compare_to_baseline(worse, base, labels=LABELS), "accuracy")
+    b = int(np.sum((np.asarray(base["artifacts"][0]["predictions"]) == LABELS)
+                   & (np.asarray(worse["artifacts"][0]["predictions"]) != LABELS)))
+    assert row.counts == {"b": b, "c": 0, "n": N_TEST} and b > 10
+    assert row.p_value == pytest.approx(0.5 ** b) and row.status == FAIL
+    assert f"exact McNemar p={0.5 ** b:.4g} (b={b}" in row.noise
+
+    same = _row(compare_to_baseline(base, base, labels=LABELS), "accuracy")
+    assert same.status == PASS and same.counts == {"b": 0, "c": 0, "n": N_TEST} and same.p_value == 1.0
+
+
+def test_accuracy_drop_within_chance_is_unverifiable_not_failed():
+    base = _with_predictions(make_report(), 0.95, seed=1)
+    other = copy.deepcopy(base)
+    for a in other["artifacts"]:  # 8 samples flip against, 2 for: a 1.5-point drop, p = 0.055
+        pred = np.asarray(a["predictions"])
+        right = np.flatnonzero(pred == LABELS)[:8]
+        wrong = np.flatnonzero(pred != LABELS)[:2]
+        pred[right] = (LABELS[right] + 1) % 10
+        pred[wrong] = LABELS[wrong]
+        a["predictions"] = pred.tolist()
+    row = _row(compare_to_baseline(other, base, labels=LABELS), "accuracy")
+    assert row.counts == {"b": 8, "c": 2, "n": N_TEST} and row.p_value == pytest.approx(56 / 1024)
+    assert row.status == UNVERIFIED and "could be chance" in row.note
+
+
+def test_accuracy_on_other_inputs_or_without_predictions_falls_back_clearly():
+    base = make_report()
+    other_inputs = copy.deepcopy(base)
+    other_inputs["eval_inputs"]["sha256"] = "d" * 64
+    row = _row(compare_to_baseline(other_inputs, base, labels=LABELS), "accuracy")
+    assert row.status == UNVERIFIED and "different eval inputs" in row.note and row.p_value is None
+
+    no_predictions = copy.deepcopy(base)
+    for a in no_predictions["artifacts"]:
+        del a["predictions"]
+    row = _row(compare_to_baseline(make_report(), no_predictions, labels=LABELS), "accuracy")
+    assert row.status == PASS and row.counts is None
+    assert "unpaired: the baseline has no per-sample predictions" in row.note and "independent" in row.noise
+    row = _row(compare_to_baseline(make_report(), base, labels=None), "accuracy")
+    assert "labels were not found" in row.note
+
+
+def test_eval_labels_come_from_the_verified_inputs_beside_the_report(tmp_path):
+    from edgekd.io import sha256_file
+
+    np.savez_compressed(tmp_path / "eval.npz", x=np.zeros((N_TEST, 4), np.float32), y=LABELS)
+    report = {"eval_inputs": {"path": "eval.npz", "sha256": sha256_file(tmp_path / "eval.npz")}}
+    assert np.array_equal(eval_labels(tmp_path / "report.json", report), LABELS)
+    assert eval_labels(tmp_path / "report.json", {"eval_inputs": {"path": "eval.npz", "sha256": "0" * 64}}) is None
+    assert eval_labels(tmp_path / "report.json", {"eval_inputs": {"path": "../eval.npz", "sha256": "0"}}) is None
 
 
 def test_different_hardware_refuses_latency_and_memory(tmp_path, target_file, capsys):
@@ -343,3 +500,37 @@ def test_negative_max_regression_is_a_usage_error(tmp_path, capsys):
         main(["gate", write(tmp_path / "r.json", make_report()), "--max-regression", "-5"])
     assert exc.value.code == 2
     assert "must be a number >= 0" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ target identity
+PI4_MACHINE = {"arch": "aarch64", "cpu": "BCM2835", "board": "Raspberry Pi 4 Model B Rev 1.4", "cores": 4,
+               "memory_mb": 3793}
+
+
+@pytest.mark.parametrize("target", ["rpi4", "jetson-orin-nano"])
+def test_a_report_built_here_for_a_board_leaves_every_device_budget_unverified(target):
+    report = {**make_report(), "target": target}
+    checks = evaluate_gate_dict(report, target)
+    device = [c for c in checks if c["device_bound"]]
+    assert len(device) == 4 and all(c["status"] == UNVERIFIED for c in device)
+    assert all("build host is not the target device" in c["note"] for c in device)
+
+
+def test_a_matching_board_verifies_rpi4_but_a_jetson_cpu_run_never_verifies_tensorrt():
+    report = {**make_report(), "target": "rpi4"}
+    report["device_results"] = [device_result(report, remote="pi@pi4", arch="aarch64", cpu_flags=None,
+                                              **{k: v for k, v in PI4_MACHINE.items() if k != "arch"})]
+    device = [c for c in evaluate_gate_dict(report, "rpi4") if c["device_bound"]]
+    assert all(c["status"] == PASS and "pi@pi4 is the target device (identity:" in c["note"] for c in device)
+
+    orin = {"cpu": "", "board": "NVIDIA Orin Nano Developer Kit", "cores": 6, "memory_mb": 7620}
+    report = {**make_report(), "target": "jetson-orin-nano"}
+    report["device_results"] = [device_result(report, remote="nv@orin", arch="aarch64", cpu_flags=None, **orin)]
+    device = [c for c in evaluate_gate_dict(report, "jetson-orin-nano") if c["device_bound"]]
+    assert all(c["status"] == UNVERIFIED and "a CPU run never verifies" in c["note"] for c in device)
+
+
+def evaluate_gate_dict(report: dict, target: str) -> list[dict]:
+    from edgekd.gate import evaluate_gate
+
+    return evaluate_gate(report, load_target(target)).to_dict()["checks"]

@@ -123,6 +123,61 @@ def test_refuses_a_corrupted_artifact_and_names_missing_runtimes(run_dir, tmp_pa
     assert "error" in results[0] and results[1]["latency_ms"]["runs"] >= 5
 
 
+# --------------------------------------------------------------------------------------------- memory
+def test_memory_probe_measures_the_model_not_the_eval_set(run_dir, tmp_path):
+    """A 60 MB eval set instead of a 10 KB one changes nothing: the probe reads only the samples it times."""
+    with np.load(run_dir / "eval.npz") as npz:
+        x = npz["x"]
+    big = np.repeat(x, 6000, axis=0)  # 240,000 samples of 1x8x8 float32: ~61 MB
+    small_inputs = _write_npz(tmp_path / "small.npz", x=x)
+    big_inputs = _write_npz(tmp_path / "big.npz", x=big)
+    model = str(run_dir / "model_fp32.onnx")
+    small = runner.measure_memory(model, str(small_inputs), 1)
+    large = runner.measure_memory(model, str(big_inputs), 1)
+    assert big.nbytes > 60e6
+    for key in ("runtime_baseline_mb", "peak_mb", "model_peak_over_baseline_mb"):
+        assert abs(large[key] - small[key]) < 8, (key, small, large)  # the set would add 61 MB if loaded
+    assert small["samples_read"] == len(x) and large["samples_read"] == runner.MEMORY_PROBE_SAMPLES
+    assert small["runtime_baseline_mb"] <= small["model_loaded_mb"] <= small["peak_mb"]
+    assert large["model_peak_over_baseline_mb"] == pytest.approx(large["peak_mb"] - large["runtime_baseline_mb"])
+    assert large["judged"] == runner.MEMORY_JUDGED
+
+
+def test_benchmark_judges_the_model_peak_over_the_runtime_baseline(run_dir):
+    result = runner.benchmark(str(run_dir / "model_fp32.onnx"), str(run_dir / "eval.npz"), runs=5, min_time_s=0)
+    mem = result["memory"]
+    assert result["peak_memory_mb"] == mem["model_peak_over_baseline_mb"]
+    assert mem["runtime_baseline_mb"] > 10  # Python, numpy and onnxruntime are in the baseline, not the budget
+
+
+def test_read_first_samples_reads_only_the_rows_asked_for(tmp_path):
+    x = np.arange(5 * 3 * 2, dtype=np.float32).reshape(5, 3, 2)
+    path = _write_npz(tmp_path / "in.npz", x=x, y=np.arange(5))
+    assert np.array_equal(runner.read_first_samples(str(path), 2), x[:2])
+    assert np.array_equal(runner.read_first_samples(str(path), 99), x)
+    assert np.array_equal(runner.read_first_samples(str(path), 3, key="y"), np.arange(3))
+    with pytest.raises(runner.RunnerError, match="lack the array 'z'"):
+        runner.read_first_samples(str(path), 1, key="z")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(runner.RunnerError, match="cannot read inputs"):
+        runner.read_first_samples(str(tmp_path / "bad.npz"), 1)
+
+
+def test_describe_machine_names_the_board_its_cores_and_cpu_flags(monkeypatch):
+    pi_cpuinfo = ("processor\t: 0\nBogoMIPS\t: 108.00\nCPU implementer\t: 0x41\nCPU part\t: 0xd08\n\n"
+                  "processor\t: 1\nCPU part\t: 0xd08\nHardware\t: BCM2835\nModel\t: Raspberry Pi 4 Model B Rev 1.4\n")
+    files = {"/proc/cpuinfo": pi_cpuinfo, "/proc/device-tree/model": "Raspberry Pi 4 Model B Rev 1.4",
+             "/proc/meminfo": "MemTotal:        3884400 kB\n"}
+    monkeypatch.setattr(runner, "_read_text", files.get)
+    m = runner.describe_machine()
+    assert m["cpu"] == "Raspberry Pi 4 Model B Rev 1.4" and m["board"] == "Raspberry Pi 4 Model B Rev 1.4"
+    assert m["cpu_cores"] == ["Cortex-A72"] and m["cpu_flags"] is None and m["memory_mb"] == 3793
+    x86 = "processor\t: 0\nmodel\t\t: 17\nmodel name\t: AMD EPYC 7763\nflags\t\t: fpu sse4_2 avx2 fma avx512f\n"
+    monkeypatch.setattr(runner, "_read_text", {"/proc/cpuinfo": x86}.get)
+    m = runner.describe_machine()
+    assert m["cpu"] == "AMD EPYC 7763" and m["cpu_flags"] == ["avx2", "fma", "avx512f"] and m["board"] is None
+
+
 # --------------------------------------------------------------------------------------------- slow
 def device_venv(name: str, requirements: list[str]) -> Path:
     """A venv with only ``requirements`` (cached by Python version and requirements); built atomically."""
