@@ -80,6 +80,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         prune=args.prune, prune_steps=args.prune_steps, prune_importance=args.prune_importance,
         qat_epochs=args.qat_epochs, calibration=args.calibration,
         runs=args.runs, warmup=args.warmup, progress=not args.no_progress, strict=args.strict,
+        as_target=args.as_target,
         teacher_cache=None if args.no_cache else Path(args.cache_dir) if args.cache_dir else None,
     )
     if options.teacher_cache is None and not args.no_cache:
@@ -165,6 +166,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--strict", action="store_true",
                    help="fail the gate on budgets that could not be verified (device budgets off the device)")
+    p.add_argument("--as-target", action="store_true",
+                   help="declare this host to be the target device (recorded in the report; never for accelerator "
+                        "targets such as TensorRT or NNAPI, which a CPU run cannot verify)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("calibrate", help="build a class-balanced calibration set (.npz + manifest)")

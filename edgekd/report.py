@@ -45,11 +45,16 @@ def comparison_table(report: dict[str, Any]) -> str:
 def render_markdown(report: dict[str, Any]) -> str:
     m, s, t = report["measured_on"], report["student"], report["teacher"]
     where = "the target device" if m.get("is_target_device") else "a host that is NOT the target device"
+    identity = m.get("identity") or {}
     out = [
         f"# edgekd report: {report['target']}",
         "",
         f"Measured on {where}: {m.get('cpu', '?')} ({m.get('arch')}, {m.get('cores')} cores), "
         f"{m.get('threads')} thread(s), batch 1, runner in a fresh process without torch.",
+        *([f"Target-device rule: {identity.get('rule')} ({'; '.join(identity.get('reasons', []))})."]
+          if identity else []),
+        "Peak memory (peak MB) is the model's: peak resident memory while running, over the runtime's own baseline "
+        "(imports done, nothing loaded).",
         "",
         comparison_table(report),
         "",

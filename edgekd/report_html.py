@@ -285,10 +285,15 @@ def render_html(report: dict[str, Any], eval_inputs: str | os.PathLike[str] | No
     on_target = m.get("is_target_device")
     where = (f"{_e(m.get('cpu', '?'))} ({_e(m.get('arch'))}, {_e(m.get('cores'))} cores), "
              f"{_e(m.get('threads', '?'))} thread(s), batch 1, runner.py in a fresh process without torch")
-    banner = ("" if on_target else
-              "<p class=warn>These latencies were measured on a host that is <b>not</b> the target device; "
+    identity = m.get("identity") or {}
+    rule = (f" (rule: {_e(identity.get('rule'))}: {_e('; '.join(identity.get('reasons', [])))})"
+            if identity else "")
+    banner = (f"<p>Measured on the target device{rule}.</p>" if on_target else
+              f"<p class=warn>These latencies were measured on a host that is <b>not</b> the target device{rule}; "
               "device budgets are unverified here. Measure on the device with "
               "<code>edgekd bench RUN_DIR --remote USER@HOST</code>.</p>")
+    banner += ("<p>Peak memory is the model's: peak resident memory while running over the runtime's own "
+               "baseline (imports done, nothing loaded).</p>")
     per_class = per_class_accuracy(eval_inputs)
     charts = [("Accuracy vs latency", accuracy_latency_plot(report))]
     dist = latency_distribution_plot(report)

@@ -85,6 +85,11 @@ class Session:
     static_batch = False
     inference_precision = "as stored"
 
+    @classmethod
+    def import_runtime(cls):
+        """Import the runtime's module (no model loaded) and return it; a clear RunnerError when it is missing."""
+        return None
+
     def run(self, x):  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -100,11 +105,16 @@ class OnnxSession(Session):
     runtime = "onnxruntime"
     install_hint = "pip install onnxruntime"
 
-    def __init__(self, path, threads, precision=None):
+    @classmethod
+    def import_runtime(cls):
         try:
-            import onnxruntime as ort
+            import onnxruntime
         except ImportError as exc:
-            raise missing_runtime(type(self), "onnxruntime", exc) from None
+            raise missing_runtime(cls, "onnxruntime", exc) from None
+        return onnxruntime
+
+    def __init__(self, path, threads, precision=None):
+        ort = self.import_runtime()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -134,11 +144,16 @@ class OpenVinoSession(Session):
     runtime = "openvino"
     install_hint = "pip install openvino"
 
-    def __init__(self, path, threads, precision=None):
+    @classmethod
+    def import_runtime(cls):
         try:
-            import openvino as ov
+            import openvino
         except ImportError as exc:
-            raise missing_runtime(type(self), "openvino", exc) from None
+            raise missing_runtime(cls, "openvino", exc) from None
+        return openvino
+
+    def __init__(self, path, threads, precision=None):
+        ov = self.import_runtime()
         core = ov.Core()
         try:
             model = core.read_model(path)
@@ -185,8 +200,12 @@ class TfliteSession(Session):
     install_hint = "pip install ai-edge-litert   (or, on older boards: pip install tflite-runtime 'numpy<2')"
     static_batch = True
 
+    @classmethod
+    def import_runtime(cls):
+        return _tflite_interpreter()
+
     def __init__(self, path, threads, precision=None):
-        interpreter_cls, self.runtime, self.runtime_version = _tflite_interpreter()
+        interpreter_cls, self.runtime, self.runtime_version = self.import_runtime()
         try:
             self.interp = interpreter_cls(model_path=path, num_threads=threads)
             self.interp.allocate_tensors()
@@ -584,15 +603,7 @@ def read_first_samples(path, count, key="x"):
 
 def _import_runtime(fmt):
     """Import the artifact's runtime without loading anything: the memory baseline includes its libraries."""
-    import importlib
-
-    if fmt == "tflite":
-        return _tflite_interpreter()
-    module = {"onnx": "onnxruntime", "openvino": "openvino"}[fmt]
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise _missing_runtime(fmt, module, exc) from None
+    return session_for_format(fmt).import_runtime()
 
 
 def _proc_status_mb():

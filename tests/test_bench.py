@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from factories import make_report
 from test_bundle import make_run_dir
-from test_gate import make_report
 
 from edgekd.bench import SshConfig, _merge_and_refresh, device_entry, merge_device_results, parse_remote
 from edgekd.cli import main

@@ -13,91 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from factories import LABELS, N_TEST, make_report, predictions
 
 from edgekd.cli import main
 from edgekd.gate import FAIL, PASS, UNVERIFIED, compare_to_baseline, eval_labels
-from edgekd.report import REPORT_SCHEMA_VERSION
+from edgekd.schema import REPORT_SCHEMA_VERSION
 from edgekd.targets import load_target
-
-BLOCKS, PER_BLOCK = 5, 200
-N_TEST = 400
-EVAL_SHA = "e" * 64
-LABELS = np.arange(N_TEST) % 10
-
-
-def latency_samples(median_ms: float, seed: int, interrupted: float = 0.01, tail: float = 0.0,
-                    block_drift: float = 0.0) -> list[float]:
-    """Batch-1 timings as a shared machine gives them: a tight body plus a share of interrupted runs.
-
-    ``tail``: that share of the model's own inferences is 1.6x slower (a tail-only regression). ``block_drift``:
-    each timing block runs on a machine that is that much faster or slower (a noisy runner, seen block to block).
-    """
-    rng = np.random.default_rng(seed)
-    n = BLOCKS * PER_BLOCK
-    body = median_ms * rng.lognormal(0.0, 0.06, n)
-    body *= np.repeat(np.exp(rng.normal(0.0, block_drift, BLOCKS)), PER_BLOCK)
-    body[rng.random(n) < tail] *= 1.6
-    hit = rng.random(n) < interrupted
-    body[hit] += rng.uniform(1.0, 5.0, hit.sum())  # preempted: milliseconds, whatever the model
-    return [round(float(v), 6) for v in body]
-
-
-def predictions(accuracy: float, seed: int) -> list[int]:
-    """One prediction per eval sample, right on about ``accuracy`` of them (seeded)."""
-    wrong = np.random.default_rng(seed).random(N_TEST) > accuracy
-    return [int((y + 1) % 10) if w else int(y) for y, w in zip(LABELS, wrong, strict=True)]
-
-
-def artifact_row(path: str, fmt: str, size: int, accuracy: float, median_ms: float, memory: float, seed: int,
-                 interrupted: float = 0.01, **timing: float) -> dict:
-    samples = latency_samples(median_ms, seed, interrupted, **timing)
-    a = np.asarray(samples)
-    lat = {k: float(np.percentile(a, q)) for k, q in (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99))}
-    lat.update(mean=float(a.mean()), std=float(a.std()))
-    blocks = a.reshape(BLOCKS, PER_BLOCK)
-    return {
-        "path": path, "format": fmt, "precision": "int8", "runtime": fmt, "runtime_version": "x",
-        "sha256": "0" * 64, "size_bytes": size, "accuracy": accuracy, "agreement_with_teacher": 0.99,
-        "latency_ms": lat, "noise_pct": 1.0, "peak_memory_mb": memory, "predictions": predictions(accuracy, 7),
-        "parity": {"max_abs_diff": 0.01, "top1_agreement": 1.0}, "shipped": True,
-        "latency_ms_detail": {**lat, "runs": len(samples), "blocks": BLOCKS, "samples_ms": samples,
-                              "block_medians": [float(np.median(b)) for b in blocks]},
-        "teacher_p50_ms_same_runtime": 4 * median_ms, "macs": 1_548_480, "params": 110_362,
-    }
-
-
-def make_report(seed: int = 0, slowdown: float = 1.0, on_device: bool = True, interrupted: float = 0.01,
-                **timing: float) -> dict:
-    """A report.json with the keys `edgekd build` writes: two shipped int8 artifacts with distinct values.
-
-    ``on_device``: the host has AVX2, so it is the (generic) x86-cpu device; without it, it is not.
-    """
-    return {
-        "schema_version": REPORT_SCHEMA_VERSION,
-        "edgekd_version": "0.1.0",
-        "target": "x86-cpu",
-        "measured_on": {"arch": "x86_64", "cpu": "Intel(R) Xeon(R) Processor", "cores": 2, "threads": 2,
-                        "cpu_flags": ["avx2"] if on_device else ["sse4_2"], "is_target_device": on_device},
-        "eval_inputs": {"path": "eval.npz", "sha256": EVAL_SHA, "samples": N_TEST},
-        "data": {"name": "digits", "splits": {"train": 1294, "val": 144, "test": 359}},
-        "teacher": {"arch": "teacher_cnn", "params": 1_147_722, "macs": 9_476_608, "accuracy": 0.99,
-                    "size_bytes": 4_600_000, "latency_ms": {"p50": 0.4, "p90": 0.5, "p99": 0.9},
-                    "peak_memory_mb": 116.0},
-        "student": {"family": "mobilenetv2", "params": 110_362, "macs": 1_548_480, "accuracy": 0.995,
-                    "accuracy_trained_alone": None, "config": {"width": 3.0},
-                    "budget_fit": {"candidates_fitting": 12, "max_params": 1_000_000, "max_macs": 1_895_321},
-                    "distillation": {"loss_weights": {"kd": 0.7, "ce": 0.3}, "temperature": 4.0, "best_epoch": 8,
-                                     "epochs": 8, "teacher_time_share": 0.1}},
-        "artifacts": [
-            artifact_row("model_int8.xml", "openvino", 212_000, 0.985, 0.10 * slowdown, 109.0, seed + 1, interrupted,
-                         **timing),
-            artifact_row("model_int8.onnx", "onnx", 195_000, 0.990, 0.04 * slowdown, 73.0, seed + 2, interrupted,
-                         **timing),
-            {**artifact_row("model_fp32.onnx", "onnx", 497_000, 0.995, 0.04, 85.0, seed + 3), "precision": "fp32",
-             "shipped": False},
-        ],
-        "gate": {"passed": True, "violations": []},
-    }
 
 
 @pytest.fixture
@@ -313,25 +234,27 @@ def test_small_change_passes_a_change_beyond_the_allowance_fails():
 def test_tail_only_regression_is_caught():
     """A tenth of the inferences 1.6x slower: median and floor unchanged, p95 moves, and only p95 fails."""
     base = make_report(seed=0)
-    checks = compare_to_baseline(make_report(seed=1, tail=0.10), base, max_regression_pct=10)
+    checks = compare_to_baseline(make_report(seed=1, timing={"tail": 0.10}), base, max_regression_pct=10)
     assert _row(checks, "latency_ms_p95").status == FAIL
     assert _row(checks, "latency_ms_p50").status == PASS and _row(checks, "latency_ms_p5").status == PASS
 
 
 def test_noise_beyond_the_allowance_is_unverifiable_and_strict_fails_it(tmp_path, target_file, capsys):
     """Blocks of one run drift by ~15 %: a 10 % regression could not be told from that, so the row says so."""
-    base = make_report(seed=0, block_drift=0.15)
-    checks = compare_to_baseline(make_report(seed=1, block_drift=0.15), base, max_regression_pct=10)
+    base = make_report(seed=0, timing={"block_drift": 0.15})
+    checks = compare_to_baseline(make_report(seed=1, timing={"block_drift": 0.15}), base, max_regression_pct=10)
     p50 = _row(checks, "latency_ms_p50")
     assert p50.status == UNVERIFIED and p50.mdr_pct > 10
     assert p50.note == f"unverifiable at this noise (MDR {p50.mdr_pct:.1f} %)"
-    paths = (write(tmp_path / "base.json", base), write(tmp_path / "r.json", make_report(seed=1, block_drift=0.15)))
+    drifting = make_report(seed=1, timing={"block_drift": 0.15})
+    paths = (write(tmp_path / "base.json", base), write(tmp_path / "r.json", drifting))
     code, out, _ = gate(capsys, paths[1], "--target", str(target_file), "--baseline", paths[0])
     assert code == 0 and "unverifiable at this noise (MDR" in out
     code, out, _ = gate(capsys, paths[1], "--target", str(target_file), "--baseline", paths[0], "--strict")
     assert code == 1 and "FAIL (unverified, --strict)" in out
     # a regression far beyond that noise still fails
-    checks = compare_to_baseline(make_report(seed=1, block_drift=0.15, slowdown=3.0), base, max_regression_pct=10)
+    much_slower = make_report(seed=1, timing={"block_drift": 0.15}, slowdown=3.0)
+    checks = compare_to_baseline(much_slower, base, max_regression_pct=10)
     assert _row(checks, "latency_ms_p50").status == FAIL
 
 
@@ -466,17 +389,24 @@ def _bad_inputs(tmp_path: Path) -> list[tuple[list[str], str]]:
     no_size = copy.deepcopy(good)
     del no_size["artifacts"][0]["size_bytes"]
     no_artifacts = {k: v for k, v in good.items() if k != "artifacts"}
+    nan_latency, shipped_no_accuracy, negative_size = (copy.deepcopy(good) for _ in range(3))
+    nan_latency["artifacts"][0]["latency_ms"]["p95"] = float("nan")  # a NaN must never pass a budget
+    shipped_no_accuracy["artifacts"][0]["accuracy"] = None
+    negative_size["artifacts"][1]["size_bytes"] = -5
     (tmp_path / "broken.json").write_text("{not json")
     ok = write(tmp_path / "ok.json", good)
     return [
         ([str(tmp_path / "broken.json")], "is not valid JSON"),
         ([str(tmp_path / "missing.json")], "report not found"),
-        ([write(tmp_path / "old.json", old)], f"schema_version {REPORT_SCHEMA_VERSION - 1}, older than"),
-        ([write(tmp_path / "new.json", new)], f"schema_version {REPORT_SCHEMA_VERSION + 1}, newer than"),
+        ([write(tmp_path / "old.json", old)], f"schema_version {REPORT_SCHEMA_VERSION - 1} is older than"),
+        ([write(tmp_path / "new.json", new)], f"schema_version {REPORT_SCHEMA_VERSION + 1} is newer than"),
         ([write(tmp_path / "unv.json", unversioned)], "has no schema_version"),
         ([write(tmp_path / "rpi.json", other_target), "--target", "x86-cpu"], "is for target 'rpi4', not 'x86-cpu'"),
-        ([write(tmp_path / "nosize.json", no_size)], "lacks the field 'artifacts[0].size_bytes'"),
-        ([write(tmp_path / "noart.json", no_artifacts)], "lacks the field 'artifacts'"),
+        ([write(tmp_path / "nosize.json", no_size)], "artifacts.0.size_bytes: Field required"),
+        ([write(tmp_path / "noart.json", no_artifacts)], "artifacts: Field required"),
+        ([write(tmp_path / "nan.json", nan_latency)], "artifacts.0.latency_ms.p95"),
+        ([write(tmp_path / "noacc.json", shipped_no_accuracy)], "is shipped but has no accuracy"),
+        ([write(tmp_path / "negsize.json", negative_size)], "artifacts.1.size_bytes"),
         ([ok, "--baseline", str(tmp_path / "nobase.json")], "baseline not found"),
         ([ok, "--baseline", write(tmp_path / "base-rpi.json", other_target)], "is for target 'rpi4'"),
         ([ok, "--baseline", write(tmp_path / "base-old.json", old)], "baseline"),

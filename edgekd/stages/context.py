@@ -47,6 +47,7 @@ class BuildOptions:
     runs: int = 200
     warmup: int = 20
     strict: bool = False  # the gate fails budgets it could not verify (device budgets measured off the device)
+    as_target: bool = False  # the user declares this host to be the target device (recorded in the report)
     progress: bool = True
     teacher_cache: Path | None = DEFAULT_CACHE
     log: Any = None  # callable(str) for progress lines; None = print to stderr

@@ -50,7 +50,10 @@ class TestScores:
 
 
 def machine_summary(ctx: BuildContext, runner_machine: dict) -> dict:
-    return {**runner_machine, "is_target_device": runner_machine.get("arch") == ctx.target.device.arch,
+    """The build host, and whether it counts as the target device (``device_identity``: never by arch alone)."""
+    from edgekd.device_identity import measured_on_fields
+
+    return {**runner_machine, **measured_on_fields(ctx.target, runner_machine, ctx.options.as_target),
             "how": "edgekd runner.py in a fresh process on this host", "threads": ctx.threads}
 
 
