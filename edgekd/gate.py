@@ -22,9 +22,6 @@ Regressions against a baseline report compare like with like and say what the tw
 
 from __future__ import annotations
 
-import argparse
-import math
-import os
 import shutil
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
@@ -35,7 +32,7 @@ import numpy as np
 
 from edgekd import device_identity, gate_stats
 from edgekd.errors import EdgekdError
-from edgekd.io import atomic_write, write_text
+from edgekd.io import atomic_write
 from edgekd.targets import TargetProfile
 
 PASS, FAIL, UNVERIFIED = "pass", "fail", "unverified"
@@ -614,87 +611,3 @@ def eval_labels(report_path: str | Path, report: dict[str, Any]) -> np.ndarray |
 def update_baseline(report_path: str | Path, baseline_path: str | Path) -> Path:
     """Accept a report as the new baseline on purpose: an atomic copy, so a cancelled CI job never leaves half."""
     return atomic_write(baseline_path, lambda tmp: shutil.copyfile(report_path, tmp))
-
-
-# ============================================================================================ CLI
-def cmd_gate(args: argparse.Namespace) -> int:
-    from edgekd.targets import load_target
-
-    report = load_report(args.report)
-    check_report(report, f"report {args.report}")
-    target_spec = args.target or report.get("target_path") or report["target"]
-    if not args.target and not os.path.exists(str(target_spec)):
-        target_spec = report["target"]
-    target = load_target(target_spec)
-    check_report(report, f"report {args.report}", expected_target=target.name)
-
-    baseline = None
-    if args.update_baseline and not args.baseline:
-        raise EdgekdError("--update-baseline needs --baseline FILE (where to write it)",
-                          "e.g. edgekd gate runs/x86-cpu/report.json --baseline baseline.json --update-baseline")
-    if args.baseline and (Path(args.baseline).exists() or not args.update_baseline):
-        if not Path(args.baseline).exists():
-            raise EdgekdError(f"baseline not found: {args.baseline}",
-                              "create it from an accepted report with --update-baseline")
-        baseline = load_report(args.baseline, "baseline")
-        check_report(baseline, f"baseline {args.baseline}", expected_target=target.name)
-
-    result = evaluate_gate(report, target, strict=args.strict, baseline=baseline,
-                           max_regression_pct=args.max_regression, max_accuracy_drop=args.max_accuracy_drop,
-                           baseline_label=str(args.baseline),
-                           labels=eval_labels(args.report, report) if baseline is not None else None)
-    if args.update_baseline and result.regressions:
-        # Accepting a new baseline on purpose: show what changes, but a slower baseline is the point.
-        result.regressions = [RegressionCheck(**{**asdict(r), "status": PASS if r.status == FAIL else r.status,
-                                                 "note": ("accepted (--update-baseline); " + r.note).rstrip("; ")})
-                              for r in result.regressions]
-    print(format_table(result))
-    if args.junit:
-        write_text(args.junit, format_junit(result, target.name))
-    summary = format_markdown(result, target.name)
-    if args.summary:
-        write_text(args.summary, summary)
-    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if step_summary:
-        with open(step_summary, "a", encoding="utf-8") as fh:
-            fh.write(summary + "\n")
-    if args.update_baseline:
-        if not result.passed:
-            print(f"\nbaseline NOT updated: the report fails its budgets ({args.baseline} unchanged)")
-        else:
-            update_baseline(args.report, args.baseline)
-            print(f"\nbaseline updated: {args.report} -> {args.baseline}")
-    return 0 if result.passed else 1
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got '{text}'")
-    return value
-
-
-def register_cli(sub: Any) -> None:
-    p = sub.add_parser("gate", help="check a report against its target's budgets and a baseline (exit 1 on failure)",
-                       description="Exit codes: 0 all checks pass, 1 a budget or regression check failed, 2 bad input.")
-    p.add_argument("report", help="report.json")
-    p.add_argument("--target", help="target name or YAML path (default: the report's target)")
-    p.add_argument("--baseline", help="baseline report.json to check for regressions against")
-    p.add_argument("--max-regression", type=_non_negative, default=DEFAULT_MAX_REGRESSION_PCT, metavar="PCT",
-                   help="allowed increase of latency p5/p50/p95, peak memory and size vs the baseline, in %% "
-                        f"(default {DEFAULT_MAX_REGRESSION_PCT:g}); a latency change must also exceed the two runs' "
-                        "minimum detectable regression (MDR), and a row whose MDR exceeds it is 'unverifiable'")
-    p.add_argument("--max-accuracy-drop", type=_non_negative, default=DEFAULT_MAX_ACCURACY_DROP, metavar="FRACTION",
-                   help=f"allowed accuracy drop vs the baseline (default {DEFAULT_MAX_ACCURACY_DROP:g} = 1 point)")
-    p.add_argument("--strict", action="store_true", help="fail checks that could not be verified (device budgets "
-                                                         "measured off the target device, refused baseline "
-                                                         "comparisons, regressions unverifiable at the noise)")
-    p.add_argument("--junit", metavar="FILE", help="write JUnit XML (one test case per check)")
-    p.add_argument("--summary", metavar="FILE", help="write a Markdown summary (also appended to "
-                                                     "$GITHUB_STEP_SUMMARY when set)")
-    p.add_argument("--update-baseline", action="store_true",
-                   help="accept this report as the new --baseline (written atomically when the budgets pass)")
-    p.set_defaults(func=cmd_gate)

@@ -193,3 +193,23 @@ def test_build_exit_code_follows_the_gate(tmp_path, tmp_path_factory, changes, s
     assert expect in proc.stdout
     assert (out / "report.json").exists()
     assert json.loads((out / "report.json").read_text())["gate"]["passed"] is (code == 0)
+
+
+def test_an_internal_error_is_not_bad_input(monkeypatch, capsys, tmp_path):
+    """A bug exits 3 (not 1: gate failed, not 2: bad input) with one line and a log holding the traceback."""
+    import edgekd.cli.targets as targets_cli
+
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path))
+    monkeypatch.setattr("edgekd.stages.context.DEFAULT_CACHE", tmp_path)
+
+    def boom(args):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(targets_cli, "cmd_targets", boom)
+    assert main(["targets", "list"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error: RuntimeError: simulated bug" in err and "Traceback" not in err
+    log = Path(err.split("traceback in ")[1].split(";")[0])
+    assert log.is_file() and "Traceback" in log.read_text() and log.parent == tmp_path / "logs"
+    assert main(["--debug", "targets", "list"]) == 3
+    assert "Traceback" in capsys.readouterr().err

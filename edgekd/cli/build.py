@@ -1,10 +1,9 @@
-"""``edgekd`` command line: a thin layer over ``edgekd.api``. Exit codes: 0 ok, 1 gate failed, 2 bad input."""
+"""``edgekd build`` and ``edgekd calibrate``: the main job, and the calibration set it can reuse."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from edgekd.errors import EdgekdError
@@ -40,29 +39,6 @@ def _distill_yaml(path: str | None) -> dict:
     if not isinstance(value, dict):
         raise EdgekdError(f"distillation config {path} must be a mapping of settings", "e.g. patience: 5")
     return value
-
-
-def cmd_targets(args: argparse.Namespace) -> int:
-    from edgekd.targets import SHIPPED, available_targets, describe_target, load_target
-
-    if args.action == "list":
-        invalid = 0
-        for name, source in available_targets().items():
-            where = "shipped" if source.origin == SHIPPED else f"{source.origin}" + (
-                " (overrides shipped)" if source.overrides_shipped else "")
-            try:
-                t = load_target(source.file)
-            except EdgekdError as exc:
-                invalid += 1
-                print(f"{name:<18} INVALID: {exc.problem}  [{where}]")
-                continue
-            formats, precisions = ", ".join(t.runtime.formats), "/".join(t.runtime.precisions)
-            print(f"{name:<18} {formats:<16} {precisions:<10} {t.description}  [{where}]")
-        return 2 if invalid else 0
-    if not args.name:
-        raise EdgekdError("`edgekd targets show` needs a target name or path", "e.g. edgekd targets show rpi4")
-    print(describe_target(load_target(args.name)), end="")
-    return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -116,17 +92,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgekd", description=__doc__)
-    parser.add_argument("--version", action=_VersionAction, nargs=0,
-                        help="show edgekd's version and the installed runtimes' versions, then exit")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("targets", help="list or show target profiles")
-    p.add_argument("action", choices=["list", "show"])
-    p.add_argument("name", nargs="?", help="target name or YAML path (for show)")
-    p.set_defaults(func=cmd_targets)
-
+def register(sub) -> None:
     p = sub.add_parser("build", help="teacher -> distilled student -> artifacts -> benchmark -> report",
                        description="Exit codes: 0 built and the gate passed, 1 built but the gate failed (the run "
                                    "directory is still written), 2 bad input (nothing written).")
@@ -178,67 +144,3 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="output .npz (default calibration/<data>-<target>.npz)")
     p.set_defaults(func=cmd_calibrate)
-
-    from edgekd.bench import register_cli as register_bench
-    from edgekd.gate import register_cli as register_gate
-
-    register_bench(sub)
-    register_gate(sub)
-    __import__("edgekd.bundle").bundle.register_cli(sub)
-    return parser
-
-
-# The packages whose versions a result depends on (distribution name, what it is), for ``edgekd --version``.
-RUNTIME_DISTRIBUTIONS = (
-    ("torch", "training, export"),
-    ("onnx", "ONNX export"),
-    ("onnxruntime", "ONNX runtime"),
-    ("openvino", "OpenVINO runtime"),
-    ("nncf", "OpenVINO int8"),
-    ("litert-torch", "TFLite export"),
-    ("ai-edge-quantizer", "TFLite int8"),
-    ("ai-edge-litert", "LiteRT (TFLite runtime)"),
-)
-
-
-def version_text() -> str:
-    """edgekd's version and each runtime's, read from installed metadata: nothing heavy is imported."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    from edgekd import __version__
-
-    lines = [f"edgekd {__version__} (Python {platform.python_version()})"]
-    for dist, role in RUNTIME_DISTRIBUTIONS:
-        try:
-            installed = version(dist)
-        except PackageNotFoundError:
-            installed = "not installed"
-        lines.append(f"  {dist:<18} {installed:<14} {role}")
-    return "\n".join(lines)
-
-
-class _VersionAction(argparse.Action):
-    """Like argparse's ``version`` action, but the metadata is read only when ``--version`` is asked for."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(version_text())
-        parser.exit()
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except EdgekdError as exc:
-        print(f"edgekd: error: {exc.problem}", file=sys.stderr)
-        if exc.fix:
-            print(f"  fix: {exc.fix}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("edgekd: interrupted; nothing was written to the run directory", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

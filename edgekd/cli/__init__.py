@@ -1,0 +1,136 @@
+"""``edgekd`` command line: a thin layer over the library, one module per command.
+
+Exit codes: 0 ok; 1 a gate failed (build, gate); 2 bad input (one message naming the problem and the fix; nothing
+half-written); 3 an internal error (a bug: one line on stderr and a log file with the traceback; ``--debug``
+prints it); 130 interrupted; 143 terminated (SIGTERM). Staging directories are removed on every exit path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from edgekd.errors import EdgekdError
+
+INTERNAL_ERROR = 3
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgekd", description=__doc__)
+    parser.add_argument("--version", action=_VersionAction, nargs=0,
+                        help="show edgekd's version and the installed runtimes' versions, then exit")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an internal error")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    from edgekd.cli import bench, build, bundle, gate, targets
+
+    for command in (targets, build, bench, gate, bundle):
+        command.register(sub)
+    return parser
+
+
+# The packages whose versions a result depends on (distribution name, what it is), for ``edgekd --version``.
+RUNTIME_DISTRIBUTIONS = (
+    ("torch", "training, export"),
+    ("onnx", "ONNX export"),
+    ("onnxruntime", "ONNX runtime"),
+    ("openvino", "OpenVINO runtime"),
+    ("nncf", "OpenVINO int8"),
+    ("litert-torch", "TFLite export"),
+    ("ai-edge-quantizer", "TFLite int8"),
+    ("ai-edge-litert", "LiteRT (TFLite runtime)"),
+)
+
+
+def version_text() -> str:
+    """edgekd's version and each runtime's, read from installed metadata: nothing heavy is imported."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from edgekd import __version__
+
+    lines = [f"edgekd {__version__} (Python {platform.python_version()})"]
+    for dist, role in RUNTIME_DISTRIBUTIONS:
+        try:
+            installed = version(dist)
+        except PackageNotFoundError:
+            installed = "not installed"
+        lines.append(f"  {dist:<18} {installed:<14} {role}")
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    """Like argparse's ``version`` action, but the metadata is read only when ``--version`` is asked for."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so every ``finally`` (staging directories, locks) runs."""
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise Terminated()
+
+
+def _log_internal_error(exc: BaseException) -> Path:
+    """Write the traceback where the user can find it (the cache's logs/, else the temp dir)."""
+    from edgekd.stages.context import DEFAULT_CACHE
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    for folder in (DEFAULT_CACHE / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"edgekd-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+            path.write_text(f"edgekd {' '.join(sys.argv[1:])}\n\n{text}", encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return Path("(could not write a log)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    try:
+        return args.func(args)
+    except EdgekdError as exc:
+        print(f"edgekd: error: {exc.problem}", file=sys.stderr)
+        if exc.fix:
+            print(f"  fix: {exc.fix}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgekd: interrupted; nothing was written to the run directory", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("edgekd: terminated; nothing was written to the run directory", file=sys.stderr)
+        return 143
+    except Exception as exc:  # noqa: BLE001 - a bug, not bad input: its own exit code and a log
+        log = _log_internal_error(exc)
+        if args.debug:
+            traceback.print_exc()
+        print(f"edgekd: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              f"(a bug in edgekd or a library, not your input); traceback in {log}; rerun with --debug to print it",
+              file=sys.stderr)
+        return INTERNAL_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

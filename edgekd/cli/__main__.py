@@ -1,0 +1,7 @@
+"""``python -m edgekd.cli`` == ``edgekd``."""
+
+import sys
+
+from edgekd.cli import main
+
+sys.exit(main())
