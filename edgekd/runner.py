@@ -85,10 +85,19 @@ class Session:
     static_batch = False
     inference_precision = "as stored"
 
+    runtime_module = ""  # the Python module of the runtime, imported by ``import_runtime``
+
     @classmethod
     def import_runtime(cls):
         """Import the runtime's module (no model loaded) and return it; a clear RunnerError when it is missing."""
-        return None
+        if not cls.runtime_module:
+            return None
+        import importlib
+
+        try:
+            return importlib.import_module(cls.runtime_module)
+        except ImportError as exc:
+            raise missing_runtime(cls, cls.runtime_module, exc) from None
 
     def run(self, x):  # pragma: no cover - interface
         raise NotImplementedError
@@ -104,14 +113,7 @@ class OnnxSession(Session):
     suffixes = (".onnx",)
     runtime = "onnxruntime"
     install_hint = "pip install onnxruntime"
-
-    @classmethod
-    def import_runtime(cls):
-        try:
-            import onnxruntime
-        except ImportError as exc:
-            raise missing_runtime(cls, "onnxruntime", exc) from None
-        return onnxruntime
+    runtime_module = "onnxruntime"
 
     def __init__(self, path, threads, precision=None):
         ort = self.import_runtime()
@@ -143,14 +145,7 @@ class OpenVinoSession(Session):
     suffixes = (".xml",)
     runtime = "openvino"
     install_hint = "pip install openvino"
-
-    @classmethod
-    def import_runtime(cls):
-        try:
-            import openvino
-        except ImportError as exc:
-            raise missing_runtime(cls, "openvino", exc) from None
-        return openvino
+    runtime_module = "openvino"
 
     def __init__(self, path, threads, precision=None):
         ov = self.import_runtime()
