@@ -87,3 +87,22 @@ def test_a_qat_artifact_is_judged_against_its_own_model(tmp_path):
     qat = _measured("model_int8.onnx", "onnx", "int8", 0.80, 0.5, {"qat": {"val_accuracy_fp32_after": 0.805}})
     shipped, reasons = choose_shipped(ctx, [qat], student_val=0.90, teacher_val=0.95)
     assert shipped == {"model_int8.onnx"} and "validation drop 0.0050" in reasons["onnx"]
+
+
+def test_waterfall_measures_every_stage_in_the_primary_format():
+    from factories import make_report
+
+    from edgekd.models.budget import StudentChoice
+    from edgekd.stages.report import TestScores, stage_waterfall
+
+    report = make_report()
+    rows = report["artifacts"]
+    choice = StudentChoice("mobilenetv2", {}, 200_000, 3_000_000, 10**6, 10**8, 1, 1)
+    scores = TestScores(0.99, 0.98, 0.985, None, None)
+    plain = stage_waterfall("onnx", rows, report["teacher"], None, choice, scores)
+    assert [s["stage"] for s in plain] == ["teacher", "student", "quantized"]
+    assert plain[1]["artifact"] == "model_fp32.onnx" and plain[2]["artifact"] == "model_int8.onnx"
+    unpruned = {**rows[2], "path": "unpruned_fp32.onnx"}
+    pruned = stage_waterfall("onnx", rows, report["teacher"], unpruned, choice, scores)
+    assert [s["stage"] for s in pruned] == ["teacher", "student", "pruned", "quantized"]
+    assert pruned[1]["macs"] == 3_000_000 and pruned[1]["accuracy"] == 0.985  # the unpruned student, before pruning
