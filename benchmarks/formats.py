@@ -4,7 +4,8 @@
 
 For each artifact: size, test accuracy (in its real runtime), parity with the PyTorch student (max abs diff,
 top-1 agreement), p50 latency (batch 1, runner.py in a fresh process without torch) and speed against the fp32
-artifact of the same format. Writes ``benchmarks/results/formats.json`` (keys in DESIGN.md).
+artifact of the same format. Writes ``benchmarks/results/formats.json`` (``data``, ``student``, ``threads``,
+``runs``, ``cpu`` and one row per artifact).
 
 The student is the rpi4 budget's (sized against the default teacher_cnn's MACs), trained alone for a few epochs
 on a subset of the training data and cached under the git-ignored ``benchmarks/.cache/`` (the point here is the

@@ -3,7 +3,8 @@ student taught by each distillation method, over several seeds.
 
     python benchmarks/kd_quality.py            # default size (see DEFAULTS below; every choice is printed)
 
-Prints a table and writes ``benchmarks/results/kd_quality.json`` (keys in DESIGN.md). The teacher is trained
+Prints a table and writes ``benchmarks/results/kd_quality.json`` (keys: ``teacher``, ``student``, ``alone``,
+``methods``; see the issue that introduced it and the table this prints). The teacher is trained
 once and cached under the git-ignored ``benchmarks/.cache/``, keyed by its configuration and the data; the
 script says when it reuses it. The KD/alone epoch-time ratio is measured in this run, with the teacher's
 outputs cached (computed once per training run, reported separately as the teacher pass).
