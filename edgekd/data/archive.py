@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from edgekd.data.base import RawData, ReadOptions
+from edgekd.data.base import RawData, ReadOptions, reason
 from edgekd.data.limits import DataLimits, human_bytes
 from edgekd.errors import EdgekdError
 from edgekd.io import sha256_file
@@ -72,7 +72,8 @@ class Extractor:
         """Check the member's declared size against the caps, then copy at most that many bytes."""
         relative = safe_member_path(name, self.archive)
         if relative is None or relative in self.seen:
-            raise EdgekdError(f"archive {self.archive}: member {name!r} is unnamed or repeated", FIX)
+            problem = "has no name" if relative is None else "repeats an earlier member"
+            raise EdgekdError(f"archive {self.archive}: member {name!r} {problem}", FIX)
         self.seen.add(relative)
         self.files += 1
         self.bytes += size
@@ -120,10 +121,10 @@ def _tar_members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
 def _extract_zip(archive: Path, extractor: Extractor) -> None:
     with zipfile.ZipFile(archive) as zf:
         for info in zf.infolist():
-            mode = info.external_attr >> 16
+            kind = (info.external_attr >> 16) & 0o170000  # Unix file type, when the zip records one
             if info.flag_bits & 0x1:
                 raise EdgekdError(f"archive {archive}: member {info.filename!r} is encrypted", FIX)
-            if mode and (mode & 0o170000) not in (0o100000, 0o040000):  # a link, device or FIFO
+            if kind and kind not in (0o100000, 0o040000):  # a link, device or FIFO
                 raise EdgekdError(f"archive {archive}: member {info.filename!r} is not a regular file or folder", FIX)
             if info.is_dir():
                 extractor.directory(info.filename)
@@ -141,7 +142,7 @@ def extract(archive: Path, dest: Path, limits: DataLimits) -> None:
             _extract_tar(archive, extractor)
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError,
             NotImplementedError, RuntimeError) as exc:
-        raise EdgekdError(f"cannot unpack {archive}: {type(exc).__name__}: {exc}", FIX) from None
+        raise EdgekdError(f"cannot unpack {archive}: {reason(exc)}", FIX) from None
     if extractor.files == 0:
         raise EdgekdError(f"archive {archive} holds no files", FIX)
 
@@ -166,6 +167,7 @@ def _read_inside(folder: Path, archive: Path, options: ReadOptions) -> RawData:
 
 
 def read(archive: Path, options: ReadOptions) -> RawData:
+    """Unpack (once) and read; the cache entry appears only after the contents were read successfully."""
     digest = sha256_file(archive)
     if options.cache is None:
         with tempfile.TemporaryDirectory(prefix="edgekd-data-") as tmp:
@@ -173,9 +175,11 @@ def read(archive: Path, options: ReadOptions) -> RawData:
             raw = _read_inside(Path(tmp), archive, options)
     else:
         entry = options.cache.entry(digest)
-        if not entry.is_dir():
+        if entry.is_dir():
+            raw = _read_inside(entry, archive, options)
+        else:
             with options.cache.staging(entry) as work:
                 extract(archive, work, options.limits)
-        raw = _read_inside(entry, archive, options)
+                raw = _read_inside(work, archive, options)
     raw.meta["archive"]["sha256"] = digest
     return raw

@@ -17,6 +17,12 @@ from edgekd.data.limits import DataLimits
 from edgekd.data.preprocess import crop_plan
 
 
+def reason(exc: BaseException, limit: int = 300) -> str:
+    """A library's exception as one short line for an EdgekdError (some span several lines)."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 @dataclass(frozen=True)
 class ImageSize:
     """Resize (shorter side, antialiased bilinear) so the image covers ``size / crop_fraction``, then centre-crop."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.data.base import RawData, ReadOptions
+from edgekd.data.base import RawData, ReadOptions, reason
 from edgekd.data.labels import MAX_NAME_CHARS
 from edgekd.data.tables import Table, check_finite, labels_from_text, pick_columns, read_tables
 from edgekd.errors import EdgekdError
@@ -88,7 +88,7 @@ def read_csv(path: Path, options: ReadOptions) -> Table:
                 options.limits.check_bytes(4 * len(labels) * len(names), f"{path} (read so far)",
                                            "use fewer rows or columns")
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise EdgekdError(f"cannot read {path}: {type(exc).__name__}: {exc}", ENCODING_FIX) from None
+        raise EdgekdError(f"cannot read {path}: {reason(exc)}", ENCODING_FIX) from None
     if not labels:
         raise EdgekdError(f"{path} has a header but no rows", "add data rows")
     features = np.concatenate(chunks)

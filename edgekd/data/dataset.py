@@ -153,7 +153,8 @@ def _check_fits(norm: Normalization, raw_train: np.ndarray) -> None:
     stats = raw_train.shape[1] if raw_train.ndim > 1 else 1
     kind = "channels" if raw_train.ndim == 4 else "features"
     if len(norm.mean) != len(norm.std) or len(norm.mean) not in (1, stats):
+        either = f", or {stats} of each" if stats > 1 else ""
         raise EdgekdError(f"normalization has {len(norm.mean)} means and {len(norm.std)} stds; the data has "
-                          f"{stats} {kind}", f"give 1 or {stats} values of each")
+                          f"{stats} {kind}", f"give one mean and one std{either} (named presets are for RGB images)")
     if min(norm.std) <= 0 or not norm.scale > 0:
         raise EdgekdError("normalization std and scale must be > 0", "fix the statistics")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.data.base import RawData, ReadOptions
+from edgekd.data.base import RawData, ReadOptions, reason
 from edgekd.data.limits import DataLimits
 from edgekd.errors import EdgekdError
 
@@ -84,7 +84,7 @@ def read_idx(path: Path, limits: DataLimits | None = None) -> np.ndarray:
             if fh.read(1):
                 raise _bad(path, f"data continues past the declared shape {dims}")
     except (OSError, EOFError, zlib.error) as exc:
-        raise _bad(path, f"cannot be read ({exc})") from None
+        raise _bad(path, f"cannot be read ({reason(exc)})") from None
     return data.reshape(dims)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from edgekd.data.base import ImageSize, RawData, ReadOptions
+from edgekd.data.base import ImageSize, RawData, ReadOptions, reason
 from edgekd.data.labels import check_class_names
 from edgekd.data.limits import DataLimits
 from edgekd.data.preprocess import resize_and_crop
@@ -121,7 +121,7 @@ def _open(file: ImageFile, max_pixels: int):
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         img = None
     except Exception as exc:  # any decoder failure on a user's file is that file's problem, named
-        raise EdgekdError(f"cannot read image {file.path}: {type(exc).__name__}: {exc}", FIX) from None
+        raise EdgekdError(f"cannot read image {file.path}: {reason(exc)}", FIX) from None
     width, height = img.size if img is not None else (0, 0)
     if img is None or width * height > max_pixels:
         if img is not None:
@@ -156,7 +156,7 @@ def decode(file: ImageFile, mode: str, image_size: ImageSize | None, max_pixels:
     except EdgekdError:
         raise
     except Exception as exc:  # truncated or corrupt data behind a valid header
-        raise EdgekdError(f"cannot decode image {file.path}: {type(exc).__name__}: {exc}", FIX) from None
+        raise EdgekdError(f"cannot decode image {file.path}: {reason(exc)}", FIX) from None
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     if image_size is not None:

@@ -37,9 +37,10 @@ def check_class_names(names: list, source: str) -> list[str]:
     """Class names that are safe to print and to put in a report: unique, printable, short."""
     out = [str(n) for n in names]
     for name in out:
-        if not name.strip() or len(name) > MAX_NAME_CHARS or not name.isprintable():
-            raise EdgekdError(f"{source}: class name {name[:40]!r} is empty, over {MAX_NAME_CHARS} characters "
-                              "or holds control characters", "rename the class")
+        problem = ("is empty" if not name.strip() else f"is over {MAX_NAME_CHARS} characters"
+                   if len(name) > MAX_NAME_CHARS else "holds control characters" if not name.isprintable() else "")
+        if problem:
+            raise EdgekdError(f"{source}: class name {name[:40]!r} {problem}", "rename the class")
     if len(set(out)) != len(out):
         raise EdgekdError(f"{source}: class names repeat", "give each class one unique name")
     return out
@@ -59,8 +60,9 @@ def _as_ids(y: np.ndarray, split: str, source: str) -> np.ndarray:
     if y.dtype.kind == "b":
         return y.astype(np.int64)
     if y.dtype.kind == "f":
-        if not np.isfinite(y).all() or not (y == np.round(y)).all():
-            raise EdgekdError(f"{source}: {split} labels are not whole numbers (e.g. 0.5 or NaN)",
+        fractional = ~np.isfinite(y) | (y != np.round(y))
+        if fractional.any():
+            raise EdgekdError(f"{source}: {split} labels are not whole numbers (e.g. {float(y[fractional][0]):g})",
                               "edgekd distils classifiers: give class ids or class names, not a regression target")
         if y.size and np.abs(y).max() >= 2**53:
             raise EdgekdError(f"{source}: {split} labels are too large to be class ids", "relabel classes 0..N-1")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.data.base import RawData, ReadOptions
+from edgekd.data.base import RawData, ReadOptions, reason
 from edgekd.errors import EdgekdError
 
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
@@ -115,7 +115,7 @@ def read(path: Path, options: ReadOptions) -> RawData:
                     arrays[key] = np.lib.format.read_array(fp, allow_pickle=False)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error, ValueError,
             NotImplementedError, RuntimeError, MemoryError) as exc:
-        raise EdgekdError(f"cannot read {path}: {type(exc).__name__}: {exc}", f"pass a valid, complete .npz: {FIX}"
+        raise EdgekdError(f"cannot read {path}: {reason(exc)}", f"pass a valid, complete .npz: {FIX}"
                           ) from None
     classes = [str(c) for c in arrays["classes"]] if "classes" in arrays else None
     x_train, x_test = _to_nchw(arrays["x_train"]), _to_nchw(arrays["x_test"])

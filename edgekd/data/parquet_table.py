@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.data.base import RawData, ReadOptions
+from edgekd.data.base import RawData, ReadOptions, reason
 from edgekd.data.labels import MAX_NAME_CHARS
 from edgekd.data.tables import Table, check_finite, pick_columns, read_tables
 from edgekd.errors import EdgekdError, MissingDependencyError
@@ -42,7 +42,7 @@ def _open(path: Path):
     try:
         return pa, pq.ParquetFile(path)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise EdgekdError(f"cannot read {path}: {type(exc).__name__}: {exc}", FIX) from None
+        raise EdgekdError(f"cannot read {path}: {reason(exc)}", FIX) from None
 
 
 def read_parquet(path: Path, options: ReadOptions) -> Table:
@@ -78,7 +78,7 @@ def read_parquet(path: Path, options: ReadOptions) -> Table:
         else:
             labels = labels.to_numpy()
     except (pa.ArrowException, OSError, ValueError, MemoryError) as exc:
-        raise EdgekdError(f"cannot read {path}: {type(exc).__name__}: {exc}", FIX) from None
+        raise EdgekdError(f"cannot read {path}: {reason(exc)}", FIX) from None
     check_finite(features, names, path)
     return Table(features, labels, names)
 
