@@ -62,6 +62,7 @@ class Extractor:
         self.budget, self.budget_source = limits.extract_budget(dest)
         self.files = self.bytes = 0
         self.seen: set[PurePosixPath] = set()
+        self.made: set[Path] = set()  # folders already created: 60,000 files need not stat their folder each
 
     def directory(self, name: str) -> None:
         relative = safe_member_path(name, self.archive)
@@ -83,7 +84,9 @@ class Extractor:
                               f"({self.budget_source})", "use a smaller archive, or raise "
                               "EDGEKD_DATA_MAX_EXTRACT_BYTES if the disk has room")
         target = self.dest / relative
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if target.parent not in self.made:
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.made.add(target.parent)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
         with os.fdopen(fd, "wb") as out, open_stream() as stream:
             _copy(stream, out, size, name, self.archive)
