@@ -1,0 +1,190 @@
+"""``load_dataset``: a spec -> a reader (registry) -> labels, splits, limits, normalisation -> ``Dataset``.
+
+Everything becomes float32 N,C,H,W (or N,F for flat data), normalised by statistics of the training split (per
+channel for images, per feature for tables) or by given/named statistics; the normalisation and any resize are
+recorded so the device applies exactly the same transform.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.data import archive
+from edgekd.data.base import ImageSize, RawData, ReadOptions
+from edgekd.data.cache import DataCache
+from edgekd.data.dataset import NORMALIZATION_PRESETS, Dataset, Normalization, resolve_normalization
+from edgekd.data.digits import SEED_OFFSET, read_digits
+from edgekd.data.labels import Labels, encode_labels
+from edgekd.data.limits import DataLimits
+from edgekd.data.preprocess import resize_and_crop
+from edgekd.data.registry import find_format, known_layouts
+from edgekd.errors import EdgekdError
+
+MAX_IMAGE_SIDE = 8192
+
+
+def load_dataset(
+    spec: str | os.PathLike = "digits", *, seed: int = 0, val_fraction: float = 0.1, max_train: int | None = None,
+    label_column: str | None = None, image_size: int | tuple[int, int] | None = None, crop_fraction: float = 1.0,
+    normalization: object = None, test_fraction: float = 0.2, cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+) -> Dataset:
+    """Load ``spec``: ``digits`` or a path whose layout (IDX, ImageFolder, .npz, CSV, Parquet, archive) is detected.
+
+    ``label_column``: the class column of a table. ``image_size``: resize (shorter side) + centre-crop images to
+    ``(H, W)`` (an int: square), covering ``image_size / crop_fraction`` before the crop. ``normalization``: None or
+    ``"fit"`` (train statistics), ``"imagenet"``/``"inception"``, or explicit statistics (see
+    ``resolve_normalization``). ``test_fraction``: the stratified test share of a single table. ``cache_dir``/
+    ``use_cache``: where archives are unpacked and decoded images kept (default ``$EDGEKD_CACHE/datasets``).
+    """
+    limits = DataLimits.from_env()
+    size = image_size_option(image_size, crop_fraction)
+    options = ReadOptions(limits, label_column, size, _channels_wanted(normalization),
+                          DataCache(Path(cache_dir) if cache_dir else None) if use_cache else None)
+    spec = os.fspath(spec)
+    name, fmt, raw = _read(spec, options, seed)
+    if size is not None and not raw.resized:
+        raw.x_train, raw.x_test = (resize_batch(x, size, limits) if x is not None else None
+                                   for x in (raw.x_train, raw.x_test))
+    labels, test_split = _labels_and_test_split(raw, spec, limits, test_fraction, seed)
+    _check_finite(raw, spec)
+    train_idx, val_idx = _validation_split(len(labels.y_train), len(labels.classes), seed, val_fraction, max_train)
+    sample = math.prod(raw.x_train.shape[1:])
+    limits.check_bytes(4 * sample * (len(train_idx) + len(val_idx) + len(labels.y_test)),
+                       f"data '{spec}' as float32", "pass max_train (CLI: --max-train) or a smaller image_size")
+    raw_train = raw.x_train[train_idx]
+    norm, norm_source = resolve_normalization(normalization, raw_train, raw.scale)
+    meta = {"seed": seed, "val_fraction": val_fraction, "format": fmt, "labels": labels.encoding,
+            "normalization_source": norm_source, **raw.meta}
+    if test_split:
+        meta["test_split"] = test_split
+    if size is not None:
+        meta["preprocess"] = size.describe()
+    return Dataset(
+        name=name, source=spec, classes=labels.classes,
+        x_train=norm.apply(raw_train), y_train=labels.y_train[train_idx],
+        x_val=norm.apply(raw.x_train[val_idx]), y_val=labels.y_train[val_idx],
+        x_test=norm.apply(raw.x_test), y_test=labels.y_test,
+        normalization=norm, meta=meta,
+    )
+
+
+def image_size_option(image_size: int | tuple[int, int] | None, crop_fraction: float = 1.0) -> ImageSize | None:
+    """``224`` or ``(224, 224)`` (+ crop fraction) -> ``ImageSize``, refusing sizes that make no sense."""
+    if image_size is None:
+        return None
+    try:
+        height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        ok = all(isinstance(v, int) and 1 <= v <= MAX_IMAGE_SIDE for v in (height, width))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise EdgekdError(f"image_size {image_size!r} is not a size", f"give H or (H, W), each 1..{MAX_IMAGE_SIDE}")
+    if not 0.05 <= float(crop_fraction) <= 1.0:
+        raise EdgekdError(f"crop_fraction {crop_fraction} is outside [0.05, 1]", "e.g. 0.875 (resize 256, crop 224)")
+    return ImageSize(height, width, float(crop_fraction))
+
+
+def _channels_wanted(normalization: object) -> int | None:
+    """3 when the requested statistics are per RGB channel (so grey photos are read as RGB), else None."""
+    if isinstance(normalization, str) and normalization in NORMALIZATION_PRESETS:
+        return len(NORMALIZATION_PRESETS[normalization][0])
+    mean = normalization.mean if isinstance(normalization, Normalization) else (
+        normalization.get("mean") if isinstance(normalization, dict) else None)
+    return 3 if mean is not None and np.size(mean) == 3 else None
+
+
+def _read(spec: str, options: ReadOptions, seed: int) -> tuple[str, str, RawData]:
+    if spec == "digits":
+        return "digits", "digits", read_digits(seed)
+    path = Path(spec)
+    if not path.exists():
+        raise EdgekdError(f"data path not found: {spec}", f"pass 'digits' or a path to {known_layouts()}")
+    fmt = find_format(path)
+    if fmt is None:
+        raise EdgekdError(f"data path {path} is in none of the known layouts", f"use {known_layouts()}")
+    name = archive.stem(path) if fmt.name == "archive" else path.stem if path.is_file() else path.name
+    return name, fmt.name, fmt.read(path, options)
+
+
+def resize_batch(x: np.ndarray, size: ImageSize, limits: DataLimits) -> np.ndarray:
+    """N,C,H,W images resized and cropped one by one (``preprocess.resize_and_crop``)."""
+    if x.ndim != 4:
+        raise EdgekdError("image_size applies to images; this data is flat (N x F)", "drop image_size")
+    shape = (len(x), x.shape[1], size.height, size.width)
+    out_dtype = np.uint8 if x.dtype == np.uint8 else np.float32
+    limits.check_bytes(math.prod(shape) * np.dtype(out_dtype).itemsize, f"resizing images to {shape}",
+                       "request a smaller image_size")
+    out = np.empty(shape, out_dtype)
+    for i in range(len(x)):
+        out[i] = resize_and_crop(x[i].transpose(1, 2, 0), size.size, size.crop_fraction).transpose(2, 0, 1)
+    return out
+
+
+def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, test) indices with ``fraction`` of every class in test (at least one of a class of >= 2)."""
+    rng = np.random.default_rng(seed + SEED_OFFSET)
+    test = []
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        n = min(max(int(round(len(members) * fraction)), 1), len(members) - 1) if len(members) >= 2 else 0
+        test.append(members[:n])
+    test_idx = np.sort(np.concatenate(test))
+    return np.setdiff1d(np.arange(len(y)), test_idx), test_idx
+
+
+def _labels_and_test_split(raw: RawData, spec: str, limits: DataLimits, test_fraction: float,
+                           seed: int) -> tuple[Labels, dict | None]:
+    """Encoded labels; a single table (``x_test is None``) is split here, stratified and seeded."""
+    if raw.x_test is not None:
+        labels = encode_labels(raw.y_train, raw.y_test, raw.class_names, limits, f"data '{spec}'")
+        _check_counts(raw, labels, spec)
+        return labels, None
+    if not 0.0 < test_fraction < 1.0:
+        raise EdgekdError(f"test_fraction {test_fraction} is outside (0, 1)", "e.g. 0.2")
+    everything = encode_labels(raw.y_train, raw.y_train[:0], raw.class_names, limits, f"data '{spec}'")
+    train_idx, test_idx = stratified_split(everything.y_train, test_fraction, seed)
+    raw.x_train, raw.x_test = raw.x_train[train_idx], raw.x_train[test_idx]
+    labels = Labels(everything.y_train[train_idx], everything.y_train[test_idx], everything.classes,
+                    everything.encoding)
+    _check_counts(raw, labels, spec)
+    return labels, {"from": "single table", "fraction": test_fraction, "stratified": True,
+                    "seed": seed + SEED_OFFSET}
+
+
+def _check_counts(raw: RawData, labels: Labels, spec: str) -> None:
+    for split, x, y in (("train", raw.x_train, labels.y_train), ("test", raw.x_test, labels.y_test)):
+        if len(y) == 0:
+            raise EdgekdError(f"data '{spec}' has an empty {split} split", f"add {split} samples")
+        if len(x) != len(y):
+            raise EdgekdError(f"data '{spec}': {len(x)} {split} samples but {len(y)} labels",
+                              "give one label per sample")
+    if len(np.unique(labels.y_train)) < 2:
+        raise EdgekdError(f"data '{spec}': the training split holds a single class", "give at least two classes")
+
+
+def _check_finite(raw: RawData, spec: str) -> None:
+    for x in (raw.x_train, raw.x_test):
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise EdgekdError(f"data '{spec}' contains NaN or infinite values", "clean the data before building")
+
+
+def _validation_split(n_train: int, n_classes: int, seed: int, val_fraction: float,
+                      max_train: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, val) indices into the training split, after capping it at ``max_train``."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise EdgekdError(f"val_fraction {val_fraction} is outside [0, 1)", "e.g. 0.1")
+    if max_train is not None and max_train < 1:
+        raise EdgekdError(f"max_train {max_train} must be >= 1", "pass a positive number of samples")
+    order = np.random.default_rng(seed).permutation(n_train)
+    if max_train is not None and max_train < len(order):
+        order = order[:max_train]
+    n_val = max(n_classes, int(round(len(order) * val_fraction)))
+    if n_val >= len(order):
+        raise EdgekdError(f"{len(order)} training samples leave none to train on after {n_val} for validation",
+                          "use more samples or a smaller val_fraction")
+    return order[n_val:], order[:n_val]
