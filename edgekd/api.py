@@ -54,7 +54,10 @@ def start(options: BuildOptions) -> BuildContext:
     target = load_target(options.target)
     require_extras(target)  # a missing runtime stops the build before any data loading or training
     out = Path(options.out) if options.out else Path("runs") / target.name
-    data = load_dataset(options.data, seed=options.seed, max_train=options.max_train)
+    data = load_dataset(options.data, seed=options.seed, max_train=options.max_train,
+                        label_column=options.label_column, image_size=options.image_size,
+                        crop_fraction=options.crop_fraction, normalization=options.normalization,
+                        cache_dir=options.teacher_cache, use_cache=options.teacher_cache is not None)
     ctx = BuildContext(options, target, data, out)
     ctx.say(f"target: {target.name} ({target.description}); data: {data.name}, "
             f"{len(data.y_train)}/{len(data.y_val)}/{len(data.y_test)} train/val/test, shape {data.input_shape}")

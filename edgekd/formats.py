@@ -74,6 +74,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "openvino": ("openvino", "nncf"),
     "tflite": ("litert_torch", "ai_edge_quantizer", "ai_edge_litert", "torchao"),
     "prune": ("torch_pruning",),
+    "tabular": ("pyarrow",),
 }
 EXTRA_INCLUDES: dict[str, tuple[str, ...]] = {"openvino": ("onnx",), "tflite": ("onnx",)}
 

@@ -46,7 +46,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     from edgekd.gate import format_table
 
     options = BuildOptions(
-        target=args.target, data=args.data, teacher=(args.teacher or [None])[0], teacher_arch=args.teacher_arch,
+        target=args.target, data=args.data, label_column=args.label_column, image_size=args.image_size,
+        crop_fraction=args.crop_fraction, normalization=args.normalization,
+        teacher=(args.teacher or [None])[0], teacher_arch=args.teacher_arch,
         extra_teachers=(args.teacher or [])[1:], distill=_distill_yaml(args.distill_config),
         resume=not args.no_resume,
         teacher_config=args.teacher_config or {}, trust_pickle=args.trust_pickle,
@@ -83,7 +85,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from edgekd.targets import load_target
 
     target = load_target(args.target)
-    data = load_dataset(args.data, seed=args.seed)
+    data = load_dataset(args.data, seed=args.seed, label_column=args.label_column, image_size=args.image_size,
+                        crop_fraction=args.crop_fraction, normalization=args.normalization)
     samples = args.samples or target.calibration.samples
     out = Path(args.out or f"calibration/{data.name}-{target.name}.npz")
     manifest = save_calibration_set(build_calibration_set(data, samples, args.seed), out)
@@ -92,12 +95,34 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_size(text: str) -> int | tuple[int, int]:
+    try:
+        if "x" in text.lower():
+            height, width = (int(v) for v in text.lower().split("x", 1))
+            return (height, width)
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or HxW, got '{text}'") from None
+
+
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="digits",
+                   help="'digits' (built in) or a path: IDX dir, ImageFolder dir, .npz, CSV/TSV, Parquet, or an "
+                        ".tar.gz/.zip of one (unpacked safely into the cache); see docs/data.md")
+    p.add_argument("--label-column", help="the class column of a CSV/Parquet table")
+    p.add_argument("--image-size", type=_image_size, metavar="N|HxW",
+                   help="resize photos (shorter side) and centre-crop to this size, e.g. the teacher's 224")
+    p.add_argument("--crop-fraction", type=float, default=1.0,
+                   help="crop this fraction of the resized image (0.875: resize 256, crop 224)")
+    p.add_argument("--normalization", help="fit (train statistics, default), imagenet or inception")
+
+
 def register(sub) -> None:
     p = sub.add_parser("build", help="teacher -> distilled student -> artifacts -> benchmark -> report",
                        description="Exit codes: 0 built and the gate passed, 1 built but the gate failed (the run "
                                    "directory is still written), 2 bad input (nothing written).")
     p.add_argument("--target", required=True, help="target name (edgekd targets list) or YAML path")
-    p.add_argument("--data", default="digits", help="'digits' (built in) or a path: IDX dir, ImageFolder dir, .npz")
+    add_data_flags(p)
     p.add_argument("--teacher", action="append",
                    help="TorchScript file, torch.export .pt2, or state_dict (+ --teacher-arch); repeat for several")
     p.add_argument("--distill-config", help="YAML of distillation settings (loss_options, schedules, patience, "
@@ -139,7 +164,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("calibrate", help="build a class-balanced calibration set (.npz + manifest)")
     p.add_argument("--target", required=True)
-    p.add_argument("--data", default="digits")
+    add_data_flags(p)
     p.add_argument("--samples", type=int, help="default: the target's calibration.samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="output .npz (default calibration/<data>-<target>.npz)")

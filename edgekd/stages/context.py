@@ -23,6 +23,10 @@ class BuildOptions:
 
     target: str
     data: str = "digits"
+    label_column: str | None = None  # the class column of a CSV/Parquet table
+    image_size: int | tuple[int, int] | None = None  # photos resized (shorter side) + centre-cropped to this
+    crop_fraction: float = 1.0
+    normalization: Any = None  # None/"fit": train statistics; "imagenet"/"inception"; or explicit mean/std
     teacher: str | None = None
     extra_teachers: list[str] = field(default_factory=list)  # more teachers for multi-teacher KD
     distill: dict[str, Any] = field(default_factory=dict)  # extra TrainConfig fields (YAML --distill-config)
