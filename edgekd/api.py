@@ -137,7 +137,8 @@ def _package(ctx: BuildContext, stage: Path, teachers: Teachers, choice: Student
     teacher_logits = predict_logits(teachers.primary.model, data.x_test)
     student_logits = predict_logits(compressed.student, data.x_test)
     scores = TestScores.of(ctx, teacher_logits, student_logits, distilled, compressed)
-    eval_path = write_eval_inputs(stage / "eval.npz", data.x_test, data.y_test, teacher_logits, student_logits)
+    eval_path = write_eval_inputs(stage / "eval.npz", data.x_test, data.y_test, teacher_logits, student_logits,
+                                  data.raw_test, data.source_test)
     manifest = write_manifest(ctx, stage, built, calib_manifest, eval_path)
     with ctx.timed("benchmark"):
         measured = measure(ctx, stage, built, manifest, eval_path)

@@ -38,9 +38,14 @@ RUNNER_PATH = Path(__file__).with_name("runner.py")
 
 
 def write_eval_inputs(path: Path, x: np.ndarray, y: np.ndarray, teacher_logits: np.ndarray | None = None,
-                      reference_logits: np.ndarray | None = None) -> Path:
-    """The evaluation inputs a device needs: normalised x, labels and the teacher's recorded outputs."""
+                      reference_logits: np.ndarray | None = None, raw: np.ndarray | None = None,
+                      source: np.ndarray | None = None) -> Path:
+    """The evaluation inputs a device needs: normalised x, labels and the teacher's recorded outputs; and the
+    raw samples (``raw`` at the model's size, ``source`` before a resize) the runner pre-processes itself."""
     arrays = {"x": x.astype(np.float32), "y": y.astype(np.int64)}
+    for key, value in (("raw", raw), ("source", source)):
+        if value is not None:
+            arrays[key] = np.ascontiguousarray(value)
     if teacher_logits is not None:
         arrays["teacher_logits"] = teacher_logits.astype(np.float32)
     if reference_logits is not None:

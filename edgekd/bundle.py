@@ -205,6 +205,9 @@ def make_bundle(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | N
         plugins = [p for p in manifest.get("session_plugins") or [] if p.get("format") in formats]
         for plugin in plugins:
             _copy_verified(run_dir, plugin, stage, f"the session plugin of format {plugin['format']}")
+        module = (manifest.get("preprocessing") or {}).get("module")
+        if module:
+            _copy_verified(run_dir, module, stage, "the pre-processing module")
         shutil.copyfile(run_dir / eval_name, stage / "eval.npz")
         shutil.copyfile(RUNNER_PATH, stage / "runner.py")
         bundled_manifest = {**manifest, "artifacts": entries, "session_plugins": plugins,

@@ -42,6 +42,19 @@ def comparison_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _preprocess_lines(report: dict[str, Any]) -> list[str]:
+    """Pre-processing the runner did itself from raw samples, per shipped artifact, beside inference."""
+    lines = []
+    for a in report["artifacts"]:
+        pre = a.get("preprocess")
+        if a.get("shipped") and pre:
+            steps = "resize + crop + normalisation" if pre["applies_to"] == "source" else "normalisation"
+            lines.append(f"- Pre-processing on the device ({steps}, {a['path']}): p50 {pre['ms']['p50']:.4f} ms "
+                         f"per sample beside inference p50 {a['latency_ms']['p50']:.4f} ms; matches the build's "
+                         f"inputs to {pre['max_abs_diff_vs_build']:.2g}.")
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     m, s, t = report["measured_on"], report["student"], report["teacher"]
     where = "the target device" if m.get("is_target_device") else "a host that is NOT the target device"
@@ -69,6 +82,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- Test accuracy: teacher {_pct(t['accuracy'])}, KD student {_pct(s['accuracy'])}"
         + (f", same student trained alone {_pct(s['accuracy_trained_alone'])} "
            f"(KD gain {100 * s['kd_gain']:+.2f} points)." if s.get("accuracy_trained_alone") is not None else "."),
+        *_preprocess_lines(report),
         "",
         "## Stages (measured in this run, target format)",
         "| stage | artifact | accuracy | params | MACs | size | p50 ms |",

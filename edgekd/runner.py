@@ -279,17 +279,29 @@ def plugin_args():
     return [arg for path in LOADED_PLUGINS for arg in ("--session-plugin", path)]
 
 
-def import_plugin(path, expected_sha256=None):
-    """Import a session plugin file (a format beyond the built-in three) from the exact bytes that were verified."""
+def import_verified(path, expected_sha256, what):
+    """Import a Python file shipped beside the artifacts from the exact bytes whose sha256 was checked."""
     try:
         with open(path, "rb") as fh:
             source = fh.read()
     except OSError as exc:
-        raise RunnerError("cannot read session plugin %s: %s" % (path, _first_line(exc))) from None
+        raise RunnerError("cannot read %s %s: %s" % (what, path, _first_line(exc))) from None
     actual = hashlib.sha256(source).hexdigest()
     if expected_sha256 is not None and actual != expected_sha256:
-        raise RunnerError("sha256 mismatch for session plugin %s: manifest says %s..., file is %s...; refusing to "
-                          "import it" % (os.path.basename(path), expected_sha256[:12], actual[:12]))
+        raise RunnerError("sha256 mismatch for %s %s: manifest says %s..., file is %s...; refusing to import it"
+                          % (what, os.path.basename(path), expected_sha256[:12], actual[:12]))
+    name = "edgekd_shipped_" + os.path.splitext(os.path.basename(path))[0].replace("-", "_")
+    module = type(sys)(name)
+    module.__file__ = os.path.abspath(path)
+    try:
+        exec(compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102 - verified bytes
+    except Exception as exc:  # noqa: BLE001
+        raise RunnerError("%s %s failed to import: %s" % (what, path, _first_line(exc))) from None
+    return module
+
+
+def import_plugin(path, expected_sha256=None):
+    """Import a session plugin file (a format beyond the built-in three) from the exact bytes that were verified."""
     # A plugin imports this module as ``edgekd_runner`` wherever it runs: ``edgekd.runner`` in the build,
     # ``__main__`` on a device.
     this = sys.modules.get(__name__)
@@ -297,14 +309,8 @@ def import_plugin(path, expected_sha256=None):
         this = type(sys)(__name__)
         this.__dict__.update(globals())
     sys.modules.setdefault("edgekd_runner", this)
+    module = import_verified(path, expected_sha256, "session plugin")
     LOADED_PLUGINS.append(os.path.abspath(path))
-    name = "edgekd_plugin_" + os.path.splitext(os.path.basename(path))[0].replace("-", "_")
-    module = type(sys)(name)
-    module.__file__ = os.path.abspath(path)
-    try:
-        exec(compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102 - verified bytes, user opted in
-    except Exception as exc:  # noqa: BLE001
-        raise RunnerError("session plugin %s failed to import: %s" % (path, _first_line(exc))) from None
     return module
 
 
@@ -673,6 +679,10 @@ def _load_inputs(path):
         if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
             raise RunnerError("labels 'y' must be %d integers (one per sample of x), got %s %s"
                               % (len(x), y.dtype, list(y.shape)))
+    for key in ("raw", "source"):
+        if key in data and (len(data[key]) != len(x) or data[key].dtype.kind not in "uif"):
+            raise RunnerError("'%s' must hold %d numeric samples like x, got %s %s"
+                              % (key, len(x), data[key].dtype, list(data[key].shape)))
     for key in ("teacher_logits", "reference_logits"):
         if key in data and (data[key].ndim != 2 or len(data[key]) != len(x)):
             raise RunnerError("'%s' must be (N, classes) with N = %d like x, got %s"
@@ -729,13 +739,51 @@ def evaluate(session, data):
     return out
 
 
+def preprocess_inputs(data, artifact, verify=True):
+    """Re-do edgekd's pre-processing from the raw test inputs, as the app on a device would, timing each sample.
+
+    The manifest's ``preprocessing`` names the transform (normalisation; resize + centre crop when the build resized
+    the source images) and the shipped module that applies it (verified by sha256 before it is imported). Returns
+    the model inputs and what was measured, or (None, None) when the inputs carry no raw samples.
+    """
+    manifest, _ = find_manifest_entry(artifact)
+    spec = (manifest or {}).get("preprocessing") or {}
+    raw = data.get("source") if spec.get("applies_to") == "source" else data.get("raw")
+    module_entry = spec.get("module") or {}
+    if raw is None or not module_entry.get("path") or len(raw) != len(data["x"]):
+        return None, None
+    name = module_entry["path"]
+    if os.path.basename(name) != name:
+        raise RunnerError("manifest names the pre-processing module '%s', which is not a file beside it" % name)
+    module = import_verified(os.path.join(os.path.dirname(os.path.abspath(artifact)), name),
+                             module_entry.get("sha256") if verify else None, "pre-processing module")
+    times, rows = [], []
+    for sample in raw:
+        t0 = time.perf_counter_ns()
+        rows.append(module.preprocess_sample(sample, spec))
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+    x = np.ascontiguousarray(np.stack(rows), dtype=np.float32)
+    if x.shape != data["x"].shape:
+        raise RunnerError("pre-processing the raw inputs gives shape %s, the model inputs are %s"
+                          % (list(x.shape), list(data["x"].shape)))
+    stats = percentiles(times)
+    return x, {"applies_to": spec.get("applies_to"), "samples": len(times),
+               "ms": {k: stats[k] for k in ("p50", "p95", "mean")},
+               "max_abs_diff_vs_build": float(np.abs(x - data["x"]).max())}
+
+
 def benchmark(artifact, inputs, runs=DEFAULT_RUNS, warmup=DEFAULT_WARMUP, threads=1, verify=True, memory=True,
-              blocks=DEFAULT_BLOCKS, min_time_s=MIN_TIME_S, max_runs=MAX_RUNS):
+              blocks=DEFAULT_BLOCKS, min_time_s=MIN_TIME_S, max_runs=MAX_RUNS, preprocess=True):
     """Everything the device reports about one artifact, as a JSON-ready dict."""
     if runs < 1 or warmup < 0 or threads < 1 or blocks < 1 or min_time_s < 0 or max_runs < 1:
         raise RunnerError("--runs, --threads, --blocks and --max-runs must be >= 1, --warmup and --min-time >= 0")
     entry = verify_artifact(artifact) if verify else None
     data = _load_inputs(inputs)
+    pre = None
+    if preprocess:
+        x, pre = preprocess_inputs(data, artifact, verify)
+        if x is not None:
+            data["x"] = x  # scored on what the device's own pre-processing gives
     t0 = time.perf_counter()
     session = load_session(artifact, threads, (entry or {}).get("precision"))
     load_ms = (time.perf_counter() - t0) * 1000
@@ -769,6 +817,8 @@ def benchmark(artifact, inputs, runs=DEFAULT_RUNS, warmup=DEFAULT_WARMUP, thread
         "throughput_per_s": 1000.0 / latency["mean"] if latency["mean"] > 0 else None,
     }
     result.update(evaluate(session, data))
+    if pre is not None:
+        result["preprocess"] = pre
     if memory:
         mem = measure_memory(artifact, inputs, threads)
         result["peak_memory_mb"] = mem["model_peak_over_baseline_mb"]  # the judged value (see MEMORY_JUDGED)
@@ -823,6 +873,8 @@ def main(argv=None):
     parser.add_argument("--json", help="write the result here")
     parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check (not recommended)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child process")
+    parser.add_argument("--no-preprocess", action="store_true",
+                        help="feed the build's pre-processed inputs instead of pre-processing the raw ones here")
     parser.add_argument("--session-plugin", action="append", default=[], metavar="FILE",
                         help="a format beyond onnx/openvino/tflite: its session file (verified against the "
                              "manifest's session_plugins before it is imported)")
@@ -839,7 +891,8 @@ def main(argv=None):
             try:
                 result = benchmark(artifact, args.inputs, args.runs, args.warmup, args.threads,
                                    verify=not args.no_verify, memory=not args.no_memory, blocks=args.blocks,
-                                   min_time_s=args.min_time, max_runs=args.max_runs)
+                                   min_time_s=args.min_time, max_runs=args.max_runs,
+                                   preprocess=not args.no_preprocess)
             except RunnerError as exc:
                 if len(args.artifact) == 1:
                     raise

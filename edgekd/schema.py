@@ -141,6 +141,7 @@ class Manifest(_Open):
     calibration: dict[str, Any]
     eval_inputs: ManifestFile
     session_plugins: list[SessionPlugin] = []
+    preprocessing: dict[str, Any] | None = None
     artifacts: list[ManifestEntry]
 
 

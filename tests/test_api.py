@@ -55,3 +55,37 @@ def test_shuffling_the_test_labels_changes_no_choice(tmp_path):
     assert _choices(reports[0]) == _choices(reports[1])
     assert any(a.get("accuracy_aware") for a in reports[0]["artifacts"])  # the float-layer search did run
     assert reports[0]["student"]["accuracy"] > 0.5 > reports[1]["student"]["accuracy"]  # the test split did change
+
+
+@pytest.mark.slow
+def test_the_runner_redoes_the_preprocessing_from_raw_samples(tmp_path):
+    """Resized photos: eval.npz carries the source images; the runner resizes, crops and normalises them itself
+    (timed beside inference) with the module shipped and verified beside the artifacts, matching the build."""
+    import json
+    import subprocess
+    import sys
+
+    from edgekd.bundle import make_bundle
+
+    raw = yaml.safe_load(open(load_target("x86-cpu").path))
+    raw["runtime"].update({"format": "onnx", "also": []})
+    raw["budgets"].update({"max_quantization_drop": None, "min_accuracy_ratio": None})  # accuracy is not the point
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    report = build(BuildOptions(target=str(tmp_path / "t.yaml"), data=str(_digits_npz(tmp_path / "d.npz", False)),
+                                image_size=12, out=out, epochs=1, teacher_epochs=1, runs=20, warmup=2,
+                                progress=False, teacher_cache=None, log=lambda m: None)).report
+    shipped = next(a for a in report["artifacts"] if a["shipped"])
+    assert shipped["preprocess"]["applies_to"] == "source" and shipped["preprocess"]["max_abs_diff_vs_build"] < 1e-5
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["preprocessing"]["image_size"] == [12, 12] and (out / "edgekd_preprocess.py").is_file()
+    bundle = make_bundle(out)
+    proc = subprocess.run([sys.executable, "runner.py", shipped["path"], "--inputs", "eval.npz", "--runs", "5",
+                           "--no-memory", "--json", "r.json"], cwd=bundle.directory, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((bundle.directory / "r.json").read_text())["preprocess"]["samples"] == 360
+    (bundle.directory / "edgekd_preprocess.py").write_text("raise SystemExit('tampered')\n")
+    proc = subprocess.run([sys.executable, "runner.py", shipped["path"], "--inputs", "eval.npz", "--runs", "5",
+                           "--no-memory"], cwd=bundle.directory, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "sha256 mismatch for pre-processing module" in proc.stderr

@@ -57,6 +57,18 @@ class Dataset:
     normalization: Normalization
     layout: str = "NCHW"
     meta: dict = field(default_factory=dict)
+    # The test inputs as a device receives them, before edgekd's pre-processing: at the model's size before
+    # normalisation (``raw_test``), and at the source size when the loader resized them (``source_test``). The
+    # runner re-does the pre-processing from these on the device and times it.
+    raw_test: np.ndarray | None = None
+    source_test: np.ndarray | None = None
+
+    def preprocessing(self) -> dict:
+        """What turns ``source_test`` (else ``raw_test``) into ``x_test``: the manifest's ``preprocessing``."""
+        resize = self.meta.get("preprocess") if self.source_test is not None else None
+        return {"applies_to": "source" if resize else "raw", "normalization": self.normalization.to_dict(),
+                **({"image_size": resize["image_size"], "crop_fraction": resize.get("crop_fraction", 1.0)}
+                   if resize else {})}
 
     @property
     def num_classes(self) -> int:

@@ -47,10 +47,11 @@ def load_dataset(
                           DataCache(Path(cache_dir) if cache_dir else None) if use_cache else None)
     spec = os.fspath(spec)
     name, fmt, raw = _read(spec, options, seed)
-    if size is not None and not raw.resized:
-        raw.x_train, raw.x_test = (resize_batch(x, size, limits) if x is not None else None
-                                   for x in (raw.x_train, raw.x_test))
     labels, test_split = _labels_and_test_split(raw, spec, limits, test_fraction, seed)
+    source_test = None
+    if size is not None and not raw.resized:
+        source_test = raw.x_test  # the device gets these and resizes them itself (runner pre-processing)
+        raw.x_train, raw.x_test = (resize_batch(x, size, limits) for x in (raw.x_train, raw.x_test))
     _check_finite(raw, spec)
     train_idx, val_idx = _validation_split(len(labels.y_train), len(labels.classes), seed, val_fraction, max_train)
     sample = math.prod(raw.x_train.shape[1:])
@@ -69,7 +70,7 @@ def load_dataset(
         x_train=norm.apply(raw_train), y_train=labels.y_train[train_idx],
         x_val=norm.apply(raw.x_train[val_idx]), y_val=labels.y_train[val_idx],
         x_test=norm.apply(raw.x_test), y_test=labels.y_test,
-        normalization=norm, meta=meta,
+        normalization=norm, meta=meta, raw_test=raw.x_test, source_test=source_test,
     )
 
 

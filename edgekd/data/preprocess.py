@@ -92,3 +92,16 @@ def preprocess_image(image: np.ndarray, spec: dict) -> np.ndarray:
         image = resize_and_crop(image, spec["image_size"], float(spec.get("crop_fraction", 1.0)))
     norm = spec["normalization"]
     return normalize_chw(image, norm["scale"], norm["mean"], norm["std"])
+
+
+def preprocess_sample(raw: np.ndarray, spec: dict) -> np.ndarray:
+    """One raw sample as stored in eval.npz -> the model's float32 input: CHW images (stored CHW) or features.
+
+    This is what the runner applies on the device (``spec`` = the manifest's ``preprocessing``), so the time it takes
+    is measured there too.
+    """
+    if raw.ndim == 1:  # flat features, standardised per feature
+        norm = spec["normalization"]
+        mean, std = np.asarray(norm["mean"], np.float32), np.asarray(norm["std"], np.float32)
+        return (raw.astype(np.float32) / np.float32(norm["scale"]) - mean) / std
+    return preprocess_image(raw.transpose(1, 2, 0), spec)

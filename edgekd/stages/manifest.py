@@ -44,6 +44,20 @@ def session_plugins(built: list[Built], stage: Path) -> list[dict[str, Any]]:
     return plugins
 
 
+PREPROCESS_MODULE = "edgekd_preprocess.py"  # edgekd/data/preprocess.py, shipped so a device pre-processes itself
+
+
+def preprocessing(ctx: BuildContext, stage: Path) -> dict[str, Any] | None:
+    """How raw test samples become model inputs, and the module (copied beside the artifacts) that does it."""
+    if ctx.data.raw_test is None:
+        return None
+    from edgekd.data import preprocess
+
+    shutil.copyfile(preprocess.__file__, stage / PREPROCESS_MODULE)
+    return {**ctx.data.preprocessing(),
+            "module": {"path": PREPROCESS_MODULE, "sha256": sha256_file(stage / PREPROCESS_MODULE)}}
+
+
 def write_manifest(ctx: BuildContext, stage: Path, built: list[Built], calibration: dict[str, Any],
                    eval_path: Path) -> dict[str, Any]:
     data = ctx.data
@@ -59,6 +73,7 @@ def write_manifest(ctx: BuildContext, stage: Path, built: list[Built], calibrati
         "data": data.describe(),
         "calibration": calibration,
         "eval_inputs": {"path": eval_path.name, "sha256": sha256_file(eval_path)},
+        "preprocessing": preprocessing(ctx, stage),
         "session_plugins": session_plugins(built, stage),
         "artifacts": [manifest_entry(b) for b in built],
     }

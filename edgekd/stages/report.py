@@ -69,6 +69,7 @@ def artifact_row(m: Measured, scores: TestScores, macs: int, params: int) -> dic
         "noise_pct": lat["noise_pct"], "peak_memory_mb": r.get("peak_memory_mb"), "memory": r.get("memory"),
         "latency_ms_detail": lat, "per_class_accuracy": r.get("per_class_accuracy"),
         "predictions": r.get("predictions"), "load_ms": r["load_ms"], "first_inference_ms": r["first_inference_ms"],
+        "preprocess": r.get("preprocess"),
         "inference_precision": r["runtime"].get("inference_precision"),
         "torch_imported_in_runner": r["torch_imported"], "macs": macs, "params": params,
         "reference": b.reference,
