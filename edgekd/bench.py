@@ -43,9 +43,13 @@ def write_eval_inputs(path: Path, x: np.ndarray, y: np.ndarray, teacher_logits: 
     """The evaluation inputs a device needs: normalised x, labels and the teacher's recorded outputs; and the
     raw samples (``raw`` at the model's size, ``source`` before a resize) the runner pre-processes itself."""
     arrays = {"x": x.astype(np.float32), "y": y.astype(np.int64)}
-    for key, value in (("raw", raw), ("source", source)):
-        if value is not None:
-            arrays[key] = np.ascontiguousarray(value)
+    if raw is not None:
+        arrays["raw"] = np.ascontiguousarray(raw)
+    if isinstance(source, list):  # photos of different sizes: one flat buffer and each sample's shape
+        arrays["source_data"] = np.concatenate([s.ravel() for s in source]) if source else np.zeros(0, np.uint8)
+        arrays["source_shapes"] = np.asarray([s.shape for s in source], np.int64).reshape(len(source), -1)
+    elif source is not None:
+        arrays["source"] = np.ascontiguousarray(source)
     if teacher_logits is not None:
         arrays["teacher_logits"] = teacher_logits.astype(np.float32)
     if reference_logits is not None:

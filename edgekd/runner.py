@@ -683,11 +683,25 @@ def _load_inputs(path):
         if key in data and (len(data[key]) != len(x) or data[key].dtype.kind not in "uif"):
             raise RunnerError("'%s' must hold %d numeric samples like x, got %s %s"
                               % (key, len(x), data[key].dtype, list(data[key].shape)))
+    if "source_data" in data:
+        data["source"] = _ragged(data.pop("source_data"), data.pop("source_shapes", None), len(x))
     for key in ("teacher_logits", "reference_logits"):
         if key in data and (data[key].ndim != 2 or len(data[key]) != len(x)):
             raise RunnerError("'%s' must be (N, classes) with N = %d like x, got %s"
                               % (key, len(x), list(data[key].shape)))
     return data
+
+
+def _ragged(flat, shapes, n):
+    """Samples of different shapes stored as one flat buffer plus each sample's shape (no pickles)."""
+    if shapes is None or shapes.ndim != 2 or len(shapes) > n or flat.ndim != 1 or flat.dtype.kind not in "uif" \
+            or (shapes < 1).any():
+        raise RunnerError("'source_data'/'source_shapes' in the inputs are inconsistent")
+    sizes = np.prod(shapes, axis=1)
+    if int(sizes.sum()) != len(flat):
+        raise RunnerError("'source_data' holds %d values but 'source_shapes' describe %d" % (len(flat), sizes.sum()))
+    ends = np.cumsum(sizes)
+    return [flat[end - size:end].reshape(tuple(shape)) for end, size, shape in zip(ends, sizes, shapes)]
 
 
 def _check_shape(session, x):
@@ -748,26 +762,34 @@ def preprocess_inputs(data, artifact, verify=True):
     """
     manifest, _ = find_manifest_entry(artifact)
     spec = (manifest or {}).get("preprocessing") or {}
-    raw = data.get("source") if spec.get("applies_to") == "source" else data.get("raw")
-    module_entry = spec.get("module") or {}
-    if raw is None or not module_entry.get("path") or len(raw) != len(data["x"]):
+    raw, module_entry = data.get("raw"), spec.get("module") or {}
+    source = data.get("source") if spec.get("applies_to") == "source" else None
+    if (raw is None and source is None) or not module_entry.get("path"):
         return None, None
     name = module_entry["path"]
     if os.path.basename(name) != name:
         raise RunnerError("manifest names the pre-processing module '%s', which is not a file beside it" % name)
     module = import_verified(os.path.join(os.path.dirname(os.path.abspath(artifact)), name),
                              module_entry.get("sha256") if verify else None, "pre-processing module")
+    n_source = len(source) if source is not None else 0
+    if raw is None and n_source < len(data["x"]):
+        return None, None
+    # The first samples from their source size (the whole device pipeline: resize, crop, normalise), the rest, if
+    # the build kept fewer sources, from the model-size raw samples (normalise only).
+    normalize_only = {k: v for k, v in spec.items() if k not in ("image_size", "crop_fraction")}
     times, rows = [], []
-    for sample in raw:
+    for i in range(len(data["x"])):
         t0 = time.perf_counter_ns()
-        rows.append(module.preprocess_sample(sample, spec))
-        times.append((time.perf_counter_ns() - t0) / 1e6)
+        rows.append(module.preprocess_sample(source[i], spec) if i < n_source
+                    else module.preprocess_sample(raw[i], normalize_only))
+        if i < n_source or not n_source:
+            times.append((time.perf_counter_ns() - t0) / 1e6)
     x = np.ascontiguousarray(np.stack(rows), dtype=np.float32)
     if x.shape != data["x"].shape:
         raise RunnerError("pre-processing the raw inputs gives shape %s, the model inputs are %s"
                           % (list(x.shape), list(data["x"].shape)))
     stats = percentiles(times)
-    return x, {"applies_to": spec.get("applies_to"), "samples": len(times),
+    return x, {"applies_to": "source" if n_source else "raw", "samples": len(x), "samples_from_source": n_source,
                "ms": {k: stats[k] for k in ("p50", "p95", "mean")},
                "max_abs_diff_vs_build": float(np.abs(x - data["x"]).max())}
 

@@ -89,3 +89,28 @@ def test_the_runner_redoes_the_preprocessing_from_raw_samples(tmp_path):
     proc = subprocess.run([sys.executable, "runner.py", shipped["path"], "--inputs", "eval.npz", "--runs", "5",
                            "--no-memory"], cwd=bundle.directory, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "sha256 mismatch for pre-processing module" in proc.stderr
+
+
+@pytest.mark.slow
+def test_photos_of_mixed_sizes_are_resized_on_the_device_too(tmp_path):
+    """ImageFolder photos of different sizes: the runner resizes the source photos itself (ragged in eval.npz)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("test", 12)):
+        for c in range(3):
+            (tmp_path / "photos" / split / f"c{c}").mkdir(parents=True)
+            for i in range(n):
+                h, w = (10, 14) if i % 2 else (13, 9)
+                pixels = np.clip(rng.normal(60 + 60 * c, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "photos" / split / f"c{c}" / f"{i}.png")
+    raw = yaml.safe_load(open(load_target("x86-cpu").path))
+    raw["runtime"].update({"format": "onnx", "also": []})
+    raw["budgets"].update({"max_quantization_drop": None, "min_accuracy_ratio": None})
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(raw))
+    report = build(BuildOptions(target=str(tmp_path / "t.yaml"), data=str(tmp_path / "photos"), image_size=8,
+                                out=tmp_path / "run", epochs=1, teacher_epochs=1, runs=10, warmup=1,
+                                progress=False, teacher_cache=tmp_path / "cache", log=lambda m: None)).report
+    pre = next(a for a in report["artifacts"] if a["shipped"])["preprocess"]
+    assert pre["applies_to"] == "source" and pre["samples_from_source"] == pre["samples"] == 36
+    assert pre["max_abs_diff_vs_build"] < 1e-5

@@ -38,8 +38,10 @@ def test_decoded_arrays_are_cached_and_reused(tmp_path, monkeypatch):
     folder, cache = image_folder(tmp_path / "photos"), tmp_path / "cache"
     first = load_dataset(str(folder), cache_dir=cache, image_size=4)
     entries = list((cache / "datasets" / "decoded").iterdir())
-    assert len(entries) == 1 and {p.name for p in entries[0].iterdir()} == {"train.npy", "test.npy", "meta.json"}
+    assert len(entries) == 1 and {p.name for p in entries[0].iterdir()} == {
+        "train.npy", "test.npy", "meta.json", "source_data.npy", "source_shapes.npy"}  # + test photos at source size
     assert oct(entries[0].stat().st_mode & 0o777) == "0o700"
+    assert len(first.source_test) == len(first.y_test) and first.source_test[0].shape[1:] != (4, 4)
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again despite the cache")

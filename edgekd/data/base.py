@@ -70,6 +70,9 @@ class RawData:
     class_names: list[str] | None = None  # names of ids 0..K-1 (e.g. folder names)
     resized: bool = False  # the reader already applied ReadOptions.image_size
     meta: dict = field(default_factory=dict)
+    # When the reader resized: the first test samples at their source size (C,H,W each, sizes may differ), so the
+    # device can re-do the resize itself (bounded by SOURCE_SAMPLES_BYTES).
+    x_test_source: list[np.ndarray] | None = None
 
 
 @dataclass(frozen=True)

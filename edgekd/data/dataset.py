@@ -61,7 +61,7 @@ class Dataset:
     # normalisation (``raw_test``), and at the source size when the loader resized them (``source_test``). The
     # runner re-does the pre-processing from these on the device and times it.
     raw_test: np.ndarray | None = None
-    source_test: np.ndarray | None = None
+    source_test: np.ndarray | list[np.ndarray] | None = None  # all test samples, or the first ones (ragged)
 
     def preprocessing(self) -> dict:
         """What turns ``source_test`` (else ``raw_test``) into ``x_test``: the manifest's ``preprocessing``."""

@@ -35,7 +35,7 @@ from edgekd.errors import EdgekdError
 SUFFIX_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".webp": "WEBP"}
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 SPLITS = ("train", "test")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: + the first test photos at their source size
 DECODE_CHUNK = 256
 FIX = "remove or replace the file"
 
@@ -205,6 +205,9 @@ def _load_cached(entry: Path, key: str, listing: Listing) -> dict[str, np.ndarra
     try:
         meta = DecodedMeta.model_validate_json((entry / "meta.json").read_text(encoding="utf-8"))
         arrays = {s: np.load(entry / f"{s}.npy", mmap_mode="r", allow_pickle=False) for s in SPLITS}
+        for name in ("source_data", "source_shapes"):
+            if (entry / f"{name}.npy").is_file():
+                arrays[name] = np.load(entry / f"{name}.npy", allow_pickle=False)
     except (OSError, ValueError, ValidationError):
         return None
     for split in SPLITS:
@@ -229,7 +232,37 @@ def _decode_all(listing: Listing, options: ReadOptions, where: Path | None) -> d
             arrays[split] = (np.lib.format.open_memmap(where / f"{split}.npy", "w+", np.uint8, shape)
                              if where else np.empty(shape, np.uint8))
             decode_into(arrays[split], listing.files[split], mode, options)
+        if options.image_size is not None:
+            arrays.update(source_samples(listing.files["test"], mode, options))
+            if where:
+                for key in ("source_data", "source_shapes"):
+                    np.save(where / f"{key}.npy", arrays[key], allow_pickle=False)
     return arrays
+
+
+SOURCE_SAMPLES_BYTES = 64 << 20  # source-size test photos kept for the device's own pre-processing
+
+
+def source_samples(files: list[ImageFile], mode: str, options: ReadOptions) -> dict[str, np.ndarray]:
+    """The first test photos decoded at their own size (no resize), as many as fit in SOURCE_SAMPLES_BYTES, as one
+    flat buffer and each photo's C,H,W (they may differ): what the device's own pre-processing starts from."""
+    out, total = [], 0
+    for file in files:
+        image = decode(file, mode, None, options.limits.max_pixels)
+        total += image.nbytes
+        if total > SOURCE_SAMPLES_BYTES:
+            break
+        out.append(image)
+    return {"source_data": np.concatenate([i.ravel() for i in out]) if out else np.zeros(0, np.uint8),
+            "source_shapes": np.asarray([i.shape for i in out], np.int64).reshape(len(out), 3)}
+
+
+def split_sources(arrays: dict[str, np.ndarray]) -> list[np.ndarray] | None:
+    if "source_shapes" not in arrays:
+        return None
+    ends = np.cumsum(np.prod(arrays["source_shapes"], axis=1))
+    return [np.asarray(arrays["source_data"][end - int(np.prod(shape)):end]).reshape(tuple(shape))
+            for end, shape in zip(ends, arrays["source_shapes"], strict=True)]
 
 
 def read(root: Path, options: ReadOptions) -> RawData:
@@ -245,9 +278,9 @@ def read(root: Path, options: ReadOptions) -> RawData:
             shutil.rmtree(entry, ignore_errors=True)  # a stale or damaged entry
             with options.cache.staging(entry) as work:
                 decoded = _decode_all(listing, options, work)
-                shapes = {s: list(a.shape) for s, a in decoded.items()}
-                for a in decoded.values():
-                    a.flush()
+                shapes = {s: list(decoded[s].shape) for s in SPLITS}
+                for s in SPLITS:
+                    decoded[s].flush()
                 del decoded
                 meta = DecodedMeta(version=CACHE_VERSION, key=key, shapes=shapes)
                 (work / "meta.json").write_text(meta.model_dump_json(), encoding="utf-8")
@@ -256,5 +289,7 @@ def read(root: Path, options: ReadOptions) -> RawData:
                 raise EdgekdError(f"the decoded-image cache entry {entry} could not be read back",
                                   "delete it and build again, or pass use_cache=False")
     meta = {"image_files": {s: len(listing.files[s]) for s in SPLITS}}
+    sources = split_sources(arrays) if options.image_size is not None else None
     return RawData(arrays["train"], labels["train"], arrays["test"], labels["test"], 255.0,
-                   class_names=listing.classes, resized=options.image_size is not None, meta=meta)
+                   class_names=listing.classes, resized=options.image_size is not None, meta=meta,
+                   x_test_source=sources)

@@ -48,7 +48,7 @@ def load_dataset(
     spec = os.fspath(spec)
     name, fmt, raw = _read(spec, options, seed)
     labels, test_split = _labels_and_test_split(raw, spec, limits, test_fraction, seed)
-    source_test = None
+    source_test = raw.x_test_source
     if size is not None and not raw.resized:
         source_test = raw.x_test  # the device gets these and resizes them itself (runner pre-processing)
         raw.x_train, raw.x_test = (resize_batch(x, size, limits) for x in (raw.x_train, raw.x_test))
