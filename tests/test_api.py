@@ -53,7 +53,6 @@ def test_shuffling_the_test_labels_changes_no_choice(tmp_path):
             teacher_epochs=4, runs=20, warmup=2, progress=False, teacher_cache=None, max_float_fraction=1.0,
             log=lambda m: None)).report)
     assert _choices(reports[0]) == _choices(reports[1])
-    assert any(a.get("accuracy_aware") for a in reports[0]["artifacts"])  # the float-layer search did run
     assert reports[0]["student"]["accuracy"] > 0.5 > reports[1]["student"]["accuracy"]  # the test split did change
 
 

@@ -230,7 +230,8 @@ def _board_run(run: Path, tmp_path: Path) -> Path:
     target.write_text(yaml.safe_dump(raw))
     report, full = json.loads((run / "report.json").read_text()), make_report()
     report.update(schema_version=REPORT_SCHEMA_VERSION, target="test-board", target_path=str(target),
-                  measured_on={"arch": me["arch"], "cpu": "another CI runner", "cores": 64, "threads": 1},
+                  measured_on={"arch": me["arch"], "cpu": "another CI runner", "cores": 64, "threads": 1,
+                               "is_target_device": False},
                   student={**full["student"], "accuracy": 0.85}, teacher={**full["teacher"], "accuracy": 0.86})
     for row in report["artifacts"]:
         row["peak_memory_mb"] = 50.0
