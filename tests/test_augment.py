@@ -188,3 +188,22 @@ def test_mixup_with_cached_teaching_trains_a_cnn(photos):
 def test_check_augment_accepts_registered_names():
     check_augment(["crop", "flip", "mixup"], {"mixup": {"alpha": 0.4}}, "consistent")
     validate_config(TrainConfig(augment=("cutmix",), augment_options={"cutmix": {"alpha": 1.0}}))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--augment", "flip"], "only for images"),
+    (["--augment", "crop,rotate"], "unknown augmentation"),
+])
+def test_cli_refuses_bad_augmentation_before_training(tmp_path, capsys, flags, message):
+    from edgekd.cli import main
+    from tests.data_makers import fraud_table, write_csv
+
+    x, y = fraud_table(n=120, features=4)
+    table = write_csv(tmp_path / "table.csv", ["a", "b", "c", "d", "y"],
+                      [[*(f"{v:.4f}" for v in row), int(label)] for row, label in zip(x, y, strict=True)])
+    out = tmp_path / "run"
+    assert main(["build", "--target", "x86-cpu", "--data", str(table), "--label-column", "y", *flags,
+                 "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "fix:" in err
+    assert not out.exists()
