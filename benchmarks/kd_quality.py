@@ -77,8 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--augment", default="crop,flip", help="train-time augmentation for every model ('' for none)")
     p.add_argument("--teaching", default=DEFAULT_TEACHING, choices=TEACHING_MODES,
                    help="teaching mode of the methods that don't name one (all but kd and kd-consistent)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (1: on shared, oversubscribed cores one thread is faster and steadier)")
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
+                   help="torch threads (default: 2 cores, the budget's machine; on shared, oversubscribed cores 1 "
+                        "is faster and steadier)")
     p.add_argument("--quick", action="store_true", help=f"validation run: {QUICK}, no budget scaling")
     p.add_argument("--cache-dir", default=str(ROOT / ".cache"), help="where the trained teacher is cached")
     p.add_argument("--out", default=str(ROOT / "results" / "kd_quality.json"))
@@ -173,12 +174,13 @@ def plan_epochs(args, data, widths, choice, say) -> dict:
             say(f"plan: a cached teacher for {teacher_epochs} epochs exists; pass --teacher-epochs to pin it")
     cached = teacher_path(args, data, widths, teacher_epochs).exists()
     teacher_s = 0.0 if cached else teacher_epochs * teacher_epoch_s
-    student_epoch_s = n_train / rates["student_train"] + len(data.y_val) / (3 * rates["student_train"])
-    epoch_s, fixed_s = student_epoch_s, n_eval / (3 * rates["student_train"])  # alone
+    # inference (val/test scoring) runs at ~2-3x the training rate; 2 keeps the estimate on the safe side
+    student_epoch_s = n_train / rates["student_train"] + len(data.y_val) / (2 * rates["student_train"])
+    epoch_s, fixed_s = student_epoch_s, n_eval / (2 * rates["student_train"])  # alone
     for m in args.methods:
         consistent = (METHODS[m][2] or args.teaching) == "consistent" and args.augment
         epoch_s += student_epoch_s + (n_train / rates["teacher_forward"] if consistent else 0.0)
-        fixed_s += n_eval / (3 * rates["student_train"]) + (0.0 if consistent else n_train / rates["teacher_forward"])
+        fixed_s += n_eval / (2 * rates["student_train"]) + (0.0 if consistent else n_train / rates["teacher_forward"])
     left = args.budget_minutes * 60 - teacher_s - args.seeds * fixed_s
     fitted = max(1, int(left / (args.seeds * epoch_s)))
     epochs = args.epochs or fitted
