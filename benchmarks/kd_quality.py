@@ -77,9 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--augment", default="crop,flip", help="train-time augmentation for every model ('' for none)")
     p.add_argument("--teaching", default=DEFAULT_TEACHING, choices=TEACHING_MODES,
                    help="teaching mode of the methods that don't name one (all but kd and kd-consistent)")
-    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
-                   help="torch threads (default: 2 cores, the budget's machine; on shared, oversubscribed cores 1 "
-                        "is faster and steadier)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads; 0 (default): 2 (the budget's cores) on a quiet machine (1-minute load "
+                        "average < 1), else 1 (measured: on oversubscribed cores 2 threads ran ~10x slower)")
     p.add_argument("--quick", action="store_true", help=f"validation run: {QUICK}, no budget scaling")
     p.add_argument("--cache-dir", default=str(ROOT / ".cache"), help="where the trained teacher is cached")
     p.add_argument("--out", default=str(ROOT / "results" / "kd_quality.json"))
@@ -290,8 +290,9 @@ def verdict_of(methods: dict, alone: dict, choice, teacher_macs: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    if args.threads <= 0:
+        args.threads = min(2, os.cpu_count() or 1) if os.getloadavg()[0] < 1.0 else 1
+    torch.set_num_threads(args.threads)
     t_start, load_start = time.perf_counter(), os.getloadavg()
 
     def say(message: str) -> None:
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                     "best-val-epoch weights; the method is selected on validation accuracy",
         "timing": "epoch_time_ratio_vs_alone = KD epoch time / alone epoch time (median epoch per run, mean over "
                   "seeds; runs interleaved); cached teaching's one-off teacher pass is in train_time_ratio_vs_alone "
-                  f"only; torch threads {args.threads or 'default'}",
+                  f"only; torch threads {args.threads} (load average {os.getloadavg()[0]:.1f} at start)",
     }
     for k, v in choices.items():
         say(f"choice ({k}): {v}")
