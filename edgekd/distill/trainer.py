@@ -5,7 +5,9 @@ What it adds around a plain loop, and why:
 * Teacher outputs (logits and tapped features) are computed once up front when inputs don't change between
   epochs (no ``transform``): the teacher then costs one forward pass over the data instead of one per epoch.
   Large caches are memory-mapped ``.npy`` files. With a transform the teacher runs per batch under
-  inference mode. The teacher's share of training time is reported either way.
+  inference mode. The teacher's share of training time is reported either way. ``config.augment`` names batch
+  augmentations (``augment.py``); ``config.teaching`` says whether the teacher sees the student's augmented view
+  (consistent) or its cached outputs on the un-augmented inputs are used (cached).
 * Several teachers: soft targets mixed by fixed weights or per-sample confidence (``teachers.py``).
 * Schedules for temperature, loss weights (per epoch) and learning rate (per step); early stopping on val.
 * Checkpoints each epoch (``checkpoint.py``) so a killed run resumes to bit-identical weights.
@@ -33,6 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from edgekd.data import Dataset
+from edgekd.distill.augment import DEFAULT_TEACHING, View, build_augment, check_augment, teacher_cached
 from edgekd.distill.checkpoint import checkpoint_path, load_checkpoint, run_key, save_checkpoint
 from edgekd.distill.losses import LOSSES, LossInputs, LossMix, check_temperature, check_weights
 from edgekd.distill.schedules import (
@@ -73,6 +76,9 @@ class TrainConfig:
     memmap_threshold_mb: float = 256.0  # teacher caches larger than this live in memory-mapped files
     amp: str = "auto"  # auto: bf16 (fp16 where bf16 is unsupported) on a GPU, none on CPU | off | bf16 | fp16
     device: str = "auto"  # auto: cuda (this rank's GPU) when available, else cpu
+    augment: Sequence[str] = ()  # batch transforms by name (distill/augment.py), e.g. ("crop", "flip", "mixup")
+    augment_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"mixup": {"alpha": 0.2}}
+    teaching: str = DEFAULT_TEACHING  # with augmentation: cached (outputs once, un-augmented) | consistent
 
 
 @dataclass
@@ -106,6 +112,7 @@ class TrainResult:
             "loss_weights": c.loss_weights,
             "loss_options": c.loss_options,
             "temperature": c.temperature,
+            "augment": {"transforms": list(c.augment), "options": c.augment_options, "teaching": c.teaching},
             "temperature_schedule": c.temperature_schedule,
             "loss_weight_schedules": c.loss_weight_schedules,
             "lr": c.lr,
@@ -191,6 +198,7 @@ def _validate(config: TrainConfig, n_teachers: int) -> None:
         raise EdgekdError(f"teacher_cache must be 'auto' or 'off', got {config.teacher_cache!r}", "use auto")
     if config.amp not in ("auto", "off", "bf16", "fp16"):
         raise EdgekdError(f"amp must be auto, off, bf16 or fp16, got {config.amp!r}", "use auto")
+    check_augment(config.augment, config.augment_options, config.teaching)
     if n_teachers:
         check_teacher_weights(n_teachers, config.teacher_weights, config.teacher_combine)
 
@@ -233,6 +241,8 @@ def train(
     device = _device(config.device)
     amp_dtype = _amp_dtype(config.amp, device)
     torch.manual_seed(config.seed)
+    augment = build_augment(config.augment, config.augment_options, config.teaching, is_image=data.is_image,
+                            num_classes=data.num_classes)
 
     base_weights = config.loss_weights if teachers else {"ce": 1.0}
     mix = LossMix(base_weights, config.temperature, config.loss_options if teachers else {})
@@ -285,7 +295,8 @@ def train(
         start = time.perf_counter()
         teacher_time = 0.0
         outputs_mode = "none"
-        if need_teacher and transform is None and config.teacher_cache == "auto":
+        if need_teacher and transform is None and config.teacher_cache == "auto" and \
+                teacher_cached(config.augment, config.teaching):
             t0 = time.perf_counter()
             cache = TeacherCache.build(runner, data.x_train, device, config.memmap_threshold_mb,
                                        Path(cache_dir) if cache_dir else None)
@@ -363,11 +374,13 @@ def train(
                 yb = torch.from_numpy(data.y_train[idx]).to(device)
                 if transform is not None:
                     xb = transform(xb, generator)
+                view = augment(xb, yb, generator) if augment is not None else View(xb, yb)
+                xb = view.x
                 t_logits, t_feats = None, {}
                 if need_teacher:
                     t0 = time.perf_counter()
                     if cache is not None:
-                        logits_list, t_feats = cache.batch(idx, device)
+                        logits_list, t_feats = view.mix_teacher(*cache.batch(idx, device), temperature)
                     else:
                         with autocast():
                             logits_list, t_feats = runner(xb)
@@ -377,7 +390,8 @@ def train(
                 with autocast():
                     logits = net(xb)
                     s_feats = student_taps.take() if student_taps else {}
-                    loss, parts = mix(LossInputs(logits, yb, t_logits, s_feats, t_feats, temperature))
+                    loss, parts = mix(LossInputs(logits, view.labels, t_logits, s_feats, t_feats, temperature,
+                                                 view.soft_labels))
                 optimizer.zero_grad(set_to_none=True)
                 (scaler.scale(loss) if scaler else loss).backward()
                 if distributed and mix_params:  # adapters live outside DDP: average their grads by hand

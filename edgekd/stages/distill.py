@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edgekd.distill.augment import build_augment
 from edgekd.distill.trainer import TrainConfig, TrainResult, accuracy, train
 from edgekd.errors import EdgekdError
 from edgekd.models.budget import StudentChoice
@@ -43,7 +44,11 @@ def distill_config(ctx: BuildContext, epochs: int) -> TrainConfig:
               "temperature": options.temperature, **options.distill, "label": "student (KD)"}
     if "teacher_weights" in fields and fields["teacher_weights"] is not None:
         fields["teacher_weights"] = tuple(fields["teacher_weights"])
-    return TrainConfig(**fields)
+    config = TrainConfig(**fields)
+    # refuse image-only augmentation on a table now, before a teacher is trained or loaded
+    build_augment(config.augment, config.augment_options, config.teaching, is_image=ctx.data.is_image,
+                  num_classes=ctx.data.num_classes)
+    return config
 
 
 def checkpoint_dir(ctx: BuildContext) -> Path | None:
