@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -134,6 +135,9 @@ class CalibrationSpec(_Strict):
     samples: PositiveInt = 300
 
 
+TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
 class TargetProfile(_Strict):
     name: str
     description: str
@@ -148,8 +152,11 @@ class TargetProfile(_Strict):
     @field_validator("name")
     @classmethod
     def _name_is_slug(cls, value: str) -> str:
-        if not value or any(c in value for c in "/\\ "):
-            raise ValueError("must be a non-empty name without spaces or slashes")
+        # The name becomes a directory (the default --out runs/<name>) and a bundle name: '.', '..', slashes,
+        # spaces and control characters would point those somewhere else.
+        if not TARGET_NAME.fullmatch(value):
+            raise ValueError("must be a short slug: a letter or digit, then letters, digits, '.', '_' or '-' "
+                             "(at most 64; never '.' or '..')")
         return value
 
 
