@@ -34,7 +34,7 @@ from edgekd.schema import Report
 from edgekd.stages.choose import choose_shipped
 from edgekd.stages.compress import compress
 from edgekd.stages.context import DEFAULT_CACHE, BuildContext, BuildOptions
-from edgekd.stages.distill import checkpoint_dir, distill, distill_config
+from edgekd.stages.distill import distill, distill_config
 from edgekd.stages.export import reference_artifacts, student_artifacts
 from edgekd.stages.manifest import write_manifest
 from edgekd.stages.measure import measure
@@ -115,9 +115,6 @@ def build(options: BuildOptions) -> BuildResult:
         write_text(stage / "report.md", render_markdown(report))
         write_html(report, stage / "report.html")
         run.commit()
-    checkpoints = checkpoint_dir(ctx)
-    if checkpoints is not None and checkpoints.exists():
-        shutil.rmtree(checkpoints, ignore_errors=True)  # the run is complete: nothing left to resume
     ctx.say(f"done in {report['build_time_s']:.0f}s: {ctx.out}/ (report.json, report.md, report.html, manifest.json)")
     return BuildResult(ctx.out, report)
 

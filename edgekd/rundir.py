@@ -5,11 +5,14 @@ or carries the edgekd run marker (``.edgekd-run.json``, written into every run a
 user's own files is refused with exit 2 before any training. Everything else lives in one hidden sibling,
 ``.DIR.edgekd/``:
 
-- ``lock``: an ``fcntl`` lock held for the whole build, so two builds into the same DIR cannot interleave;
+- the folder itself is locked (``fcntl.flock``) for the whole build, so two builds into the same DIR cannot
+  interleave (the second exits 2 naming the lock);
 - ``staging/``: the new run, written there and swapped in only when complete (removed on failure or SIGTERM);
 - ``previous/``: the old run during the swap; a swap interrupted between its two renames is finished (or undone)
   by the next build, so a previous run is never lost;
 - ``checkpoints/``: distillation checkpoints, so the same command resumes a killed build.
+
+The folder is removed when it holds nothing (after a successful build, or a failure before any checkpoint).
 """
 
 from __future__ import annotations
@@ -120,18 +123,22 @@ class RunDir:
         os.replace(self.staging, self.out)
         if self.previous.exists():
             shutil.rmtree(self.previous)
+        shutil.rmtree(self.checkpoints, ignore_errors=True)  # the run is complete: nothing left to resume
 
 
 def _lock(home: Path, out: Path) -> int:
+    """An exclusive lock on the folder itself (no lock file to leave behind); refused at once when held."""
     import fcntl
 
-    path = home / "lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.stat(home).st_ino != os.fstat(fd).st_ino:  # removed by the build that just finished: ours is stale
+            raise OSError("stale")
     except OSError:
         os.close(fd)
-        raise EdgekdError(f"another edgekd build is writing --out {out} (lock {path} is held)",
+        raise EdgekdError(f"another edgekd build is writing --out {out} (lock on {home} is held)",
                           "wait for that build to finish, or pick another --out") from None
     return fd
 
@@ -147,7 +154,6 @@ def claim(out: Path, target: str) -> Iterator[RunDir]:
 
     check_out(out)
     run = RunDir(out)
-    run.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = _lock(run.home, out)
     try:
         run.recover()
@@ -159,4 +165,6 @@ def claim(out: Path, target: str) -> Iterator[RunDir]:
     finally:
         if run.staging.exists():
             shutil.rmtree(run.staging, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            run.home.rmdir()  # only when empty: checkpoints of a failed build stay for the resume
         os.close(fd)

@@ -27,6 +27,9 @@ NonNeg = Annotated[float, Field(ge=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+# A target name becomes a directory (runs/<name>, bundle-<name>): a slug, never '.', '..' or a path.
+TARGET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+TargetName = Annotated[str, Field(pattern=TARGET_NAME_PATTERN)]
 
 
 def _plain_name(value: str) -> str:
@@ -81,6 +84,8 @@ class RunnerResult(_Open):
     precision: str | None = None
     sha256: Sha256 | None = None
     sha256_verified: bool = False
+    inputs_sha256: Sha256 | None = None
+    inputs_verified: bool = False
     runtime: dict[str, Any]
     machine: Machine
     threads: Annotated[int, Field(ge=1)]
@@ -133,7 +138,7 @@ class SessionPlugin(_Closed):
 class Manifest(_Open):
     manifest_version: Literal[1] = 1
     edgekd_version: str
-    target: str
+    target: TargetName
     input: dict[str, Any]
     output: dict[str, Any]
     normalization: dict[str, Any]
@@ -235,7 +240,7 @@ class EvalInputs(_Closed):
 class Report(_Open):
     schema_version: int
     edgekd_version: str
-    target: str
+    target: TargetName
     target_path: str = ""
     created: str
     measured_on: MeasuredOn

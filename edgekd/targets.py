@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekd.errors import EdgekdError
+from edgekd.schema import TARGET_NAME_PATTERN
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -135,7 +136,7 @@ class CalibrationSpec(_Strict):
     samples: PositiveInt = 300
 
 
-TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+TARGET_NAME = re.compile(TARGET_NAME_PATTERN)
 
 
 class TargetProfile(_Strict):
