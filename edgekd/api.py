@@ -24,12 +24,12 @@ from edgekd.data import load_dataset
 from edgekd.distill.trainer import accuracy, validate_config
 from edgekd.errors import EdgekdError
 from edgekd.gate import evaluate_gate
-from edgekd.io import sha256_file, write_json, write_text
+from edgekd.io import dumps, sha256_file, write_json, write_text
 from edgekd.models.budget import StudentChoice, fit_student_to_budget
 from edgekd.models.teachers import predict_logits
 from edgekd.report import render_markdown
 from edgekd.report_html import write_html
-from edgekd.rundir import check_out, claim, resolve_out
+from edgekd.rundir import check_out, check_unlocked, claim, resolve_out
 from edgekd.schema import Report
 from edgekd.stages.choose import choose_shipped
 from edgekd.stages.compress import compress
@@ -57,6 +57,7 @@ def start(options: BuildOptions) -> BuildContext:
     require_extras(target)  # a missing runtime stops the build before any data loading or training
     out = resolve_out(options.out, target.name)
     check_out(out)  # a folder of the user's own files is refused before any data loading or training
+    check_unlocked(out)
     check_build_counts(options)
     data = load_dataset(options.data, seed=options.seed, max_train=options.max_train,
                         label_column=options.label_column, image_size=options.image_size,
@@ -110,7 +111,7 @@ def build(options: BuildOptions) -> BuildResult:
         report["stage_times_s"] = ctx.stage_times_s
         report["build_time_s"] = round(time.perf_counter() - t_start, 2)
         report["gate"] = evaluate_gate(report, ctx.target, strict=options.strict).to_dict()
-        Report.model_validate(report)  # a writer bug fails here, never in the gate that reads it back
+        Report.model_validate_json(dumps(report))  # a writer bug fails here, never in the gate that reads it
         write_json(stage / "report.json", report)
         write_text(stage / "report.md", render_markdown(report))
         write_html(report, stage / "report.html")

@@ -126,11 +126,11 @@ def parse_remote(spec: str) -> Remote:
     """``USER@HOST[:PORT]`` (IPv6 as ``[::1]:2222``) or a clear error; a leading '-' can never pass."""
     match = _REMOTE_RE.fullmatch(spec) if isinstance(spec, str) else None
     if not match:
-        raise EdgekdError(f"--remote '{spec}' is not USER@HOST[:PORT]",
+        raise EdgekdError(f"--remote {spec!r} is not USER@HOST[:PORT]",
                           "e.g. --remote pi@192.168.1.20 or --remote pi@raspberrypi.local:2222")
     port = match.group("port")
     if port is not None and not 1 <= int(port) <= 65535:
-        raise EdgekdError(f"--remote '{spec}': port {port} is not in 1..65535", "use a valid SSH port")
+        raise EdgekdError(f"--remote {spec!r}: port {port} is not in 1..65535", "use a valid SSH port")
     return Remote(spec, match.group("host").strip("[]"), match.group("user"), int(port) if port else None)
 
 

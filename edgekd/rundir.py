@@ -143,6 +143,13 @@ def _lock(home: Path, out: Path) -> int:
     return fd
 
 
+def check_unlocked(out: Path) -> None:
+    """Refuse at once (before data loading) when another build holds ``out``; ``claim`` takes the lock itself."""
+    home = home_of(out)
+    if home.is_dir():
+        os.close(_lock(home, out))
+
+
 @contextlib.contextmanager
 def claim(out: Path, target: str) -> Iterator[RunDir]:
     """Lock ``out``, check it (again, under the lock), recover an interrupted swap and give a fresh staging dir.

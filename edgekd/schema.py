@@ -41,12 +41,13 @@ def _plain_name(value: str) -> str:
 PlainName = Annotated[str, AfterValidator(_plain_name)]
 
 
+# strict: a number written as text ("0.99") is refused, never coerced: readers use the JSON values as they are.
 class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, strict=True)
 
 
 # ============================================================================================ shared
@@ -298,8 +299,10 @@ def validate(kind: str, data: Any, label: str, fix: str) -> BaseModel:
     if kind == "report" and isinstance(data, dict) and "schema_version" not in data:
         raise EdgekdError(f"{label} has no schema_version: it was written by an older edgekd or is not a report",
                           "rebuild it with this edgekd (`edgekd build`)")
-    try:
-        return SCHEMAS[kind].model_validate(data)
+    from edgekd.io import dumps
+
+    try:  # as the JSON a reader sees: numpy values of a report still in memory become plain numbers first
+        return SCHEMAS[kind].model_validate_json(dumps(data))
     except ValidationError as exc:
         raise EdgekdError(f"{label} is not a valid edgekd {kind.replace('_', ' ')}: {describe_errors(exc)}",
                           fix) from None
