@@ -99,6 +99,8 @@ def build(options: BuildOptions) -> BuildResult:
         raise EdgekdError("--epochs must be >= 1", "pass a positive number of epochs")
     config = distill_config(ctx, student_epochs)
     validate_config(config, 1 + len(options.extra_teachers))  # bad settings fail before any training
+    if options.calibration:  # a bad calibration file fails here too, not after training
+        load_calibration_set(options.calibration, ctx.data.input_shape, ctx.data.fingerprint())
     with claim(ctx.out, ctx.target.name) as run:  # locked for the whole build; staging removed on any exit
         with ctx.timed("teacher"):
             teachers = prepare_teachers(ctx, teacher_epochs)
