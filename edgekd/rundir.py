@@ -77,8 +77,11 @@ def check_out(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and read_marker(out) is None:
         names = sorted(p.name for p in out.iterdir())
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        legacy = (out / "report.json").is_file() and (out / "manifest.json").is_file()
         raise EdgekdError(f"--out {out} holds files that are not an edgekd run ({shown}; no {MARKER}); "
-                          "refusing to replace it", _PICK)
+                          "refusing to replace it",
+                          "a run from an edgekd without run markers? remove it yourself, or pick a new directory "
+                          "for --out" if legacy else _PICK)
     home = home_of(out)
     if home.is_symlink() or (home.exists() and not home.is_dir()):
         raise EdgekdError(f"{home} (edgekd's working folder for --out {out}) is not a directory", _PICK)

@@ -154,3 +154,13 @@ def test_sigterm_removes_staging(tmp_path):
     assert proc.wait(timeout=30) == 143
     time.sleep(0.05)
     assert not RunDir(out).staging.exists() and not out.exists()
+
+
+def test_a_run_from_before_markers_gets_its_own_hint(tmp_path):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    (out / "manifest.json").write_text("{}")
+    with pytest.raises(EdgekdError, match="not an edgekd run") as info:
+        check_out(out)
+    assert "without run markers" in info.value.fix
