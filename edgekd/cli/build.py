@@ -95,9 +95,11 @@ def _gate_from_dict(gate: dict):
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from edgekd.compress.calibration import build_calibration_set, save_calibration_set
+    from edgekd.counts import check_counts
     from edgekd.data import load_dataset
     from edgekd.targets import load_target
 
+    check_counts({"--samples": args.samples})
     target = load_target(args.target)
     data = load_dataset(args.data, seed=args.seed, label_column=args.label_column, image_size=args.image_size,
                         crop_fraction=args.crop_fraction, normalization=args.normalization)

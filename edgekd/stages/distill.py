@@ -18,6 +18,7 @@ from edgekd.distill.augment import build_augment
 from edgekd.distill.trainer import TrainConfig, TrainResult, accuracy, train
 from edgekd.errors import EdgekdError
 from edgekd.models.budget import StudentChoice
+from edgekd.rundir import home_of
 from edgekd.stages.context import BuildContext
 from edgekd.stages.teacher import Teachers
 
@@ -52,7 +53,8 @@ def distill_config(ctx: BuildContext, epochs: int) -> TrainConfig:
 
 
 def checkpoint_dir(ctx: BuildContext) -> Path | None:
-    return ctx.out.parent / f".{ctx.out.name}.checkpoints" if ctx.options.resume else None
+    """In the run's hidden working folder (``edgekd.rundir``), beside the lock and the staging directory."""
+    return home_of(ctx.out) / "checkpoints" if ctx.options.resume else None
 
 
 def distill(ctx: BuildContext, config: TrainConfig, teachers: Teachers, choice: StudentChoice) -> Distilled:
