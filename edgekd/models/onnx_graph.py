@@ -19,6 +19,8 @@ from edgekd.errors import EdgekdError
 INPUT, OUTPUT = "edgekd_input", "logits"
 PROB_FLOOR = 1e-7  # log(p) of a class the ensemble gives 0: finite, and far below every other logit
 _FLOAT, _DOUBLE = 1, 11
+_INTERNAL = ("edgekd_std", "edgekd_mean", "edgekd_scaled", "edgekd_raw", "edgekd_scores", "edgekd_floor",
+             "edgekd_clipped")
 _CLASSIFIERS = ("TreeEnsembleClassifier", "LinearClassifier", "SVMClassifier")
 
 
@@ -131,12 +133,37 @@ def _epilogue(helper: Any, source: str, dtype: int, kind: str) -> list[Any]:
     return nodes
 
 
+def _rename_reserved(model: Any) -> Any:
+    """A copy whose tensors don't use edgekd's names (a user's graph often calls its output ``logits`` too)."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    g = copy.graph
+    used = {n for node in g.node for n in [*node.input, *node.output]} | {i.name for i in g.input}
+    for name in (INPUT, OUTPUT) + _INTERNAL:
+        if name not in used:
+            continue
+        new = f"{name}_user"
+        for node in g.node:
+            node.input[:] = [new if n == name else n for n in node.input]
+            node.output[:] = [new if n == name else n for n in node.output]
+        for vi in [*g.input, *g.output, *g.value_info]:
+            if vi.name == name:
+                vi.name = new
+        for init in g.initializer:
+            if init.name == name:
+                init.name = new
+    return copy
+
+
 def prepare_onnx(model: Any, input_shape: tuple[int, ...], num_classes: int, raw: Normalization | None,
                  classes: list[str] | None, label: str) -> PreparedOnnx:
     """The user's graph with edgekd's input and output contract (see the module doc), checked against the data."""
     import onnx
     from onnx import helper
 
+    model = _rename_reserved(model)
     graph = model.graph
     ml_ops = sorted({n.op_type for n in graph.node if n.domain == "ai.onnx.ml" and n.op_type != "ZipMap"})
     labels = _class_labels(graph)
