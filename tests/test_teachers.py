@@ -176,6 +176,25 @@ def test_feature_losses_need_a_pytorch_teacher(tmp_path):
     assert result.summary()["teachers"]["outputs"].startswith("cached once")  # logits computed once
 
 
+@pytest.mark.slow  # two builds up to the point of refusal: ~50 s on a loaded 2-core machine
+def test_cli_refuses_feature_losses_and_wrong_heads_with_exit_2(tmp_path, capsys):
+    from edgekd.cli import main
+
+    torch.manual_seed(0)
+    digits_cnn = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 64, 3, padding=1), nn.ReLU(),
+                               nn.Flatten(), nn.Linear(4096, 10)).eval()  # enough MACs for a student to fit
+    path = _export(digits_cnn, tmp_path / "t.onnx", torch.zeros(1, 1, 8, 8))
+    common = ["build", "--target", "x86-cpu", "--data", "digits", "--epochs", "1", "--no-progress",
+              "--out", str(tmp_path / "run")]
+    assert main([*common, "--teacher", str(path), "--losses", "kd=0.5,at=0.5"]) == 2
+    assert "need a PyTorch teacher" in capsys.readouterr().err
+    torch.save(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256, 3)).state_dict(),
+               tmp_path / "three.pt")
+    assert main([*common, "--teacher", str(tmp_path / "three.pt"), "--teacher-arch", "torchvision:resnet18"]) == 2
+    assert "RGB" in capsys.readouterr().err  # digits are grayscale: said before any weights are read
+    assert not (tmp_path / "run").exists()
+
+
 # --- scikit-learn teachers on tables ---------------------------------------------------------------------------
 
 
@@ -201,6 +220,10 @@ def test_sklearn_onnx_teacher_reads_raw_columns_and_checks_classes(tmp_path):
     np.testing.assert_allclose(np.exp(logits), clf.predict_proba(x[:50]), atol=1e-4)
     with pytest.raises(EdgekdError, match="predicts classes"):
         load_teacher(tmp_path / "gb.onnx", (6,), 2, normalization=norm, classes=["fraud", "ok"])
+    double = to_onnx(clf, x[:1].astype(np.float64), options={"zipmap": False})  # a double graph: cast in and out
+    (tmp_path / "gb64.onnx").write_bytes(double.SerializeToString())
+    teacher64 = load_teacher(tmp_path / "gb64.onnx", (6,), 2, normalization=norm, classes=["0", "1"])
+    np.testing.assert_allclose(predict_logits(teacher64.model, norm.apply(x[:50])), logits, atol=1e-4)
 
 
 def _double(x):

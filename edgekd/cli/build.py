@@ -114,8 +114,8 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                    help="resize photos (shorter side) and centre-crop to this size, e.g. the teacher's 224")
     p.add_argument("--crop-fraction", type=float, default=1.0,
                    help="crop this fraction of the resized image (0.875: resize 256, crop 224)")
-    p.add_argument("--normalization", help="fit (train statistics, default), imagenet or inception; a "
-                                           "torchvision:/timm: --teacher-arch defaults to the statistics it expects")
+    p.add_argument("--normalization", help="fit (train statistics, default), imagenet or inception (build: a "
+                                           "torchvision:/timm: --teacher-arch defaults to the statistics it expects)")
 
 
 def register(sub) -> None:
