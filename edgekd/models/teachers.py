@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from edgekd.data import Normalization
-from edgekd.errors import EdgekdError
+from edgekd.errors import EdgekdError, MissingDependencyError
 from edgekd.models.pt2_safety import load_exported_program
 from edgekd.models.students import build_model
 
@@ -144,7 +144,10 @@ def load_teacher(
 def _read_state(path: Path, trust_pickle: bool) -> Any:
     """A state dict from ``.safetensors`` or ``torch.save`` (``weights_only`` unless trusted), unwrapped."""
     if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise MissingDependencyError("safetensors", "teachers", f"the teacher {path.name}") from None
 
         state = load_file(str(path), device="cpu")
     else:
@@ -185,10 +188,10 @@ def _load_weights(model: nn.Module, state: Any, arch: str, path: Path, num_class
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        detail = " ".join(str(exc).split())[:300]
+        detail = " ".join(str(exc).split())  # torch lists missing / unexpected / mis-shaped keys on several lines
         raise EdgekdError(
-            f"teacher state_dict {path} does not match architecture '{arch}': {first} {detail}",
+            f"teacher state_dict {path} does not match architecture '{arch}': "
+            f"{detail[:400] + ('...' if len(detail) > 400 else '')}",
             "pass the --teacher-arch/--teacher-config the weights were trained with",
         ) from None
 
