@@ -61,12 +61,21 @@ def start(options: BuildOptions) -> BuildContext:
     check_build_counts(options)
     data = load_dataset(options.data, seed=options.seed, max_train=options.max_train,
                         label_column=options.label_column, image_size=options.image_size,
-                        crop_fraction=options.crop_fraction, normalization=options.normalization,
+                        crop_fraction=options.crop_fraction, normalization=_normalization(options),
                         cache_dir=options.teacher_cache, use_cache=options.teacher_cache is not None)
     ctx = BuildContext(options, target, data, out)
     ctx.say(f"target: {target.name} ({target.description}); data: {data.name}, "
             f"{len(data.y_train)}/{len(data.y_val)}/{len(data.y_test)} train/val/test, shape {data.input_shape}")
     return ctx
+
+
+def _normalization(options: BuildOptions) -> object:
+    """The user's normalisation, else the one a library teacher (``torchvision:``/``timm:``) expects."""
+    from edgekd.models.arch_libraries import library_normalization
+
+    if options.normalization is not None or not options.teacher:
+        return options.normalization
+    return library_normalization(options.teacher_arch)
 
 
 def choose_student(ctx: BuildContext, teachers: Teachers) -> StudentChoice:

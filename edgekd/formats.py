@@ -74,7 +74,8 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "openvino": ("openvino", "nncf"),
     "tflite": ("litert_torch", "ai_edge_quantizer", "ai_edge_litert", "torchao"),
     "prune": ("torch_pruning",),
-    "tabular": ("pyarrow",),
+    "tabular": ("pyarrow", "skl2onnx", "skops"),
+    "teachers": ("torchvision", "timm"),
 }
 EXTRA_INCLUDES: dict[str, tuple[str, ...]] = {"openvino": ("onnx",), "tflite": ("onnx",)}
 

@@ -26,6 +26,9 @@ def export_onnx_fp32(model: nn.Module, sample: np.ndarray, path: Path, opset: in
     """Export with a dynamic batch axis; fall back to the TorchScript exporter for scripted models."""
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     require("onnx", "onnx", "onnx", "ONNX export")
+    if getattr(model, "onnx_bytes", None) is not None:  # a teacher that is an ONNX graph already (OnnxTeacher)
+        path.write_bytes(model.onnx_bytes)
+        return path
     model = model.eval()
     x = torch.from_numpy(np.ascontiguousarray(sample[:1]))
     errors = []

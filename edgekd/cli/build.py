@@ -130,7 +130,8 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                    help="resize photos (shorter side) and centre-crop to this size, e.g. the teacher's 224")
     p.add_argument("--crop-fraction", type=float, default=1.0,
                    help="crop this fraction of the resized image (0.875: resize 256, crop 224)")
-    p.add_argument("--normalization", help="fit (train statistics, default), imagenet or inception")
+    p.add_argument("--normalization", help="fit (train statistics, default), imagenet or inception (build: a "
+                                           "torchvision:/timm: --teacher-arch defaults to the statistics it expects)")
 
 
 def register(sub) -> None:
@@ -140,7 +141,8 @@ def register(sub) -> None:
     p.add_argument("--target", required=True, help="target name (edgekd targets list) or YAML path")
     add_data_flags(p)
     p.add_argument("--teacher", action="append",
-                   help="TorchScript file, torch.export .pt2, or state_dict (+ --teacher-arch); repeat for several")
+                   help="torch.export .pt2, state_dict .pt/.safetensors (+ --teacher-arch), .onnx (onnxruntime), "
+                        ".skops (scikit-learn), or TorchScript (--trust-pickle); repeat for several")
     p.add_argument("--distill-config", help="YAML of distillation settings (loss_options, schedules, patience, "
                                             "teacher_combine, ...): fields of edgekd.distill.trainer.TrainConfig")
     p.add_argument("--augment", type=_names, metavar="NAMES",
@@ -150,7 +152,8 @@ def register(sub) -> None:
                    help="with --augment: the teacher's outputs cached once on un-augmented inputs (fast), or the "
                         "teacher run on the student's augmented view every batch (consistent; slower)")
     p.add_argument("--no-resume", action="store_true", help="don't checkpoint/resume distillation")
-    p.add_argument("--teacher-arch", help="registered architecture of a state_dict teacher")
+    p.add_argument("--teacher-arch", help="architecture of a state_dict teacher: an edgekd name (teacher_cnn) or "
+                                          "torchvision:NAME / timm:NAME (built without downloading weights)")
     p.add_argument("--teacher-config", type=_json_obj, help="JSON kwargs for --teacher-arch")
     p.add_argument("--trust-pickle", action="store_true",
                    help="trust the teacher file's author: allow full unpickling and TorchScript, both of which can "

@@ -56,12 +56,23 @@ def check_teacher_weights(n: int, weights: Sequence[float] | None, mode: str) ->
     return weights
 
 
+def check_feature_teacher(teacher: nn.Module, feature_paths: Sequence[str]) -> None:
+    """Feature losses tap modules of a PyTorch teacher; a logits-only one (ONNX, scikit-learn) has none."""
+    if feature_paths and getattr(teacher, "logits_only", False):
+        raise EdgekdError(
+            f"feature losses (hint, at, rkd: teacher features {', '.join(map(repr, feature_paths))}) need a PyTorch "
+            "teacher, and this teacher runs outside PyTorch (ONNX / scikit-learn): it gives logits only",
+            "use logit losses (--losses kd=0.7,ce=0.3, or dkd), or give the teacher as a state_dict + --teacher-arch "
+            "or a .pt2")
+
+
 class TeacherRunner:
     """Runs the teachers (logits from all, tapped features from the first) under inference mode."""
 
     def __init__(self, teachers: Sequence[nn.Module], feature_paths: Sequence[str]) -> None:
         self.teachers = list(teachers)
         self.feature_paths = list(feature_paths)
+        check_feature_teacher(self.teachers[0], self.feature_paths)
         self.taps = FeatureTaps(self.teachers[0], self.feature_paths, role="teacher") if self.feature_paths else None
         for t in self.teachers:
             t.eval()

@@ -18,9 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekd.errors import EdgekdError
+from edgekd.data import Normalization
+from edgekd.errors import EdgekdError, MissingDependencyError
 from edgekd.models.pt2_safety import load_exported_program
 from edgekd.models.students import build_model
+
+FOREIGN_SUFFIXES = (".onnx", ".skops")  # teachers run outside PyTorch (models/foreign_teachers.py)
 
 
 @dataclass
@@ -83,11 +86,24 @@ def load_teacher(
     arch: str | None = None,
     arch_config: dict[str, Any] | None = None,
     trust_pickle: bool = False,
+    normalization: Normalization | None = None,
+    classes: list[str] | None = None,
 ) -> Teacher:
-    """Load a teacher file and check that it maps one sample to ``num_classes`` logits."""
+    """Load a teacher file and check that it maps one sample to ``num_classes`` logits.
+
+    ``.onnx`` and ``.skops`` teachers (``foreign_teachers``) run outside PyTorch: they need the data's
+    ``normalization`` (a tabular model reads raw columns) and ``classes`` (checked against the model's labels).
+    """
     path = Path(path)
     if not path.is_file():
-        raise EdgekdError(f"teacher file not found: {path}", "pass an existing TorchScript, .pt2 or state_dict file")
+        raise EdgekdError(f"teacher file not found: {path}",
+                          "pass an existing .pt2, state_dict, .safetensors, .onnx or .skops file")
+    if path.suffix.lower() in FOREIGN_SUFFIXES:
+        from edgekd.models.foreign_teachers import load_foreign_teacher
+
+        teacher = load_foreign_teacher(path, input_shape, num_classes, normalization, classes)
+        check_teacher_output(teacher.model, input_shape, num_classes, str(path))
+        return teacher
     fix_kinds = "save it with torch.jit.save, torch.export.save, or torch.save(model.state_dict()) + --teacher-arch"
     try:
         if path.suffix == ".pt2":
@@ -102,26 +118,18 @@ def load_teacher(
                     "state_dict + --teacher-arch instead")
             model, source, name = torch.jit.load(str(path), map_location="cpu"), "torchscript", "torchscript"
         else:
-            state = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
+            state = _read_state(path, trust_pickle)
             if isinstance(state, nn.Module):
                 model, source, name = state, "pickled-module", type(state).__name__
             else:
                 if not arch:
                     raise EdgekdError(
                         f"teacher {path} is a state_dict, which needs its architecture",
-                        "add --teacher-arch NAME (e.g. teacher_cnn) and --teacher-config JSON if not default",
+                        "add --teacher-arch NAME (e.g. teacher_cnn, torchvision:resnet18, timm:NAME) and "
+                        "--teacher-config JSON if not default",
                     )
-                if isinstance(state, dict) and "state_dict" in state:
-                    state = state["state_dict"]
-                model = build_model(arch, input_shape, num_classes, **(arch_config or {}))
-                try:
-                    model.load_state_dict(state)
-                except (RuntimeError, TypeError) as exc:
-                    first = str(exc).strip().splitlines()[0]
-                    raise EdgekdError(
-                        f"teacher state_dict {path} does not match architecture '{arch}': {first}",
-                        "pass the --teacher-arch/--teacher-config the weights were trained with",
-                    ) from None
+                model = _build_arch(arch, input_shape, num_classes, arch_config)
+                _load_weights(model, state, arch, path, num_classes)
                 source, name = "state_dict", arch
     except EdgekdError:
         raise
@@ -131,6 +139,61 @@ def load_teacher(
     model.eval()
     check_teacher_output(model, input_shape, num_classes, str(path))
     return Teacher(model, source, name, f"{source} from {path}", dict(arch_config or {}))
+
+
+def _read_state(path: Path, trust_pickle: bool) -> Any:
+    """A state dict from ``.safetensors`` or ``torch.save`` (``weights_only`` unless trusted), unwrapped."""
+    if path.suffix.lower() == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise MissingDependencyError("safetensors", "teachers", f"the teacher {path.name}") from None
+
+        state = load_file(str(path), device="cpu")
+    else:
+        state = torch.load(str(path), map_location="cpu", weights_only=not trust_pickle)
+    if isinstance(state, dict):
+        for key in ("state_dict", "model_state_dict", "model"):  # common training-script wrappers
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+        if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
+            state = {k[len("module."):]: v for k, v in state.items()}  # saved from DataParallel / DDP
+    return state
+
+
+def _build_arch(arch: str, input_shape: tuple[int, ...], num_classes: int,
+                config: dict[str, Any] | None) -> nn.Module:
+    from edgekd.models.arch_libraries import build_library_model, split_arch
+
+    if split_arch(arch) is not None:
+        return build_library_model(arch, input_shape, num_classes, config)
+    return build_model(arch, input_shape, num_classes, **(config or {}))
+
+
+def _load_weights(model: nn.Module, state: Any, arch: str, path: Path, num_classes: int) -> None:
+    """``load_state_dict`` (strict), with the classifier head named when only its class count differs."""
+    if not isinstance(state, dict):
+        raise EdgekdError(f"teacher {path} holds a {type(state).__name__}, not a state_dict",
+                          "save it with torch.save(model.state_dict(), path) or safetensors' save_file")
+    own = model.state_dict()
+    resized = [k for k, v in state.items()
+               if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+    if resized and all(own[k].shape[0] == num_classes for k in resized):
+        heads = ", ".join(f"{k} {tuple(state[k].shape)}" for k in resized)
+        raise EdgekdError(
+            f"teacher {path}: the classifier head of {arch} has {state[resized[0]].shape[0]} outputs ({heads}), "
+            f"but the data has {num_classes} classes",
+            "fine-tune the teacher's head on this data's classes (one output per class, in the data's class order)")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as exc:
+        detail = " ".join(str(exc).split())  # torch lists missing / unexpected / mis-shaped keys on several lines
+        raise EdgekdError(
+            f"teacher state_dict {path} does not match architecture '{arch}': "
+            f"{detail[:400] + ('...' if len(detail) > 400 else '')}",
+            "pass the --teacher-arch/--teacher-config the weights were trained with",
+        ) from None
 
 
 def check_teacher_output(model: nn.Module, input_shape: tuple[int, ...], num_classes: int, label: str) -> None:

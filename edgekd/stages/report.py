@@ -123,7 +123,8 @@ def stage_waterfall(primary: str, rows: list[dict], teacher: dict, unpruned: dic
         return {"stage": name, "artifact": row["path"], "accuracy": accuracy, "params": params, "macs": macs,
                 "size_bytes": row["size_bytes"], "p50_ms": row["latency_ms"]["p50"]}
 
-    out = [stage("teacher", teacher["by_format"][primary], teacher["accuracy"], teacher["params"], teacher["macs"])]
+    t_row = teacher["by_format"].get(primary) or next(iter(teacher["by_format"].values()))
+    out = [stage("teacher", t_row, teacher["accuracy"], teacher["params"], teacher["macs"])]
     if unpruned is not None:
         out.append(stage("student", unpruned, scores.student_uncompressed, choice.params, choice.macs))
         out.append(stage("pruned", fp32, fp32["accuracy"], fp32["params"], fp32["macs"]))
@@ -144,12 +145,17 @@ def make_report(ctx: BuildContext, teachers: Teachers, choice: StudentChoice, di
     unpruned = next((artifact_row(m, scores, choice.macs, choice.params) for m in measured
                      if m.built.role == "unpruned-reference"), None)
     fp32_p50 = {r["format"]: r["latency_ms"]["p50"] for r in rows if r["precision"] == "fp32"}
+    # A teacher given as ONNX / scikit-learn may exist only in onnxruntime: the rows then say so (teacher_runtime).
+    teacher_fmt = primary if primary in teacher_rows else "onnx" if "onnx" in teacher_rows else next(iter(teacher_rows))
     for row in rows:
         row["shipped"] = row["path"] in shipped
         row["speed_vs_fp32"] = fp32_p50[row["format"]] / row["latency_ms"]["p50"]
-        row["teacher_p50_ms_same_runtime"] = teacher_rows[row["format"]]["latency_ms"]["p50"]
+        t_row = teacher_rows.get(row["format"], teacher_rows[teacher_fmt])
+        row["teacher_p50_ms_same_runtime"] = t_row["latency_ms"]["p50"]
         row["speed_vs_teacher"] = row["teacher_p50_ms_same_runtime"] / row["latency_ms"]["p50"]
-    teacher = teacher_section(teachers, scores, teacher_rows, primary)
+        if t_row["format"] != row["format"]:
+            row["teacher_runtime"] = t_row["runtime"]
+    teacher = teacher_section(teachers, scores, teacher_rows, teacher_fmt)
     versions = {r["runtime"]: r["runtime_version"] for r in rows}
     report = {
         "schema_version": REPORT_SCHEMA_VERSION, "edgekd_version": __version__, "target": ctx.target.name,

@@ -52,18 +52,28 @@ def auto_epochs(n_train: int) -> tuple[int, int]:
 def prepare_teachers(ctx: BuildContext, epochs: int) -> Teachers:
     o, data = ctx.options, ctx.data
     teacher, training = prepare_teacher(ctx, epochs)
-    extra = [load_teacher(path, data.input_shape, data.num_classes, o.teacher_arch, o.teacher_config,
-                          o.trust_pickle).model for path in o.extra_teachers]
+    extra = [_load(ctx, path).model for path in o.extra_teachers]
+    if "macs" in teacher.config and "params" in teacher.config:  # a teacher outside PyTorch counted its graph
+        return Teachers(teacher, extra, training, int(teacher.config["macs"]), int(teacher.config["params"]))
     return Teachers(teacher, extra, training, count_macs(teacher.model, data.input_shape),
                     count_params(teacher.model))
+
+
+def _load(ctx: BuildContext, path: str) -> Teacher:
+    o, data = ctx.options, ctx.data
+    teacher = load_teacher(path, data.input_shape, data.num_classes, o.teacher_arch, o.teacher_config,
+                           o.trust_pickle, data.normalization, data.classes)
+    ctx.say(f"teacher: {teacher.description}" + (f" ({teacher.config.get('output')}, reads "
+                                                  f"{teacher.config.get('reads')})" if "reads" in teacher.config
+                                                 else ""))
+    return teacher
 
 
 def prepare_teacher(ctx: BuildContext, epochs: int) -> tuple[Teacher, TrainResult | None]:
     """The user's teacher, or a default one trained here (cached by data, architecture, epochs and seed)."""
     options, data = ctx.options, ctx.data
     if options.teacher:
-        return load_teacher(options.teacher, data.input_shape, data.num_classes, options.teacher_arch,
-                            options.teacher_config, options.trust_pickle), None
+        return _load(ctx, options.teacher), None
     arch = default_teacher_arch(data.input_shape)
     torch.manual_seed(options.seed)
     model = build_model(arch, data.input_shape, data.num_classes)
