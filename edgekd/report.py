@@ -36,8 +36,8 @@ def _selection_lines(sel: dict[str, Any] | None) -> list[str]:
                f"in {sel['time_s']:.1f} s. Predictor: {sel['predictor']['summary']}.")
     shipped = sel.get("shipped_prediction")
     if shipped:
-        out.append(f"- Shipped {shipped['artifact']}: predicted {shipped['predicted_ms']:.4f} ms, measured "
-                   f"{shipped['measured_ms']:.4f} ms p{sel['percentile']} ({shipped['error_pct']:+.1f} %).")
+        out.append(f"- Shipped {shipped['artifact']}: predicted {_num(shipped['predicted_ms'], '.4f')} ms, measured "
+                   f"{shipped['measured_ms']:.4f} ms p{sel['percentile']} ({_num(shipped['error_pct'], '+.1f')} %).")
     out += ["", f"| candidate | params | MACs | p{sel['percentile']} ms | noise % | predicted ms | capacity "
                 "| verdict |", "|---|---|---|---|---|---|---|---|"]
     for c in sel["candidates"]:

@@ -138,22 +138,27 @@ def _verdict(c: Candidate, sel: Selection, timer: Timer, budget_ms: float, perce
 
 def _record(candidates: list[Candidate], sel: Selection, timer: Timer, budget_ms: float, percentile: int,
             capacity: Callable[[Candidate], float], seconds: float) -> dict[str, Any]:
-    rows = []
+    rows, tail = [], _tail_ratio(sel.timings, percentile)
     for c in sorted(candidates, key=lambda c: c.macs):
         status, reason = _verdict(c, sel, timer, budget_ms, percentile)
         t = sel.timings.get(c.name)
         rows.append({"name": c.name, "family": c.family, "config": c.config, "params": c.params, "macs": c.macs,
                      "latency_ms": None if t is None else {**t.to_dict(), "value": t.at(percentile),
                                                            "source": "cache" if t.cached else "measured"},
-                     "predicted_ms": sel.predicted.get(c.name), "capacity": capacity(c),
+                     "predicted_ms": _times(sel.predicted.get(c.name), tail), "capacity": capacity(c),
                      "status": status, "reason": reason})
     return {"mode": "latency", "budget_ms": budget_ms, "percentile": percentile, "format": timer.format,
             "precision": timer.precision, "threads": timer.threads, "measured_on": timer.where,
             "host_proxy": timer.device is None, "measured": timer.measured, "reused": timer.reused,
             "predicted_only": sum(1 for c in candidates if c.name not in sel.timings),
-            "time_s": round(seconds, 2), "capacity_rule": CAPACITY_RULE,
+            "time_s": round(seconds, 2), "capacity_rule": CAPACITY_RULE, "tail_ratio": tail,
             "predictor": sel.predictor.to_dict() if sel.predictor else {"kind": "none", "summary": "too few timings"},
             "candidates": rows}
+
+
+def _times(value: float | None, factor: float) -> float | None:
+    """A p50 prediction carried to the selection's percentile by the median measured p_k / p50 ratio."""
+    return None if value is None else max(0.0, value * factor)
 
 
 def _nothing_fits(candidates: list[Candidate], timings: dict[str, Timing], timer: Timer, budget_ms: float,
