@@ -30,6 +30,14 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return int(counter.get_total_flops() // 2)
 
 
+def size_of(family: str, input_shape: tuple[int, ...], num_classes: int, config: dict[str, Any]) -> tuple[int, int]:
+    """(params, MACs) of a configuration, built on the meta device: no weights are allocated or initialised, so
+    sizing a search space of large candidates takes a second instead of minutes (same counts, tested)."""
+    with torch.device("meta"):
+        model = build_model(family, input_shape, num_classes, **config)
+        return count_params(model), count_macs(model, input_shape)
+
+
 @dataclass(frozen=True)
 class StudentChoice:
     family: str
@@ -75,8 +83,7 @@ def ranked_students(input_shape: tuple[int, ...], num_classes: int, budget: Stud
     fitting: list[tuple[int, int, dict]] = []
     smallest: tuple[int, int] | None = None
     for config in candidates:
-        model = build_model(family, input_shape, num_classes, **config)
-        params, macs = count_params(model), count_macs(model, input_shape)
+        params, macs = size_of(family, input_shape, num_classes, config)
         if smallest is None or macs < smallest[1]:
             smallest = (params, macs)
         if params <= budget.max_params and (max_macs is None or macs <= max_macs):

@@ -57,12 +57,12 @@ class MobileNetV2Student(nn.Module):
     ) -> None:
         super().__init__()
         cin, h, w = input_shape
+        stem_stride = 2 if h >= 24 else 1  # from the data's size: a lower resolution then means less compute
         self.resize = nn.Identity()
         if resolution is not None and (resolution != h or resolution != w):
             if not 4 <= resolution <= max(h, w):
                 raise ValueError(f"resolution {resolution} must be within 4..{max(h, w)} (the data's size)")
             self.resize, h = InputResize(resolution), int(resolution)
-        stem_stride = 2 if h >= 24 else 1
         size = h // stem_stride
         stem = round_channels(16 * width, channel_multiple)
         layers: list[nn.Module] = [conv_bn_relu(cin, stem, stride=stem_stride)]

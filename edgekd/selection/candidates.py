@@ -72,15 +72,15 @@ def enumerate_candidates(input_shape: tuple[int, ...], num_classes: int, budget:
     configs = _configs(family, input_shape, budget.channel_multiple)
     out = []
     for config in configs:
-        torch.manual_seed(0)
-        model = build_model(family, input_shape, num_classes, **config)
-        params = count_params(model)
-        if params > budget.max_params:
-            continue
-        macs = count_macs(model, input_shape)
-        if max_macs is not None and macs > max_macs:
-            continue
-        out.append(Candidate(family, config, params, macs, layer_features(model, input_shape)))
+        with torch.device("meta"):  # sizes only: no weights allocated (see models.budget.size_of)
+            model = build_model(family, input_shape, num_classes, **config)
+            params = count_params(model)
+            if params > budget.max_params:
+                continue
+            macs = count_macs(model, input_shape)
+            if max_macs is not None and macs > max_macs:
+                continue
+            out.append(Candidate(family, config, params, macs, layer_features(model, input_shape)))
     return out, len(configs)
 
 

@@ -149,7 +149,7 @@ def _record(candidates: list[Candidate], sel: Selection, timer: Timer, budget_ms
                      "status": status, "reason": reason})
     return {"mode": "latency", "budget_ms": budget_ms, "percentile": percentile, "format": timer.format,
             "precision": timer.precision, "threads": timer.threads, "measured_on": timer.where,
-            "host_proxy": timer.device is None, "measured": timer.measured, "reused": timer.reused,
+            "host_proxy": timer.host_proxy, "measured": timer.measured, "reused": timer.reused,
             "predicted_only": sum(1 for c in candidates if c.name not in sel.timings),
             "time_s": round(seconds, 2), "capacity_rule": CAPACITY_RULE, "tail_ratio": tail,
             "predictor": sel.predictor.to_dict() if sel.predictor else {"kind": "none", "summary": "too few timings"},

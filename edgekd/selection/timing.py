@@ -81,6 +81,7 @@ class Timer:
     calibration: np.ndarray  # real training samples, for int8 ranges and as timing inputs
     cache_dir: Path | None
     device: str | None = None  # USER@HOST[:PORT]; None = this host (a proxy unless it is the device)
+    host_is_device: bool = False  # this host matches the target (device_identity): its timings are the device's
     threads: int = 1
     runs: int = TIMING_RUNS
     warmup: int = TIMING_WARMUP
@@ -98,7 +99,13 @@ class Timer:
 
     @property
     def where(self) -> str:
-        return f"{self.device} over SSH" if self.device else "this host (host proxy)"
+        if self.device:
+            return f"{self.device} over SSH"
+        return "this host (the target device)" if self.host_is_device else "this host (host proxy, not the device)"
+
+    @property
+    def host_proxy(self) -> bool:
+        return self.device is None and not self.host_is_device
 
     def _identity(self) -> tuple[str, str]:
         if self.device:  # the remote runtime's version is recorded in each entry; the device is named by the user

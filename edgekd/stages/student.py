@@ -107,7 +107,8 @@ def ranked_by_latency(ctx: BuildContext, why: str) -> tuple[list[StudentChoice],
         raise EdgekdError(f"no student candidate has at most {t.student_budget.max_params} params",
                           "raise student_budget.max_params in the target file")
     timer = Timer(t, data.input_shape, data.num_classes, data.x_train[:64],
-                  None if o.teacher_cache is None else Path(o.teacher_cache), o.device, ctx.threads)
+                  None if o.teacher_cache is None else Path(o.teacher_cache), o.device,
+                  host_is_device=o.device is None and _host_is_device(ctx), threads=ctx.threads)
     sel = select_by_latency(candidates, timer, budget_ms, percentile, log=ctx.say)
     record = {**sel.record, "why": why, "budget_source": source, "enumerated": enumerated}
     rule = f"latency p{percentile} <= {budget_ms:.4g} ms measured; then {CAPACITY_RULE}"
@@ -184,7 +185,7 @@ def choose_student(ctx: BuildContext) -> StudentChoice:
         if check["passed"]:
             _mark_preflight(record, checks)
             ctx.say(f"student: {choice.family} {choice.config} -> {choice.params} params, {choice.macs} MACs "
-                    f"(budget {choice.max_params} params, {choice.max_macs} MACs)")
+                    f"(budget {choice.max_params} params, {choice.max_macs or 'no limit on'} MACs)")
             return dataclasses.replace(choice, selection={**record, "preflight": checks})
     reasons = "; ".join(f"{c['name']}: {c['reason']}" for c in checks)
     raise EdgekdError(
