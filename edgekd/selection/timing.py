@@ -134,39 +134,44 @@ class Timer:
     def measure(self, candidates: list[Candidate]) -> dict[str, Timing]:
         """Export and time ``candidates`` (one runner process each locally, one SSH session for a device); a
         candidate that fails to export or run is left out with its reason in ``failures``."""
-        if not candidates:
-            return {}
-        with tempfile.TemporaryDirectory(prefix="edgekd-latency-") as tmp:
-            work = Path(tmp)
-            exported = self._export_all(candidates, work)
-            inputs = work / "inputs.npz"
-            np.savez(inputs, x=self.calibration[:16].astype(np.float32))
-            results = self._time_remote(exported, work, inputs) if self.device else self._time_local(exported, inputs)
-        out = {}
+        import torch
+
+        models = {}
         for c in candidates:
-            if c.name in results:
-                out[c.name] = results[c.name]
-                self._store(c, results[c.name])
+            torch.manual_seed(0)
+            models[c.name] = c.build(self.input_shape, self.num_classes).eval()
+        out = self.time_models(models)
+        for c in candidates:
+            if c.name in out:
+                self._store(c, out[c.name])
         self.measured += len(out)
         return out
 
-    def _export_all(self, candidates: list[Candidate], work: Path) -> dict[str, Path]:
-        import torch
+    def time_models(self, models: dict) -> dict[str, Timing]:
+        """Export named PyTorch models to the target's primary format/precision and time them (not cached): the
+        selection's candidates, or a trained student to compare with its prediction."""
+        if not models:
+            return {}
+        with tempfile.TemporaryDirectory(prefix="edgekd-latency-") as tmp:
+            work = Path(tmp)
+            exported = self._export_all(models, work)
+            inputs = work / "inputs.npz"
+            np.savez(inputs, x=self.calibration[:16].astype(np.float32))
+            return self._time_remote(exported, work, inputs) if self.device else self._time_local(exported, inputs)
 
+    def _export_all(self, models: dict, work: Path) -> dict[str, Path]:
         spec = get_format(self.format)
         backend = spec.backend_class().from_target(self.target)
         calib = Calibration(self.calibration[:CALIBRATION_SAMPLES], {"source": "selection: training samples"})
         exported, entries = {}, []
-        for i, c in enumerate(candidates):
-            torch.manual_seed(0)
-            model = c.build(self.input_shape, self.num_classes).eval()
+        for i, (name, model) in enumerate(models.items()):
             try:
                 art = backend.export(model, self.calibration[:1], work / f"cand{i}{spec.suffix}", self.precision,
                                      calib if self.precision == "int8" else None)
             except Exception as exc:  # noqa: BLE001 - a conversion failure drops this candidate, with why
-                self.failures[c.name] = f"export to {self.format} {self.precision} failed: {_first_line(exc)}"
+                self.failures[name] = f"export to {self.format} {self.precision} failed: {_first_line(exc)}"
                 continue
-            exported[c.name] = art.path
+            exported[name] = art.path
             entries.append({"path": art.path.name, "format": self.format, "precision": self.precision,
                             "sha256": sha256_file(art.path),
                             "files": [{"path": f.name, "sha256": sha256_file(f)} for f in art.files]})
