@@ -112,8 +112,10 @@ def selection_plot(sel: dict[str, Any]) -> str:
             continue
         colour, marker, size = _STATUS_STYLE[c["status"]]
         label = f"{c['status']} ({'timed' if timed else 'predicted'})"
+        style = {"color": colour} if marker == "x" else {
+            "color": colour if timed else "white", "edgecolor": colour}
         ax.scatter([c["macs"]], [y], marker=marker, s=size if timed else size * 0.6, zorder=3, label=label,
-                   color=colour if timed or marker == "x" else "white", edgecolor=colour, alpha=1 if timed else 0.6)
+                   alpha=1 if timed else 0.6, **style)
         if c["status"] == "chosen":
             ax.annotate(c["name"], (c["macs"], y), textcoords="offset points", xytext=(8, 6), fontsize=8)
     ax.axhline(sel["budget_ms"], color="black", linestyle="--", linewidth=1,

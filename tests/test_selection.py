@@ -184,3 +184,41 @@ def test_sizes_counted_on_the_meta_device_equal_those_of_the_real_network():
         with torch.device("meta"):
             meta = layer_features(build_model("mobilenetv2", (3, 32, 32), 10, **config), (3, 32, 32))
         assert meta == layer_features(real, (3, 32, 32))
+
+
+def test_cli_refuses_a_device_that_ssh_could_read_as_an_option(capsys):
+    from edgekd.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["build", "--target", "x86-cpu", "--device", "-oProxyCommand=touch /tmp/x", "--selection", "latency"])
+    assert exc.value.code == 2
+    assert "is not USER@HOST" in capsys.readouterr().err
+
+
+def test_the_report_shows_every_candidate_the_plot_and_predicted_vs_measured(tmp_path):
+    from edgekd.models.budget import StudentChoice
+    from edgekd.report import render_markdown
+    from edgekd.report_html import render_html
+    from edgekd.schema import Report
+    from edgekd.stages.report import selection_section
+    from tests.factories import make_report
+
+    cands, _ = enumerate_candidates((1, 8, 8), 10, StudentBudget(max_params=100_000))
+    timer = FakeTimer(load_target("x86-cpu"), (1, 8, 8), 10, np.zeros((4, 1, 8, 8), np.float32), None)
+    sel = select_by_latency(cands, timer, float(np.median(_synthetic_ms(cands))), 95, log=lambda m: None)
+    record = {**sel.record, "why": "test", "budget_source": "student_budget.latency_ms", "preflight": [
+        {"name": sel.ranked[0].name, "passed": True, "reason": "", "seconds": 1.0, "artifacts": [
+            {"format": "onnx", "precision": "int8"}]}]}
+    report = make_report()
+    shipped = next(a for a in report["artifacts"] if a.get("shipped", True))
+    record["format"] = shipped["format"]
+    c = sel.ranked[0]
+    choice = StudentChoice(c.family, c.config, c.params, c.macs, 100_000, None, 1, 1, selection=record)
+    report["student"]["selection"] = selection_section(choice, [{**shipped, "shipped": True}])
+    Report.model_validate(report)
+    shipped_prediction = report["student"]["selection"]["shipped_prediction"]
+    assert shipped_prediction["measured_ms"] == shipped["latency_ms"]["p95"]
+    md = render_markdown(report)
+    assert all(row["name"] in md for row in record["candidates"]) and "Pre-flight" in md
+    page = render_html(report)
+    assert "Student selection" in page and "latency vs capacity" in page
