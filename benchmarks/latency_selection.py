@@ -36,10 +36,13 @@ sys.path.insert(0, str(ROOT))
 from kd_quality import teacher_for  # noqa: E402
 
 from edgekd.data import load_dataset  # noqa: E402
+from edgekd.device_identity import match  # noqa: E402
 from edgekd.distill.trainer import TrainConfig, accuracy, train  # noqa: E402
+from edgekd.errors import EdgekdError  # noqa: E402
 from edgekd.io import write_json  # noqa: E402
 from edgekd.models.budget import count_macs, ranked_students  # noqa: E402
-from edgekd.selection import enumerate_candidates, select_by_latency  # noqa: E402
+from edgekd.runner import describe_machine  # noqa: E402
+from edgekd.selection import Selection, enumerate_candidates, select_by_latency  # noqa: E402
 from edgekd.selection.candidates import Candidate  # noqa: E402
 from edgekd.selection.timing import Timer  # noqa: E402
 from edgekd.targets import load_target  # noqa: E402
@@ -50,7 +53,7 @@ DEFAULT_DATA = ROOT.parent.parent / "shared" / "datasets" / "cifar10" / "cifar10
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(DEFAULT_DATA))
-    p.add_argument("--quick", action="store_true", help="x86-cpu only, 3000 samples, 2 epochs: a smoke run")
+    p.add_argument("--quick", action="store_true", help="x86-cpu only, 3000 samples, 1 epoch: a smoke run")
     p.add_argument("--targets", help="comma-separated (default rpi4,x86-cpu; --quick: x86-cpu)")
     p.add_argument("--budget-fractions", default="0.6,0.3", help="latency budgets as fractions of the MAC "
                                                                  "student's measured p95")
@@ -58,13 +61,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help="student epochs, both students alike (default 8; --quick 2)")
     p.add_argument("--teacher-epochs", type=int, help="default 10; --quick 3")
     p.add_argument("--teacher-widths", default="32,64,128")
-    p.add_argument("--max-measure", type=int, default=12, help="new timings per selection at most")
+    p.add_argument("--max-measure", type=int, help="new timings per selection at most (default 12; --quick 8)")
+    p.add_argument("--threads", type=int, default=1, help="runtime threads for every timing (default 1: on a "
+                   "shared machine more threads time the contention, not the model; 0 = the target's)")
     p.add_argument("--out", default=str(ROOT / "results" / "latency_selection.json"))
     args = p.parse_args()
     quick = args.quick
     args.targets = (args.targets or ("x86-cpu" if quick else "rpi4,x86-cpu")).split(",")
     args.max_train = args.max_train or (3000 if quick else 20000)
-    args.epochs = args.epochs or (2 if quick else 8)
+    args.epochs = args.epochs or (1 if quick else 8)
+    args.max_measure = args.max_measure or (8 if quick else 12)
     args.teacher_epochs = args.teacher_epochs or (3 if quick else 10)
     return args
 
@@ -86,11 +92,23 @@ def timed_row(timer: Timer, name: str, model: torch.nn.Module, config: dict, tra
             "train_time_s": trained["train_time_s"]}
 
 
+def select(candidates, timer: Timer, budget: float, max_measure: int, say):
+    """The selection, or an empty one whose record says why nothing fits (the benchmark records it, goes on)."""
+    try:
+        return select_by_latency(candidates, timer, budget, 95, max_measure=max_measure, log=say)
+    except EdgekdError as exc:
+        say(f"selection: {exc.problem}")
+        return Selection([], {}, {}, None, {"error": exc.problem, "measured": timer.measured,
+                                            "reused": timer.reused})
+
+
 def run_target(name: str, args, data, teacher, teacher_macs: int, say) -> tuple[list[dict], list[float], dict]:
     target = load_target(name)
     cache = Path(tempfile.mkdtemp(prefix="edgekd-latsel-"))  # empty: the first selection is timed cold
-    timer = Timer(target, data.input_shape, data.num_classes, data.x_train[:64], cache,
-                  threads=target.runtime.usable_threads)
+    threads = args.threads or target.runtime.usable_threads
+    on_device = match(target, describe_machine()).is_target
+    timer = Timer(target, data.input_shape, data.num_classes, data.x_train[:64], cache, threads=threads,
+                  host_is_device=on_device)
     mac = ranked_students(data.input_shape, data.num_classes, target.student_budget, teacher_macs)[0]
     mac_cand = Candidate(mac.family, mac.config, mac.params, mac.macs)
     mac_t = timer.time_models({"mac": mac_cand.build(data.input_shape, data.num_classes).eval()})["mac"]
@@ -103,12 +121,16 @@ def run_target(name: str, args, data, teacher, teacher_macs: int, say) -> tuple[
         budget = round(frac * mac_t.p95, 4)
         timer.measured = 0
         t0 = time.perf_counter()
-        sel = select_by_latency(candidates, timer, budget, 95, max_measure=args.max_measure, log=say)
+        sel = select(candidates, timer, budget, args.max_measure, say)
         cold = time.perf_counter() - t0
-        again = Timer(target, data.input_shape, data.num_classes, data.x_train[:64], cache,
-                      threads=timer.threads)
+        if not sel.ranked:
+            rows.append({"target": name, "latency_budget_ms": budget, "latency_selected": None,
+                         "mac_selected": mac_row, "note": sel.record["error"]})
+            continue
+        again = Timer(target, data.input_shape, data.num_classes, data.x_train[:64], cache, threads=threads,
+                      host_is_device=on_device)
         t0 = time.perf_counter()
-        select_by_latency(candidates, again, budget, 95, max_measure=args.max_measure, log=say)
+        select(candidates, again, budget, args.max_measure, say)
         times[str(budget)] = {"first_s": round(cold, 1), "measured": sel.record["measured"],
                               "reused": sel.record["reused"], "cached_s": round(time.perf_counter() - t0, 1),
                               "cached_reused": again.reused, "cached_measured": again.measured}
@@ -121,7 +143,7 @@ def run_target(name: str, args, data, teacher, teacher_macs: int, say) -> tuple[
         row.update(predicted_p95_ms=predicted, meets_budget=row["p95_ms"] <= budget,
                    selection_p95_ms=sel.timings[chosen.name].p95)
         entry = {"target": name, "format": timer.format, "precision": timer.precision, "threads": timer.threads,
-                 "host_proxy": name != "x86-cpu", "latency_budget_ms": budget, "budget_fraction_of_mac_p95": frac,
+                 "host_proxy": not on_device, "latency_budget_ms": budget, "budget_fraction_of_mac_p95": frac,
                  "latency_selected": row, "mac_selected": {**mac_row, "meets_budget": mac_row["p95_ms"] <= budget},
                  "selection": {k: sel.record[k] for k in ("measured", "reused", "predicted_only", "time_s")}
                  | {"predictor": sel.record["predictor"]["summary"], "candidates": len(candidates)}}
@@ -167,7 +189,8 @@ def main() -> int:
                                  "exported artifact",
         "selection_time_s": selection_time,
         "load_average": {"start": load_start, "end": os.getloadavg()},
-        "measured_on": "this host, runner.py in a fresh process (a host proxy for rpi4)",
+        "measured_on": f"this host, runner.py in a fresh process, {args.threads or 'the targets'} thread(s) "
+                       "(a host proxy for rpi4)",
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
     write_json(args.out, out)
