@@ -46,8 +46,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--students", type=int, default=5, help="candidates per data set, spread over log-MACs")
     p.add_argument("--max-params", type=int, default=300_000, help="candidate params limit (rpi4's)")
     p.add_argument("--proxy-samples", type=int, default=600, help="training subset of the proxy score")
-    p.add_argument("--epochs", type=int, default=2, help="distillation epochs (final accuracy)")
+    p.add_argument("--epochs", type=int, default=1, help="distillation epochs (final accuracy)")
     p.add_argument("--teacher-epochs", type=int, default=3)
+    p.add_argument("--datasets", default="cifar10,fashion-mnist")
+    p.add_argument("--train-samples", type=int, help="distil on the first N training samples (default all)")
     p.add_argument("--out", default=str(ROOT / "results" / "capacity_proxy.json"))
     return p.parse_args()
 
@@ -78,7 +80,9 @@ def run_dataset(name: str, path: str, args, say) -> dict:
         proxy = proxy_score(cand, data, args.proxy_samples)
         proxy_s = time.perf_counter() - t0
         torch.manual_seed(0)
-        final = train(cand.build(data.input_shape, data.num_classes), data,
+        n = args.train_samples
+        subset = dataclasses.replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n])
+        final = train(cand.build(data.input_shape, data.num_classes), subset,
                       TrainConfig(epochs=args.epochs, seed=0), teacher=teacher, progress=False)
         rows.append({"name": cand.name, "config": cand.config, "macs": cand.macs, "params": cand.params,
                      "proxy_val_accuracy": proxy, "proxy_s": round(proxy_s, 1),
@@ -102,7 +106,9 @@ def main() -> int:
 
     shared = Path(args.shared)
     paths = {"cifar10": shared / "cifar10" / "cifar10-jpg.tar.gz", "fashion-mnist": shared / "fashion-mnist"}
-    results = {name: run_dataset(name, str(path), args, say) for name, path in paths.items() if path.exists()}
+    wanted = args.datasets.split(",")
+    results = {name: run_dataset(name, str(path), args, say) for name, path in paths.items()
+               if name in wanted and path.exists()}
     if not results:
         raise SystemExit(f"no data set under {shared}")
     mean = {s: float(np.mean([r["spearman_vs_final"][s] for r in results.values()])) for s in ("macs", "params",

@@ -20,6 +20,7 @@ Writes ``benchmarks/results/latency_selection.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -61,6 +62,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help="student epochs, both students alike (default 8; --quick 2)")
     p.add_argument("--teacher-epochs", type=int, help="default 10; --quick 3")
     p.add_argument("--teacher-widths", default="32,64,128")
+    p.add_argument("--train-samples", type=int, help="students distil on the first N training samples (default "
+                                                      "all; --quick 600: the shared host gives niced jobs little CPU)")
     p.add_argument("--max-measure", type=int, help="new timings per selection at most (default 12; --quick 8)")
     p.add_argument("--threads", type=int, default=1, help="runtime threads for every timing (default 1: on a "
                    "shared machine more threads time the contention, not the model; 0 = the target's)")
@@ -70,16 +73,20 @@ def parse_args() -> argparse.Namespace:
     args.targets = (args.targets or ("x86-cpu" if quick else "rpi4,x86-cpu")).split(",")
     args.max_train = args.max_train or (3000 if quick else 20000)
     args.epochs = args.epochs or (1 if quick else 8)
-    args.max_measure = args.max_measure or (8 if quick else 12)
+    args.max_measure = args.max_measure or (6 if quick else 12)
+    args.train_samples = args.train_samples or (600 if quick else None)
     args.teacher_epochs = args.teacher_epochs or (3 if quick else 10)
     return args
 
 
-def distill(config: dict, family: str, data, teacher, epochs: int) -> tuple[torch.nn.Module, dict]:
+def distill(config: dict, family: str, data, teacher, epochs: int, samples: int | None = None
+            ) -> tuple[torch.nn.Module, dict]:
     cand = Candidate(family, config, 0, 0)
     torch.manual_seed(0)
     model = cand.build(data.input_shape, data.num_classes)
-    result = train(model, data, TrainConfig(epochs=epochs, seed=0, label="student"), teacher=teacher, progress=False)
+    subset = dataclasses.replace(data, x_train=data.x_train[:samples], y_train=data.y_train[:samples])
+    result = train(model, subset, TrainConfig(epochs=epochs, seed=0, label="student"), teacher=teacher,
+                   progress=False)
     return result.model, {"val_accuracy": accuracy(result.model, data.x_val, data.y_val),
                           "accuracy": accuracy(result.model, data.x_test, data.y_test),
                           "train_time_s": round(result.train_time_s, 1)}
@@ -114,7 +121,7 @@ def run_target(name: str, args, data, teacher, teacher_macs: int, say) -> tuple[
     mac_t = timer.time_models({"mac": mac_cand.build(data.input_shape, data.num_classes).eval()})["mac"]
     say(f"{name}: MAC-selected {mac_cand.name} ({mac.macs / 1e6:.2f} M MACs): p95 {mac_t.p95:.3f} ms untrained")
     candidates, _ = enumerate_candidates(data.input_shape, data.num_classes, target.student_budget)
-    mac_model, mac_trained = distill(mac.config, mac.family, data, teacher, args.epochs)
+    mac_model, mac_trained = distill(mac.config, mac.family, data, teacher, args.epochs, args.train_samples)
     mac_row = timed_row(timer, "mac-trained", mac_model, mac.config, mac_trained, mac.macs)
     rows, errors, times = [], [], {}
     for frac in (float(f) for f in args.budget_fractions.split(",")):
@@ -136,7 +143,7 @@ def run_target(name: str, args, data, teacher, teacher_macs: int, say) -> tuple[
                               "cached_reused": again.reused, "cached_measured": again.measured}
         chosen = sel.ranked[0]
         predicted = next(r["predicted_ms"] for r in sel.record["candidates"] if r["name"] == chosen.name)
-        model, trained = distill(chosen.config, chosen.family, data, teacher, args.epochs)
+        model, trained = distill(chosen.config, chosen.family, data, teacher, args.epochs, args.train_samples)
         row = timed_row(timer, "latency-trained", model, chosen.config, trained, chosen.macs)
         if predicted is not None:
             errors.append(abs(predicted - row["p95_ms"]) / row["p95_ms"] * 100.0)
@@ -182,7 +189,8 @@ def main() -> int:
         f"{len(data.y_val)} val / {len(data.y_test)} test", "shape": list(data.input_shape),
         "teacher": {"widths": list(widths), "epochs": args.teacher_epochs, "macs": teacher_macs,
                     "accuracy": accuracy(teacher, data.x_test, data.y_test), **teacher_info},
-        "student_epochs": args.epochs, "budgets": budgets,
+        "student_epochs": args.epochs, "student_train_samples": args.train_samples or len(data.y_train),
+        "budgets": budgets,
         "prediction_error_pct": statistics.median(errors) if errors else None,
         "prediction_error_note": "median |predicted - measured| / measured of the latency-selected students' "
                                  "p95, predicted by the NNLS model before training, measured on the trained, "

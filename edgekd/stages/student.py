@@ -95,6 +95,9 @@ def teacher_macs_before_training(ctx: BuildContext) -> int:
 
 
 def ranked_by_latency(ctx: BuildContext, why: str) -> tuple[list[StudentChoice], dict[str, Any]]:
+    """Candidates inside the latency budget, most capable first, and the search record. The limits are the latency
+    budget, max_params and (when set) max_macs; the teacher-MACs ratio is not applied: it stands in for a speed
+    limit when there is no measured one."""
     from edgekd.selection import enumerate_candidates, select_by_latency
     from edgekd.selection.search import CAPACITY_RULE
     from edgekd.selection.timing import Timer
