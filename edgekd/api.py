@@ -1,7 +1,8 @@
 """The Python API: ``build`` runs the stages in the order the data flows, one module each (``edgekd.stages``).
 
-target -> data -> teacher -> student choice -> distill -> compress (prune, int8 contract, QAT) -> export + parity
--> benchmark (runner.py, a fresh process) -> choose precision -> report -> gate
+target -> data -> student choice + pre-flight (before any teacher pass) -> teacher -> distill
+-> compress (prune, int8 contract, QAT) -> export + parity -> benchmark (runner.py, a fresh process)
+-> choose precision -> report -> gate
 
 Everything is written into a staging directory beside the run directory and swapped in only when the build
 succeeded, so a failed or interrupted build never leaves a half-written run directory; ``--out`` is replaced only
@@ -25,7 +26,7 @@ from edgekd.distill.trainer import accuracy, validate_config
 from edgekd.errors import EdgekdError
 from edgekd.gate import evaluate_gate
 from edgekd.io import dumps, sha256_file, write_json, write_text
-from edgekd.models.budget import StudentChoice, fit_student_to_budget
+from edgekd.models.budget import StudentChoice
 from edgekd.models.teachers import predict_logits
 from edgekd.report import render_markdown
 from edgekd.report_html import write_html
@@ -39,6 +40,7 @@ from edgekd.stages.export import reference_artifacts, student_artifacts
 from edgekd.stages.manifest import write_manifest
 from edgekd.stages.measure import measure
 from edgekd.stages.report import TestScores, make_report
+from edgekd.stages.student import choose_student
 from edgekd.stages.teacher import Teachers, auto_epochs, prepare_teachers
 from edgekd.targets import load_target, require_extras
 
@@ -78,14 +80,6 @@ def _normalization(options: BuildOptions) -> object:
     return library_normalization(options.teacher_arch)
 
 
-def choose_student(ctx: BuildContext, teachers: Teachers) -> StudentChoice:
-    data = ctx.data
-    choice = fit_student_to_budget(data.input_shape, data.num_classes, ctx.target.student_budget, teachers.macs)
-    ctx.say(f"student: {choice.family} {choice.config} -> {choice.params} params, {choice.macs} MACs "
-            f"(budget {choice.max_params} params, {choice.max_macs} MACs; teacher {teachers.macs} MACs)")
-    return choice
-
-
 def calibration_set(ctx: BuildContext, stage: Path) -> tuple[Calibration, dict]:
     """The user's set from ``edgekd calibrate`` (``--calibration``), or one drawn from the training split."""
     o, data = ctx.options, ctx.data
@@ -99,7 +93,8 @@ def calibration_set(ctx: BuildContext, stage: Path) -> tuple[Calibration, dict]:
 
 
 def build(options: BuildOptions) -> BuildResult:
-    """Teacher -> budget-sized student -> KD -> compression -> artifacts -> parity -> benchmark -> report -> gate."""
+    """Student (by MACs or measured latency) + pre-flight -> teacher -> KD -> compression -> artifacts -> parity
+    -> benchmark -> report -> gate."""
     t_start = time.perf_counter()
     ctx = start(options)
     auto_teacher, auto_student = auto_epochs(len(ctx.data.y_train))
@@ -111,10 +106,10 @@ def build(options: BuildOptions) -> BuildResult:
     if options.calibration:  # a bad calibration file fails here too, not after training
         load_calibration_set(options.calibration, ctx.data.input_shape, ctx.data.fingerprint())
     with claim(ctx.out, ctx.target.name) as run:  # locked for the whole build; staging removed on any exit
+        with ctx.timed("student_choice"):  # and pre-flight: a conversion failure costs seconds, not a teacher
+            choice = choose_student(ctx)
         with ctx.timed("teacher"):
             teachers = prepare_teachers(ctx, teacher_epochs)
-        with ctx.timed("student_choice"):
-            choice = choose_student(ctx, teachers)
         with ctx.timed("distill"):
             distilled = distill(ctx, config, teachers, choice)
         stage = run.staging

@@ -238,10 +238,9 @@ def evaluate_gate(report: dict[str, Any], target: TargetProfile, strict: bool = 
     student, teacher = report["student"], report["teacher"]
     shipped = [a for a in report["artifacts"] if a.get("shipped", True)]
     sb, b = target.student_budget, target.budgets
-    checks = [
-        _check("params", None, student.get("params"), sb.max_params, "params", "<="),
-        _check("macs", None, student.get("macs"), sb.max_macs, "MACs", "<="),
-    ]
+    checks = [_check("params", None, student.get("params"), sb.max_params, "params", "<=")]
+    if sb.max_macs is not None:  # a latency-budgeted target may set no MAC limit
+        checks.append(_check("macs", None, student.get("macs"), sb.max_macs, "MACs", "<="))
     teacher_acc = teacher.get("accuracy")
     teacher_p50 = (teacher.get("latency_ms") or {}).get("p50")
     for a in shipped:

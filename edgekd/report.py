@@ -19,6 +19,44 @@ def _kib(n: int | None) -> str:
     return "-" if n is None else f"{n / 1024:.1f} KiB"
 
 
+def _int_or_none(n: int | None) -> str:
+    return "no limit on" if n is None else f"{n:,}"
+
+
+def _selection_lines(sel: dict[str, Any] | None) -> list[str]:
+    """The student search (edgekd.selection): every candidate with its latency, capacity and verdict."""
+    if not sel:
+        return []
+    out = [f"- Selection by {sel['mode']}: {sel['why']}"]
+    if sel["mode"] != "latency":
+        return out + _preflight_lines(sel)
+    out.append(f"- Latency budget {sel['budget_ms']:.3g} ms at p{sel['percentile']} ({sel['budget_source']}), "
+               f"timed as {sel['format']} {sel['precision']} on {sel['measured_on']}; {sel['measured']} measured, "
+               f"{sel['reused']} reused from the cache, {sel['predicted_only']} predicted only, "
+               f"in {sel['time_s']:.1f} s. Predictor: {sel['predictor']['summary']}.")
+    shipped = sel.get("shipped_prediction")
+    if shipped:
+        out.append(f"- Shipped {shipped['artifact']}: predicted {_num(shipped['predicted_ms'], '.4f')} ms, measured "
+                   f"{shipped['measured_ms']:.4f} ms p{sel['percentile']} ({_num(shipped['error_pct'], '+.1f')} %).")
+    out += ["", f"| candidate | params | MACs | p{sel['percentile']} ms | noise % | predicted ms | capacity "
+                "| verdict |", "|---|---|---|---|---|---|---|---|"]
+    for c in sel["candidates"]:
+        lat = c.get("latency_ms") or {}
+        out.append(f"| {c['name']} | {c['params']:,} | {c['macs']:,} | {_num(lat.get('value'), '.4f')} "
+                   f"| {_num(lat.get('noise_pct'), '.1f')} | {_num(c.get('predicted_ms'), '.4f')} "
+                   f"| {_num(c.get('capacity'), '.4g')} | {c['status']}: {c['reason']} |")
+    return out + [""] + _preflight_lines(sel)
+
+
+def _preflight_lines(sel: dict[str, Any]) -> list[str]:
+    lines = []
+    for p in sel.get("preflight") or []:
+        checked = ", ".join(f"{r['format']} {r['precision']}" for r in p["artifacts"])
+        lines.append(f"- Pre-flight {p['name']}: {'passed' if p['passed'] else 'FAILED: ' + p['reason']} "
+                     f"({checked or 'nothing checked'}, {p['seconds']:.1f} s)")
+    return lines
+
+
 def comparison_table(report: dict[str, Any]) -> str:
     """Markdown table: teacher, PyTorch student, and every artifact, measured in the same run."""
     t, s = report["teacher"], report["student"]
@@ -75,7 +113,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- {s['family']} {s['config']}: {s['params']:,} params, {s['macs']:,} MACs "
         f"({_num(s.get('macs_ratio_to_teacher'), '.3f')} of the teacher's MACs), chosen as the largest of "
         f"{s['budget_fit']['candidates_fitting']} configurations that fit the budget "
-        f"(max {s['budget_fit']['max_params']:,} params, {s['budget_fit']['max_macs']:,} MACs).",
+        f"(max {s['budget_fit']['max_params']:,} params, {_int_or_none(s['budget_fit']['max_macs'])} MACs"
+        + (f"; rule: {s['budget_fit']['rule']}" if s['budget_fit'].get('rule') else "") + ").",
+        *_selection_lines(s.get("selection")),
         f"- Distillation: {s['distillation']['loss_weights']} at T={s['distillation']['temperature']}, "
         f"best validation epoch {s['distillation']['best_epoch']}/{s['distillation']['epochs']}, "
         f"teacher took {100 * s['distillation']['teacher_time_share']:.1f} % of training time.",

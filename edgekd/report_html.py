@@ -97,6 +97,72 @@ def accuracy_latency_plot(report: dict[str, Any]) -> str:
     return _png(fig)
 
 
+_STATUS_STYLE = {"chosen": ("#d62728", "*", 260), "accepted": ("#2ca02c", "o", 60), "rejected": ("#999999", "x", 50)}
+
+
+def selection_plot(sel: dict[str, Any]) -> str:
+    """Latency vs capacity of every candidate the selection timed (predicted ones hollow), with the budget line."""
+    fig = _figure(9.0, 4.2)
+    ax = fig.add_subplot()
+    pct = sel["percentile"]
+    for c in sel.get("candidates", []):
+        lat = (c.get("latency_ms") or {}).get("value")
+        y, timed = (lat, True) if lat is not None else (c.get("predicted_ms"), False)
+        if not y:
+            continue
+        colour, marker, size = _STATUS_STYLE[c["status"]]
+        label = f"{c['status']} ({'timed' if timed else 'predicted'})"
+        style = {"color": colour} if marker == "x" else {
+            "color": colour if timed else "white", "edgecolor": colour}
+        ax.scatter([c["macs"]], [y], marker=marker, s=size if timed else size * 0.6, zorder=3, label=label,
+                   alpha=1 if timed else 0.6, **style)
+        if c["status"] == "chosen":
+            ax.annotate(c["name"], (c["macs"], y), textcoords="offset points", xytext=(8, 6), fontsize=8)
+    ax.axhline(sel["budget_ms"], color="black", linestyle="--", linewidth=1,
+               label=f"budget {sel['budget_ms']:.3g} ms (p{pct})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("capacity: MACs per sample (log scale)")
+    ax.set_ylabel(f"p{pct} latency, ms (log scale)")
+    ax.set_title(f"Student candidates on {sel.get('measured_on', '?')}: {sel.get('format')} {sel.get('precision')}")
+    ax.grid(True, which="both", alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _png(fig)
+
+
+def selection_section(report: dict[str, Any]) -> list[str]:
+    sel = (report.get("student") or {}).get("selection")
+    if not sel:
+        return []
+    out = ["<h2>Student selection</h2>", f"<p>By {_e(sel['mode'])}: {_e(sel['why'])}.</p>"]
+    if sel["mode"] == "latency":
+        proxy = " (a host proxy: not the device)" if sel.get("host_proxy") else ""
+        out.append(f"<p>Budget {_e(format(sel['budget_ms'], '.4g'))} ms at p{_e(sel['percentile'])} "
+                   f"({_e(sel.get('budget_source', ''))}); timed on {_e(sel.get('measured_on'))}{proxy}: "
+                   f"{_e(sel.get('measured'))} measured, {_e(sel.get('reused'))} reused from the cache, "
+                   f"{_e(sel.get('time_s'))} s. {_e((sel.get('predictor') or {}).get('summary', ''))}.</p>")
+        shipped = sel.get("shipped_prediction")
+        if shipped:
+            out.append(f"<p>Shipped {_e(shipped['artifact'])}: predicted {_num(shipped['predicted_ms'], '.4f')} ms, "
+                       f"timed in selection {_num(shipped['selection_ms'], '.4f')} ms, measured "
+                       f"{_num(shipped['measured_ms'], '.4f')} ms (error {_num(shipped['error_pct'], '+.1f')} %).</p>")
+        out.append(_img(selection_plot(sel), "latency vs capacity"))
+        rows = [[_e(c["name"]), _int(c["params"]), _int(c["macs"]),
+                 _num((c.get("latency_ms") or {}).get("value"), ".4f"),
+                 _num((c.get("latency_ms") or {}).get("noise_pct"), ".1f"), _num(c.get("predicted_ms"), ".4f"),
+                 _e(c["status"]), _e(c["reason"])] for c in sel.get("candidates", [])]
+        out.append(_table(["candidate", "params", "MACs", f"p{sel['percentile']} ms", "noise %", "predicted ms",
+                           "verdict", "why"], rows))
+    pre = [[_e(p["name"]), "passed" if p["passed"] else "FAILED", _e(p["reason"]), _num(p["seconds"], ".1f"),
+            _e(", ".join(f"{a['format']} {a['precision']}" for a in p["artifacts"]))] for p in sel.get("preflight", [])]
+    if pre:
+        out += ["<h3>Pre-flight (random weights, before the teacher pass)</h3>",
+                _table(["candidate", "result", "reason", "s", "checked"], pre)]
+    return out
+
+
 def latency_distribution_plot(report: dict[str, Any]) -> str | None:
     """Box plot per artifact from the runner's raw samples (whiskers 1st..99th percentile), p50 marked."""
     rows = []
@@ -330,6 +396,7 @@ def render_html(report: dict[str, Any], eval_inputs: str | os.PathLike[str] | No
         f"Student: {_e(s.get('family', '?'))} {_e(s.get('config', ''))}; KD gain over training alone: "
         f"{'-' if s.get('kd_gain') is None else format(100 * s['kd_gain'], '+.2f') + ' points'}.</p>",
         *chart_html,
+        *selection_section(report),
         "<h2>Measured on devices</h2>",
         device_table(report),
         "<h2>Precision choice</h2>",

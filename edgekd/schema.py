@@ -204,6 +204,65 @@ class TeacherSection(_Open):
     by_format: dict[str, TeacherFormatRow]
 
 
+class CandidateLatency(_Open):
+    p50: NonNeg
+    p95: NonNeg
+    noise_pct: NonNeg
+    value: NonNeg  # at the selection's percentile
+    source: Literal["measured", "cache"]
+
+
+class SelectionCandidate(_Open):
+    """One student the selection considered, and what became of it."""
+
+    name: str
+    family: str
+    config: dict[str, Any]
+    params: NonNegInt
+    macs: NonNegInt
+    latency_ms: CandidateLatency | None = None  # None: not timed (predicted only, or failed)
+    predicted_ms: NonNeg | None = None
+    capacity: float | None = None
+    status: Literal["chosen", "accepted", "rejected"]
+    reason: str
+
+
+class PreflightCheck(_Open):
+    name: str
+    passed: bool
+    reason: str
+    seconds: NonNeg
+    artifacts: list[dict[str, Any]]
+
+
+class ShippedPrediction(_Closed):
+    """What the selection expected of the shipped artifact against what the benchmark measured."""
+
+    artifact: str
+    percentile: int
+    selection_ms: NonNeg | None  # the chosen candidate timed during selection (random weights)
+    predicted_ms: NonNeg | None  # the NNLS predictor's value for it
+    measured_ms: NonNeg
+    error_pct: float | None  # (predicted - measured) / measured, %
+
+
+class Selection(_Open):
+    """How the student was chosen (``edgekd.selection``, ``stages/student.py``)."""
+
+    mode: Literal["mac", "latency"]
+    why: str
+    budget_ms: NonNeg | None = None
+    percentile: int | None = None
+    measured_on: str | None = None
+    host_proxy: bool | None = None
+    measured: NonNegInt | None = None
+    reused: NonNegInt | None = None
+    time_s: NonNeg | None = None
+    candidates: list[SelectionCandidate] = []
+    preflight: list[PreflightCheck] = []
+    shipped_prediction: ShippedPrediction | None = None
+
+
 class StudentSection(_Open):
     family: str
     config: dict[str, Any]
@@ -215,6 +274,7 @@ class StudentSection(_Open):
     kd_gain: Annotated[float, Field(ge=-1, le=1)] | None = None
     budget_fit: dict[str, Any]
     distillation: dict[str, Any]
+    selection: Selection | None = None
 
 
 class StageRow(_Closed):

@@ -113,7 +113,11 @@ def _check_format(value: str) -> str:
 
 class StudentBudget(_Strict):
     max_params: PositiveInt
-    max_macs: PositiveInt
+    max_macs: PositiveInt | None = None  # None: no MAC limit (a latency budget sizes the student instead)
+    # Latency of the student on the target's runtime, in ms at ``latency_percentile``: measured per candidate (on
+    # the device with --device, else on this host as a proxy) before any training (edgekd.selection).
+    latency_ms: Positive | None = None
+    latency_percentile: Literal[50, 90, 95, 99] = 95
     channel_multiple: PositiveInt = 8
     # Cap relative to the teacher as well: an absolute budget sized for 224x224 inputs says nothing on 8x8 digits.
     max_teacher_macs_ratio: Annotated[float, Field(gt=0, le=1)] = 0.2

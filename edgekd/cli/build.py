@@ -72,7 +72,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         prune=args.prune, prune_steps=args.prune_steps, prune_importance=args.prune_importance,
         qat_epochs=args.qat_epochs, calibration=args.calibration,
         runs=args.runs, warmup=args.warmup, progress=not args.no_progress, strict=args.strict,
-        as_target=args.as_target,
+        as_target=args.as_target, selection=args.selection, device=args.device,
         teacher_cache=None if args.no_cache else Path(args.cache_dir) if args.cache_dir else None,
     )
     if options.teacher_cache is None and not args.no_cache:
@@ -119,6 +119,15 @@ def _image_size(text: str) -> int | tuple[int, int]:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected N or HxW, got '{text}'") from None
+
+
+def _remote(text: str) -> str:
+    from edgekd.bench import parse_remote
+
+    try:
+        return parse_remote(text).spec
+    except EdgekdError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None
 
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -185,6 +194,13 @@ def register(sub) -> None:
     p.add_argument("--as-target", action="store_true",
                    help="declare this host to be the target device (recorded in the report; never for accelerator "
                         "targets such as TensorRT or NNAPI, which a CPU run cannot verify)")
+    p.add_argument("--selection", choices=("auto", "mac", "latency"), default="auto",
+                   help="choose the student by MAC budget or by latency measured on the target's runtime; auto: "
+                        "latency when the target sets student_budget.latency_ms, runs on the CPU, and this host is "
+                        "the device or --device is given")
+    p.add_argument("--device", metavar="USER@HOST[:PORT]", type=_remote,
+                   help="time the selection's candidates on this device over SSH (the remote runner of `edgekd "
+                        "bench --remote`); without it they are timed on this host, labelled a host proxy")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("calibrate", help="build a class-balanced calibration set (.npz + manifest)")

@@ -1,8 +1,10 @@
-"""Student family ``mobilenetv2``: inverted residual blocks with width, depth and expansion multipliers."""
+"""Student family ``mobilenetv2``: inverted residual blocks with width, depth and expansion multipliers, and an
+optional input resolution below the data's (an ``InputResize`` front), which latency-driven selection searches."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edgekd.models.students import conv_bn_relu, register_family, round_channels
@@ -25,6 +27,19 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_residual else out
 
 
+class InputResize(nn.Module):
+    """Bilinear resize of the input to ``size`` x ``size`` inside the model: the student runs at a lower resolution
+    than the data (a large latency lever), while the artifact still takes the data's shape, so the device's
+    pre-processing, eval.npz and the teacher stay the same. Exports as ONNX Resize / TFLite RESIZE_BILINEAR."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = int(size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+
+
 class MobileNetV2Student(nn.Module):
     """MobileNetV2-style: stem, four stages of inverted residuals, global pool, linear classifier."""
 
@@ -38,10 +53,16 @@ class MobileNetV2Student(nn.Module):
         depth: int = 1,
         expand: int = 4,
         channel_multiple: int = 8,
+        resolution: int | None = None,
     ) -> None:
         super().__init__()
-        cin, h, _ = input_shape
-        stem_stride = 2 if h >= 24 else 1
+        cin, h, w = input_shape
+        stem_stride = 2 if h >= 24 else 1  # from the data's size: a lower resolution then means less compute
+        self.resize = nn.Identity()
+        if resolution is not None and (resolution != h or resolution != w):
+            if not 4 <= resolution <= max(h, w):
+                raise ValueError(f"resolution {resolution} must be within 4..{max(h, w)} (the data's size)")
+            self.resize, h = InputResize(resolution), int(resolution)
         size = h // stem_stride
         stem = round_channels(16 * width, channel_multiple)
         layers: list[nn.Module] = [conv_bn_relu(cin, stem, stride=stem_stride)]
@@ -58,7 +79,7 @@ class MobileNetV2Student(nn.Module):
         self.classifier = nn.Linear(prev, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+        return self.classifier(torch.flatten(self.pool(self.features(self.resize(x))), 1))
 
 
 def search_space(channel_multiple: int) -> list[dict]:

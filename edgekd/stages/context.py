@@ -52,6 +52,10 @@ class BuildOptions:
     warmup: int = 20
     strict: bool = False  # the gate fails budgets it could not verify (device budgets measured off the device)
     as_target: bool = False  # the user declares this host to be the target device (recorded in the report)
+    # Student choice: "mac" (largest inside the MAC budget), "latency" (measured on the runtime, edgekd.selection)
+    # or "auto" (latency when the target states student_budget.latency_ms and the timing means something here).
+    selection: str = "auto"
+    device: str | None = None  # USER@HOST[:PORT]: time selection candidates on the device over SSH
     progress: bool = True
     teacher_cache: Path | None = DEFAULT_CACHE
     log: Any = None  # callable(str) for progress lines; None = print to stderr

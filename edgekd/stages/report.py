@@ -113,6 +113,25 @@ def student_section(choice: StudentChoice, distilled: Distilled, compressed: Com
     }
 
 
+def selection_section(choice: StudentChoice, rows: list[dict]) -> dict | None:
+    """The selection's record, with what it expected of the shipped artifact against what the benchmark measured."""
+    sel = choice.selection
+    if not sel or sel.get("mode") != "latency":
+        return sel
+    pct = sel["percentile"]
+    row = next((r for r in rows if r["format"] == sel["format"] and r.get("shipped")), None)
+    chosen = next((c for c in sel["candidates"] if c["status"] == "chosen"), None)
+    if row is None or chosen is None:
+        return sel
+    measured = float(row["latency_ms"][f"p{pct}"])
+    predicted = chosen.get("predicted_ms")
+    timed = (chosen.get("latency_ms") or {}).get("value")
+    return {**sel, "shipped_prediction": {
+        "artifact": row["path"], "percentile": pct, "selection_ms": timed, "predicted_ms": predicted,
+        "measured_ms": measured,
+        "error_pct": None if predicted is None or measured <= 0 else 100.0 * (predicted - measured) / measured}}
+
+
 def stage_waterfall(primary: str, rows: list[dict], teacher: dict, unpruned: dict | None, choice: StudentChoice,
                     scores: TestScores) -> list[dict]:
     """teacher -> student -> [pruned] -> quantized, each measured in this run in the target's primary format."""
@@ -170,4 +189,6 @@ def make_report(ctx: BuildContext, teachers: Teachers, choice: StudentChoice, di
         "artifacts": rows, "precision_choice": reasons,
     }
     report["stages"] = stage_waterfall(primary, rows, teacher, unpruned, choice, scores)
+    if choice.selection:
+        report["student"]["selection"] = selection_section(choice, rows)
     return report

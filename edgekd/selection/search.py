@@ -1,0 +1,177 @@
+"""Bounded search for the most capable student inside a latency budget.
+
+Only measured latencies accept a candidate; predictions only decide what to measure next. The search times a few
+seed candidates spread over the MAC range, fits the NNLS predictor, then repeatedly times the most capable
+candidates predicted to fit (within the predictor's measured error) until no untimed candidate could beat the best
+accepted one, or ``max_measure`` new timings were spent. Cached timings cost nothing and are used first.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import EdgekdError
+from edgekd.selection.candidates import Candidate
+from edgekd.selection.predictor import LatencyPredictor, fit_predictor
+from edgekd.selection.timing import Timer, Timing
+
+SEEDS = 5  # timed before any prediction: spread over log-MACs, the smallest always among them
+MAX_MEASURE = 12  # new timings per build at most ("bounded": never hundreds of exports)
+BATCH = 2  # candidates timed per round after the seeds
+DEFAULT_MARGIN_PCT = 25.0  # a prediction's margin before the predictor has a measured error
+# Capacity among candidates that fit: MACs (then params). benchmarks/capacity_proxy.py measured which predicts the
+# final distilled accuracy better on CIFAR-10 and Fashion-MNIST (benchmarks/results/capacity_proxy.json): MACs had
+# the highest mean Spearman (0.28, 5 students per set, 1 epoch; params and a 1-epoch proxy score were lower), and
+# costs nothing; a short proxy training did not earn its minutes there.
+CAPACITY_RULE = "MACs (then params) among candidates whose measured latency fits"
+
+
+def mac_capacity(c: Candidate) -> float:
+    return float(c.macs) + c.params / 1e9  # params only break ties
+
+
+@dataclass
+class Selection:
+    """The outcome: candidates inside the budget (most capable first), and the record of the whole search."""
+
+    ranked: list[Candidate]
+    timings: dict[str, Timing]
+    predicted: dict[str, float]
+    predictor: LatencyPredictor | None
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def _fits(t: Timing, budget_ms: float, percentile: int) -> bool:
+    return t.at(percentile) * (1 + t.noise_pct / 100.0) <= budget_ms
+
+
+def _seeds(candidates: list[Candidate], n: int) -> list[Candidate]:
+    order = sorted(candidates, key=lambda c: c.macs)
+    idx = np.unique(np.round(np.linspace(0, len(order) - 1, min(n, len(order)))).astype(int))
+    return [order[i] for i in idx]
+
+
+def select_by_latency(candidates: list[Candidate], timer: Timer, budget_ms: float, percentile: int,
+                      capacity: Callable[[Candidate], float] = mac_capacity, max_measure: int = MAX_MEASURE,
+                      log: Callable[[str], None] = print) -> Selection:
+    t0 = time.perf_counter()
+    timings: dict[str, Timing] = {}
+    for c in candidates:
+        hit = timer.cached(c)
+        if hit is not None:
+            timings[c.name] = hit
+    timer.reused = len(timings)
+    log(f"selection: {len(candidates)} candidates; {timer.reused} latency measurement(s) reused from the cache")
+    todo = [c for c in _seeds(candidates, SEEDS) if c.name not in timings]
+    if len(timings) < SEEDS and todo:
+        timings.update(timer.measure(todo[:max_measure]))
+    predictor, predicted = _refit(candidates, timings)
+    while timer.measured < max_measure:
+        nxt = _next_round(candidates, timings, timer.failures, predicted, predictor, budget_ms, percentile, capacity)
+        if not nxt:
+            break
+        # each round times or fails (and so excludes) every candidate it picks: the pool only shrinks
+        timings.update(timer.measure(nxt[:max_measure - timer.measured]))
+        predictor, predicted = _refit(candidates, timings)
+    ranked = sorted((c for c in candidates if c.name in timings and _fits(timings[c.name], budget_ms, percentile)),
+                    key=capacity, reverse=True)
+    sel = Selection(ranked, timings, predicted, predictor)
+    sel.record = _record(candidates, sel, timer, budget_ms, percentile, capacity, time.perf_counter() - t0)
+    log(f"selection: {timer.measured} measured, {timer.reused} reused, {len(ranked)} inside {budget_ms:.3g} ms at "
+        f"p{percentile}, in {sel.record['time_s']:.1f}s ({timer.where})")
+    if not ranked:
+        raise _nothing_fits(candidates, timings, timer, budget_ms, percentile)
+    return sel
+
+
+def _refit(candidates: list[Candidate], timings: dict[str, Timing]) -> tuple[LatencyPredictor | None,
+                                                                                 dict[str, float]]:
+    timed = [c for c in candidates if c.name in timings]
+    # The predictor fits p50 (the steadiest statistic); the percentile is scaled per candidate from it.
+    predictor = fit_predictor(timed, [timings[c.name].p50 for c in timed])
+    if predictor is None:
+        return None, {}
+    return predictor, dict(zip((c.name for c in candidates), predictor.predict(candidates).tolist(), strict=True))
+
+
+def _tail_ratio(timings: dict[str, Timing], percentile: int) -> float:
+    ratios = [t.at(percentile) / t.p50 for t in timings.values() if t.p50 > 0]
+    return float(np.median(ratios)) if ratios else 1.0
+
+
+def _next_round(candidates: list[Candidate], timings: dict[str, Timing], failures: dict[str, str],
+                predicted: dict[str, float], predictor: LatencyPredictor | None, budget_ms: float, percentile: int,
+                capacity: Callable[[Candidate], float]) -> list[Candidate]:
+    """The most capable untimed candidates that could fit (prediction within its error) and beat the best
+    accepted one."""
+    accepted = [capacity(c) for c in candidates if c.name in timings
+                and _fits(timings[c.name], budget_ms, percentile)]
+    best = max(accepted, default=-math.inf)
+    margin = (predictor.loo_error_pct if predictor and predictor.loo_error_pct is not None
+              else DEFAULT_MARGIN_PCT) / 100.0
+    tail = _tail_ratio(timings, percentile)
+    pool = [c for c in candidates if c.name not in timings and c.name not in failures and capacity(c) > best
+            and (c.name not in predicted or predicted[c.name] * tail <= budget_ms * (1 + margin))]
+    return sorted(pool, key=capacity, reverse=True)[:BATCH]
+
+
+def _verdict(c: Candidate, sel: Selection, timer: Timer, budget_ms: float, percentile: int) -> tuple[str, str]:
+    if c.name in timer.failures:
+        return "rejected", timer.failures[c.name]
+    t = sel.timings.get(c.name)
+    if t is None:
+        p = sel.predicted.get(c.name)
+        why = "not timed" + (f": predicted {p:.4f} ms p50" if p is not None else "")
+        return "rejected", why + ", outside the budget or less capable than one timed inside it"
+    value = t.at(percentile) * (1 + t.noise_pct / 100.0)
+    if value > budget_ms:
+        return "rejected", (f"p{percentile} {t.at(percentile):.4f} ms + noise {t.noise_pct:.1f} % = {value:.4f} ms "
+                            f"> {budget_ms:.4g} ms")
+    if sel.ranked and c is sel.ranked[0]:
+        return "chosen", f"most capable inside the budget ({value:.4f} ms with noise)"
+    return "accepted", f"inside the budget ({value:.4f} ms with noise), less capable than the chosen"
+
+
+def _record(candidates: list[Candidate], sel: Selection, timer: Timer, budget_ms: float, percentile: int,
+            capacity: Callable[[Candidate], float], seconds: float) -> dict[str, Any]:
+    rows, tail = [], _tail_ratio(sel.timings, percentile)
+    for c in sorted(candidates, key=lambda c: c.macs):
+        status, reason = _verdict(c, sel, timer, budget_ms, percentile)
+        t = sel.timings.get(c.name)
+        rows.append({"name": c.name, "family": c.family, "config": c.config, "params": c.params, "macs": c.macs,
+                     "latency_ms": None if t is None else {**t.to_dict(), "value": t.at(percentile),
+                                                           "source": "cache" if t.cached else "measured"},
+                     "predicted_ms": _times(sel.predicted.get(c.name), tail), "capacity": capacity(c),
+                     "status": status, "reason": reason})
+    return {"mode": "latency", "budget_ms": budget_ms, "percentile": percentile, "format": timer.format,
+            "precision": timer.precision, "threads": timer.threads, "measured_on": timer.where,
+            "host_proxy": timer.host_proxy, "measured": timer.measured, "reused": timer.reused,
+            "predicted_only": sum(1 for c in candidates if c.name not in sel.timings),
+            "time_s": round(seconds, 2), "capacity_rule": CAPACITY_RULE, "tail_ratio": tail,
+            "predictor": sel.predictor.to_dict() if sel.predictor else {"kind": "none", "summary": "too few timings"},
+            "candidates": rows}
+
+
+def _times(value: float | None, factor: float) -> float | None:
+    """A p50 prediction carried to the selection's percentile by the median measured p_k / p50 ratio."""
+    return None if value is None else max(0.0, value * factor)
+
+
+def _nothing_fits(candidates: list[Candidate], timings: dict[str, Timing], timer: Timer, budget_ms: float,
+                  percentile: int) -> EdgekdError:
+    if not timings:
+        reasons = "; ".join(sorted(set(timer.failures.values()))[:3]) or "nothing could be timed"
+        return EdgekdError(f"no student candidate could be timed on {timer.where}: {reasons}",
+                           "check the target's runtime.format/precision, or use --selection mac")
+    fastest = min(timings.items(), key=lambda kv: kv[1].at(percentile))
+    return EdgekdError(
+        f"no student meets the latency budget of {budget_ms:.4g} ms at p{percentile} on {timer.where}: the fastest "
+        f"of {len(timings)} timed candidates, {fastest[0]}, takes {fastest[1].at(percentile):.4f} ms "
+        f"(noise {fastest[1].noise_pct:.1f} %)",
+        "raise student_budget.latency_ms in the target file, or give more threads / a faster runtime")

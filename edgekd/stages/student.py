@@ -1,0 +1,212 @@
+"""Stage: choose the student, then pre-flight it — before the teacher pass or any distillation epoch.
+
+The choice is by MACs (``models/budget.py``) or by latency measured on the target's runtime (``edgekd.selection``):
+``--selection auto`` measures when the target states a student latency budget, runs on a CPU runtime, and the
+timings can be taken where it matters (this host is the device, or ``--device USER@HOST``).
+
+Pre-flight: the chosen student, with random weights, exported in every format x precision the target ships, loaded
+in each real runtime, run once, its operators checked against the target's delegate — so a conversion or delegate
+failure costs seconds, not a teacher and a distillation. A candidate that fails is dropped with its reason and the
+next best is tried (at most ``MAX_PREFLIGHT``); when none passes the build stops (exit 2) naming why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgekd.backends import Calibration
+from edgekd.errors import EdgekdError
+from edgekd.formats import get_format
+from edgekd.models.budget import StudentChoice, count_macs, ranked_students
+from edgekd.models.students import build_model
+from edgekd.selection.candidates import candidate_name
+from edgekd.stages.context import BuildContext
+from edgekd.targets import TargetProfile
+
+MAX_PREFLIGHT = 3  # candidates tried before the build gives up: a delegate gap usually rejects a whole family
+# Without student_budget.latency_ms, --selection latency aims at the gate's latency_ms_p95 less 20 %: the selection
+# times random-weight models calibrated on a few batches, the final int8 model may keep layers in float for the
+# accuracy contract (slower), and the host drifts between the selection and the final benchmark.
+GATE_BUDGET_HEADROOM = 0.8
+CPU_DELEGATES = ("none", "xnnpack")
+
+
+def latency_budget(target: TargetProfile) -> tuple[float, int, str] | None:
+    """(ms, percentile, where it comes from) of the student latency budget, or None when the target has none."""
+    sb, b = target.student_budget, target.budgets
+    if sb.latency_ms is not None:
+        return sb.latency_ms, sb.latency_percentile, "student_budget.latency_ms"
+    if b.latency_ms_p95 is not None:
+        return (b.latency_ms_p95 * GATE_BUDGET_HEADROOM, 95,
+                f"budgets.latency_ms_p95 x {GATE_BUDGET_HEADROOM} (headroom for trained weights and float layers)")
+    return None
+
+
+def _host_is_device(ctx: BuildContext) -> bool:
+    from edgekd.device_identity import match
+    from edgekd.runner import describe_machine
+
+    return match(ctx.target, describe_machine(), ctx.options.as_target).is_target
+
+
+def selection_mode(ctx: BuildContext) -> tuple[str, str]:
+    """(mac | latency, why): ``auto`` picks latency only where a measured latency means something."""
+    o, t = ctx.options, ctx.target
+    cpu = t.runtime.delegate in CPU_DELEGATES
+    if o.selection == "mac":
+        return "mac", "--selection mac"
+    if o.selection == "latency":
+        if latency_budget(t) is None:
+            raise EdgekdError(f"--selection latency, but target '{t.name}' states no latency budget",
+                              "set student_budget.latency_ms (or budgets.latency_ms_p95) in the target file")
+        if not cpu:
+            raise EdgekdError(f"--selection latency: target '{t.name}' runs on the {t.runtime.delegate} delegate, "
+                              "which a CPU run of the runner cannot time", "use --selection mac for this target")
+        return "latency", "--selection latency"
+    if t.student_budget.latency_ms is None:
+        return "mac", "auto: the target states no student_budget.latency_ms"
+    if not cpu:
+        return "mac", f"auto: the {t.runtime.delegate} delegate cannot be timed by a CPU run"
+    if o.device:
+        return "latency", f"auto: student latency budget, timed on {o.device}"
+    if _host_is_device(ctx):
+        return "latency", "auto: student latency budget, and this host is the target device"
+    return "mac", "auto: this host is not the target device and no --device was given (a host proxy would mislead)"
+
+
+def teacher_macs_before_training(ctx: BuildContext) -> int:
+    """The teacher's MACs without any teacher pass: the default architecture untrained, or the user's file."""
+    from edgekd.models.teachers import default_teacher_arch, load_teacher
+
+    o, data = ctx.options, ctx.data
+    if o.teacher:
+        teacher = load_teacher(o.teacher, data.input_shape, data.num_classes, o.teacher_arch, o.teacher_config,
+                               o.trust_pickle, data.normalization, data.classes)
+        if "macs" in teacher.config:  # a teacher outside PyTorch (ONNX, scikit-learn) counted its own graph
+            return int(teacher.config["macs"])
+        model = teacher.model
+    else:
+        model = build_model(default_teacher_arch(data.input_shape), data.input_shape, data.num_classes)
+    return count_macs(model, data.input_shape)
+
+
+def ranked_by_latency(ctx: BuildContext, why: str) -> tuple[list[StudentChoice], dict[str, Any]]:
+    """Candidates inside the latency budget, most capable first, and the search record. The limits are the latency
+    budget, max_params and (when set) max_macs; the teacher-MACs ratio is not applied: it stands in for a speed
+    limit when there is no measured one."""
+    from edgekd.selection import enumerate_candidates, select_by_latency
+    from edgekd.selection.search import CAPACITY_RULE
+    from edgekd.selection.timing import Timer
+
+    t, data, o = ctx.target, ctx.data, ctx.options
+    budget_ms, percentile, source = latency_budget(t)
+    candidates, enumerated = enumerate_candidates(data.input_shape, data.num_classes, t.student_budget,
+                                                  t.student_budget.max_macs)
+    if not candidates:
+        raise EdgekdError(f"no student candidate has at most {t.student_budget.max_params} params",
+                          "raise student_budget.max_params in the target file")
+    timer = Timer(t, data.input_shape, data.num_classes, data.x_train[:64],
+                  None if o.teacher_cache is None else Path(o.teacher_cache), o.device,
+                  host_is_device=o.device is None and _host_is_device(ctx), threads=ctx.threads)
+    sel = select_by_latency(candidates, timer, budget_ms, percentile, log=ctx.say)
+    record = {**sel.record, "why": why, "budget_source": source, "enumerated": enumerated}
+    rule = f"latency p{percentile} <= {budget_ms:.4g} ms measured; then {CAPACITY_RULE}"
+    choices = [StudentChoice(c.family, c.config, c.params, c.macs, t.student_budget.max_params,
+                             t.student_budget.max_macs, enumerated, len(sel.ranked), rule) for c in sel.ranked]
+    return choices, record
+
+
+def _check_artifact(ctx: BuildContext, artifact: Any, x: np.ndarray) -> dict[str, Any]:
+    """Load in the real runtime, run once, check the operators against the delegate; raises with the reason."""
+    from edgekd.runner import RunnerError, load_session
+    from edgekd.stages.export import operator_report
+
+    try:
+        out = load_session(str(artifact.path), 1, artifact.precision).run(x)
+    except RunnerError as exc:
+        raise EdgekdError(f"{artifact.format} {artifact.precision} does not run in {artifact.runtime}: {exc}") \
+            from None
+    if out.shape != (1, ctx.data.num_classes) or not np.isfinite(out).all():
+        raise EdgekdError(f"{artifact.format} {artifact.precision} returns {list(out.shape)} "
+                          f"(finite: {bool(np.isfinite(out).all())}), expected [1, {ctx.data.num_classes}]")
+    ops = operator_report(ctx, artifact)  # raises ContractError when full delegation is required and fails
+    return {"format": artifact.format, "precision": artifact.precision, "runtime": artifact.runtime,
+            "operators": len(ops["operators"]), "delegate": ops.get("delegate")}
+
+
+def preflight(ctx: BuildContext, choice: StudentChoice) -> dict[str, Any]:
+    """Every format x precision the target ships, on random weights; ``passed`` False with the reason."""
+    from edgekd.stages.compress import backend_for
+
+    t0, data = time.perf_counter(), ctx.data
+    torch.manual_seed(ctx.options.seed)
+    model = choice.build(data.input_shape, data.num_classes).eval()
+    calib = Calibration(data.x_train[:32], {"source": "pre-flight: training samples"})
+    name = candidate_name(choice.family, choice.config)
+    result: dict[str, Any] = {"name": name, "config": choice.config, "passed": True, "reason": "", "artifacts": []}
+    with tempfile.TemporaryDirectory(prefix="edgekd-preflight-") as tmp:
+        for fmt in ctx.target.runtime.formats:
+            backend, suffix = backend_for(ctx, fmt), get_format(fmt).suffix
+            for precision in dict.fromkeys(["fp32", *ctx.target.runtime.precisions]):
+                if precision not in backend.precisions:
+                    raise EdgekdError(f"format '{fmt}' cannot take precision '{precision}'",
+                                      f"use one of {backend.precisions} in the target's runtime.precision")
+                try:
+                    artifact = backend.export(model, data.x_val[:1], Path(tmp) / f"{fmt}_{precision}{suffix}",
+                                              precision, calib if precision == "int8" else None)
+                    result["artifacts"].append(_check_artifact(ctx, artifact, data.x_val[:1]))
+                except Exception as exc:  # noqa: BLE001 - any failure here is the candidate's, with its reason
+                    message = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0][:300]
+                    result.update(passed=False, reason=f"{fmt} {precision}: {message}")
+                    result["seconds"] = round(time.perf_counter() - t0, 2)
+                    return result
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    return result
+
+
+def choose_student(ctx: BuildContext) -> StudentChoice:
+    """The best feasible student that passes pre-flight, with the record of the search (``choice.selection``)."""
+    data, budget = ctx.data, ctx.target.student_budget
+    mode, why = selection_mode(ctx)
+    if mode == "latency":
+        ranked, record = ranked_by_latency(ctx, why)
+    else:
+        ranked = ranked_students(data.input_shape, data.num_classes, budget, teacher_macs_before_training(ctx))
+        record = {"mode": "mac", "why": why}
+    ctx.say(f"student selection by {mode} ({why})")
+    checks = []
+    for choice in ranked[:MAX_PREFLIGHT]:
+        check = preflight(ctx, choice)
+        checks.append(check)
+        ctx.say(f"pre-flight: {check['name']}: " + (f"ok in {check['seconds']:.1f}s ({len(check['artifacts'])} "
+                                                     "artifacts exported, loaded, run once, operators checked)"
+                                                     if check["passed"] else f"DROPPED: {check['reason']}"))
+        if check["passed"]:
+            _mark_preflight(record, checks)
+            ctx.say(f"student: {choice.family} {choice.config} -> {choice.params} params, {choice.macs} MACs "
+                    f"(budget {choice.max_params} params, {choice.max_macs or 'no limit on'} MACs)")
+            return dataclasses.replace(choice, selection={**record, "preflight": checks})
+    reasons = "; ".join(f"{c['name']}: {c['reason']}" for c in checks)
+    raise EdgekdError(
+        f"pre-flight: none of the {len(checks)} best feasible student(s) of {len(ranked)} can ship to target "
+        f"'{ctx.target.name}' ({reasons}); stopped before the teacher pass and any training",
+        "fix the target's runtime (format, precision, delegate, require_full_delegation) or its student_budget")
+
+
+def _mark_preflight(record: dict[str, Any], checks: list[dict[str, Any]]) -> None:
+    """Candidates that failed pre-flight are rejected with the reason; the one that passed is the chosen one."""
+    by_name = {c["name"]: c for c in checks}
+    for row in record.get("candidates", []):
+        check = by_name.get(row["name"])
+        if check is not None and not check["passed"]:
+            row.update(status="rejected", reason=f"pre-flight: {check['reason']}")
+        elif check is not None:
+            row.update(status="chosen", reason=row["reason"].replace(
+                ", less capable than the chosen", ": the most capable that passed pre-flight"))

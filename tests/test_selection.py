@@ -1,0 +1,224 @@
+"""Latency-driven student selection (edgekd.selection, stages/student.py): fast tests with synthetic timings,
+and the pre-flight that stops a build whose students fail the target's delegate before any teacher pass."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from edgekd.errors import EdgekdError
+from edgekd.models.budget import count_macs
+from edgekd.models.students import build_model
+from edgekd.selection.candidates import enumerate_candidates, feature_matrix
+from edgekd.selection.predictor import fit_predictor
+from edgekd.selection.search import MAX_MEASURE, select_by_latency
+from edgekd.selection.timing import Timer, Timing
+from edgekd.targets import StudentBudget, load_target
+
+
+def test_input_resize_runs_the_student_at_a_lower_resolution_on_data_of_full_size():
+    full = build_model("mobilenetv2", (3, 32, 32), 10, width=0.5)
+    small = build_model("mobilenetv2", (3, 32, 32), 10, width=0.5, resolution=16)
+    assert small(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert count_macs(small, (3, 32, 32)) < 0.4 * count_macs(full, (3, 32, 32))
+    assert sum(p.numel() for p in small.parameters()) == sum(p.numel() for p in full.parameters())
+    with pytest.raises(ValueError, match="resolution"):
+        build_model("mobilenetv2", (3, 32, 32), 10, resolution=64)
+
+
+def test_candidates_span_width_depth_and_resolution_inside_the_params_limit():
+    budget = StudentBudget(max_params=200_000)
+    cands, enumerated = enumerate_candidates((3, 32, 32), 10, budget)
+    assert enumerated > len(cands) > 10
+    assert all(c.params <= 200_000 for c in cands)
+    assert {c.config.get("resolution") for c in cands} == {None, 24, 16}
+    assert {c.config["depth"] for c in cands} == {1, 2, 3}
+    flat, _ = enumerate_candidates((20,), 3, StudentBudget(max_params=50_000, family="mlp"))
+    assert flat and all(c.family == "mlp" for c in flat)
+
+
+def _synthetic_ms(cands):
+    """A 'device' whose latency is per-layer linear: 0.05 ms + 2 ns per conv MAC + 5 us per layer."""
+    x = feature_matrix(cands)
+    return 0.05 + 2e-6 * (x[:, 1] + x[:, 2]) / 1e3 + 0.005 * x[:, 4]
+
+
+def test_nnls_predictor_is_non_negative_and_reports_its_leave_one_out_error():
+    cands, _ = enumerate_candidates((1, 16, 16), 10, StudentBudget(max_params=300_000))
+    y = _synthetic_ms(cands)
+    pred = fit_predictor(cands[:10], list(y[:10]))
+    assert pred is not None and (pred.coefficients >= 0).all()
+    assert pred.loo_error_pct is not None and pred.loo_error_pct < 5
+    assert np.median(np.abs(pred.predict(cands) - y) / y) < 0.05
+    assert fit_predictor(cands[:2], list(y[:2])) is None
+
+
+class FakeTimer(Timer):
+    """Times nothing: the synthetic device above, with 1 % noise; the cache and counters are the real ones."""
+
+    def measure(self, candidates):
+        self._by_name = {c.name: c for c in candidates}
+        return super().measure(candidates)
+
+    def _export_all(self, models, work):
+        return {name: self._by_name[name] for name in models}
+
+    def _time_local(self, exported, inputs):
+        out = {}
+        for name, cand in exported.items():
+            ms = float(_synthetic_ms([cand])[0])
+            out[name] = Timing(ms, ms * 1.05, ms * 1.1, ms * 1.2, 1.0, "fake 1.0")
+        return out
+
+
+def test_search_times_few_candidates_picks_the_most_capable_inside_the_budget_and_reuses_the_cache(tmp_path):
+    target = load_target("x86-cpu")
+    cands, _ = enumerate_candidates((1, 16, 16), 10, StudentBudget(max_params=300_000))
+    calib = np.zeros((4, 1, 16, 16), np.float32)
+    budget = float(np.median(_synthetic_ms(cands))) * 1.1
+    timer = FakeTimer(target, (1, 16, 16), 10, calib, tmp_path)
+    sel = select_by_latency(cands, timer, budget, 95, log=lambda m: None)
+    assert timer.measured <= MAX_MEASURE < len(cands)
+    p95 = {c.name: float(v) * 1.1 for c, v in zip(cands, _synthetic_ms(cands), strict=True)}
+    chosen = sel.ranked[0]
+    assert p95[chosen.name] * 1.01 <= budget
+    # nothing that was timed inside the budget is more capable than the chosen one
+    assert all(c.macs <= chosen.macs for c in sel.ranked)
+    rows = {r["name"]: r for r in sel.record["candidates"]}
+    assert rows[chosen.name]["status"] == "chosen" and len(rows) == len(cands)
+    assert all(r["reason"] for r in rows.values())
+    again = FakeTimer(target, (1, 16, 16), 10, calib, tmp_path)
+    sel2 = select_by_latency(cands, again, budget, 95, log=lambda m: None)
+    assert again.reused == timer.measured and again.measured == 0
+    assert sel2.ranked[0].name == chosen.name
+
+
+def test_search_says_what_the_fastest_candidate_takes_when_nothing_fits(tmp_path):
+    cands, _ = enumerate_candidates((1, 16, 16), 10, StudentBudget(max_params=100_000))
+    timer = FakeTimer(load_target("x86-cpu"), (1, 16, 16), 10, np.zeros((4, 1, 16, 16), np.float32), None)
+    with pytest.raises(EdgekdError, match="no student meets the latency budget of 0.001 ms at p95.*fastest"):
+        select_by_latency(cands, timer, 0.001, 95, log=lambda m: None)
+
+
+def _target(tmp_path: Path, **student_budget) -> Path:
+    raw = yaml.safe_load(Path(load_target("x86-cpu").path).read_text())
+    raw["runtime"].update({"format": "onnx", "also": []})
+    raw["student_budget"].update(student_budget)
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_auto_selection_uses_latency_only_with_a_student_latency_budget(tmp_path):
+    from edgekd.stages.context import BuildContext, BuildOptions
+    from edgekd.stages.student import selection_mode
+    from edgekd.targets import load_target as load
+    from tests.conftest import make_dataset
+
+    def mode(path, **options):
+        return selection_mode(BuildContext(BuildOptions(target=str(path), **options), load(path), make_dataset(),
+                                           tmp_path))[0]
+
+    assert mode(_target(tmp_path)) == "mac"
+    assert mode(_target(tmp_path, latency_ms=2.0), device="pi@board") == "latency"
+    assert mode(_target(tmp_path, latency_ms=2.0), selection="mac") == "mac"
+    jetson = load_target("jetson-orin-nano").path
+    assert mode(jetson) == "mac"
+    with pytest.raises(EdgekdError, match="tensorrt delegate"):
+        mode(jetson, selection="latency")
+
+
+def test_gate_skips_the_mac_check_without_a_mac_limit():
+    from edgekd.gate import evaluate_gate
+    from tests.factories import make_report
+
+    target = load_target("x86-cpu")
+    free = target.model_copy(update={"student_budget": target.student_budget.model_copy(update={"max_macs": None})})
+    assert "macs" in {c.name for c in evaluate_gate(make_report(), target).checks}
+    assert "macs" not in {c.name for c in evaluate_gate(make_report(), free).checks}
+
+
+def test_a_build_whose_students_all_fail_the_delegate_stops_in_preflight_within_a_minute(tmp_path, monkeypatch):
+    """The delegate's operator list lacks Conv: every CNN student falls back, and the target requires full
+    delegation. The build must stop in pre-flight (exit 2, clear message) before any teacher is trained."""
+    from edgekd import compat
+    from edgekd.cli import main
+
+    ops = tmp_path / "ops"
+    shutil.copytree(compat.DATA_DIR, ops)
+    spec = yaml.safe_load((ops / "ops_tensorrt.yaml").read_text())
+    spec["supported"] = [op for op in spec["supported"] if op != "Conv"]
+    (ops / "ops_tensorrt.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.setattr(compat, "DATA_DIR", ops)
+    compat.load_delegate.cache_clear()
+    raw = yaml.safe_load(Path(load_target("jetson-orin-nano").path).read_text())
+    raw.update(name="no-conv-board")
+    path = tmp_path / "no-conv.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cache = tmp_path / "cache"
+    t0 = time.perf_counter()
+    try:
+        code = main(["build", "--target", str(path), "--data", "digits", "--out", str(tmp_path / "run"),
+                     "--cache-dir", str(cache), "--no-progress"])
+    finally:
+        compat.load_delegate.cache_clear()
+    assert code == 2
+    assert time.perf_counter() - t0 < 60
+    assert not (tmp_path / "run").exists()
+    assert not list(cache.rglob("*.pt"))  # no teacher was trained (or cached)
+
+
+def test_sizes_counted_on_the_meta_device_equal_those_of_the_real_network():
+    from edgekd.models.budget import count_params, size_of
+    from edgekd.selection.candidates import layer_features
+
+    for config in ({"width": 0.5, "depth": 2}, {"width": 1.0, "depth": 1, "resolution": 24}):
+        real = build_model("mobilenetv2", (3, 32, 32), 10, **config)
+        assert size_of("mobilenetv2", (3, 32, 32), 10, config) == (count_params(real), count_macs(real, (3, 32, 32)))
+        with torch.device("meta"):
+            meta = layer_features(build_model("mobilenetv2", (3, 32, 32), 10, **config), (3, 32, 32))
+        assert meta == layer_features(real, (3, 32, 32))
+
+
+def test_cli_refuses_a_device_that_ssh_could_read_as_an_option(capsys):
+    from edgekd.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["build", "--target", "x86-cpu", "--device", "-oProxyCommand=touch /tmp/x", "--selection", "latency"])
+    assert exc.value.code == 2
+    assert "is not USER@HOST" in capsys.readouterr().err
+
+
+def test_the_report_shows_every_candidate_the_plot_and_predicted_vs_measured(tmp_path):
+    from edgekd.models.budget import StudentChoice
+    from edgekd.report import render_markdown
+    from edgekd.report_html import render_html
+    from edgekd.schema import Report
+    from edgekd.stages.report import selection_section
+    from tests.factories import make_report
+
+    cands, _ = enumerate_candidates((1, 8, 8), 10, StudentBudget(max_params=100_000))
+    timer = FakeTimer(load_target("x86-cpu"), (1, 8, 8), 10, np.zeros((4, 1, 8, 8), np.float32), None)
+    sel = select_by_latency(cands, timer, float(np.median(_synthetic_ms(cands))), 95, log=lambda m: None)
+    record = {**sel.record, "why": "test", "budget_source": "student_budget.latency_ms", "preflight": [
+        {"name": sel.ranked[0].name, "passed": True, "reason": "", "seconds": 1.0, "artifacts": [
+            {"format": "onnx", "precision": "int8"}]}]}
+    report = make_report()
+    shipped = next(a for a in report["artifacts"] if a.get("shipped", True))
+    record["format"] = shipped["format"]
+    c = sel.ranked[0]
+    choice = StudentChoice(c.family, c.config, c.params, c.macs, 100_000, None, 1, 1, selection=record)
+    report["student"]["selection"] = selection_section(choice, [{**shipped, "shipped": True}])
+    Report.model_validate(report)
+    shipped_prediction = report["student"]["selection"]["shipped_prediction"]
+    assert shipped_prediction["measured_ms"] == shipped["latency_ms"]["p95"]
+    md = render_markdown(report)
+    assert all(row["name"] in md for row in record["candidates"]) and "Pre-flight" in md
+    page = render_html(report)
+    assert "Student selection" in page and "latency vs capacity" in page
