@@ -24,6 +24,7 @@ from torch import nn
 
 from edgekd.data import Dataset
 from edgekd.distill.checkpoint import checkpoint_path, load_checkpoint, run_key, save_checkpoint
+from edgekd.distill.fast import FastPlan, choose_plan, plan_for
 from edgekd.distill.losses import LossInputs, LossMix
 from edgekd.distill.schedules import epoch_progress, make_lr_scheduler, schedule_value
 from edgekd.distill.taps import FeatureTaps
@@ -31,6 +32,7 @@ from edgekd.distill.teachers import TeacherCache, TeacherRunner, check_teacher_w
 from edgekd.errors import EdgekdError
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+MIN_STEPS_TO_TUNE = 300  # below this many training steps the fast path's timing costs more than it saves
 
 
 def distributed() -> bool:
@@ -93,6 +95,7 @@ class Run:
     per_rank_batch: int = 1
     memory_format: torch.memory_format = torch.contiguous_format
     optimisations: list[str] = field(default_factory=list)
+    plan: FastPlan | None = None
 
     @property
     def need_teacher(self) -> bool:
@@ -104,6 +107,9 @@ class Run:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
+
+    def loss_autocast(self) -> contextlib.AbstractContextManager:
+        return self.autocast() if self.device.type == "cuda" else contextlib.nullcontext()
 
     def close(self) -> None:
         for part in (self.student_taps, self.runner, self.cache):
@@ -144,11 +150,37 @@ def make_run(model: nn.Module, data: Dataset, config: Any, teachers: list[nn.Mod
     model.to(device)
     for t in teachers:
         t.to(device)
+    if getattr(config, "fast", False):
+        apply_plan(run, choose_fast_plan(run))
     if mix.student_paths():
         run.student_taps = FeatureTaps(model, mix.student_paths(), role="student")
     if run.need_teacher:
         run.runner = TeacherRunner(teachers, mix.teacher_paths())
     return run
+
+
+def choose_fast_plan(run: Run) -> FastPlan:
+    """The CPU fast path measured on this model (``fast.choose_plan``), unless the run is too short to pay.
+
+    Runs before feature taps exist and on copies of the model, with RNG state restored: the real run's weights
+    and random streams are as they would be without it.
+    """
+    config, data = run.config, run.data
+    steps = config.epochs * math.ceil(len(data.y_train) / max(1, config.batch_size // run.world))
+    if run.device.type != "cpu" or config.amp not in ("auto", "bf16") or steps < MIN_STEPS_TO_TUNE:
+        return plan_for("eager")
+    n = min(len(data.y_train), max(2, config.batch_size // run.world))
+    x = torch.from_numpy(np.ascontiguousarray(data.x_train[:n]))
+    return choose_plan(run.model, x, torch.from_numpy(data.y_train[:n]).long(), run.device)
+
+
+def apply_plan(run: Run, plan: FastPlan) -> None:
+    """Memory format of the student (inputs follow per batch) and CPU autocast dtype; recorded for the report."""
+    plan.apply(run.model)
+    run.memory_format, run.plan = plan.memory_format, plan
+    if run.device.type == "cpu":
+        run.amp = plan.amp
+    run.optimisations = plan.optimisations
 
 
 def probe_shapes(run: Run) -> None:
@@ -251,6 +283,8 @@ def resume(run: Run, checkpoint_dir: str | Path | None, key_extra: str) -> State
     state.history, state.since_best, state.stopped = saved["history"], saved["since_best"], saved["stopped"]
     state.start_epoch = state.resumed_from = saved["epoch"]
     state.elapsed_before = saved["elapsed_s"]
+    if saved.get("fast_plan"):  # the resumed run trains as the killed one did, whatever timing says today
+        apply_plan(run, FastPlan.from_state(saved["fast_plan"]))
     return state
 
 
@@ -268,6 +302,7 @@ def save(run: Run, state: State, epoch: int) -> None:
             "best_state": state.best_state, "best_acc": state.best_acc, "best_epoch": state.best_epoch,
             "history": state.history, "since_best": state.since_best, "stopped": state.stopped,
             "elapsed_s": state.elapsed_before + time.perf_counter() - state.start,
+            "fast_plan": run.plan.to_state() if run.plan else None,
         })
     if run.distributed:
         dist.barrier()
@@ -301,6 +336,9 @@ def train_step(run: Run, idx: np.ndarray, temperature: float, state: State) -> t
     with run.autocast():
         logits = run.net(xb)
         s_feats = run.student_taps.take() if run.student_taps else {}
+    if run.amp is not None and run.device.type == "cpu":  # CPU autocast keeps softmax in bf16: losses in fp32
+        logits, s_feats = logits.float(), {k: v.float() for k, v in s_feats.items()}
+    with run.loss_autocast():
         loss, parts = run.mix(LossInputs(logits, yb, t_logits, s_feats, t_feats, temperature))
     run.optimizer.zero_grad(set_to_none=True)
     (run.scaler.scale(loss) if run.scaler else loss).backward()
@@ -393,6 +431,7 @@ def details(run: Run, state: State) -> dict[str, Any]:
         "world_size": run.world, "device": str(run.device),
         "amp": str(run.amp).replace("torch.", "") if run.amp else None,
         "optimisations": list(run.optimisations),
+        "fast_plan": run.plan.to_state() if run.plan else None,
     }
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ConfigDict
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -39,8 +41,14 @@ from edgekd.models.teachers import predict_logits
 __all__ = ["TrainConfig", "TrainResult", "Transform", "accuracy", "train", "validate_config"]
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class TrainConfig:
+    """Every training setting, typed: a ``--distill-config`` value of the wrong type fails here, by field name.
+
+    A pydantic dataclass, so ``dataclasses.replace``/``asdict``/``fields`` work as on a plain one.
+    """
+
+
     epochs: int = 20
     batch_size: int = 64
     lr: float = 3e-3
@@ -62,6 +70,9 @@ class TrainConfig:
     memmap_threshold_mb: float = 256.0  # teacher caches larger than this live in memory-mapped files
     amp: str = "auto"  # auto: bf16 (fp16 where bf16 is unsupported) on a GPU, none on CPU | off | bf16 | fp16
     device: str = "auto"  # auto: cuda (this rank's GPU) when available, else cpu
+    # CPU fast path (distill/fast.py): channels_last / bf16 autocast where measured faster on this CPU for this
+    # model. Off by default for library callers (QAT, pruning fine-tunes); `edgekd build` turns it on.
+    fast: bool = False
 
 
 @dataclass
@@ -112,6 +123,8 @@ class TrainResult:
             "world_size": self.details.get("world_size", 1),
             "device": self.details.get("device", "cpu"),
             "amp": self.details.get("amp"),
+            "optimisations": self.details.get("optimisations", []),
+            "fast_plan": self.details.get("fast_plan"),
         }
 
 

@@ -53,6 +53,7 @@ class BuildOptions:
     strict: bool = False  # the gate fails budgets it could not verify (device budgets measured off the device)
     as_target: bool = False  # the user declares this host to be the target device (recorded in the report)
     progress: bool = True
+    fast_train: bool = True  # CPU fast path (channels_last / bf16 where measured faster); --no-fast-train: off
     teacher_cache: Path | None = DEFAULT_CACHE
     log: Any = None  # callable(str) for progress lines; None = print to stderr
 
