@@ -136,7 +136,7 @@ class State:
 
 
 def make_run(model: nn.Module, data: Dataset, config: Any, teachers: list[nn.Module],
-             transform: Transform | None) -> Run:
+             transform: Transform | None, fast_plan: dict | None = None) -> Run:
     """Device, loss mix, feature taps and teacher runner; the model and teachers are moved to the device."""
     world, rank = (dist.get_world_size(), dist.get_rank()) if distributed() else (1, 0)
     device = pick_device(config.device)
@@ -151,7 +151,7 @@ def make_run(model: nn.Module, data: Dataset, config: Any, teachers: list[nn.Mod
     for t in teachers:
         t.to(device)
     if getattr(config, "fast", False):
-        apply_plan(run, choose_fast_plan(run))
+        apply_plan(run, FastPlan.from_state(fast_plan) if fast_plan else choose_fast_plan(run))
     if mix.student_paths():
         run.student_taps = FeatureTaps(model, mix.student_paths(), role="student")
     if run.need_teacher:

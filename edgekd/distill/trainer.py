@@ -17,6 +17,7 @@ What it adds around a plain loop, and why:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,6 @@ import numpy as np
 from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from torch import nn
-from tqdm.auto import tqdm
 
 from edgekd.data import Dataset
 from edgekd.distill import loop
@@ -37,6 +37,7 @@ from edgekd.distill.schedules import LR_SCHEDULES, check_schedule, schedule_valu
 from edgekd.distill.teachers import check_teacher_weights
 from edgekd.errors import EdgekdError
 from edgekd.models.teachers import predict_logits
+from edgekd.progress import Progress
 
 __all__ = ["TrainConfig", "TrainResult", "Transform", "accuracy", "train", "validate_config"]
 
@@ -180,6 +181,7 @@ def train(
     transform: Transform | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     cache_dir: str | Path | None = None,
+    fast_plan: dict | None = None,
 ) -> TrainResult:
     """Train ``model`` with the configured loss mix; keep the weights of the best validation epoch.
 
@@ -188,10 +190,12 @@ def train(
     ``transform(x, generator)``: per-batch input augmentation; inputs then change per epoch, so the teacher runs
     online. ``on_epoch_end(epoch, history_row)``: called after each epoch's checkpoint is written.
     ``cache_dir``: where memory-mapped teacher caches go (default: the system temp dir).
+    ``fast_plan``: with ``config.fast``, reuse a plan another run of the same model chose (``details["fast_plan"]``)
+    instead of timing candidates again (the ``--baseline`` run reuses the KD run's).
     """
     teachers = loop.as_list(teacher)
     _validate(config, len(teachers))
-    run = loop.make_run(model, data, config, teachers, transform)
+    run = loop.make_run(model, data, config, teachers, transform, fast_plan)
     try:
         loop.probe_shapes(run)
         start = time.perf_counter()
@@ -200,12 +204,12 @@ def train(
         state = loop.resume(run, checkpoint_dir, getattr(transform, "__qualname__", ""))
         state.start, state.teacher_time = start, teacher_time
         epochs = range(state.start_epoch, config.epochs) if not state.stopped else range(0)
-        bar = tqdm(epochs, desc=f"train {config.label}", unit="epoch", disable=not progress or run.rank != 0,
-                   leave=False)
-        for epoch in bar:
-            row = loop.run_epoch(run, state, epoch)
+        bar = Progress(f"train {config.label}", config.epochs, enabled=progress and run.rank == 0)
+        for epoch in epochs:
+            bar.start_epoch(epoch + 1, math.ceil(len(data.y_train) / run.world))
+            row = loop.run_epoch(run, state, epoch, on_batch=bar.update)
             loop.save(run, state, epoch + 1)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{row['val_accuracy']:.3f}", best=f"{state.best_acc:.3f}")
+            bar.end_epoch(row, state.best_acc)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, row)
             if state.stopped:

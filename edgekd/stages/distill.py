@@ -77,7 +77,7 @@ def distill(ctx: BuildContext, config: TrainConfig, teachers: Teachers, choice: 
         torch.manual_seed(options.seed)
         alone = train(choice.build(data.input_shape, data.num_classes), data,
                       dataclasses.replace(config, label="student (alone)"), progress=options.progress,
-                      checkpoint_dir=checkpoint_dir(ctx))
+                      checkpoint_dir=checkpoint_dir(ctx), fast_plan=kd.details.get("fast_plan"))
         ctx.say(f"baseline: KD student {accuracy(kd.model, data.x_val, data.y_val):.4f} vs alone "
                 f"{accuracy(alone.model, data.x_val, data.y_val):.4f} on the validation split")
     return Distilled(kd, alone)
