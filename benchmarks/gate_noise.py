@@ -77,8 +77,9 @@ def get_run() -> dict[str, Any]:
 
 def export_variants(report: dict[str, Any]) -> dict[float, Path]:
     """Wider students of the shipped family as OpenVINO int8, one per width multiple (cached)."""
-    from edgekd.backends import Calibration, get_backend
+    from edgekd.backends import Calibration
     from edgekd.data import load_dataset
+    from edgekd.formats import get_backend
     from edgekd.models.students import build_model
 
     student = report["student"]

@@ -1,19 +1,23 @@
-"""Does distillation earn its name? Fashion-MNIST at the rpi4 student budget: teacher, student alone, and the
-student taught by each distillation method, over several seeds.
+"""Does distillation earn its name? CIFAR-10 at the rpi4 student budget: teacher, student alone, and the student
+taught by each distillation method (cached and consistent teaching), over several seeds.
 
-    python benchmarks/kd_quality.py            # default size (see DEFAULTS below; every choice is printed)
+    python benchmarks/kd_quality.py                      # all 50,000 training images, epochs sized to 40 minutes
+    python benchmarks/kd_quality.py --budget-minutes 90  # more epochs, same data
+    python benchmarks/kd_quality.py --quick --out /tmp/kd.json   # a few thousand images, 1 epoch, 1 seed
 
-Prints a table and writes ``benchmarks/results/kd_quality.json`` (keys: ``teacher``, ``student``, ``alone``,
-``methods``; see the issue that introduced it and the table this prints). The teacher is trained
-once and cached under the git-ignored ``benchmarks/.cache/``, keyed by its configuration and the data; the
-script says when it reuses it. The KD/alone epoch-time ratio is measured in this run, with the teacher's
-outputs cached (computed once per training run, reported separately as the teacher pass).
+Prints every choice, the plan (epochs scaled to ``--budget-minutes`` from a timing of this machine) and a table;
+writes ``benchmarks/results/kd_quality.json`` (keys: ``teacher``, ``student``, ``alone``, ``methods``,
+``selected_on_val``, ``plan``, ...). The data is edgekd's ImageFolder reader on the CIFAR-10 JPEG archive: the
+training folder is split into train and validation (every choice: best epoch, selected method), the test folder
+is scored once per model. Everything trains with the same augmentation (random crop + flip by default), the
+student alone included. ``kd`` uses cached teaching (teacher outputs once, on un-augmented images), ``kd-consistent``
+runs the teacher on the student's augmented view each batch (Beyer et al., CVPR 2022); the other losses use
+``--teaching`` (default: edgekd's ``DEFAULT_TEACHING``). Epoch-time ratios are KD / alone, from runs interleaved
+in this process, so load drifts hit every method alike.
 
-Why the defaults are smaller than "the whole of Fashion-MNIST with the project's default teacher": this machine
-is two shared CPU cores. The default ``teacher_cnn`` widths (64,128,256) cost ~116 M MACs and ~10 min/epoch on
-the full set, and 3 seeds x (1 + 5 methods) student runs must fit in ~25 minutes. So the teacher here is
-``teacher_cnn`` with widths (32,64,128) (~29 M MACs), trained on a class-mixed subset, and students train a few
-epochs. The student budget is still the rpi4 target's, capped at 1/10 of this teacher's MACs.
+The teacher is ``teacher_cnn`` widths (32,64,128) (~39 M MACs at 32x32), trained here (and cached under the
+git-ignored ``benchmarks/.cache/``, keyed by its configuration and the data; the script says when it reuses it).
+The student budget is the rpi4 target's, capped at 1/10 of this teacher's MACs.
 """
 
 from __future__ import annotations
@@ -21,186 +25,324 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
 from edgekd.data import load_dataset  # noqa: E402
+from edgekd.distill.augment import DEFAULT_TEACHING, TEACHING_MODES  # noqa: E402
 from edgekd.distill.trainer import TrainConfig, accuracy, train  # noqa: E402
 from edgekd.io import atomic_write, write_json  # noqa: E402
 from edgekd.models.budget import count_macs, count_params, fit_student_to_budget  # noqa: E402
 from edgekd.models.students import build_model  # noqa: E402
 from edgekd.targets import load_target  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent.parent / "shared" / "datasets" / "fashion-mnist"
+CIFAR = Path("shared") / "datasets" / "cifar10" / "cifar10-jpg.tar.gz"
+# ../shared/datasets from the project root (or from any folder above it, e.g. a git worktree's)
+DEFAULT_DATA = next((p / CIFAR for p in ROOT.parents if (p / CIFAR).exists()), ROOT.parent.parent / CIFAR)
 
-# name -> (loss weights, per-loss options). Features default to each model's `features` trunk.
-METHODS: dict[str, tuple[dict[str, float], dict[str, dict]]] = {
-    "kd": ({"kd": 0.7, "ce": 0.3}, {}),
-    "dkd": ({"dkd": 0.5, "ce": 0.5}, {"dkd": {"alpha": 1.0, "beta": 4.0}}),
-    "kd+hint": ({"kd": 0.5, "hint": 0.3, "ce": 0.2}, {}),
-    "kd+at": ({"kd": 0.6, "at": 0.2, "ce": 0.2}, {}),
-    "kd+rkd": ({"kd": 0.6, "rkd": 0.2, "ce": 0.2}, {}),
+# name -> (loss weights, per-loss options, teaching; None: --teaching). Features default to each model's trunk.
+METHODS: dict[str, tuple[dict[str, float], dict[str, dict], str | None]] = {
+    "kd": ({"kd": 0.7, "ce": 0.3}, {}, "cached"),
+    "kd-consistent": ({"kd": 0.7, "ce": 0.3}, {}, "consistent"),
+    "dkd": ({"dkd": 0.5, "ce": 0.5}, {"dkd": {"alpha": 1.0, "beta": 4.0}}, None),
+    "kd+hint": ({"kd": 0.5, "hint": 0.3, "ce": 0.2}, {}, None),
+    "kd+at": ({"kd": 0.6, "at": 0.2, "ce": 0.2}, {}, None),
+    "kd+rkd": ({"kd": 0.6, "rkd": 0.2, "ce": 0.2}, {}, None),
 }
+TEACHER_SHARE = 0.25  # of the budget, when the teacher must be trained (not found in the cache)
+QUICK = {"max_train": 3000, "epochs": 1, "seeds": 1, "teacher_epochs": 1}
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="IDX dir (default ../shared/datasets/fashion-mnist)")
-    p.add_argument("--max-train", type=int, default=4000, help="train+val samples drawn from the training set")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="CIFAR-10 archive/folder (or any edgekd image data)")
+    p.add_argument("--max-train", type=int, help="train+val images drawn from the training set (default: all)")
+    p.add_argument("--budget-minutes", type=float, default=40.0,
+                   help="wall-clock budget: student (and, if not cached, teacher) epochs are scaled to fit it")
+    p.add_argument("--epochs", type=int, help="student epochs (default: as many as fit the budget)")
+    p.add_argument("--teacher-epochs", type=int, help=f"default: {TEACHER_SHARE:.0%} of the budget")
     p.add_argument("--teacher-widths", default="32,64,128", help="teacher_cnn widths")
-    p.add_argument("--teacher-epochs", type=int, default=8)
-    p.add_argument("--epochs", type=int, default=5, help="student epochs (alone and KD alike)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seeds", type=int, help="default 3 (--quick: 1)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"subset of {', '.join(METHODS)}")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (1: on shared, oversubscribed cores one thread is faster and steadier)")
+    p.add_argument("--augment", default="crop,flip", help="train-time augmentation for every model ('' for none)")
+    p.add_argument("--teaching", default=DEFAULT_TEACHING, choices=TEACHING_MODES,
+                   help="teaching mode of the methods that don't name one (all but kd and kd-consistent)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads; 0 (default): 2 (the budget's cores) on a quiet machine (1-minute load "
+                        "average < 1), else 1 (measured: on oversubscribed cores 2 threads ran ~10x slower)")
+    p.add_argument("--quick", action="store_true", help=f"validation run: {QUICK}, no budget scaling")
+    p.add_argument("--cache-dir", default=str(ROOT / ".cache"), help="where the trained teacher is cached")
     p.add_argument("--out", default=str(ROOT / "results" / "kd_quality.json"))
-    return p.parse_args()
+    args = p.parse_args(argv)
+    if args.quick:
+        for k, v in QUICK.items():
+            setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
+    args.seeds = args.seeds or 3
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        p.error(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+    args.augment = [a.strip() for a in args.augment.split(",") if a.strip()]
+    return args
 
 
-def teacher_for(data, widths: tuple[int, ...], epochs: int, batch_size: int, say) -> tuple[torch.nn.Module, dict]:
-    """The teacher, trained once and then reused from benchmarks/.cache/ (keyed by data and configuration)."""
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, seed=0, label="teacher")
+def teacher_config(args, epochs: int) -> TrainConfig:
+    return TrainConfig(epochs=epochs, batch_size=args.batch_size, seed=0, label="teacher", augment=args.augment)
+
+
+def teacher_path(args, data, widths: tuple[int, ...], epochs: int) -> Path:
+    config = teacher_config(args, epochs)
     key = json.dumps({"data": data.fingerprint(), "arch": "teacher_cnn", "widths": list(widths), "epochs": epochs,
-                      "batch_size": batch_size, "lr": config.lr, "seed": 0}, sort_keys=True)
-    path = ROOT / ".cache" / f"teacher-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+                      "batch_size": config.batch_size, "lr": config.lr, "seed": 0, "augment": list(args.augment)},
+                     sort_keys=True)
+    return Path(args.cache_dir) / f"teacher-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+
+
+def teacher_for(args, data, widths: tuple[int, ...], epochs: int, say) -> tuple[torch.nn.Module, dict]:
+    """The teacher, trained once and then reused from the cache (keyed by data and configuration)."""
+    path = teacher_path(args, data, widths, epochs)
     torch.manual_seed(0)
     model = build_model("teacher_cnn", data.input_shape, data.num_classes, widths=widths)
+    info = {"epochs": epochs, "cache": str(path)}
     if path.exists():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         model.eval()
-        say(f"teacher: REUSED from cache {path.relative_to(ROOT.parent)} (trained earlier with this config)")
-        return model, {"cached": True, "train_time_s": None, "cache": str(path.relative_to(ROOT.parent))}
+        say(f"teacher: REUSED from cache {path} (trained earlier with this config)")
+        return model, {**info, "cached": True, "train_time_s": None,
+                       "val_accuracy": accuracy(model, data.x_val, data.y_val)}
     say(f"teacher: training teacher_cnn widths {widths} for {epochs} epochs (cached afterwards at {path.name})")
-    result = train(model, data, config, progress=False)
+    result = train(model, data, teacher_config(args, epochs), progress=False)
     atomic_write(path, lambda p: torch.save(result.model.state_dict(), p))
-    return result.model, {"cached": False, "train_time_s": round(result.train_time_s, 1),
-                          "cache": str(path.relative_to(ROOT.parent))}
+    return result.model, {**info, "cached": False, "train_time_s": round(result.train_time_s, 1),
+                          "val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch}
+
+
+def _rate(step, batch: int, repeats: int = 4) -> float:
+    """Samples per second of ``step`` (after one warm-up call)."""
+    step()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return batch * repeats / (time.perf_counter() - t0)
+
+
+def measure_rates(data, widths, choice, batch_size: int) -> dict[str, float]:
+    """This machine's throughput now (samples/s) for the three kinds of work the runs are made of."""
+    x = torch.from_numpy(data.x_train[:batch_size].copy())
+    y = torch.from_numpy(data.y_train[:batch_size].copy())
+    torch.manual_seed(0)
+    teacher = build_model("teacher_cnn", data.input_shape, data.num_classes, widths=widths)
+    student = choice.build(data.input_shape, data.num_classes)
+
+    def train_step(model):
+        opt = torch.optim.AdamW(model.parameters())
+
+        def step():
+            opt.zero_grad()
+            F.cross_entropy(model.train()(x), y).backward()
+            opt.step()
+
+        return step
+
+    def forward():
+        with torch.inference_mode():
+            teacher.eval()(x)
+
+    return {"student_train": _rate(train_step(student), len(y)), "teacher_train": _rate(train_step(teacher), len(y)),
+            "teacher_forward": _rate(forward, len(y))}
+
+
+def plan_epochs(args, data, widths, choice, say) -> dict:
+    """Student and teacher epochs that fit ``--budget-minutes`` on this machine (data is never cut)."""
+    n_train, n_eval = len(data.y_train), len(data.y_val) + len(data.y_test)
+    rates = measure_rates(data, widths, choice, args.batch_size)
+    teacher_epoch_s = n_train / rates["teacher_train"] + len(data.y_val) / rates["teacher_forward"]
+    teacher_epochs = args.teacher_epochs
+    if teacher_epochs is None:
+        teacher_epochs = max(1, int(TEACHER_SHARE * args.budget_minutes * 60 / teacher_epoch_s))
+        if teacher_path(args, data, widths, teacher_epochs).exists():
+            say(f"plan: a cached teacher for {teacher_epochs} epochs exists; pass --teacher-epochs to pin it")
+    cached = teacher_path(args, data, widths, teacher_epochs).exists()
+    teacher_s = 0.0 if cached else teacher_epochs * teacher_epoch_s
+    # inference (val/test scoring) runs at ~2-3x the training rate; 2 keeps the estimate on the safe side
+    student_epoch_s = n_train / rates["student_train"] + len(data.y_val) / (2 * rates["student_train"])
+    epoch_s, fixed_s = student_epoch_s, n_eval / (2 * rates["student_train"])  # alone
+    for m in args.methods:
+        consistent = (METHODS[m][2] or args.teaching) == "consistent" and args.augment
+        epoch_s += student_epoch_s + (n_train / rates["teacher_forward"] if consistent else 0.0)
+        fixed_s += n_eval / (2 * rates["student_train"]) + (0.0 if consistent else n_train / rates["teacher_forward"])
+    left = args.budget_minutes * 60 - teacher_s - args.seeds * fixed_s
+    fitted = max(1, int(left / (args.seeds * epoch_s)))
+    epochs = args.epochs or fitted
+    estimate = teacher_s + args.seeds * (fixed_s + epochs * epoch_s)
+    plan = {"budget_minutes": args.budget_minutes, "rates_samples_per_s": {k: round(v, 1) for k, v in rates.items()},
+            "teacher_epochs": teacher_epochs, "teacher_cached": cached, "student_epochs": epochs,
+            "student_epochs_fitted": fitted, "estimated_minutes": round(estimate / 60, 1),
+            "scaled": "epochs only; all training images are used"}
+    say(f"plan: measured {plan['rates_samples_per_s']} samples/s; budget {args.budget_minutes:.0f} min -> teacher "
+        f"{teacher_epochs} epochs ({'cached, free' if cached else f'~{teacher_s / 60:.0f} min'}), students "
+        f"{epochs} epochs{'' if args.epochs else ' (scaled to fit)'} x {args.seeds} seeds x "
+        f"{1 + len(args.methods)} rows, estimated {estimate / 60:.0f} min (data not cut: {n_train} train images)")
+    if estimate > 1.1 * args.budget_minutes * 60:
+        say(f"plan: WARNING even {epochs} epoch(s) exceed the budget; raise --budget-minutes or --threads")
+    return plan
+
+
+def run_rows(args, data, teacher, choice, epochs: int, say) -> dict[str, list[dict]]:
+    """Every (seed, row) run, interleaved so machine load drifts hit every method alike; test scored once each."""
+    runs: dict[str, list[dict]] = {"alone": [], **{m: [] for m in args.methods}}
+    for seed in range(args.seeds):
+        for name in ["alone", *args.methods]:
+            weights, options, teaching = ({"ce": 1.0}, {}, None) if name == "alone" else METHODS[name]
+            config = TrainConfig(epochs=epochs, batch_size=args.batch_size, seed=seed, loss_weights=weights,
+                                 loss_options=options, label=name, augment=args.augment,
+                                 teaching=teaching or args.teaching)
+            torch.manual_seed(seed)
+            student = choice.build(data.input_shape, data.num_classes)
+            result = train(student, data, config, teacher=None if name == "alone" else teacher, progress=False)
+            acc = accuracy(result.model, data.x_test, data.y_test)
+            epoch_s = statistics.median(h["epoch_time_s"] for h in result.history)
+            runs[name].append({"seed": seed, "accuracy": acc, "val_accuracy": result.best_val_accuracy,
+                               "train_time_s": result.train_time_s, "epoch_time_s": epoch_s,
+                               "teacher_time_s": result.teacher_time_s, "best_epoch": result.best_epoch,
+                               "teacher_outputs": result.details.get("teacher_outputs")})
+            say(f"seed {seed} {name:<13} val {result.best_val_accuracy:.4f} test {acc:.4f}  epoch {epoch_s:6.1f}s"
+                f"  total {result.train_time_s:7.1f}s  teacher {result.teacher_time_s:6.1f}s")
+    return runs
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def main() -> int:
-    args = parse_args()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
+def summarize(args, runs, teacher_acc: float) -> tuple[dict, dict, str]:
+    """Per-method statistics against the alone baseline and the teacher; the method chosen on validation."""
+    alone = runs["alone"]
+    alone_acc = mean_std([r["accuracy"] for r in alone])
+    alone_epoch = statistics.fmean(r["epoch_time_s"] for r in alone)
+    alone_train = statistics.fmean(r["train_time_s"] for r in alone)
+    alone_json = {"accuracy_mean": alone_acc[0], "accuracy_std": alone_acc[1],
+                  "val_accuracy_mean": statistics.fmean(r["val_accuracy"] for r in alone),
+                  "epoch_time_s_mean": alone_epoch, "train_time_s_mean": alone_train, "runs": alone}
+    gap = teacher_acc - alone_acc[0]
+    methods = {}
+    for m in args.methods:
+        rs = runs[m]
+        acc = mean_std([r["accuracy"] for r in rs])
+        gains = [100 * (r["accuracy"] - a["accuracy"]) for r, a in zip(rs, alone, strict=True)]  # paired by seed
+        weights, options, teaching = METHODS[m]
+        methods[m] = {
+            "accuracy_mean": acc[0], "accuracy_std": acc[1],
+            "val_accuracy_mean": statistics.fmean(r["val_accuracy"] for r in rs),
+            "epoch_time_ratio_vs_alone": statistics.fmean(r["epoch_time_s"] for r in rs) / alone_epoch,
+            "train_time_ratio_vs_alone": statistics.fmean(r["train_time_s"] for r in rs) / alone_train,
+            "gain_vs_alone_points": statistics.fmean(gains), "gain_vs_alone_points_std": mean_std(gains)[1],
+            "ratio_to_teacher": acc[0] / teacher_acc,
+            "gap_closed": (acc[0] - alone_acc[0]) / gap if gap > 0 else None,
+            "teaching": (teaching or args.teaching) if args.augment else "cached (no augmentation)",
+            "train_time_s_mean": statistics.fmean(r["train_time_s"] for r in rs),
+            "loss_weights": weights, "loss_options": options, "runs": rs,
+        }
+    candidates = {"alone": alone_json["val_accuracy_mean"], **{m: v["val_accuracy_mean"] for m, v in methods.items()}}
+    return alone_json, methods, max(candidates, key=candidates.get)
+
+
+def print_table(teacher_acc: float, alone: dict, methods: dict, selected: str) -> None:
+    header = f"{'model':<14} {'test acc':>8} {'± std':>7} {'val acc':>8} {'gain pts':>9} {'/teacher':>8} " \
+             f"{'gap closed':>10} {'ep ratio':>8} {'teaching':>10}"
+    print("\n" + header + "\n" + "-" * len(header))
+    print(f"{'teacher':<14} {teacher_acc:8.4f}")
+    print(f"{'alone':<14} {alone['accuracy_mean']:8.4f} {alone['accuracy_std']:7.4f} "
+          f"{alone['val_accuracy_mean']:8.4f} {'':>9} {alone['accuracy_mean'] / teacher_acc:8.3f} {'':>10} "
+          f"{1.0:8.2f}")
+    for m, v in methods.items():
+        closed = "" if v["gap_closed"] is None else f"{100 * v['gap_closed']:9.0f}%"
+        print(f"{m:<14} {v['accuracy_mean']:8.4f} {v['accuracy_std']:7.4f} {v['val_accuracy_mean']:8.4f} "
+              f"{v['gain_vs_alone_points']:+9.2f} {v['ratio_to_teacher']:8.3f} {closed:>10} "
+              f"{v['epoch_time_ratio_vs_alone']:8.2f} {v['teaching'][:10]:>10}")
+    print(f"\nselected on validation: {selected}")
+
+
+def verdict_of(methods: dict, alone: dict, choice, teacher_macs: int) -> dict:
+    if not methods:
+        return {}
+    best = max(methods, key=lambda m: methods[m]["accuracy_mean"])
+    b = methods[best]
+    spread = max(b["accuracy_std"], alone["accuracy_std"])
+    return {
+        "best_method_on_test": best, "gain_points": b["gain_vs_alone_points"],
+        "gain_ge_0_5_points_and_above_spread": b["gain_vs_alone_points"] >= 0.5 and
+        b["accuracy_mean"] - alone["accuracy_mean"] > spread,
+        "ratio_to_teacher_ge_0_97": b["ratio_to_teacher"] >= 0.97,
+        "macs_le_tenth_of_teacher": choice.macs <= teacher_macs / 10,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads <= 0:
+        args.threads = min(2, os.cpu_count() or 1) if os.getloadavg()[0] < 1.0 else 1
+    torch.set_num_threads(args.threads)
+    t_start, load_start = time.perf_counter(), os.getloadavg()
 
     def say(message: str) -> None:
         print(f"[{time.perf_counter() - t_start:6.0f}s] {message}", flush=True)
 
     if not Path(args.data).exists():
-        say(f"data {args.data} not found: falling back to the built-in 'digits' set (results not comparable)")
-        args.data = "digits"
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise SystemExit(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+        print(f"error: data {args.data} not found; pass --data (the CIFAR-10 archive, see "
+              "../shared/datasets/README.md)", file=sys.stderr)
+        return 2
     data = load_dataset(args.data, seed=0, max_train=args.max_train)
     widths = tuple(int(w) for w in args.teacher_widths.split(","))
+    teacher_macs = count_macs(build_model("teacher_cnn", data.input_shape, data.num_classes, widths=widths),
+                              data.input_shape)
+    budget = load_target("rpi4").student_budget
+    choice = fit_student_to_budget(data.input_shape, data.num_classes, budget, teacher_macs)
     choices = {
-        "data": f"{args.data}: {len(data.y_train)} train / {len(data.y_val)} val (of --max-train {args.max_train}),"
-                f" full {len(data.y_test)}-image test set",
-        "teacher": f"teacher_cnn widths {widths}, {args.teacher_epochs} epochs, seed 0 (lighter than the default "
-                   "(64,128,256) so the benchmark fits ~25 min on 2 shared cores)",
-        "students": f"{args.epochs} epochs, batch {args.batch_size}, AdamW lr 3e-3 one-cycle, T=4, seeds "
-                    f"0..{args.seeds - 1}; best-val-epoch weights, scored on the test set",
-        "timing": "epoch_time_ratio_vs_alone = KD epoch time / alone epoch time (median epoch of each run, mean "
-                  "over seeds; runs interleaved), same run, teacher outputs cached (the one-off teacher pass is "
-                  f"reported separately as teacher_time_s); torch threads {args.threads or 'default'}",
+        "data": f"{args.data}: {len(data.y_train)} train / {len(data.y_val)} val (from the training folder), "
+                f"{len(data.y_test)}-image test folder scored once per model",
+        "augment": f"{args.augment or 'none'} for every model (teacher, alone and KD alike)",
+        "teaching": f"kd: cached, kd-consistent: consistent, others: {args.teaching}",
+        "students": f"batch {args.batch_size}, AdamW lr 3e-3 one-cycle, T=4, seeds 0..{args.seeds - 1}; "
+                    "best-val-epoch weights; the method is selected on validation accuracy",
+        "timing": "epoch_time_ratio_vs_alone = KD epoch time / alone epoch time (median epoch per run, mean over "
+                  "seeds; runs interleaved); cached teaching's one-off teacher pass is in train_time_ratio_vs_alone "
+                  f"only; torch threads {args.threads} (load average {os.getloadavg()[0]:.1f} at start)",
     }
     for k, v in choices.items():
         say(f"choice ({k}): {v}")
-
-    teacher, teacher_info = teacher_for(data, widths, args.teacher_epochs, args.batch_size, say)
+    if args.quick:
+        plan = {"quick": True, "teacher_epochs": args.teacher_epochs, "student_epochs": args.epochs,
+                "scaled": "nothing (--quick)"}
+        say(f"plan: --quick {QUICK}: a validation run, not a result")
+    else:
+        plan = plan_epochs(args, data, widths, choice, say)
+    teacher, teacher_info = teacher_for(args, data, widths, plan["teacher_epochs"], say)
     teacher_acc = accuracy(teacher, data.x_test, data.y_test)
-    teacher_macs = count_macs(teacher, data.input_shape)
-    budget = load_target("rpi4").student_budget
-    choice = fit_student_to_budget(data.input_shape, data.num_classes, budget, teacher_macs)
-    say(f"teacher: accuracy {teacher_acc:.4f}, {teacher_macs / 1e6:.2f} M MACs, {count_params(teacher)} params")
+    say(f"teacher: test accuracy {teacher_acc:.4f}, {teacher_macs / 1e6:.2f} M MACs, {count_params(teacher)} params")
     say(f"student: {choice.family} {choice.config}: {choice.macs / 1e6:.2f} M MACs ({choice.macs / teacher_macs:.3f}"
         f" of the teacher), {choice.params} params (rpi4 budget {budget.max_params} params, {budget.max_macs} MACs)")
-
-    runs: dict[str, list[dict]] = {"alone": [], **{m: [] for m in methods}}
-    for seed in range(args.seeds):
-        for name in ["alone", *methods]:  # interleaved, so machine load drifts hit every method alike
-            weights, options = ({"ce": 1.0}, {}) if name == "alone" else METHODS[name]
-            config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=seed, loss_weights=weights,
-                                 loss_options=options, label=name)
-            torch.manual_seed(seed)
-            student = choice.build(data.input_shape, data.num_classes)
-            result = train(student, data, config, teacher=None if name == "alone" else teacher, progress=False)
-            acc = accuracy(result.model, data.x_test, data.y_test)
-            epoch_s = statistics.median(h["epoch_time_s"] for h in result.history)
-            runs[name].append({"seed": seed, "accuracy": acc, "train_time_s": result.train_time_s,
-                               "epoch_time_s": epoch_s, "teacher_time_s": result.teacher_time_s,
-                               "best_epoch": result.best_epoch})
-            say(f"seed {seed} {name:<8} test acc {acc:.4f}  epoch {epoch_s:5.2f}s  "
-                f"total {result.train_time_s:6.1f}s  teacher {result.teacher_time_s:5.2f}s")
-
-    alone_acc = mean_std([r["accuracy"] for r in runs["alone"]])
-    alone_epoch = statistics.fmean(r["epoch_time_s"] for r in runs["alone"])
-    rows = [("teacher", teacher_acc, 0.0, count_params(teacher), teacher_macs, None, None, None)]
-    rows.append(("alone", *alone_acc, choice.params, choice.macs,
-                 statistics.fmean(r["train_time_s"] for r in runs["alone"]), 1.0, None))
-    method_json = {}
-    for m in methods:
-        acc_m = mean_std([r["accuracy"] for r in runs[m]])
-        ratio = statistics.fmean(r["epoch_time_s"] for r in runs[m]) / alone_epoch
-        train_s = statistics.fmean(r["train_time_s"] for r in runs[m])
-        rows.append((m, *acc_m, choice.params, choice.macs, train_s, ratio, acc_m[0] - alone_acc[0]))
-        method_json[m] = {
-            "accuracy_mean": acc_m[0], "accuracy_std": acc_m[1], "epoch_time_ratio_vs_alone": ratio,
-            "gain_vs_alone_points": 100 * (acc_m[0] - alone_acc[0]), "ratio_to_teacher": acc_m[0] / teacher_acc,
-            "train_time_s_mean": train_s, "loss_weights": METHODS[m][0], "loss_options": METHODS[m][1],
-            "runs": runs[m],
-        }
-
-    header = f"{'model':<10} {'acc mean':>8} {'std':>7} {'params':>8} {'MACs':>10} {'train s':>8} " \
-             f"{'ep ratio':>8} {'gain pts':>8} {'/teacher':>8}"
-    print("\n" + header + "\n" + "-" * len(header))
-    for name, mean, std, params, macs, train_s, ratio, gain in rows:
-        print(f"{name:<10} {mean:8.4f} {std:7.4f} {params:8d} {macs:10d} "
-              f"{'' if train_s is None else f'{train_s:8.1f}':>8} {'' if ratio is None else f'{ratio:8.2f}':>8} "
-              f"{'' if gain is None else f'{100 * gain:+8.2f}':>8} {mean / teacher_acc:8.3f}")
-    best = max(methods, key=lambda m: method_json[m]["accuracy_mean"]) if methods else None
-    verdict = {}
-    if best:
-        b = method_json[best]
-        spread = max(b["accuracy_std"], alone_acc[1])
-        verdict = {
-            "best_method": best,
-            "gain_points": b["gain_vs_alone_points"],
-            "gain_ge_0_5_points_and_above_spread": b["gain_vs_alone_points"] >= 0.5 and
-            b["accuracy_mean"] - alone_acc[0] > spread,
-            "ratio_to_teacher_ge_0_97": b["ratio_to_teacher"] >= 0.97,
-            "macs_le_tenth_of_teacher": choice.macs <= teacher_macs / 10,
-            "all_epoch_ratios_le_1_2": all(method_json[m]["epoch_time_ratio_vs_alone"] <= 1.2 for m in methods),
-        }
-        print(f"\nbest method {best}: {b['gain_vs_alone_points']:+.2f} points vs alone (spread {100 * spread:.2f}),"
-              f" {b['ratio_to_teacher']:.3f} of the teacher's accuracy with {choice.macs / teacher_macs:.3f} of its "
-              f"MACs; checks: {verdict}")
+    runs = run_rows(args, data, teacher, choice, plan["student_epochs"], say)
+    alone, methods, selected = summarize(args, runs, teacher_acc)
+    print_table(teacher_acc, alone, methods, selected)
     result = {
         "teacher": {"accuracy": teacher_acc, "macs": teacher_macs, "params": count_params(teacher),
                     "arch": "teacher_cnn", "widths": list(widths), **teacher_info},
         "student": {"macs": choice.macs, "params": choice.params, "family": choice.family, "config": choice.config},
-        "alone": {"accuracy_mean": alone_acc[0], "accuracy_std": alone_acc[1], "epoch_time_s_mean": alone_epoch,
-                  "runs": runs["alone"]},
-        "methods": method_json,
-        "verdict": verdict,
-        "choices": choices,
-        "settings": vars(args),
-        "threads": torch.get_num_threads(),
+        "alone": alone, "methods": methods, "selected_on_val": selected,
+        "verdict": verdict_of(methods, alone, choice, teacher_macs), "choices": choices, "plan": plan,
+        "settings": {**vars(args), "quick": args.quick}, "threads": torch.get_num_threads(),
+        "loadavg": {"start": load_start, "end": os.getloadavg()},
         "wall_time_s": round(time.perf_counter() - t_start, 1),
     }
     write_json(args.out, result)

@@ -4,12 +4,12 @@ target -> data -> teacher -> student choice -> distill -> compress (prune, int8 
 -> benchmark (runner.py, a fresh process) -> choose precision -> report -> gate
 
 Everything is written into a staging directory beside the run directory and swapped in only when the build
-succeeded, so a failed or interrupted build never leaves a half-written run directory.
+succeeded, so a failed or interrupted build never leaves a half-written run directory; ``--out`` is replaced only
+when it is empty or an earlier edgekd run, under a lock (``edgekd.rundir``).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,20 +19,22 @@ from typing import Any
 from edgekd.backends import Calibration
 from edgekd.bench import write_eval_inputs
 from edgekd.compress.calibration import build_calibration_set, load_calibration_set, save_calibration_set
+from edgekd.counts import check_build_counts
 from edgekd.data import load_dataset
 from edgekd.distill.trainer import accuracy, validate_config
 from edgekd.errors import EdgekdError
 from edgekd.gate import evaluate_gate
-from edgekd.io import replace_dir, sha256_file, write_json, write_text
+from edgekd.io import dumps, sha256_file, write_json, write_text
 from edgekd.models.budget import StudentChoice, fit_student_to_budget
 from edgekd.models.teachers import predict_logits
 from edgekd.report import render_markdown
 from edgekd.report_html import write_html
+from edgekd.rundir import check_out, check_unlocked, claim, resolve_out
 from edgekd.schema import Report
 from edgekd.stages.choose import choose_shipped
 from edgekd.stages.compress import compress
 from edgekd.stages.context import DEFAULT_CACHE, BuildContext, BuildOptions
-from edgekd.stages.distill import checkpoint_dir, distill, distill_config
+from edgekd.stages.distill import distill, distill_config
 from edgekd.stages.export import reference_artifacts, student_artifacts
 from edgekd.stages.manifest import write_manifest
 from edgekd.stages.measure import measure
@@ -53,7 +55,10 @@ def start(options: BuildOptions) -> BuildContext:
     """Target and data: everything later stages read; bad input here fails before any training."""
     target = load_target(options.target)
     require_extras(target)  # a missing runtime stops the build before any data loading or training
-    out = Path(options.out) if options.out else Path("runs") / target.name
+    out = resolve_out(options.out, target.name)
+    check_out(out)  # a folder of the user's own files is refused before any data loading or training
+    check_unlocked(out)
+    check_build_counts(options)
     data = load_dataset(options.data, seed=options.seed, max_train=options.max_train,
                         label_column=options.label_column, image_size=options.image_size,
                         crop_fraction=options.crop_fraction, normalization=options.normalization,
@@ -93,33 +98,25 @@ def build(options: BuildOptions) -> BuildResult:
         raise EdgekdError("--epochs must be >= 1", "pass a positive number of epochs")
     config = distill_config(ctx, student_epochs)
     validate_config(config, 1 + len(options.extra_teachers))  # bad settings fail before any training
-    with ctx.timed("teacher"):
-        teachers = prepare_teachers(ctx, teacher_epochs)
-    with ctx.timed("student_choice"):
-        choice = choose_student(ctx, teachers)
-    with ctx.timed("distill"):
-        distilled = distill(ctx, config, teachers, choice)
-    ctx.out.parent.mkdir(parents=True, exist_ok=True)
-    stage = ctx.out.parent / f".{ctx.out.name}.staging-{os.getpid()}"
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir()
-    try:
+    if options.calibration:  # a bad calibration file fails here too, not after training
+        load_calibration_set(options.calibration, ctx.data.input_shape, ctx.data.fingerprint())
+    with claim(ctx.out, ctx.target.name) as run:  # locked for the whole build; staging removed on any exit
+        with ctx.timed("teacher"):
+            teachers = prepare_teachers(ctx, teacher_epochs)
+        with ctx.timed("student_choice"):
+            choice = choose_student(ctx, teachers)
+        with ctx.timed("distill"):
+            distilled = distill(ctx, config, teachers, choice)
+        stage = run.staging
         report = _package(ctx, stage, teachers, choice, distilled)
         report["stage_times_s"] = ctx.stage_times_s
         report["build_time_s"] = round(time.perf_counter() - t_start, 2)
         report["gate"] = evaluate_gate(report, ctx.target, strict=options.strict).to_dict()
-        Report.model_validate(report)  # a writer bug fails here, never in the gate that reads it back
+        Report.model_validate_json(dumps(report))  # a writer bug fails here, never in the gate that reads it
         write_json(stage / "report.json", report)
         write_text(stage / "report.md", render_markdown(report))
         write_html(report, stage / "report.html")
-        replace_dir(stage, ctx.out)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage)
-    checkpoints = checkpoint_dir(ctx)
-    if checkpoints is not None and checkpoints.exists():
-        shutil.rmtree(checkpoints, ignore_errors=True)  # the run is complete: nothing left to resume
+        run.commit()
     ctx.say(f"done in {report['build_time_s']:.0f}s: {ctx.out}/ (report.json, report.md, report.html, manifest.json)")
     return BuildResult(ctx.out, report)
 

@@ -94,11 +94,14 @@ def run_local(artifact: Path, inputs: Path, runs: int = 200, warmup: int = 20, t
 _REMOTE_RE = re.compile(
     r"^(?:(?P<user>[A-Za-z0-9_][A-Za-z0-9._-]*)@)?"
     r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)"
-    r"(?::(?P<port>[0-9]{1,5}))?$"
+    r"(?::(?P<port>[0-9]{1,5}))?\Z"  # \Z, not $: "pi@host\n" must not pass as "pi@host"
 )
+_SSH_OPTION_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*[= ][^\x00-\x1f]*\Z")  # ssh -o Key=Value, nothing option-like
+_REMOTE_DIR_RE = re.compile(r"(/[A-Za-z0-9._+-]+)+/edgekd-bench\.[A-Za-z0-9]{6,}\Z")
 # Per-artifact fields copied from the runner's JSON into report.json (predictions stay out: they are bulky).
 _RESULT_KEYS = ("accuracy", "agreement_with_teacher", "per_class_accuracy", "parity", "peak_memory_mb", "memory",
-                "load_ms", "first_inference_ms", "throughput_per_s", "threads", "sha256_verified", "torch_imported")
+                "load_ms", "first_inference_ms", "throughput_per_s", "threads", "sha256_verified", "torch_imported",
+                "inputs_sha256", "inputs_verified")
 
 
 @dataclass(frozen=True)
@@ -121,14 +124,58 @@ class Remote:
 
 def parse_remote(spec: str) -> Remote:
     """``USER@HOST[:PORT]`` (IPv6 as ``[::1]:2222``) or a clear error; a leading '-' can never pass."""
-    match = _REMOTE_RE.match(spec or "")
+    match = _REMOTE_RE.fullmatch(spec) if isinstance(spec, str) else None
     if not match:
-        raise EdgekdError(f"--remote '{spec}' is not USER@HOST[:PORT]",
+        raise EdgekdError(f"--remote {spec!r} is not USER@HOST[:PORT]",
                           "e.g. --remote pi@192.168.1.20 or --remote pi@raspberrypi.local:2222")
     port = match.group("port")
     if port is not None and not 1 <= int(port) <= 65535:
-        raise EdgekdError(f"--remote '{spec}': port {port} is not in 1..65535", "use a valid SSH port")
+        raise EdgekdError(f"--remote {spec!r}: port {port} is not in 1..65535", "use a valid SSH port")
     return Remote(spec, match.group("host").strip("[]"), match.group("user"), int(port) if port else None)
+
+
+def remote_key(remote: Remote) -> tuple[str, str, int]:
+    """Who and where a spec logs in, normalised: ``Pi@Host.``, ``pi@host:22`` and ``pi@host`` are one device."""
+    import ipaddress
+
+    host = remote.host.lower().rstrip(".")
+    try:
+        host = ipaddress.ip_address(host).compressed
+    except ValueError:
+        pass
+    return (remote.user or "", host, remote.port or 22)
+
+
+def check_remotes(specs: list[str]) -> list[Remote]:
+    """Parse every ``--remote``; one device given twice (after normalising) is an error naming both spellings."""
+    parsed = [parse_remote(r) for r in specs]
+    seen: dict[tuple[str, str, int], str] = {}
+    for remote in parsed:
+        key = remote_key(remote)
+        if key in seen:
+            raise EdgekdError(f"--remote '{remote.spec}' and '{seen[key]}' are the same device",
+                              "list each device once")
+        seen[key] = remote.spec
+    return parsed
+
+
+def check_ssh_config(ssh: SshConfig) -> None:
+    """The user's ssh settings reach ssh as argument values: none may look like an option or hold a newline."""
+    for opt in ssh.options:
+        if not _SSH_OPTION_RE.match(opt):
+            raise EdgekdError(f"--ssh-option {opt!r} is not an ssh option of the form Key=Value",
+                              "e.g. --ssh-option UserKnownHostsFile=/path/known_hosts")
+    if not ssh.python or ssh.python.startswith("-") or any(c in ssh.python for c in "\n\r\x00"):
+        raise EdgekdError(f"--remote-python {ssh.python!r} is not a program path",
+                          "e.g. --remote-python python3 or --remote-python /usr/bin/python3.11")
+
+
+def safe_remote_dir(remote: Remote, path: str) -> str:
+    """The work directory mktemp made on the device, or a RemoteError: ``rm -rf`` only ever sees a path of the form
+    ``/<dirs>/edgekd-bench.XXXXXX`` (no '..', no '/', no home directory)."""
+    if not _REMOTE_DIR_RE.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
+        raise RemoteError(f"{remote.destination}: mktemp returned an unusable directory {path[:200]!r}")
+    return path
 
 
 @dataclass
@@ -220,9 +267,7 @@ def run_remote(remote: Remote, tarball: Path, bundle_name: str, runner_args: lis
                      'mktemp -d "${TMPDIR:-/tmp}/edgekd-bench.XXXXXX"'], ssh.connect_timeout + 60)
         if proc.returncode != 0:
             raise RemoteError(_explain_ssh(remote, "creating a work directory", proc))
-        remote_dir = (proc.stdout.strip().splitlines() or [""])[-1]
-        if not re.fullmatch(r"/[A-Za-z0-9._/+-]+", remote_dir):
-            raise RemoteError(f"{remote.destination}: mktemp returned an unusable directory '{remote_dir}'")
+        remote_dir = safe_remote_dir(remote, (proc.stdout.strip().splitlines() or [""])[-1])
         qdir = shlex.quote(remote_dir)
         proc = _run([*ssh.base(remote, "scp"), "-q", "--", str(tarball), remote.scp_path(f"{remote_dir}/")],
                     ssh.command_timeout)
@@ -243,13 +288,7 @@ def run_remote(remote: Remote, tarball: Path, bundle_name: str, runner_args: lis
         if fetched.returncode != 0 or not fetched.stdout.strip():
             why = "; ".join(errors) or _explain_ssh(remote, "running the runner", proc)
             raise RemoteError(f"{remote.destination}: the runner failed: {why}")
-        try:
-            payload = json.loads(fetched.stdout)
-        except json.JSONDecodeError as exc:
-            raise RemoteError(f"{remote.destination}: the runner's JSON is unreadable ({exc})") from None
-        results = payload.get("results", [payload]) if isinstance(payload, dict) else []
-        good = [r for r in results if isinstance(r, dict) and "error" not in r and "latency_ms" in r]
-        run.warnings = [f"{r.get('artifact')}: {r['error']}" for r in results if isinstance(r, dict) and "error" in r]
+        good, run.warnings = parse_reply(remote.destination, fetched.stdout)
         if not good:
             raise RemoteError(f"{remote.destination}: no artifact could be measured: "
                               + ("; ".join(run.warnings or errors) or "the runner returned nothing"))
@@ -263,6 +302,38 @@ def run_remote(remote: Remote, tarball: Path, bundle_name: str, runner_args: lis
                  ssh.connect_timeout + 60)
         run.seconds = time.perf_counter() - t0
     return run
+
+
+MAX_REPLY_BYTES = 64 << 20  # a device's JSON: a few MB per artifact with every timing sample
+
+
+def parse_reply(where: str, text: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """(measured results, per-artifact errors) of a device's runner JSON, every result validated as a
+    ``RunnerResult``: a device is a foreign machine, so its reply is input, and a malformed one is that host's error
+    (RemoteError), never a crash of the whole bench or a number the gate trusts unchecked."""
+    from edgekd.schema import validate
+
+    if len(text) > MAX_REPLY_BYTES:
+        raise RemoteError(f"{where}: the runner's JSON is {len(text)} bytes, more than {MAX_REPLY_BYTES}")
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RemoteError(f"{where}: the runner's JSON is unreadable ({exc})") from None
+    results = payload.get("results", [payload]) if isinstance(payload, dict) else None
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        raise RemoteError(f"{where}: the runner's JSON is not a result or a list of results")
+    good, errors = [], []
+    for r in results:
+        if "error" in r:
+            errors.append(f"{str(r.get('artifact'))[:100]}: {str(r['error'])[:300]}")
+            continue
+        try:
+            validate("runner_result", r, f"{where}: the runner's result for {str(r.get('artifact'))[:100]}",
+                     "rerun with this edgekd's runner.py (the bundle ships it)")
+        except EdgekdError as exc:
+            raise RemoteError(exc.problem) from None
+        good.append(r)
+    return good, errors
 
 
 normalize_arch = device_identity.normalize_arch
@@ -306,6 +377,7 @@ def device_entry(source: str, results: list[dict[str, Any]], warnings: list[str]
 def _foreign_rows(report: dict[str, Any], entry: dict[str, Any]) -> tuple[list[dict], list[dict]]:
     """(rows measuring the report's own artifacts, rows left out with why): sha256 must be the report's."""
     ours = {a.get("path"): a.get("sha256") for a in report.get("artifacts") or []}
+    eval_sha = (report.get("eval_inputs") or {}).get("sha256")
     kept, left_out = [], []
     for row in entry.get("artifacts") or []:
         want, got = ours.get(row.get("path")), row.get("sha256")
@@ -315,6 +387,8 @@ def _foreign_rows(report: dict[str, Any], entry: dict[str, Any]) -> tuple[list[d
             why = f"sha256 {str(got)[:12]}... is not the report's {str(want)[:12]}..."
         elif row.get("sha256_verified") is False:
             why = "the runner did not verify its sha256"
+        elif row.get("inputs_verified") is False or row.get("inputs_sha256", eval_sha) != eval_sha:
+            why = "scored on evaluation inputs that are not the report's eval.npz"
         else:
             kept.append(row)
             continue
@@ -380,11 +454,10 @@ def bench_remote(run_dir: str | os.PathLike[str], remotes: list[str], ssh: SshCo
 
     ssh = ssh or SshConfig()
     say = log or (lambda m: print(m, file=sys.stderr, flush=True))
-    parsed = [parse_remote(r) for r in remotes]
+    parsed = check_remotes(remotes)
     if not parsed:
         raise EdgekdError("no --remote host given", "pass --remote USER@HOST[:PORT] (repeat for several devices)")
-    if len({p.spec for p in parsed}) != len(parsed):
-        raise EdgekdError("the same --remote is given twice", "list each device once")
+    check_ssh_config(ssh)
     if ssh.identity and not Path(ssh.identity).is_file():
         raise EdgekdError(f"--identity {ssh.identity} not found", "pass the private key file that logs in")
     run_dir = Path(run_dir)

@@ -67,7 +67,21 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     manifest = read_json_object(run_dir / "manifest.json", f"{run_dir.name}/manifest.json", fix)
     validate("report", report, f"{run_dir.name}/report.json", fix)
     validate("manifest", manifest, f"{run_dir.name}/manifest.json", fix)
+    pin_sha256(report, manifest, run_dir)
     return report, manifest
+
+
+def pin_sha256(report: dict[str, Any], manifest: dict[str, Any], run_dir: Path) -> None:
+    """report.json's sha256 values are the ones the gate judged: a manifest that names other bytes for the same
+    artifact (or eval inputs) means the run was changed after the build, and nothing is measured or bundled."""
+    recorded = {e["path"]: e["sha256"] for e in manifest["artifacts"]}
+    pairs = [(a["path"], a["sha256"], recorded.get(a["path"])) for a in report["artifacts"]]
+    pairs.append(("eval inputs", report["eval_inputs"]["sha256"], manifest["eval_inputs"]["sha256"]))
+    for name, judged, listed in pairs:
+        if listed is not None and listed != judged:
+            raise EdgekdError(f"{run_dir.name}: manifest.json gives {name} sha256 {listed[:12]}..., but report.json "
+                              f"judged {judged[:12]}...: the run directory was changed after the build",
+                              "rebuild the run with `edgekd build` (or restore its original files)")
 
 
 def target_threads(report: dict[str, Any]) -> int:

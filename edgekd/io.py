@@ -40,8 +40,13 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
+def dumps(obj: Any, indent: int | None = None) -> str:
+    """JSON text of ``obj`` with numpy values and paths as plain JSON (what readers and the schemas see)."""
+    return json.dumps(obj, indent=indent, sort_keys=False, default=_json_default)
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return write_text(path, dumps(obj, indent=2) + "\n")
 
 
 def read_json_object(path: str | os.PathLike[str], what: str, fix: str) -> dict[str, Any]:

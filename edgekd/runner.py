@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
+import io
 import json
 import os
 import platform
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import time
 import traceback
+import zipfile
 
 if sys.version_info < (3, 9):  # pragma: no cover - only on old devices
     sys.stderr.write("runner error: runner.py needs Python 3.9 or newer, this is %s\n" % platform.python_version())
@@ -35,7 +37,7 @@ except ImportError as _numpy_missing:  # pragma: no cover - only on a bare devic
     sys.stderr.write("runner error: numpy is not installed (%s): pip install 'numpy>=1.21'\n" % _numpy_missing)
     sys.exit(2)
 
-RUNNER_VERSION = "3"
+RUNNER_VERSION = "4"
 
 # Timing defaults: enough timed runs for a p99 with several samples above it, and at least MIN_TIME_S of timed
 # work so that sub-millisecond models aren't judged on a few milliseconds of clock; never more than MAX_RUNS.
@@ -45,6 +47,12 @@ DEFAULT_BLOCKS = 5
 MIN_TIME_S = 0.5
 WARMUP_MIN_S = 0.1
 MAX_RUNS = 2000
+# What a manifest or an inputs file may make the runner read or allocate: checked before reading or allocating.
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_FILES_PER_ARTIFACT = 16
+MAX_INPUT_BYTES = int(os.environ.get("EDGEKD_RUNNER_MAX_INPUT_BYTES", str(8 << 30)))
+MAX_INPUT_MEMBERS = 64
+MAX_COUNTS = {"--runs": 100000, "--warmup": 10000, "--threads": 1024, "--blocks": 1000, "--max-runs": 1000000}
 
 
 class RunnerError(Exception):
@@ -86,6 +94,8 @@ class Session:
     inference_precision = "as stored"
 
     runtime_module = ""  # the Python module of the runtime, imported by ``import_runtime``
+    companions = ()  # suffixes of files the artifact needs beside it (OpenVINO's .bin): hashed like the artifact
+    loads_bytes = False  # True: __init__ takes ``contents`` (file name -> the verified bytes) and never re-opens
 
     @classmethod
     def import_runtime(cls):
@@ -114,15 +124,17 @@ class OnnxSession(Session):
     runtime = "onnxruntime"
     install_hint = "pip install onnxruntime"
     runtime_module = "onnxruntime"
+    loads_bytes = True
 
-    def __init__(self, path, threads, precision=None):
+    def __init__(self, path, threads, precision=None, contents=None):
         ort = self.import_runtime()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self.sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+            source = contents[os.path.basename(path)] if contents else path
+            self.sess = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - the runtime's own error, made readable
             raise RunnerError("onnxruntime cannot load %s: %s" % (path, _first_line(exc))) from None
         inp = self.sess.get_inputs()[0]
@@ -146,12 +158,18 @@ class OpenVinoSession(Session):
     runtime = "openvino"
     install_hint = "pip install openvino"
     runtime_module = "openvino"
+    companions = (".bin",)
+    loads_bytes = True
 
-    def __init__(self, path, threads, precision=None):
+    def __init__(self, path, threads, precision=None, contents=None):
         ov = self.import_runtime()
         core = ov.Core()
         try:
-            model = core.read_model(path)
+            if contents:
+                name = os.path.basename(path)
+                model = core.read_model(contents[name], contents[os.path.splitext(name)[0] + ".bin"])
+            else:
+                model = core.read_model(path)
             config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
             # The CPU plugin runs fp32 models in bf16 on CPUs that have it: pin the precision the artifact declares.
             capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -194,15 +212,19 @@ class TfliteSession(Session):
     runtime = "ai_edge_litert"
     install_hint = "pip install ai-edge-litert   (or, on older boards: pip install tflite-runtime 'numpy<2')"
     static_batch = True
+    loads_bytes = True
 
     @classmethod
     def import_runtime(cls):
         return _tflite_interpreter()
 
-    def __init__(self, path, threads, precision=None):
+    def __init__(self, path, threads, precision=None, contents=None):
         interpreter_cls, self.runtime, self.runtime_version = self.import_runtime()
         try:
-            self.interp = interpreter_cls(model_path=path, num_threads=threads)
+            if contents:
+                self.interp = interpreter_cls(model_content=contents[os.path.basename(path)], num_threads=threads)
+            else:
+                self.interp = interpreter_cls(model_path=path, num_threads=threads)
             self.interp.allocate_tensors()
         except Exception as exc:  # noqa: BLE001
             raise RunnerError("the TFLite interpreter cannot load %s: %s" % (path, _first_line(exc))) from None
@@ -314,13 +336,20 @@ def import_plugin(path, expected_sha256=None):
     return module
 
 
-def load_session(path, threads=1, precision=None):
-    """Load an artifact in its real runtime; ``precision`` defaults to what its manifest entry declares."""
+def load_session(path, threads=1, precision=None, contents=None):
+    """Load an artifact in its real runtime; ``precision`` defaults to what its manifest entry declares.
+
+    ``contents`` (from ``verify_artifact``): the exact bytes that were hashed; a session that can load from memory
+    does, so a file swapped between the check and the load is never run.
+    """
     if not os.path.isfile(path):
         raise RunnerError("artifact not found: %s" % path)
     if precision is None:
         precision = (find_manifest_entry(path)[1] or {}).get("precision")
-    return session_for_format(artifact_format(path))(path, threads, precision)
+    cls = session_for_format(artifact_format(path))
+    if contents is not None and cls.loads_bytes:
+        return cls(path, threads, precision, contents=contents)
+    return cls(path, threads, precision)
 
 
 # ----------------------------------------------------------------------------------------------- manifest
@@ -332,23 +361,65 @@ def sha256_file(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
+def _read_capped(path, limit, what):
+    """A file's bytes, refused before reading when it is larger than ``limit``."""
+    try:
+        size = os.path.getsize(path)
+        if size > limit:
+            raise RunnerError("%s %s is %d bytes, more than the %d this runner reads" % (what, path, size, limit))
+        with open(path, "rb") as fh:
+            return fh.read(limit + 1)
+    except OSError as exc:
+        raise RunnerError("cannot read %s %s: %s" % (what, path, _first_line(exc))) from None
+
+
 def find_manifest_entry(artifact):
     """The manifest entry of ``artifact`` from manifest.json beside it, or None when there is none."""
     manifest_path = os.path.join(os.path.dirname(os.path.abspath(artifact)), "manifest.json")
     if not os.path.isfile(manifest_path):
         return None, None
     try:
-        with open(manifest_path, encoding="utf-8") as fh:
-            manifest = json.load(fh)
-    except (OSError, ValueError) as exc:
+        manifest = json.loads(_read_capped(manifest_path, MAX_MANIFEST_BYTES, "manifest").decode("utf-8"))
+    except ValueError as exc:
         raise RunnerError("cannot read %s: %s" % (manifest_path, _first_line(exc))) from None
-    if not isinstance(manifest, dict):
-        raise RunnerError("%s is not an edgekd manifest (expected a JSON object)" % manifest_path)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("artifacts", []), list):
+        raise RunnerError("%s is not an edgekd manifest (expected a JSON object with an 'artifacts' list)"
+                          % manifest_path)
     name = os.path.basename(artifact)
     for entry in manifest.get("artifacts", []):
-        if entry.get("path") == name:
+        if isinstance(entry, dict) and entry.get("path") == name:
             return manifest, entry
     return manifest, None
+
+
+def _is_sha256(value):
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _hashed_files(entry, artifact):
+    """The (name, sha256) pairs an entry lists, which must include the artifact and its companion files."""
+    name = os.path.basename(artifact)
+    files = entry.get("files")
+    if not isinstance(files, list) or not 1 <= len(files) <= MAX_FILES_PER_ARTIFACT:
+        raise RunnerError("manifest entry for %s has no valid 'files' list (1..%d files with their sha256)"
+                          % (name, MAX_FILES_PER_ARTIFACT))
+    pairs = []
+    for item in files:
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str) or not _is_sha256(item.get("sha256")):
+            raise RunnerError("manifest entry for %s lists a file without a path and a sha256" % name)
+        if os.path.basename(item["path"]) != item["path"] or item["path"] in ("", ".", ".."):
+            raise RunnerError("manifest entry for %s names '%s', which is not a file beside it" % (name, item["path"]))
+        pairs.append((item["path"], item["sha256"]))
+    hashed = dict(pairs)
+    cls = SESSIONS.get(artifact_format(artifact))
+    needed = [name] + [os.path.splitext(name)[0] + sfx for sfx in getattr(cls, "companions", ())]
+    unhashed = [n for n in needed if n not in hashed]
+    if unhashed:
+        raise RunnerError("manifest.json beside %s does not hash %s: refusing to run files it cannot verify "
+                          "(rebuild the run, or use --no-verify to skip)" % (name, ", ".join(unhashed)))
+    if entry.get("sha256") != hashed[name]:
+        raise RunnerError("manifest entry for %s gives two different sha256 values for it" % name)
+    return pairs
 
 
 def load_plugin(plugin, artifact, verify=True):
@@ -366,28 +437,50 @@ def load_plugin(plugin, artifact, verify=True):
 
 
 def verify_artifact(artifact):
-    """Refuse to run an artifact whose files don't match the sha256 recorded in its manifest."""
+    """Refuse to run an artifact whose files don't match the sha256 recorded in its manifest.
+
+    Returns (entry, contents): ``contents`` maps each listed file name to the exact bytes that were hashed, which
+    the session then loads (never re-opening the files after the check).
+    """
     manifest, entry = find_manifest_entry(artifact)
     if manifest is None:
         raise RunnerError("no manifest.json beside %s: cannot verify its sha256 (use --no-verify to skip)" % artifact)
     if entry is None:
         raise RunnerError("manifest.json beside %s does not list it (use --no-verify to skip)" % artifact)
     base = os.path.dirname(os.path.abspath(artifact))
-    for item in entry.get("files", [{"path": entry["path"], "sha256": entry["sha256"]}]):
-        name = item["path"]
-        if os.path.basename(name) != name:  # a manifest names files beside it, never elsewhere
-            raise RunnerError("manifest entry for %s names '%s', which is not a file beside it" % (artifact, name))
+    contents = {}
+    for name, expected in _hashed_files(entry, artifact):
         path = os.path.join(base, name)
         if not os.path.isfile(path):
             raise RunnerError("%s is missing: the manifest lists it as part of %s (copy it beside the artifact)"
                               % (name, os.path.basename(artifact)))
-        actual = sha256_file(path)
-        if actual != item["sha256"]:
+        content = _read_capped(path, MAX_INPUT_BYTES, "artifact file")
+        actual = hashlib.sha256(content).hexdigest()
+        if actual != expected:
             raise RunnerError(
                 "sha256 mismatch for %s: manifest says %s..., file is %s...; the file was changed or corrupted, "
-                "refusing to run it" % (name, item["sha256"][:12], actual[:12])
+                "refusing to run it" % (name, expected[:12], actual[:12])
             )
-    return entry
+        contents[name] = content
+    return entry, contents
+
+
+def verify_inputs(inputs, artifact, sha256):
+    """True when ``inputs`` are the manifest's eval inputs (beside it, same name) and match its sha256.
+
+    Other inputs (``--inputs`` of the user's own) run but are reported unverified; the manifest's own file with
+    other bytes is refused: its labels decide the accuracy the gate reads.
+    """
+    manifest, _ = find_manifest_entry(artifact)
+    recorded = (manifest or {}).get("eval_inputs") or {}
+    beside = os.path.dirname(os.path.abspath(inputs)) == os.path.dirname(os.path.abspath(artifact))
+    if not isinstance(recorded, dict) or not beside or os.path.basename(inputs) != recorded.get("path"):
+        return False
+    if recorded.get("sha256") != sha256:
+        raise RunnerError("sha256 mismatch for %s: manifest says %s..., file is %s...; the evaluation inputs were "
+                          "changed, refusing to score on them" % (os.path.basename(inputs),
+                                                                  str(recorded.get("sha256"))[:12], sha256[:12]))
+    return True
 
 
 # ----------------------------------------------------------------------------------------------- measuring
@@ -563,10 +656,12 @@ MEMORY_JUDGED = ("model_peak_over_baseline_mb: peak RSS while running the timed 
 MEMORY_PROBE_SAMPLES = 64  # the inputs measure_latency cycles through: the probe reads these, never the whole set
 
 
-def measure_memory(artifact, inputs, threads, runs=20):
-    """Memory of a fresh process (earlier work can't count): runtime baseline, model loaded, peak while running."""
+def measure_memory(artifact, inputs, threads, runs=20, verify=False):
+    """Memory of a fresh process (earlier work can't count): runtime baseline, model loaded, peak while running.
+
+    ``verify``: the child checks the artifact's sha256 again and loads the bytes it checked, like the parent."""
     cmd = [sys.executable, os.path.abspath(__file__), artifact, "--inputs", inputs, "--threads", str(threads),
-           "--memory-probe", str(runs), "--no-verify", *plugin_args()]
+           "--memory-probe", str(runs), *([] if verify else ["--no-verify"]), *plugin_args()]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired:
@@ -576,20 +671,46 @@ def measure_memory(artifact, inputs, threads, runs=20):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def read_first_samples(path, count, key="x"):
-    """The first ``count`` rows of array ``key`` of an .npz, decompressing only those bytes (the set can be large)."""
-    import zipfile
-
+def _npy_header(fh, key):
+    """(shape, dtype) of a plain C-ordered .npy stream, read from its header alone (nothing allocated)."""
     from numpy.lib import format as npy_format
 
+    version = npy_format.read_magic(fh)
+    read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+    shape, fortran_order, dtype = read_header(fh)
+    if fortran_order or dtype.hasobject:
+        raise ValueError("array '%s' is not a plain C-ordered array" % key)
+    return shape, dtype
+
+
+def _check_npz(content, path):
+    """Every member's declared shape must fit in its declared size, and the sizes in MAX_INPUT_BYTES, before numpy
+    allocates anything (a 30-byte header can otherwise ask for terabytes)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            infos = archive.infolist()
+            if len(infos) > MAX_INPUT_MEMBERS or sum(i.file_size for i in infos) > MAX_INPUT_BYTES:
+                raise RunnerError("inputs %s declare %d arrays / %d bytes, more than the %d / %d this runner reads"
+                                  % (path, len(infos), sum(i.file_size for i in infos), MAX_INPUT_MEMBERS,
+                                     MAX_INPUT_BYTES))
+            for info in infos:
+                with archive.open(info) as fh:
+                    shape, dtype = _npy_header(fh, info.filename)
+                need = int(np.prod(np.asarray(shape, dtype=object))) * dtype.itemsize if shape else dtype.itemsize
+                if need > info.file_size:
+                    raise RunnerError("array '%s' in inputs %s declares shape %s (%d bytes) but holds %d bytes"
+                                      % (info.filename, path, list(shape), need, info.file_size))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise RunnerError("cannot read inputs %s: %s" % (path, _first_line(exc))) from None
+
+
+def read_first_samples(path, count, key="x"):
+    """The first ``count`` rows of array ``key`` of an .npz, decompressing only those bytes (the set can be large)."""
     try:
         with zipfile.ZipFile(path) as archive, archive.open(key + ".npy") as fh:
-            version = npy_format.read_magic(fh)
-            read_header = (npy_format.read_array_header_1_0 if version == (1, 0)
-                           else npy_format.read_array_header_2_0)
-            shape, fortran_order, dtype = read_header(fh)
-            if fortran_order or dtype.hasobject or not shape:
-                raise ValueError("array '%s' is not a plain C-ordered array" % key)
+            shape, dtype = _npy_header(fh, key)
+            if not shape:
+                raise ValueError("array '%s' is not a batch" % key)
             rows = min(int(count), int(shape[0]))
             per_row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
             data = fh.read(rows * per_row)
@@ -627,7 +748,7 @@ def _reset_peak_rss():
     return _proc_status_mb() is not None
 
 
-def _memory_probe(artifact, inputs, threads, runs):
+def _memory_probe(artifact, inputs, threads, runs, verify=False):
     """Print the runtime baseline, the model loaded and the peak while running the timed inputs (RSS, MB).
 
     On Linux the peak is reset to the current RSS once the runtime is imported, so transient allocations of the
@@ -640,7 +761,8 @@ def _memory_probe(artifact, inputs, threads, runs):
     gc.collect()
     precise = _reset_peak_rss()
     baseline = _proc_status_mb()[0] if precise else peak_rss_mb()
-    session = load_session(artifact, threads)
+    entry, contents = verify_artifact(artifact) if verify else (None, None)
+    session = load_session(artifact, threads, (entry or {}).get("precision"), contents)
     loaded = _proc_status_mb()[0] if precise else peak_rss_mb()
     for i in range(runs):
         session.run(x[i % len(x)][None])
@@ -652,15 +774,22 @@ def _memory_probe(artifact, inputs, threads, runs):
                       else "ru_maxrss (peak since the process started)", "judged": MEMORY_JUDGED}))
 
 
-def _load_inputs(path):
-    """EVAL.npz, checked up front so that a wrong file fails with one sentence, not deep inside a runtime."""
+def _read_inputs(path):
+    """(arrays, sha256) of EVAL.npz, read once: the bytes hashed are the bytes scored."""
     if not os.path.isfile(path):
         raise RunnerError("inputs file not found: %s" % path)
+    content = _read_capped(path, MAX_INPUT_BYTES, "inputs")
+    _check_npz(content, path)
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(io.BytesIO(content), allow_pickle=False) as npz:
             data = {k: npz[k] for k in npz.files}
     except Exception as exc:  # noqa: BLE001
         raise RunnerError("cannot read inputs %s: %s" % (path, _first_line(exc))) from None
+    return _check_inputs(data, path), hashlib.sha256(content).hexdigest()
+
+
+def _check_inputs(data, path):
+    """The arrays must be what the runner scores: float32 x, integer labels, logits lined up with x."""
     if "x" not in data:
         raise RunnerError("inputs %s lack the array 'x' (they hold %s)" % (path, sorted(data) or "nothing"))
     x = data["x"]
@@ -794,20 +923,31 @@ def preprocess_inputs(data, artifact, verify=True):
                "max_abs_diff_vs_build": float(np.abs(x - data["x"]).max())}
 
 
+def _check_counts(runs, warmup, threads, blocks, min_time_s, max_runs):
+    if runs < 1 or warmup < 0 or threads < 1 or blocks < 1 or min_time_s < 0 or max_runs < 1:
+        raise RunnerError("--runs, --threads, --blocks and --max-runs must be >= 1, --warmup and --min-time >= 0")
+    given = {"--runs": runs, "--warmup": warmup, "--threads": threads, "--blocks": blocks, "--max-runs": max_runs}
+    for flag, value in given.items():
+        if value > MAX_COUNTS[flag]:
+            raise RunnerError("%s %d is more than the %d this runner accepts" % (flag, value, MAX_COUNTS[flag]))
+    if min_time_s > 3600:
+        raise RunnerError("--min-time %s is more than the 3600 s this runner accepts" % min_time_s)
+
+
 def benchmark(artifact, inputs, runs=DEFAULT_RUNS, warmup=DEFAULT_WARMUP, threads=1, verify=True, memory=True,
               blocks=DEFAULT_BLOCKS, min_time_s=MIN_TIME_S, max_runs=MAX_RUNS, preprocess=True):
     """Everything the device reports about one artifact, as a JSON-ready dict."""
-    if runs < 1 or warmup < 0 or threads < 1 or blocks < 1 or min_time_s < 0 or max_runs < 1:
-        raise RunnerError("--runs, --threads, --blocks and --max-runs must be >= 1, --warmup and --min-time >= 0")
-    entry = verify_artifact(artifact) if verify else None
-    data = _load_inputs(inputs)
+    _check_counts(runs, warmup, threads, blocks, min_time_s, max_runs)
+    entry, contents = verify_artifact(artifact) if verify else (None, None)
+    data, inputs_sha256 = _read_inputs(inputs)
+    inputs_verified = verify_inputs(inputs, artifact, inputs_sha256) if verify else False
     pre = None
     if preprocess:
         x, pre = preprocess_inputs(data, artifact, verify)
         if x is not None:
             data["x"] = x  # scored on what the device's own pre-processing gives
     t0 = time.perf_counter()
-    session = load_session(artifact, threads, (entry or {}).get("precision"))
+    session = load_session(artifact, threads, (entry or {}).get("precision"), contents)
     load_ms = (time.perf_counter() - t0) * 1000
     _check_shape(session, data["x"])
     t0 = time.perf_counter()
@@ -830,6 +970,8 @@ def benchmark(artifact, inputs, runs=DEFAULT_RUNS, warmup=DEFAULT_WARMUP, thread
         "runtime": {"name": session.runtime, "version": session.runtime_version,
                     "inference_precision": session.inference_precision},
         "sha256_verified": entry is not None,
+        "inputs_sha256": inputs_sha256,
+        "inputs_verified": inputs_verified,
         "machine": describe_machine(),
         "threads": threads,
         "batch": 1,
@@ -842,7 +984,7 @@ def benchmark(artifact, inputs, runs=DEFAULT_RUNS, warmup=DEFAULT_WARMUP, thread
     if pre is not None:
         result["preprocess"] = pre
     if memory:
-        mem = measure_memory(artifact, inputs, threads)
+        mem = measure_memory(artifact, inputs, threads, verify=verify)
         result["peak_memory_mb"] = mem["model_peak_over_baseline_mb"]  # the judged value (see MEMORY_JUDGED)
         result["memory"] = mem
     result["torch_imported"] = "torch" in sys.modules
@@ -906,7 +1048,7 @@ def main(argv=None):
         for plugin in args.session_plugin:
             load_plugin(plugin, args.artifact[0], verify=not args.no_verify)
         if args.memory_probe is not None:
-            _memory_probe(args.artifact[0], args.inputs, args.threads, args.memory_probe)
+            _memory_probe(args.artifact[0], args.inputs, args.threads, args.memory_probe, not args.no_verify)
             return 0
         results, failed = [], 0
         for artifact in args.artifact:

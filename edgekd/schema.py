@@ -27,6 +27,9 @@ NonNeg = Annotated[float, Field(ge=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+# A target name becomes a directory (runs/<name>, bundle-<name>): a slug, never '.', '..' or a path.
+TARGET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+TargetName = Annotated[str, Field(pattern=TARGET_NAME_PATTERN)]
 
 
 def _plain_name(value: str) -> str:
@@ -38,12 +41,13 @@ def _plain_name(value: str) -> str:
 PlainName = Annotated[str, AfterValidator(_plain_name)]
 
 
+# strict: a number written as text ("0.99") is refused, never coerced: readers use the JSON values as they are.
 class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, strict=True)
 
 
 # ============================================================================================ shared
@@ -81,6 +85,8 @@ class RunnerResult(_Open):
     precision: str | None = None
     sha256: Sha256 | None = None
     sha256_verified: bool = False
+    inputs_sha256: Sha256 | None = None
+    inputs_verified: bool = False
     runtime: dict[str, Any]
     machine: Machine
     threads: Annotated[int, Field(ge=1)]
@@ -133,7 +139,7 @@ class SessionPlugin(_Closed):
 class Manifest(_Open):
     manifest_version: Literal[1] = 1
     edgekd_version: str
-    target: str
+    target: TargetName
     input: dict[str, Any]
     output: dict[str, Any]
     normalization: dict[str, Any]
@@ -248,7 +254,7 @@ class TrainingOptimisations(_Closed):
 class Report(_Open):
     schema_version: int
     edgekd_version: str
-    target: str
+    target: TargetName
     target_path: str = ""
     created: str
     measured_on: MeasuredOn
@@ -307,8 +313,10 @@ def validate(kind: str, data: Any, label: str, fix: str) -> BaseModel:
     if kind == "report" and isinstance(data, dict) and "schema_version" not in data:
         raise EdgekdError(f"{label} has no schema_version: it was written by an older edgekd or is not a report",
                           "rebuild it with this edgekd (`edgekd build`)")
-    try:
-        return SCHEMAS[kind].model_validate(data)
+    from edgekd.io import dumps
+
+    try:  # as the JSON a reader sees: numpy values of a report still in memory become plain numbers first
+        return SCHEMAS[kind].model_validate_json(dumps(data))
     except ValidationError as exc:
         raise EdgekdError(f"{label} is not a valid edgekd {kind.replace('_', ' ')}: {describe_errors(exc)}",
                           fix) from None

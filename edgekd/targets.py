@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekd.errors import EdgekdError
+from edgekd.schema import TARGET_NAME_PATTERN
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -134,6 +136,9 @@ class CalibrationSpec(_Strict):
     samples: PositiveInt = 300
 
 
+TARGET_NAME = re.compile(TARGET_NAME_PATTERN)
+
+
 class TargetProfile(_Strict):
     name: str
     description: str
@@ -148,8 +153,11 @@ class TargetProfile(_Strict):
     @field_validator("name")
     @classmethod
     def _name_is_slug(cls, value: str) -> str:
-        if not value or any(c in value for c in "/\\ "):
-            raise ValueError("must be a non-empty name without spaces or slashes")
+        # The name becomes a directory (the default --out runs/<name>) and a bundle name: '.', '..', slashes,
+        # spaces and control characters would point those somewhere else.
+        if not TARGET_NAME.fullmatch(value):
+            raise ValueError("must be a short slug: a letter or digit, then letters, digits, '.', '_' or '-' "
+                             "(at most 64; never '.' or '..')")
         return value
 
 

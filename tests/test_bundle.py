@@ -71,7 +71,8 @@ def make_run_dir(root: Path, formats: tuple[str, ...] = ("onnx", "openvino")) ->
                 "eval_inputs": {"path": "eval.npz", "sha256": sha256_file(stage / "eval.npz")}, "artifacts": entries}
     write_json(stage / "manifest.json", manifest)
     write_json(stage / "report.json", make_report(artifacts=rows, measured_on={
-        "arch": "x86_64", "threads": 1, "is_target_device": True}))
+        "arch": "x86_64", "threads": 1, "is_target_device": True},
+        eval_inputs={**manifest["eval_inputs"], "samples": 40}))
     stage.rename(run)
     return run
 

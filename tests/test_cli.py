@@ -31,7 +31,7 @@ def test_build_then_gate_end_to_end(tmp_path):
     for name in ("manifest.json", "report.json", "report.md", "model_int8.xml", "model_int8.bin", "model_int8.onnx",
                  "calibration.npz", "eval.npz"):
         assert (out / name).exists(), name
-    assert not list(tmp_path.glob(".run.staging-*"))
+    assert not (tmp_path / ".run.edgekd" / "staging").exists() and (out / ".edgekd-run.json").is_file()
 
     manifest = json.loads((out / "manifest.json").read_text())
     for entry in manifest["artifacts"]:

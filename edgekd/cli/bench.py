@@ -5,15 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekd.bench import SshConfig, bench_remote, merge_local, run_local
+from edgekd.bundle import load_run
+from edgekd.counts import check_counts
 from edgekd.errors import EdgekdError
 from edgekd.io import write_json
 from edgekd.schema import read
 
 
 def cmd_bench(args) -> int:
+    check_counts({"--runs": args.runs, "--warmup": args.warmup, "--threads": args.threads,
+                  "--remote": len(args.remote) if args.remote else None, "--connect-timeout": args.connect_timeout})
     if args.remote:
         return _cmd_bench_remote(args)
     path = Path(args.artifact)
+    if path.is_dir() and (path / "report.json").is_file():
+        load_run(path)  # report.json validated, and its sha256 values pinned: a changed run is refused here
     if path.is_dir():
         manifest = read("manifest", path / "manifest.json", f"{path}/manifest.json",
                         "pass a run directory written by this edgekd (`edgekd build`)")

@@ -41,6 +41,20 @@ def _distill_yaml(path: str | None) -> dict:
     return value
 
 
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _distill_settings(args: argparse.Namespace) -> dict:
+    """The --distill-config YAML, with --augment / --teaching (when given) taking precedence."""
+    settings = _distill_yaml(args.distill_config)
+    if args.augment is not None:
+        settings["augment"] = args.augment
+    if args.teaching is not None:
+        settings["teaching"] = args.teaching
+    return settings
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from edgekd.api import BuildOptions, build
     from edgekd.gate import format_table
@@ -49,7 +63,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         target=args.target, data=args.data, label_column=args.label_column, image_size=args.image_size,
         crop_fraction=args.crop_fraction, normalization=args.normalization,
         teacher=(args.teacher or [None])[0], teacher_arch=args.teacher_arch,
-        extra_teachers=(args.teacher or [])[1:], distill=_distill_yaml(args.distill_config),
+        extra_teachers=(args.teacher or [])[1:], distill=_distill_settings(args),
         resume=not args.no_resume,
         teacher_config=args.teacher_config or {}, trust_pickle=args.trust_pickle,
         out=Path(args.out) if args.out else None, epochs=args.epochs, teacher_epochs=args.teacher_epochs,
@@ -81,9 +95,11 @@ def _gate_from_dict(gate: dict):
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from edgekd.compress.calibration import build_calibration_set, save_calibration_set
+    from edgekd.counts import check_counts
     from edgekd.data import load_dataset
     from edgekd.targets import load_target
 
+    check_counts({"--samples": args.samples})
     target = load_target(args.target)
     data = load_dataset(args.data, seed=args.seed, label_column=args.label_column, image_size=args.image_size,
                         crop_fraction=args.crop_fraction, normalization=args.normalization)
@@ -127,6 +143,12 @@ def register(sub) -> None:
                    help="TorchScript file, torch.export .pt2, or state_dict (+ --teacher-arch); repeat for several")
     p.add_argument("--distill-config", help="YAML of distillation settings (loss_options, schedules, patience, "
                                             "teacher_combine, ...): fields of edgekd.distill.trainer.TrainConfig")
+    p.add_argument("--augment", type=_names, metavar="NAMES",
+                   help="train-time augmentation, e.g. crop,flip or crop,flip,mixup (edgekd/distill/augment.py); "
+                        "'' for none; the --baseline student gets the same")
+    p.add_argument("--teaching", choices=("cached", "consistent"),
+                   help="with --augment: the teacher's outputs cached once on un-augmented inputs (fast), or the "
+                        "teacher run on the student's augmented view every batch (consistent; slower)")
     p.add_argument("--no-resume", action="store_true", help="don't checkpoint/resume distillation")
     p.add_argument("--teacher-arch", help="registered architecture of a state_dict teacher")
     p.add_argument("--teacher-config", type=_json_obj, help="JSON kwargs for --teacher-arch")

@@ -64,8 +64,11 @@ def load_calibration_set(path: str | Path, input_shape: tuple[int, ...],
     path = Path(path)
     fix = "rebuild it from the same data with `edgekd calibrate`"
     try:
+        _check_declared_size(path, fix)
         with np.load(path, allow_pickle=False) as npz:
             x = np.asarray(npz["x"])
+    except EdgekdError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a bad or hostile file is the user's input, never a traceback
         raise EdgekdError(f"cannot read calibration set {path}: {type(exc).__name__}: {exc}", fix) from None
     if not np.issubdtype(x.dtype, np.floating) or tuple(x.shape[1:]) != tuple(input_shape):
@@ -84,3 +87,22 @@ def load_calibration_set(path: str | Path, input_shape: tuple[int, ...],
         raise EdgekdError(f"calibration set {path} was made from other data (fingerprint {made_for}, this build's "
                           f"data is {data_fingerprint}): its inputs are normalised for that data", fix)
     return Calibration(x.astype(np.float32), source)
+
+
+def _check_declared_size(path: Path, fix: str) -> None:
+    """The 'x' member's header must match its declared size, and that size fit the data memory limit, before
+    numpy allocates (a 100-byte header can ask for terabytes)."""
+    import zipfile
+
+    from edgekd.data.limits import DataLimits
+    from edgekd.data.npz import _member_header
+
+    with zipfile.ZipFile(path) as zf:
+        info = next((i for i in zf.infolist() if i.filename == "x.npy"), None)
+        if info is None:
+            raise EdgekdError(f"calibration set {path} has no array 'x'", fix)
+        try:
+            header = _member_header(zf, info, path)
+        except EdgekdError as exc:
+            raise EdgekdError(f"calibration set {exc.problem}", fix) from None
+    DataLimits.from_env().check_bytes(header.nbytes, f"calibration set {path}", fix)

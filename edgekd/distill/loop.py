@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from edgekd.data import Dataset
+from edgekd.distill.augment import View, build_augment, teacher_cached
 from edgekd.distill.checkpoint import checkpoint_path, load_checkpoint, run_key, save_checkpoint
 from edgekd.distill.fast import FastPlan, choose_plan, plan_for
 from edgekd.distill.losses import LossInputs, LossMix
@@ -82,6 +83,7 @@ class Run:
     base_weights: dict[str, float]
     teacher_weights: list[float]
     transform: Transform | None
+    augment: Any = None  # distill/augment.py: batch -> View (augmented inputs, labels, teacher mixing)
     student_taps: FeatureTaps | None = None
     runner: TeacherRunner | None = None
     cache: TeacherCache | None = None
@@ -147,6 +149,8 @@ def make_run(model: nn.Module, data: Dataset, config: Any, teachers: list[nn.Mod
         if teachers else []
     run = Run(model, data, config, teachers, device, amp_dtype(config.amp, device), world, rank, mix,
               dict(mix.weights), teacher_weights, transform)
+    run.augment = build_augment(config.augment, config.augment_options, config.teaching, is_image=data.is_image,
+                                num_classes=data.num_classes)
     model.to(device)
     for t in teachers:
         t.to(device)
@@ -226,7 +230,8 @@ def prepare_teacher_outputs(run: Run, cache_dir: str | Path | None) -> float:
     """Cache the teachers' outputs once when inputs don't change between epochs; returns the time it took."""
     if not run.need_teacher:
         return 0.0
-    if run.transform is None and run.config.teacher_cache == "auto":
+    config = run.config
+    if run.transform is None and config.teacher_cache == "auto" and teacher_cached(config.augment, config.teaching):
         t0 = time.perf_counter()
         run.cache = TeacherCache.build(run.runner, run.data.x_train, run.device, run.config.memmap_threshold_mb,
                                        Path(cache_dir) if cache_dir else None)
@@ -321,13 +326,15 @@ def train_step(run: Run, idx: np.ndarray, temperature: float, state: State) -> t
     yb = torch.from_numpy(run.data.y_train[idx]).to(run.device)
     if run.transform is not None:
         xb = run.transform(xb, run.generator)
+    view = run.augment(xb, yb, run.generator) if run.augment is not None else View(xb, yb)
+    xb = view.x
     if run.memory_format is not torch.contiguous_format:
         xb = xb.contiguous(memory_format=run.memory_format)
     t_logits, t_feats = None, {}
     if run.need_teacher:
         t0 = time.perf_counter()
         if run.cache is not None:
-            logits_list, t_feats = run.cache.batch(idx, run.device)
+            logits_list, t_feats = view.mix_teacher(*run.cache.batch(idx, run.device), temperature)
         else:
             with run.autocast():
                 logits_list, t_feats = run.runner(xb)
@@ -339,7 +346,8 @@ def train_step(run: Run, idx: np.ndarray, temperature: float, state: State) -> t
     if run.amp is not None and run.device.type == "cpu":  # CPU autocast keeps softmax in bf16: losses in fp32
         logits, s_feats = logits.float(), {k: v.float() for k, v in s_feats.items()}
     with run.loss_autocast():
-        loss, parts = run.mix(LossInputs(logits, yb, t_logits, s_feats, t_feats, temperature))
+        loss, parts = run.mix(LossInputs(logits, view.labels, t_logits, s_feats, t_feats, temperature,
+                                         view.soft_labels))
     run.optimizer.zero_grad(set_to_none=True)
     (run.scaler.scale(loss) if run.scaler else loss).backward()
     _average_adapter_grads(run)

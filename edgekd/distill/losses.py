@@ -33,6 +33,7 @@ class LossInputs:
     student_features: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher_features: dict[str, torch.Tensor] = field(default_factory=dict)
     temperature: float | None = None  # the mix's current (possibly scheduled) temperature
+    soft_labels: torch.Tensor | None = None  # mixed one-hot targets under mixup/cutmix (distill/augment.py)
 
 
 class DistillLoss(nn.Module):
@@ -91,7 +92,8 @@ class CrossEntropy(DistillLoss):
         self.label_smoothing = label_smoothing
 
     def forward(self, batch: LossInputs) -> torch.Tensor:
-        return F.cross_entropy(batch.student_logits, batch.labels, label_smoothing=self.label_smoothing)
+        target = batch.labels if batch.soft_labels is None else batch.soft_labels
+        return F.cross_entropy(batch.student_logits, target, label_smoothing=self.label_smoothing)
 
 
 def temperature_of(own: float | None, batch: LossInputs) -> float:

@@ -5,7 +5,9 @@ What it adds around a plain loop, and why:
 * Teacher outputs (logits and tapped features) are computed once up front when inputs don't change between
   epochs (no ``transform``): the teacher then costs one forward pass over the data instead of one per epoch.
   Large caches are memory-mapped ``.npy`` files. With a transform the teacher runs per batch under
-  inference mode. The teacher's share of training time is reported either way.
+  inference mode. The teacher's share of training time is reported either way. ``config.augment`` names batch
+  augmentations (``augment.py``); ``config.teaching`` says whether the teacher sees the student's augmented view
+  (consistent) or its cached outputs on the un-augmented inputs are used (cached).
 * Several teachers: soft targets mixed by fixed weights or per-sample confidence (``teachers.py``).
 * Schedules for temperature, loss weights (per epoch) and learning rate (per step); early stopping on val.
 * Checkpoints each epoch (``checkpoint.py``) so a killed run resumes to bit-identical weights.
@@ -31,6 +33,7 @@ from torch import nn
 
 from edgekd.data import Dataset
 from edgekd.distill import loop
+from edgekd.distill.augment import DEFAULT_TEACHING, check_augment
 from edgekd.distill.loop import Transform
 from edgekd.distill.losses import LOSSES, LossMix, check_temperature, check_weights
 from edgekd.distill.schedules import LR_SCHEDULES, check_schedule, schedule_value
@@ -71,6 +74,9 @@ class TrainConfig:
     memmap_threshold_mb: float = 256.0  # teacher caches larger than this live in memory-mapped files
     amp: str = "auto"  # auto: bf16 (fp16 where bf16 is unsupported) on a GPU, none on CPU | off | bf16 | fp16
     device: str = "auto"  # auto: cuda (this rank's GPU) when available, else cpu
+    augment: tuple[str, ...] = ()  # batch transforms by name (distill/augment.py), e.g. ("crop", "flip", "mixup")
+    augment_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"mixup": {"alpha": 0.2}}
+    teaching: str = DEFAULT_TEACHING  # with augmentation: cached (outputs once, un-augmented) | consistent
     # CPU fast path (distill/fast.py): channels_last / bf16 autocast where measured faster on this CPU for this
     # model. Off by default for library callers (QAT, pruning fine-tunes); `edgekd build` turns it on.
     fast: bool = False
@@ -107,6 +113,7 @@ class TrainResult:
             "loss_weights": c.loss_weights,
             "loss_options": c.loss_options,
             "temperature": c.temperature,
+            "augment": {"transforms": list(c.augment), "options": c.augment_options, "teaching": c.teaching},
             "temperature_schedule": c.temperature_schedule,
             "loss_weight_schedules": c.loss_weight_schedules,
             "lr": c.lr,
@@ -167,6 +174,7 @@ def _validate(config: TrainConfig, n_teachers: int) -> None:
         raise EdgekdError(f"teacher_cache must be 'auto' or 'off', got {config.teacher_cache!r}", "use auto")
     if config.amp not in ("auto", "off", "bf16", "fp16"):
         raise EdgekdError(f"amp must be auto, off, bf16 or fp16, got {config.amp!r}", "use auto")
+    check_augment(config.augment, config.augment_options, config.teaching)
     if n_teachers:
         check_teacher_weights(n_teachers, config.teacher_weights, config.teacher_combine)
 

@@ -15,9 +15,11 @@ import pydantic
 import torch
 from torch import nn
 
+from edgekd.distill.augment import build_augment
 from edgekd.distill.trainer import TrainConfig, TrainResult, accuracy, train
 from edgekd.errors import EdgekdError
 from edgekd.models.budget import StudentChoice
+from edgekd.rundir import home_of
 from edgekd.stages.context import BuildContext
 from edgekd.stages.teacher import Teachers
 
@@ -43,7 +45,11 @@ def distill_config(ctx: BuildContext, epochs: int) -> TrainConfig:
     fields = {"epochs": epochs, "seed": options.seed, "loss_weights": options.loss_weights,
               "temperature": options.temperature, "fast": options.fast_train, **options.distill,
               "label": "student (KD)"}
-    return typed_config(fields, "--distill-config")
+    config = typed_config(fields, "--distill-config")
+    # refuse image-only augmentation on a table now, before a teacher is trained or loaded
+    build_augment(config.augment, config.augment_options, config.teaching, is_image=ctx.data.is_image,
+                  num_classes=ctx.data.num_classes)
+    return config
 
 
 def typed_config(fields: dict, source: str) -> TrainConfig:
@@ -64,7 +70,8 @@ def _field_type(name: object) -> str:
 
 
 def checkpoint_dir(ctx: BuildContext) -> Path | None:
-    return ctx.out.parent / f".{ctx.out.name}.checkpoints" if ctx.options.resume else None
+    """In the run's hidden working folder (``edgekd.rundir``), beside the lock and the staging directory."""
+    return home_of(ctx.out) / "checkpoints" if ctx.options.resume else None
 
 
 def distill(ctx: BuildContext, config: TrainConfig, teachers: Teachers, choice: StudentChoice) -> Distilled:

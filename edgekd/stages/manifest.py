@@ -9,7 +9,7 @@ from typing import Any
 
 from edgekd import __version__
 from edgekd.formats import get_format
-from edgekd.io import sha256_file, write_json
+from edgekd.io import dumps, sha256_file, write_json
 from edgekd.schema import MANIFEST_SCHEMA_VERSION, Manifest
 from edgekd.stages.context import BuildContext
 from edgekd.stages.export import Built
@@ -77,6 +77,6 @@ def write_manifest(ctx: BuildContext, stage: Path, built: list[Built], calibrati
         "session_plugins": session_plugins(built, stage),
         "artifacts": [manifest_entry(b) for b in built],
     }
-    Manifest.model_validate(manifest)  # a writer bug fails here, never in a reader on a device
+    Manifest.model_validate_json(dumps(manifest))  # a writer bug fails here, never in a reader on a device
     write_json(stage / "manifest.json", manifest)
     return manifest
