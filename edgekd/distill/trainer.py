@@ -74,7 +74,8 @@ class TrainConfig:
     memmap_threshold_mb: float = 256.0  # teacher caches larger than this live in memory-mapped files
     amp: str = "auto"  # auto: bf16 (fp16 where bf16 is unsupported) on a GPU, none on CPU | off | bf16 | fp16
     device: str = "auto"  # auto: cuda (this rank's GPU) when available, else cpu
-    augment: tuple[str, ...] = ()  # batch transforms by name (distill/augment.py), e.g. ("crop", "flip", "mixup")
+    augment: tuple[str, ...] | str = ()  # batch transforms by name (a bare string: check_augment refuses it)
+    # (distill/augment.py), e.g. ("crop", "flip", "mixup")
     augment_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"mixup": {"alpha": 0.2}}
     teaching: str = DEFAULT_TEACHING  # with augmentation: cached (outputs once, un-augmented) | consistent
     # CPU fast path (distill/fast.py): channels_last / bf16 autocast where measured faster on this CPU for this
