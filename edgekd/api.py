@@ -41,7 +41,7 @@ from edgekd.stages.manifest import write_manifest
 from edgekd.stages.measure import measure
 from edgekd.stages.report import TestScores, make_report
 from edgekd.stages.student import choose_student
-from edgekd.stages.teacher import Teachers, auto_epochs, prepare_teachers
+from edgekd.stages.teacher import Teachers, epochs_for, prepare_teachers
 from edgekd.targets import load_target, require_extras
 
 __all__ = ["DEFAULT_CACHE", "BuildOptions", "BuildResult", "build"]
@@ -97,8 +97,7 @@ def build(options: BuildOptions) -> BuildResult:
     -> benchmark -> report -> gate."""
     t_start = time.perf_counter()
     ctx = start(options)
-    auto_teacher, auto_student = auto_epochs(len(ctx.data.y_train))
-    teacher_epochs, student_epochs = options.teacher_epochs or auto_teacher, options.epochs or auto_student
+    teacher_epochs, student_epochs = epochs_for(options, len(ctx.data.y_train))
     if min(teacher_epochs, student_epochs) < 1:
         raise EdgekdError("--epochs must be >= 1", "pass a positive number of epochs")
     config = distill_config(ctx, student_epochs)

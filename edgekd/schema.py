@@ -298,6 +298,19 @@ class EvalInputs(_Closed):
     samples: NonNegInt
 
 
+class TrainingOptimisations(_Closed):
+    """Which training optimisations each run used (``edgekd/distill/fast.py``); [] means plain fp32 eager.
+
+    ``enabled`` is false under ``--no-fast-train``. ``teacher`` is null when no teacher was trained in this build.
+    """
+
+    enabled: bool
+    cpu: str
+    teacher: list[str] | None = None
+    student_kd: list[str]
+    student_alone: list[str] | None = None
+
+
 class Report(_Open):
     schema_version: int
     edgekd_version: str
@@ -316,6 +329,7 @@ class Report(_Open):
     stages: list[StageRow] = []
     stage_times_s: dict[str, NonNeg] = {}
     build_time_s: NonNeg | None = None
+    training_optimisations: TrainingOptimisations | None = None
     gate: dict[str, Any] | None = None
     device_results: list[dict[str, Any]] = []
 

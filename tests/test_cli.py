@@ -27,7 +27,7 @@ def test_build_then_gate_end_to_end(tmp_path):
     proc = run_cli("build", "--target", "x86-cpu", "--out", str(out), "--teacher-epochs", "12", "--epochs", "20",
                    "--runs", "60", "--warmup", "5", "--no-progress", "--cache-dir", str(tmp_path / "cache"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "training the default 'teacher_cnn'" in proc.stderr  # says it trained a default teacher
+    assert "training the default 'teacher_resnet'" in proc.stderr  # says it trained a default teacher
     for name in ("manifest.json", "report.json", "report.md", "model_int8.xml", "model_int8.bin", "model_int8.onnx",
                  "calibration.npz", "eval.npz"):
         assert (out / name).exists(), name

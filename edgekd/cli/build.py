@@ -73,6 +73,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         qat_epochs=args.qat_epochs, calibration=args.calibration,
         runs=args.runs, warmup=args.warmup, progress=not args.no_progress, strict=args.strict,
         as_target=args.as_target, selection=args.selection, device=args.device,
+        fast_train=not args.no_fast_train,
         teacher_cache=None if args.no_cache else Path(args.cache_dir) if args.cache_dir else None,
     )
     if options.teacher_cache is None and not args.no_cache:
@@ -189,6 +190,9 @@ def register(sub) -> None:
     p.add_argument("--cache-dir", help="where default teachers are cached (default ~/.cache/edgekd)")
     p.add_argument("--no-cache", action="store_true", help="always train the default teacher afresh")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-fast-train", action="store_true",
+                   help="train in plain fp32 eager mode (default: channels_last / bf16 autocast where a few timed "
+                        "steps show them faster on this CPU; the report's training.optimisations says which)")
     p.add_argument("--strict", action="store_true",
                    help="fail the gate on budgets that could not be verified (device budgets off the device)")
     p.add_argument("--as-target", action="store_true",

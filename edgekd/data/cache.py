@@ -26,17 +26,17 @@ def default_cache_root() -> Path:
     return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "edgekd")
 
 
-def private_dir(path: Path) -> Path:
+def private_dir(path: Path, what: str = "dataset cache") -> Path:
     """Create ``path`` (mode 0700) if needed and refuse one that another user owns or can write."""
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         info = path.stat()
     except OSError as exc:
-        raise EdgekdError(f"cannot create the dataset cache {path}: {exc}",
+        raise EdgekdError(f"cannot create the {what} {path}: {exc}",
                           f"set {ENV_CACHE} to a writable directory") from None
     owner_ok = not hasattr(os, "getuid") or info.st_uid == os.getuid()
     if not owner_ok or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise EdgekdError(f"the dataset cache {path} can be written by other users",
+        raise EdgekdError(f"the {what} {path} can be written by other users",
                           f"chmod 700 {path}, or set {ENV_CACHE} to a directory only you can write")
     return path
 

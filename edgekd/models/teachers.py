@@ -8,7 +8,6 @@ and TorchScript (``torch.jit.save``) only with ``trust_pickle``: PyTorch's secur
 
 from __future__ import annotations
 
-import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,20 +214,7 @@ def check_teacher_output(model: nn.Module, input_shape: tuple[int, ...], num_cla
 
 
 def default_teacher_arch(input_shape: tuple[int, ...]) -> str:
-    return "teacher_cnn" if len(input_shape) == 3 else "teacher_mlp"
-
-
-def teacher_cache_key(data_fingerprint: str, arch: str, epochs: int, seed: int, model: nn.Module) -> str:
-    """Key by data, architecture (with every parameter's shape), epochs and seed: a change to any retrains."""
-    shapes = [[name, list(p.shape)] for name, p in model.state_dict().items()]
-    return json.dumps({"data": data_fingerprint, "arch": arch, "epochs": epochs, "seed": seed, "shapes": shapes},
-                      sort_keys=True)
-
-
-def cached_teacher_path(cache_dir: Path, key: str) -> Path:
-    import hashlib
-
-    return cache_dir / f"teacher-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    return "teacher_resnet" if len(input_shape) == 3 else "teacher_mlp"
 
 
 def predict_logits(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:

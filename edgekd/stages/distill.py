@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydantic
 import torch
 from torch import nn
 
@@ -42,14 +43,30 @@ def distill_config(ctx: BuildContext, epochs: int) -> TrainConfig:
         raise EdgekdError(f"unknown distillation setting(s) {unknown}",
                           f"use fields of TrainConfig: {', '.join(sorted(known - {'label', 'seed'}))}")
     fields = {"epochs": epochs, "seed": options.seed, "loss_weights": options.loss_weights,
-              "temperature": options.temperature, **options.distill, "label": "student (KD)"}
-    if "teacher_weights" in fields and fields["teacher_weights"] is not None:
-        fields["teacher_weights"] = tuple(fields["teacher_weights"])
-    config = TrainConfig(**fields)
+              "temperature": options.temperature, "fast": options.fast_train, **options.distill,
+              "label": "student (KD)"}
+    config = typed_config(fields, "--distill-config")
     # refuse image-only augmentation on a table now, before a teacher is trained or loaded
     build_augment(config.augment, config.augment_options, config.teaching, is_image=ctx.data.is_image,
                   num_classes=ctx.data.num_classes)
     return config
+
+
+def typed_config(fields: dict, source: str) -> TrainConfig:
+    """TrainConfig(**fields); a value of the wrong type is one message naming the field, never a traceback."""
+    try:
+        return TrainConfig(**fields)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise EdgekdError(f"{source}: field '{where}' = {err.get('input')!r}: {err['msg']}{more}",
+                          f"give '{where}' a value of type {_field_type(err['loc'][0])}") from None
+
+
+def _field_type(name: object) -> str:
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    return str(types.get(name, "see edgekd.distill.trainer.TrainConfig"))
 
 
 def checkpoint_dir(ctx: BuildContext) -> Path | None:
@@ -67,7 +84,7 @@ def distill(ctx: BuildContext, config: TrainConfig, teachers: Teachers, choice: 
         torch.manual_seed(options.seed)
         alone = train(choice.build(data.input_shape, data.num_classes), data,
                       dataclasses.replace(config, label="student (alone)"), progress=options.progress,
-                      checkpoint_dir=checkpoint_dir(ctx))
+                      checkpoint_dir=checkpoint_dir(ctx), fast_plan=kd.details.get("fast_plan"))
         ctx.say(f"baseline: KD student {accuracy(kd.model, data.x_val, data.y_val):.4f} vs alone "
                 f"{accuracy(alone.model, data.x_val, data.y_val):.4f} on the validation split")
     return Distilled(kd, alone)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from edgekd import __version__
+from edgekd.distill.fast import cpu_name
 from edgekd.models.budget import StudentChoice, count_macs, count_params
 from edgekd.schema import REPORT_SCHEMA_VERSION
 from edgekd.stages.compress import Compressed
@@ -191,4 +192,14 @@ def make_report(ctx: BuildContext, teachers: Teachers, choice: StudentChoice, di
     report["stages"] = stage_waterfall(primary, rows, teacher, unpruned, choice, scores)
     if choice.selection:
         report["student"]["selection"] = selection_section(choice, rows)
+    report["training_optimisations"] = training_optimisations(ctx, teachers, distilled)
     return report
+
+
+def training_optimisations(ctx: BuildContext, teachers: Teachers, distilled: Distilled) -> dict[str, Any]:
+    """What the fast path switched on per training run (the trainer's ``details["optimisations"]``)."""
+    def used(result) -> list[str] | None:
+        return None if result is None else list(result.details.get("optimisations", []))
+
+    return {"enabled": ctx.options.fast_train, "cpu": cpu_name(), "teacher": used(teachers.training),
+            "student_kd": used(distilled.kd), "student_alone": used(distilled.alone)}

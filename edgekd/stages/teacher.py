@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from edgekd import __version__
+from edgekd.data.cache import private_dir
 from edgekd.distill.trainer import TrainConfig, TrainResult, train
 from edgekd.io import atomic_write
 from edgekd.models.budget import count_macs, count_params
 from edgekd.models.students import build_model
 from edgekd.models.teachers import (
     Teacher,
-    cached_teacher_path,
     default_teacher_arch,
     load_teacher,
-    teacher_cache_key,
 )
 from edgekd.stages.context import BuildContext
 
@@ -41,12 +46,51 @@ class Teachers:
 
 
 def auto_epochs(n_train: int) -> tuple[int, int]:
-    """(teacher, student) epochs: many passes over a small set, few over a large one."""
+    """(teacher, student) epochs: many passes over a small set, few over a large one.
+
+    The default teacher gets at least the student's epochs: a half-trained teacher caps what KD can teach.
+    """
     if n_train <= 5_000:
-        return 30, 40
+        return 40, 40
     if n_train <= 20_000:
-        return 12, 15
-    return 6, 8
+        return 15, 15
+    return 8, 8
+
+
+def epochs_for(options, n_train: int) -> tuple[int, int]:
+    """(teacher, student) epochs from the flags, else sized to the data; the default teacher never gets fewer."""
+    auto_teacher, auto_student = auto_epochs(n_train)
+    student = options.epochs or auto_student
+    return options.teacher_epochs or max(auto_teacher, student), student
+
+
+def teacher_config(options, epochs: int) -> TrainConfig:
+    return TrainConfig(epochs=epochs, seed=options.seed, label="teacher", fast=options.fast_train)
+
+
+def teacher_cache_key(data, arch: str, config: TrainConfig, model: nn.Module) -> str:
+    """Everything that shapes a trained default teacher: a change to any one retrains instead of reusing.
+
+    edgekd and torch versions (training code and kernels), the whole training config, the architecture with every
+    parameter's shape, and the data: its fingerprint, split shapes, classes and a hash of every split's labels.
+    """
+    labels = hashlib.sha256(b"".join(np.ascontiguousarray(y).astype(np.int64).tobytes()
+                                     for y in (data.y_train, data.y_val, data.y_test))).hexdigest()
+    cfg = {k: v for k, v in dataclasses.asdict(config).items() if k != "label"}
+    return json.dumps({
+        "edgekd": __version__, "torch": torch.__version__, "arch": arch, "config": cfg,
+        "shapes": [[name, list(p.shape)] for name, p in model.state_dict().items()],
+        "data": {"fingerprint": data.fingerprint(), "input_shape": list(data.input_shape),
+                 "classes": int(data.num_classes), "labels_sha256": labels,
+                 "splits": [list(np.shape(a)) for a in (data.x_train, data.x_val, data.x_test)]},
+    }, sort_keys=True, default=str)
+
+
+def cached_teacher_path(cache_dir: Path, key: str) -> Path:
+    """``<cache>/teachers/teacher-<hash>.pt`` in a directory only this user can write (0700; others refused)."""
+    folder = private_dir(Path(cache_dir), "edgekd cache")
+    folder = private_dir(folder / "teachers", "teacher cache")
+    return folder / f"teacher-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
 def prepare_teachers(ctx: BuildContext, epochs: int) -> Teachers:
@@ -77,10 +121,10 @@ def prepare_teacher(ctx: BuildContext, epochs: int) -> tuple[Teacher, TrainResul
     arch = default_teacher_arch(data.input_shape)
     torch.manual_seed(options.seed)
     model = build_model(arch, data.input_shape, data.num_classes)
+    config = teacher_config(options, epochs)
     cache = None
     if options.teacher_cache is not None:
-        cache = cached_teacher_path(options.teacher_cache,
-                                    teacher_cache_key(data.fingerprint(), arch, epochs, options.seed, model))
+        cache = cached_teacher_path(options.teacher_cache, teacher_cache_key(data, arch, config, model))
         if cache.exists():
             try:
                 model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
@@ -90,8 +134,7 @@ def prepare_teacher(ctx: BuildContext, epochs: int) -> tuple[Teacher, TrainResul
             except Exception as exc:  # noqa: BLE001 - a bad cache entry is retrained, never fatal
                 ctx.say(f"teacher: ignoring unreadable cache {cache} ({type(exc).__name__}); retraining")
     ctx.say(f"teacher: none given, training the default '{arch}' on {data.name} for {epochs} epochs")
-    result = train(model, data, TrainConfig(epochs=epochs, seed=options.seed, label="teacher"),
-                   progress=options.progress)
+    result = train(model, data, config, progress=options.progress)
     if cache is not None:
         atomic_write(cache, lambda p: torch.save(result.model.state_dict(), p))
     return Teacher(result.model, "trained-default", arch, f"default {arch} trained by edgekd", {}), result

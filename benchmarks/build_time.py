@@ -1,0 +1,123 @@
+"""How long a first real-data build takes: ``edgekd build --target rpi4 --baseline`` on Fashion-MNIST, per stage.
+
+    python benchmarks/build_time.py                                  # this checkout, all 60,000 images
+    python benchmarks/build_time.py --repo /path/to/older/checkout   # the same build with another edgekd
+    python benchmarks/build_time.py --max-train 2000 --epochs 1 --teacher-epochs 1 --runs 20 --label smoke
+
+Runs the CLI in a fresh process, exactly as a new user would (default teacher, default epochs, a fresh teacher
+cache so the teacher is trained, not loaded), and reads the run's report.json: ``wall_s`` per stage
+(``stage_times_s``), the whole build, the test accuracies of the teacher, the KD student and the student trained
+alone, and which training optimisations were used. Each run is appended to ``benchmarks/results/build_time.json``
+under ``runs`` (keyed by ``--label``), so "today's build" (``--repo`` at the old commit) and this one sit side by
+side. ``os.getloadavg()`` before and after is recorded: on a shared machine, wall times are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _paths import shared_dataset
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_DATA_NAME = "fashion-mnist"
+RESULTS = ROOT / "results" / "build_time.json"
+
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repo", default=str(ROOT.parent), help="edgekd checkout to run (default: this one)")
+    p.add_argument("--data", default=str(shared_dataset(DEFAULT_DATA_NAME)))
+    p.add_argument("--target", default="rpi4")
+    p.add_argument("--label", help="name of this run in the JSON (default: the checkout's commit)")
+    p.add_argument("--max-train", type=int, help="subset, for a quick check of the script (omit for the real run)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--teacher-epochs", type=int)
+    p.add_argument("--runs", type=int, help="benchmark runs per artifact (the CLI's default when omitted)")
+    p.add_argument("--extra", default="", help="more CLI flags, space separated (e.g. --no-fast-train)")
+    p.add_argument("--python", default=sys.executable)
+    p.add_argument("--out", default=str(RESULTS))
+    return p.parse_args()
+
+
+def commit_of(repo: str) -> str:
+    proc = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() or "unknown"
+
+
+def build_command(args: argparse.Namespace, out: Path, cache: Path) -> list[str]:
+    cmd = [args.python, "-m", "edgekd", "build", "--target", args.target, "--data", args.data, "--baseline",
+           "--out", str(out), "--cache-dir", str(cache), "--no-progress"]
+    for flag, value in (("--max-train", args.max_train), ("--epochs", args.epochs),
+                        ("--teacher-epochs", args.teacher_epochs), ("--runs", args.runs)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    return cmd + args.extra.split()
+
+
+def run_build(args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory(prefix="edgekd-build-time-") as tmp:
+        out, cache = Path(tmp) / "run", Path(tmp) / "cache"
+        cmd = build_command(args, out, cache)
+        env = {**os.environ, "PYTHONPATH": args.repo, "EDGEKD_CACHE": str(cache)}
+        load_before = os.getloadavg()
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=args.repo, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode not in (0, 1):  # 1: built, gate failed (the timing still counts)
+            raise SystemExit(f"build failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        report = json.loads((out / "report.json").read_text())
+    return summarise(report, wall, cmd, proc.returncode, load_before)
+
+
+def summarise(report: dict, wall: float, cmd: list[str], rc: int, load_before) -> dict:
+    student, teacher = report["student"], report["teacher"]
+
+    def epochs(section: dict | None) -> dict | None:
+        return None if not section else {k: section.get(k) for k in ("epochs", "epochs_run", "epoch_time_s",
+                                                                      "train_time_s", "batch_size")}
+
+    return {
+        "command": " ".join(cmd[1:]), "exit_code": rc, "wall_s": round(wall, 1),
+        "build_time_s": report.get("build_time_s"), "stage_times_s": report.get("stage_times_s", {}),
+        "train_samples": report["data"].get("splits", {}).get("train"),
+        "accuracy": {"teacher": teacher.get("accuracy"),
+                     "student_kd": student.get("accuracy_before_compression"),
+                     "student_shipped": student.get("accuracy"),
+                     "student_alone": student.get("accuracy_trained_alone")},
+        "teacher": {"arch": teacher.get("arch"), "macs": teacher.get("macs"),
+                    "training": epochs(teacher.get("training"))},
+        "student": {"family": student.get("family"), "config": student.get("config"), "macs": student.get("macs"),
+                    "distillation": epochs(student.get("distillation")),
+                    "trained_alone": epochs(student.get("trained_alone"))},
+        "training_optimisations": report.get("training_optimisations"),
+        "cpu": report.get("measured_on", {}).get("cpu"),
+        "loadavg_before": [round(v, 2) for v in load_before], "loadavg_after": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
+def main() -> int:
+    args = parse_args()
+    label = args.label or commit_of(args.repo)
+    print(f"building ({label}): {' '.join(build_command(args, Path('OUT'), Path('CACHE')))}", flush=True)
+    row = {"label": label, "repo": args.repo, "commit": commit_of(args.repo), "full_data": args.max_train is None,
+           **run_build(args)}
+    path = Path(args.out)
+    doc = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    doc["runs"][label] = row
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    times = ", ".join(f"{k} {v:.0f}s" for k, v in row["stage_times_s"].items())
+    print(f"{label}: {row['wall_s']:.0f}s wall ({times}); accuracy {row['accuracy']}; wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
