@@ -232,3 +232,20 @@ def test_teacher_cache_dir_is_private_and_others_writable_is_refused(tmp_path):
     shared.chmod(0o777)
     with pytest.raises(EdgekdError, match="can be written by other users"):
         cached_teacher_path(shared, "key")
+
+
+# ---------------------------------------------------------------------------------------------- devices
+def _all_on_cpu(module: torch.nn.Module) -> bool:
+    return all(t.device.type == "cpu" for t in [*module.parameters(), *module.buffers()])
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_models_end_on_the_cpu_after_training(img, device):
+    """MAC counting, teacher logits and export feed CPU tensors: a CUDA build must hand back CPU models."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine (run with the device tool where one is lent)")
+    teacher = build_model("teacher_resnet", (1, 8, 8), 3, widths=(8, 8), blocks=(1, 1))
+    config = TrainConfig(epochs=1, batch_size=32, device=device)
+    result = train(student(), img, config, teacher=teacher, progress=False)
+    assert result.details["device"].startswith(device)
+    assert _all_on_cpu(result.model) and _all_on_cpu(teacher)

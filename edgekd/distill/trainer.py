@@ -225,6 +225,10 @@ def train(
                 break
     finally:
         run.close()
+        # Back on the CPU whatever happened: MAC counting, teacher logits and export all feed CPU tensors.
+        model.cpu()
+        for t in teachers:
+            t.cpu()
     model.load_state_dict(state.best_state)
     model.eval()
     total_time = state.elapsed_before + time.perf_counter() - state.start
