@@ -9,6 +9,7 @@ here on calibration and validation inputs; the test split is left to the benchma
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,28 +64,34 @@ def _checked(ctx: BuildContext, artifact: Artifact, model: nn.Module, inputs: np
     return parity.to_dict(), val
 
 
-def student_artifacts(ctx: BuildContext, compressed: Compressed, calibration: Calibration,
-                      stage: Path) -> list[Built]:
-    inputs = np.concatenate([calibration.x[:128], ctx.data.x_val[:512]])
-    sample = ctx.data.x_val[:1]
-    built = []
+def shipped_combinations(ctx: BuildContext) -> Iterator[tuple[str, Any, str, str]]:
+    """(format, backend, suffix, precision) for every format x precision the target ships, fp32 always first."""
     for fmt in ctx.target.runtime.formats:
         backend, suffix = backend_for(ctx, fmt), get_format(fmt).suffix
         for precision in dict.fromkeys(["fp32", *ctx.target.runtime.precisions]):
             if precision not in backend.precisions:
                 raise EdgekdError(f"format '{fmt}' cannot take precision '{precision}'",
                                   f"use one of {backend.precisions} in the target's runtime.precision")
-            t0 = time.perf_counter()
-            plan = compressed.int8.get(fmt) if precision == "int8" else None
-            artifact = plan.artifact if plan else backend.export(compressed.student, sample,
-                                                                 stage / f"model_{precision}{suffix}", precision,
-                                                                 calibration if precision == "int8" else None)
-            model = plan.model if plan else compressed.student
-            parity, val = _checked(ctx, artifact, model, inputs)
-            ctx.say(f"export: {artifact.path.name} ({fmt} {precision}) in {time.perf_counter() - t0:.1f}s, parity "
-                    f"max|diff| {parity['max_abs_diff']:.2e}, top-1 {parity['top1_agreement']:.2%}, val {val:.4f}")
-            built.append(Built(artifact, "student", {"parity": parity, **operator_report(ctx, artifact)}, val,
-                               plan.reference if plan else "student"))
+            yield fmt, backend, suffix, precision
+
+
+def student_artifacts(ctx: BuildContext, compressed: Compressed, calibration: Calibration,
+                      stage: Path) -> list[Built]:
+    inputs = np.concatenate([calibration.x[:128], ctx.data.x_val[:512]])
+    sample = ctx.data.x_val[:1]
+    built = []
+    for fmt, backend, suffix, precision in shipped_combinations(ctx):
+        t0 = time.perf_counter()
+        plan = compressed.int8.get(fmt) if precision == "int8" else None
+        artifact = plan.artifact if plan else backend.export(compressed.student, sample,
+                                                             stage / f"model_{precision}{suffix}", precision,
+                                                             calibration if precision == "int8" else None)
+        model = plan.model if plan else compressed.student
+        parity, val = _checked(ctx, artifact, model, inputs)
+        ctx.say(f"export: {artifact.path.name} ({fmt} {precision}) in {time.perf_counter() - t0:.1f}s, parity "
+                f"max|diff| {parity['max_abs_diff']:.2e}, top-1 {parity['top1_agreement']:.2%}, val {val:.4f}")
+        built.append(Built(artifact, "student", {"parity": parity, **operator_report(ctx, artifact)}, val,
+                           plan.reference if plan else "student"))
     return built
 
 

@@ -23,7 +23,6 @@ import torch
 
 from edgekd.backends import Calibration
 from edgekd.errors import EdgekdError
-from edgekd.formats import get_format
 from edgekd.models.budget import StudentChoice, count_macs, ranked_students
 from edgekd.models.students import build_model
 from edgekd.selection.candidates import candidate_name
@@ -143,7 +142,7 @@ def _check_artifact(ctx: BuildContext, artifact: Any, x: np.ndarray) -> dict[str
 
 def preflight(ctx: BuildContext, choice: StudentChoice) -> dict[str, Any]:
     """Every format x precision the target ships, on random weights; ``passed`` False with the reason."""
-    from edgekd.stages.compress import backend_for
+    from edgekd.stages.export import shipped_combinations
 
     t0, data = time.perf_counter(), ctx.data
     torch.manual_seed(ctx.options.seed)
@@ -152,21 +151,16 @@ def preflight(ctx: BuildContext, choice: StudentChoice) -> dict[str, Any]:
     name = candidate_name(choice.family, choice.config)
     result: dict[str, Any] = {"name": name, "config": choice.config, "passed": True, "reason": "", "artifacts": []}
     with tempfile.TemporaryDirectory(prefix="edgekd-preflight-") as tmp:
-        for fmt in ctx.target.runtime.formats:
-            backend, suffix = backend_for(ctx, fmt), get_format(fmt).suffix
-            for precision in dict.fromkeys(["fp32", *ctx.target.runtime.precisions]):
-                if precision not in backend.precisions:
-                    raise EdgekdError(f"format '{fmt}' cannot take precision '{precision}'",
-                                      f"use one of {backend.precisions} in the target's runtime.precision")
-                try:
-                    artifact = backend.export(model, data.x_val[:1], Path(tmp) / f"{fmt}_{precision}{suffix}",
-                                              precision, calib if precision == "int8" else None)
-                    result["artifacts"].append(_check_artifact(ctx, artifact, data.x_val[:1]))
-                except Exception as exc:  # noqa: BLE001 - any failure here is the candidate's, with its reason
-                    message = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0][:300]
-                    result.update(passed=False, reason=f"{fmt} {precision}: {message}")
-                    result["seconds"] = round(time.perf_counter() - t0, 2)
-                    return result
+        for fmt, backend, suffix, precision in shipped_combinations(ctx):
+            try:
+                artifact = backend.export(model, data.x_val[:1], Path(tmp) / f"{fmt}_{precision}{suffix}",
+                                          precision, calib if precision == "int8" else None)
+                result["artifacts"].append(_check_artifact(ctx, artifact, data.x_val[:1]))
+            except Exception as exc:  # noqa: BLE001 - any failure here is the candidate's, with its reason
+                message = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0][:300]
+                result.update(passed=False, reason=f"{fmt} {precision}: {message}")
+                result["seconds"] = round(time.perf_counter() - t0, 2)
+                return result
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result
 
