@@ -71,6 +71,7 @@ class BuildContext:
     data: Dataset
     out: Path
     stage_times_s: dict[str, float] = field(default_factory=dict)
+    loaded_teachers: dict[str, Any] = field(default_factory=dict)  # path -> Teacher, see load_user_teacher
 
     def say(self, message: str) -> None:
         log: Callable[[str], None] = self.options.log or (lambda m: print(m, file=sys.stderr, flush=True))

@@ -82,12 +82,12 @@ def selection_mode(ctx: BuildContext) -> tuple[str, str]:
 
 def teacher_macs_before_training(ctx: BuildContext) -> int:
     """The teacher's MACs without any teacher pass: the default architecture untrained, or the user's file."""
-    from edgekd.models.teachers import default_teacher_arch, load_teacher
+    from edgekd.models.teachers import default_teacher_arch
+    from edgekd.stages.teacher import load_user_teacher
 
     o, data = ctx.options, ctx.data
     if o.teacher:
-        teacher = load_teacher(o.teacher, data.input_shape, data.num_classes, o.teacher_arch, o.teacher_config,
-                               o.trust_pickle, data.normalization, data.classes)
+        teacher = load_user_teacher(ctx, o.teacher)
         if "macs" in teacher.config:  # a teacher outside PyTorch (ONNX, scikit-learn) counted its own graph
             return int(teacher.config["macs"])
         model = teacher.model

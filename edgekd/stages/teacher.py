@@ -96,20 +96,25 @@ def cached_teacher_path(cache_dir: Path, key: str) -> Path:
 def prepare_teachers(ctx: BuildContext, epochs: int) -> Teachers:
     o, data = ctx.options, ctx.data
     teacher, training = prepare_teacher(ctx, epochs)
-    extra = [_load(ctx, path).model for path in o.extra_teachers]
+    extra = [load_user_teacher(ctx, path).model for path in o.extra_teachers]
     if "macs" in teacher.config and "params" in teacher.config:  # a teacher outside PyTorch counted its graph
         return Teachers(teacher, extra, training, int(teacher.config["macs"]), int(teacher.config["params"]))
     return Teachers(teacher, extra, training, count_macs(teacher.model, data.input_shape),
                     count_params(teacher.model))
 
 
-def _load(ctx: BuildContext, path: str) -> Teacher:
+def load_user_teacher(ctx: BuildContext, path: str) -> Teacher:
+    """The user's teacher file, loaded (and safety-checked) once per build: the student stage needs its MACs
+    before the teacher stage needs its weights."""
+    if path in ctx.loaded_teachers:
+        return ctx.loaded_teachers[path]
     o, data = ctx.options, ctx.data
     teacher = load_teacher(path, data.input_shape, data.num_classes, o.teacher_arch, o.teacher_config,
                            o.trust_pickle, data.normalization, data.classes)
     ctx.say(f"teacher: {teacher.description}" + (f" ({teacher.config.get('output')}, reads "
                                                   f"{teacher.config.get('reads')})" if "reads" in teacher.config
                                                  else ""))
+    ctx.loaded_teachers[path] = teacher
     return teacher
 
 
@@ -117,7 +122,7 @@ def prepare_teacher(ctx: BuildContext, epochs: int) -> tuple[Teacher, TrainResul
     """The user's teacher, or a default one trained here (cached by data, architecture, epochs and seed)."""
     options, data = ctx.options, ctx.data
     if options.teacher:
-        return _load(ctx, options.teacher), None
+        return load_user_teacher(ctx, options.teacher), None
     arch = default_teacher_arch(data.input_shape)
     torch.manual_seed(options.seed)
     model = build_model(arch, data.input_shape, data.num_classes)
