@@ -294,11 +294,14 @@ def artifact_format(path):
     return by_suffix[suffix]
 
 
-LOADED_PLUGINS = []  # plugin files imported in this process, passed on to child processes (memory probe)
+PLUGIN_OF_FORMAT = {}  # format -> the plugin file that registered its session here (passed on to a memory probe)
 
 
-def plugin_args():
-    return [arg for path in LOADED_PLUGINS for arg in ("--session-plugin", path)]
+def plugin_args(fmt):
+    """The --session-plugin arguments a child process needs for ``fmt``: its own plugin only, never every plugin
+    this process happened to import (a stale one from an earlier build must not be re-imported unverified)."""
+    path = PLUGIN_OF_FORMAT.get(fmt)
+    return ["--session-plugin", path] if path and fmt in SESSIONS else []
 
 
 def import_verified(path, expected_sha256, what):
@@ -331,8 +334,11 @@ def import_plugin(path, expected_sha256=None):
         this = type(sys)(__name__)
         this.__dict__.update(globals())
     sys.modules.setdefault("edgekd_runner", this)
+    before = dict(SESSIONS)
     module = import_verified(path, expected_sha256, "session plugin")
-    LOADED_PLUGINS.append(os.path.abspath(path))
+    for fmt, cls in SESSIONS.items():
+        if before.get(fmt) is not cls:
+            PLUGIN_OF_FORMAT[fmt] = os.path.abspath(path)
     return module
 
 
@@ -661,7 +667,8 @@ def measure_memory(artifact, inputs, threads, runs=20, verify=False):
 
     ``verify``: the child checks the artifact's sha256 again and loads the bytes it checked, like the parent."""
     cmd = [sys.executable, os.path.abspath(__file__), artifact, "--inputs", inputs, "--threads", str(threads),
-           "--memory-probe", str(runs), *([] if verify else ["--no-verify"]), *plugin_args()]
+           "--memory-probe", str(runs), *([] if verify else ["--no-verify"]),
+           *plugin_args(artifact_format(artifact))]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired:

@@ -88,6 +88,7 @@ def npzmlp(tmp_path):
     yield plugin
     FORMATS.pop("npzmlp", None)
     runner.SESSIONS.pop("npzmlp", None)
+    runner.PLUGIN_OF_FORMAT.pop("npzmlp", None)
 
 
 def _tabular(tmp_path: Path) -> Path:
@@ -138,6 +139,16 @@ def test_a_new_format_flows_through_build_runner_report_and_bundle(npzmlp, tmp_p
                            "--no-memory"], cwd=bundle.directory, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((bundle.directory / "result.json").read_text())["runtime"]["name"] == "numpy-matmul"
+
+
+def test_a_child_process_gets_only_the_plugin_of_its_own_format(npzmlp):
+    """An earlier build's plugin must not ride along to a later memory probe of an ONNX model (the child would
+    refuse it as unlisted in that run's manifest, or worse, import it)."""
+    runner.import_plugin(str(npzmlp))
+    assert runner.plugin_args("npzmlp") == ["--session-plugin", str(npzmlp.resolve())]
+    assert runner.plugin_args("onnx") == []
+    runner.SESSIONS.pop("npzmlp")
+    assert runner.plugin_args("npzmlp") == []
 
 
 def test_an_unlisted_or_tampered_plugin_is_never_imported(npzmlp, tmp_path):
