@@ -23,6 +23,23 @@ def _int_or_none(n: int | None) -> str:
     return "no limit on" if n is None else f"{n:,}"
 
 
+def _budget_words(sel: dict[str, Any]) -> str:
+    """'0.08 ms (0.1 ms stated x headroom 0.8)': selection aims below what the shipped student must meet."""
+    stated = sel.get("stated_budget_ms")
+    if stated is None:
+        return f"{sel['budget_ms']:.3g} ms"
+    return f"{sel['budget_ms']:.3g} ms ({stated:.3g} ms stated x headroom {sel.get('headroom')})"
+
+
+def _drift_words(shipped: dict[str, Any]) -> str:
+    """From the selection's timing to the shipped artifact's, and whether the stated budget still holds."""
+    words = f"drift from selection {_num(shipped.get('drift_pct'), '+.1f')} %"
+    verdict = shipped.get("meets_stated_budget")
+    if verdict is not None:
+        words += f", {'meets' if verdict else 'MISSES'} the stated {shipped['stated_budget_ms']:.3g} ms"
+    return words
+
+
 def _selection_lines(sel: dict[str, Any] | None) -> list[str]:
     """The student search (edgekd.selection): every candidate with its latency, capacity and verdict."""
     if not sel:
@@ -30,14 +47,15 @@ def _selection_lines(sel: dict[str, Any] | None) -> list[str]:
     out = [f"- Selection by {sel['mode']}: {sel['why']}"]
     if sel["mode"] != "latency":
         return out + _preflight_lines(sel)
-    out.append(f"- Latency budget {sel['budget_ms']:.3g} ms at p{sel['percentile']} ({sel['budget_source']}), "
+    out.append(f"- Latency budget {_budget_words(sel)} at p{sel['percentile']} ({sel['budget_source']}), "
                f"timed as {sel['format']} {sel['precision']} on {sel['measured_on']}; {sel['measured']} measured, "
                f"{sel['reused']} reused from the cache, {sel['predicted_only']} predicted only, "
                f"in {sel['time_s']:.1f} s. Predictor: {sel['predictor']['summary']}.")
     shipped = sel.get("shipped_prediction")
     if shipped:
         out.append(f"- Shipped {shipped['artifact']}: predicted {_num(shipped['predicted_ms'], '.4f')} ms, measured "
-                   f"{shipped['measured_ms']:.4f} ms p{sel['percentile']} ({_num(shipped['error_pct'], '+.1f')} %).")
+                   f"{shipped['measured_ms']:.4f} ms p{sel['percentile']} ({_num(shipped['error_pct'], '+.1f')} %); "
+                   f"{_drift_words(shipped)}.")
     out += ["", f"| candidate | params | MACs | p{sel['percentile']} ms | noise % | predicted ms | capacity "
                 "| verdict |", "|---|---|---|---|---|---|---|---|"]
     for c in sel["candidates"]:

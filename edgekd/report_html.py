@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.io import write_text
-from edgekd.report import _num, _pct
+from edgekd.report import _budget_words, _drift_words, _num, _pct
 
 
 def _colour(fmt: str) -> str:
@@ -119,7 +119,10 @@ def selection_plot(sel: dict[str, Any]) -> str:
         if c["status"] == "chosen":
             ax.annotate(c["name"], (c["macs"], y), textcoords="offset points", xytext=(8, 6), fontsize=8)
     ax.axhline(sel["budget_ms"], color="black", linestyle="--", linewidth=1,
-               label=f"budget {sel['budget_ms']:.3g} ms (p{pct})")
+               label=f"selected under {sel['budget_ms']:.3g} ms (p{pct})")
+    if sel.get("stated_budget_ms"):
+        ax.axhline(sel["stated_budget_ms"], color="black", linestyle=":", linewidth=1,
+                   label=f"stated budget {sel['stated_budget_ms']:.3g} ms")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("capacity: MACs per sample (log scale)")
@@ -139,7 +142,7 @@ def selection_section(report: dict[str, Any]) -> list[str]:
     out = ["<h2>Student selection</h2>", f"<p>By {_e(sel['mode'])}: {_e(sel['why'])}.</p>"]
     if sel["mode"] == "latency":
         proxy = " (a host proxy: not the device)" if sel.get("host_proxy") else ""
-        out.append(f"<p>Budget {_e(format(sel['budget_ms'], '.4g'))} ms at p{_e(sel['percentile'])} "
+        out.append(f"<p>Budget {_e(_budget_words(sel))} at p{_e(sel['percentile'])} "
                    f"({_e(sel.get('budget_source', ''))}); timed on {_e(sel.get('measured_on'))}{proxy}: "
                    f"{_e(sel.get('measured'))} measured, {_e(sel.get('reused'))} reused from the cache, "
                    f"{_e(sel.get('time_s'))} s. {_e((sel.get('predictor') or {}).get('summary', ''))}.</p>")
@@ -147,7 +150,8 @@ def selection_section(report: dict[str, Any]) -> list[str]:
         if shipped:
             out.append(f"<p>Shipped {_e(shipped['artifact'])}: predicted {_num(shipped['predicted_ms'], '.4f')} ms, "
                        f"timed in selection {_num(shipped['selection_ms'], '.4f')} ms, measured "
-                       f"{_num(shipped['measured_ms'], '.4f')} ms (error {_num(shipped['error_pct'], '+.1f')} %).</p>")
+                       f"{_num(shipped['measured_ms'], '.4f')} ms (error {_num(shipped['error_pct'], '+.1f')} %; "
+                       f"{_e(_drift_words(shipped))}).</p>")
         out.append(_img(selection_plot(sel), "latency vs capacity"))
         rows = [[_e(c["name"]), _int(c["params"]), _int(c["macs"]),
                  _num((c.get("latency_ms") or {}).get("value"), ".4f"),

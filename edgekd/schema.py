@@ -244,6 +244,9 @@ class ShippedPrediction(_Closed):
     predicted_ms: NonNeg | None  # the NNLS predictor's value for it
     measured_ms: NonNeg
     error_pct: float | None  # (predicted - measured) / measured, %
+    drift_pct: float | None = None  # (measured - selection_ms) / selection_ms, %: what the headroom must absorb
+    stated_budget_ms: NonNeg | None = None
+    meets_stated_budget: bool | None = None
 
 
 class Selection(_Open):
@@ -251,7 +254,9 @@ class Selection(_Open):
 
     mode: Literal["mac", "latency"]
     why: str
-    budget_ms: NonNeg | None = None
+    budget_ms: NonNeg | None = None  # what candidates were selected under: stated_budget_ms x headroom
+    stated_budget_ms: NonNeg | None = None  # what the shipped student must meet
+    headroom: Annotated[float, Field(gt=0, le=1)] | None = None
     percentile: int | None = None
     measured_on: str | None = None
     host_proxy: bool | None = None

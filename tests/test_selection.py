@@ -15,7 +15,7 @@ import yaml
 from edgekd.errors import EdgekdError
 from edgekd.models.budget import count_macs
 from edgekd.models.students import build_model
-from edgekd.selection.candidates import enumerate_candidates, feature_matrix
+from edgekd.selection.candidates import candidate_name, enumerate_candidates, feature_matrix
 from edgekd.selection.predictor import fit_predictor
 from edgekd.selection.search import MAX_MEASURE, select_by_latency
 from edgekd.selection.timing import Timer, Timing
@@ -134,6 +134,32 @@ def test_auto_selection_uses_latency_only_with_a_student_latency_budget(tmp_path
         mode(jetson, selection="latency")
 
 
+def test_the_build_selects_under_the_stated_budget_times_the_headroom(tmp_path, monkeypatch):
+    """The shipped model drifts from the random-weight timing (trained weights, float layers, host): candidates
+    must fit budget x headroom, and the record keeps both numbers."""
+    import edgekd.selection.timing as timing
+    from edgekd.stages.context import BuildContext, BuildOptions
+    from edgekd.stages.student import ranked_by_latency
+    from tests.conftest import make_dataset
+
+    data = make_dataset()
+    cands, _ = enumerate_candidates(data.input_shape, data.num_classes, StudentBudget(max_params=100_000))
+    p95 = {c.name: float(v) * 1.1 for c, v in zip(cands, _synthetic_ms(cands), strict=True)}
+    largest = max(cands, key=lambda c: c.macs)
+    stated = p95[largest.name] * 1.01 * 1.002  # the most capable fits the stated budget, not 0.99 of it
+    monkeypatch.setattr(timing, "Timer", FakeTimer)
+    path = _target(tmp_path, latency_ms=stated, latency_headroom=0.99, max_params=100_000)
+    ctx = BuildContext(BuildOptions(target=str(path), teacher_cache=str(tmp_path)), load_target(str(path)), data,
+                       tmp_path)
+    ranked, record = ranked_by_latency(ctx, "test")
+    assert record["stated_budget_ms"] == stated and record["headroom"] == 0.99
+    assert record["budget_ms"] == pytest.approx(stated * 0.99)
+    assert ranked and all(p95[candidate_name(r.family, r.config)] * 1.01 <= stated * 0.99 for r in ranked)
+    without = select_by_latency(cands, FakeTimer(ctx.target, data.input_shape, data.num_classes, data.x_train[:4],
+                                                 None), stated, 95, log=lambda m: None).ranked[0]
+    assert without.macs > ranked[0].macs  # the headroom changed the choice: the bigger one fits only the stated
+
+
 def test_gate_skips_the_mac_check_without_a_mac_limit():
     from edgekd.gate import evaluate_gate
     from tests.factories import make_report
@@ -205,8 +231,10 @@ def test_the_report_shows_every_candidate_the_plot_and_predicted_vs_measured(tmp
 
     cands, _ = enumerate_candidates((1, 8, 8), 10, StudentBudget(max_params=100_000))
     timer = FakeTimer(load_target("x86-cpu"), (1, 8, 8), 10, np.zeros((4, 1, 8, 8), np.float32), None)
-    sel = select_by_latency(cands, timer, float(np.median(_synthetic_ms(cands))), 95, log=lambda m: None)
-    record = {**sel.record, "why": "test", "budget_source": "student_budget.latency_ms", "preflight": [
+    stated = float(np.median(_synthetic_ms(cands)))
+    sel = select_by_latency(cands, timer, stated * 0.8, 95, log=lambda m: None)
+    record = {**sel.record, "why": "test", "budget_source": "student_budget.latency_ms", "stated_budget_ms": stated,
+              "headroom": 0.8, "preflight": [
         {"name": sel.ranked[0].name, "passed": True, "reason": "", "seconds": 1.0, "artifacts": [
             {"format": "onnx", "precision": "int8"}]}]}
     report = make_report()
@@ -218,7 +246,11 @@ def test_the_report_shows_every_candidate_the_plot_and_predicted_vs_measured(tmp
     Report.model_validate(report)
     shipped_prediction = report["student"]["selection"]["shipped_prediction"]
     assert shipped_prediction["measured_ms"] == shipped["latency_ms"]["p95"]
+    timed = next(r for r in record["candidates"] if r["status"] == "chosen")["latency_ms"]["value"]
+    assert shipped_prediction["drift_pct"] == pytest.approx(100 * (shipped["latency_ms"]["p95"] - timed) / timed)
+    assert shipped_prediction["meets_stated_budget"] == (shipped["latency_ms"]["p95"] <= stated)
     md = render_markdown(report)
     assert all(row["name"] in md for row in record["candidates"]) and "Pre-flight" in md
+    assert "stated x headroom 0.8" in md and "drift from selection" in md
     page = render_html(report)
     assert "Student selection" in page and "latency vs capacity" in page

@@ -127,10 +127,13 @@ def selection_section(choice: StudentChoice, rows: list[dict]) -> dict | None:
     measured = float(row["latency_ms"][f"p{pct}"])
     predicted = chosen.get("predicted_ms")
     timed = (chosen.get("latency_ms") or {}).get("value")
+    stated = sel.get("stated_budget_ms")
     return {**sel, "shipped_prediction": {
         "artifact": row["path"], "percentile": pct, "selection_ms": timed, "predicted_ms": predicted,
         "measured_ms": measured,
-        "error_pct": None if predicted is None or measured <= 0 else 100.0 * (predicted - measured) / measured}}
+        "error_pct": None if predicted is None or measured <= 0 else 100.0 * (predicted - measured) / measured,
+        "drift_pct": None if not timed else 100.0 * (measured - timed) / timed,
+        "stated_budget_ms": stated, "meets_stated_budget": None if stated is None else measured <= stated}}
 
 
 def stage_waterfall(primary: str, rows: list[dict], teacher: dict, unpruned: dict | None, choice: StudentChoice,

@@ -30,21 +30,17 @@ from edgekd.stages.context import BuildContext
 from edgekd.targets import TargetProfile
 
 MAX_PREFLIGHT = 3  # candidates tried before the build gives up: a delegate gap usually rejects a whole family
-# Without student_budget.latency_ms, --selection latency aims at the gate's latency_ms_p95 less 20 %: the selection
-# times random-weight models calibrated on a few batches, the final int8 model may keep layers in float for the
-# accuracy contract (slower), and the host drifts between the selection and the final benchmark.
-GATE_BUDGET_HEADROOM = 0.8
 CPU_DELEGATES = ("none", "xnnpack")
 
 
 def latency_budget(target: TargetProfile) -> tuple[float, int, str] | None:
-    """(ms, percentile, where it comes from) of the student latency budget, or None when the target has none."""
+    """(ms, percentile, where it comes from) of the latency the shipped student must meet, or None when the target
+    states none: student_budget.latency_ms, else the gate's latency_ms_p95."""
     sb, b = target.student_budget, target.budgets
     if sb.latency_ms is not None:
         return sb.latency_ms, sb.latency_percentile, "student_budget.latency_ms"
     if b.latency_ms_p95 is not None:
-        return (b.latency_ms_p95 * GATE_BUDGET_HEADROOM, 95,
-                f"budgets.latency_ms_p95 x {GATE_BUDGET_HEADROOM} (headroom for trained weights and float layers)")
+        return b.latency_ms_p95, 95, "budgets.latency_ms_p95"
     return None
 
 
@@ -105,7 +101,9 @@ def ranked_by_latency(ctx: BuildContext, why: str) -> tuple[list[StudentChoice],
     from edgekd.selection.timing import Timer
 
     t, data, o = ctx.target, ctx.data, ctx.options
-    budget_ms, percentile, source = latency_budget(t)
+    stated_ms, percentile, source = latency_budget(t)
+    headroom = t.student_budget.latency_headroom
+    budget_ms = stated_ms * headroom
     candidates, enumerated = enumerate_candidates(data.input_shape, data.num_classes, t.student_budget,
                                                   t.student_budget.max_macs)
     if not candidates:
@@ -115,8 +113,10 @@ def ranked_by_latency(ctx: BuildContext, why: str) -> tuple[list[StudentChoice],
                   None if o.teacher_cache is None else Path(o.teacher_cache), o.device,
                   host_is_device=o.device is None and _host_is_device(ctx), threads=ctx.threads)
     sel = select_by_latency(candidates, timer, budget_ms, percentile, log=ctx.say)
-    record = {**sel.record, "why": why, "budget_source": source, "enumerated": enumerated}
-    rule = f"latency p{percentile} <= {budget_ms:.4g} ms measured; then {CAPACITY_RULE}"
+    record = {**sel.record, "why": why, "budget_source": source, "stated_budget_ms": stated_ms, "headroom": headroom,
+              "enumerated": enumerated}
+    rule = (f"latency p{percentile} <= {budget_ms:.4g} ms measured ({stated_ms:.4g} ms x headroom {headroom}); "
+            f"then {CAPACITY_RULE}")
     choices = [StudentChoice(c.family, c.config, c.params, c.macs, t.student_budget.max_params,
                              t.student_budget.max_macs, enumerated, len(sel.ranked), rule) for c in sel.ranked]
     return choices, record
