@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
-from kd_quality import teacher_for  # noqa: E402
+from kd_quality import default_recipe, teacher_for  # noqa: E402
 
 from edgekd.data import load_dataset  # noqa: E402
 from edgekd.distill.trainer import TrainConfig, accuracy, train  # noqa: E402
@@ -71,7 +71,7 @@ def proxy_score(cand, data, samples: int) -> float:
 
 def run_dataset(name: str, path: str, args, say) -> dict:
     data = load_dataset(path, seed=0, max_train=args.max_train)
-    teacher, info = teacher_for(data, (32, 64, 128), args.teacher_epochs, 64, say)
+    teacher, info = teacher_for(default_recipe(), data, (32, 64, 128), args.teacher_epochs, say)
     candidates, _ = enumerate_candidates(data.input_shape, data.num_classes,
                                          StudentBudget(max_params=args.max_params))
     rows = []

@@ -96,6 +96,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def default_recipe() -> argparse.Namespace:
+    """This script's default teacher recipe (batch 64, crop + flip, cached in benchmarks/.cache), for the other
+    benchmarks that distil from the same kind of teacher."""
+    return parse_args([])
+
+
 def teacher_config(args, epochs: int) -> TrainConfig:
     return TrainConfig(epochs=epochs, batch_size=args.batch_size, seed=0, label="teacher", augment=args.augment)
 

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
-from kd_quality import teacher_for  # noqa: E402
+from kd_quality import default_recipe, teacher_for  # noqa: E402
 
 from edgekd.data import load_dataset  # noqa: E402
 from edgekd.device_identity import match  # noqa: E402
@@ -181,7 +181,7 @@ def main() -> int:
         raise SystemExit(f"data {args.data} not found (../shared/datasets/cifar10/cifar10-jpg.tar.gz)")
     data = load_dataset(args.data, seed=0, max_train=args.max_train)
     widths = tuple(int(w) for w in args.teacher_widths.split(","))
-    teacher, teacher_info = teacher_for(data, widths, args.teacher_epochs, 64, say)
+    teacher, teacher_info = teacher_for(default_recipe(), data, widths, args.teacher_epochs, say)
     teacher_macs = count_macs(teacher, data.input_shape)
     budgets, errors, selection_time = [], [], {}
     for name in args.targets:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,23 @@ def test_benchmark_imports_resolve(path):
             except ImportError:
                 missing.append(f"{module}.{name}")
     assert not missing, f"{path.name} imports names that no longer exist: {missing}"
+
+
+@pytest.mark.parametrize("path", BENCHMARKS, ids=[p.name for p in BENCHMARKS])
+def test_benchmark_modules_import(path, monkeypatch):
+    """Module-level code (imports between benchmarks included) runs; main() is not called."""
+    monkeypatch.syspath_prepend(str(path.parent))
+    spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+def test_the_shared_teacher_recipe_keys_the_teacher_cache(monkeypatch):
+    """latency_selection.py and capacity_proxy.py train kd_quality's teacher through this recipe."""
+    from tests.conftest import make_dataset
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS[0].parent))
+    kd_quality = importlib.import_module("kd_quality")
+    recipe = kd_quality.default_recipe()
+    path = kd_quality.teacher_path(recipe, make_dataset(), (8, 16), 1)
+    assert path.suffix == ".pt" and path.parent == Path(recipe.cache_dir)
+    assert tuple(kd_quality.teacher_config(recipe, 1).augment) == ("crop", "flip")
