@@ -94,6 +94,20 @@ def test_no_precision_meeting_the_contract_ships_nothing(tmp_path):
         choose_shipped(ctx, [_measured("model_int8.onnx", "onnx", "int8", 0.5, 0.5)], 0.9, 0.95)
 
 
+def test_a_student_short_of_the_teacher_ratio_still_ships_and_leaves_the_ratio_to_the_gate(tmp_path):
+    """fp32 itself is at 0.80 / 0.95 = 0.84 x the teacher (< 0.97): no precision can fix that, so the precision is
+    chosen on its quantization drop; an int8 that also drops too much is still refused."""
+    ctx = _ctx(_target(0.01, min_accuracy_ratio=0.97), make_dataset(), tmp_path)
+    rows = [_measured("model_int8.onnx", "onnx", "int8", 0.795, 0.5)]
+    shipped, reasons = choose_shipped(ctx, rows, student_val=0.80, teacher_val=0.95)
+    assert shipped == {"model_int8.onnx"} and "min_accuracy_ratio not judged here" in reasons["onnx"]
+    with pytest.raises(ContractError, match="nothing was shipped"):
+        choose_shipped(ctx, [_measured("model_int8.onnx", "onnx", "int8", 0.70, 0.5)], 0.80, 0.95)
+    # a student that meets the ratio keeps the whole contract: int8 under the ratio is refused
+    with pytest.raises(ContractError, match="nothing was shipped"):
+        choose_shipped(ctx, [_measured("model_int8.onnx", "onnx", "int8", 0.918, 0.5)], 0.925, 0.95)
+
+
 def test_a_qat_artifact_is_judged_against_its_own_model(tmp_path):
     """QAT retrains: its drop is measured against the QAT model's own fp32 accuracy, not the old student's."""
     ctx = _ctx(_target(0.01, min_accuracy_ratio=None), make_dataset(), tmp_path)
