@@ -212,6 +212,53 @@ def test_sizes_counted_on_the_meta_device_equal_those_of_the_real_network():
         assert meta == layer_features(real, (3, 32, 32))
 
 
+def _loopback_device(tmp_path: Path, monkeypatch, seen: list[list[str]]) -> None:
+    """ssh/scp to a 'device' that is this machine: each ssh command runs in a shell here, scp copies; the device's
+    python3 is this venv's (numpy and the runtimes). No sshd needed; everything else of the remote path is real."""
+    import os
+    import subprocess
+    import sys
+
+    import edgekd.bench as bench
+
+    shim = tmp_path / "device-bin"
+    shim.mkdir()
+    (shim / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # a symlink would lose the venv
+    (shim / "python3").chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(tmp_path)}
+
+    def run(args, timeout):
+        seen.append(args)
+        if args[0] == "scp":
+            src, dest = args[-2], args[-1].split(":", 1)[1]
+            shutil.copy2(src, dest)
+            return subprocess.CompletedProcess(args, 0, "", "")
+        return subprocess.run(["bash", "-c", args[-1]], capture_output=True, text=True, timeout=timeout, env=env)
+
+    monkeypatch.setattr(bench, "_run", run)
+
+
+def test_device_timing_runs_the_runner_on_the_device_and_caches_under_its_name(tmp_path, monkeypatch):
+    seen: list[list[str]] = []
+    _loopback_device(tmp_path, monkeypatch, seen)
+    target = load_target(str(_target(tmp_path, max_params=20_000)))
+    cands, _ = enumerate_candidates((1, 8, 8), 3, StudentBudget(max_params=20_000))
+    picked = sorted(cands, key=lambda c: c.macs)[:2]
+    timer = Timer(target, (1, 8, 8), 3, np.random.default_rng(0).normal(size=(64, 1, 8, 8)).astype(np.float32),
+                  tmp_path / "cache", device="pi@board")
+    timings = timer.measure(picked)
+    assert set(timings) == {c.name for c in picked} and not timer.failures
+    assert all(t.p50 > 0 and t.runtime_version.startswith("onnxruntime") for t in timings.values())
+    assert timer.where == "pi@board over SSH" and not timer.host_proxy
+    assert all(isinstance(a, list) and a[0] in ("ssh", "scp") for a in seen)  # argument lists, no local shell
+    assert any("runner.py" in a[-1] for a in seen if a[0] == "ssh")
+    assert not list(tmp_path.glob("edgekd-bench.*"))  # the device's work directory was removed
+    again = Timer(target, (1, 8, 8), 3, timer.calibration, tmp_path / "cache", device="pi@board")
+    assert all(again.cached(c) is not None for c in picked)
+    elsewhere = Timer(target, (1, 8, 8), 3, timer.calibration, tmp_path / "cache", device="pi@other")
+    assert all(elsewhere.cached(c) is None for c in picked)  # another device's timings are not this one's
+
+
 def test_cli_refuses_a_device_that_ssh_could_read_as_an_option(capsys):
     from edgekd.cli import main
 
