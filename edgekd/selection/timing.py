@@ -43,13 +43,19 @@ class Timing:
     noise_pct: float
     runtime_version: str
     cached: bool = False
+    confirmed: bool = False  # timed twice in fresh processes; the values are the slower reading of the two
 
     def at(self, percentile: int) -> float:
         return float(getattr(self, f"p{percentile}"))
 
+    def slower(self, other: Timing) -> Timing:
+        """Both readings at once: the slower value at every percentile and the larger noise (conservative)."""
+        return Timing(*(max(getattr(self, k), getattr(other, k)) for k in ("p50", "p90", "p95", "p99", "noise_pct")),
+                      other.runtime_version, confirmed=True)
+
     def to_dict(self) -> dict[str, Any]:
         return {"p50": self.p50, "p90": self.p90, "p95": self.p95, "p99": self.p99, "noise_pct": self.noise_pct,
-                "runtime_version": self.runtime_version}
+                "runtime_version": self.runtime_version, "confirmed": self.confirmed}
 
 
 def runtime_version(fmt: str) -> str:
@@ -87,6 +93,7 @@ class Timer:
     warmup: int = TIMING_WARMUP
     reused: int = 0
     measured: int = 0
+    confirmations: int = 0  # second timings of accepted candidates (search.CONFIRM), not counted in ``measured``
     failures: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -128,13 +135,18 @@ class Timer:
         try:
             raw = json.loads(path.read_text())
             return Timing(**{k: raw[k] for k in ("p50", "p90", "p95", "p99", "noise_pct", "runtime_version")},
-                          cached=True)
+                          cached=True, confirmed=bool(raw.get("confirmed", False)))
         except (OSError, ValueError, KeyError, TypeError):
             return None  # an unreadable entry is measured again, never fatal
 
     def measure(self, candidates: list[Candidate]) -> dict[str, Timing]:
         """Export and time ``candidates`` (one runner process each locally, one SSH session for a device); a
         candidate that fails to export or run is left out with its reason in ``failures``."""
+        out = self._time_and_store(candidates)
+        self.measured += len(out)
+        return out
+
+    def _time_and_store(self, candidates: list[Candidate]) -> dict[str, Timing]:
         import torch
 
         models = {}
@@ -145,8 +157,18 @@ class Timer:
         for c in candidates:
             if c.name in out:
                 self._store(c, out[c.name])
-        self.measured += len(out)
         return out
+
+    def confirm(self, candidate: Candidate, first: Timing) -> Timing | None:
+        """Time ``candidate`` again in a fresh process and keep the slower of the two readings (cached as
+        confirmed); None when the second run fails (the reason is in ``failures``)."""
+        self.confirmations += 1
+        again = self._time_and_store([candidate]).get(candidate.name)
+        if again is None:
+            return None
+        merged = first.slower(again)
+        self._store(candidate, merged)
+        return merged
 
     def time_models(self, models: dict) -> dict[str, Timing]:
         """Export named PyTorch models to the target's primary format/precision and time them (not cached): the
