@@ -157,7 +157,8 @@ def run_target(name: str, args, data, teacher, teacher_macs: int, say) -> tuple[
                  "host_proxy": not on_device, "latency_budget_ms": budget, "budget_fraction_of_mac_p95": frac,
                  "selected_under_ms": round(budget * headroom, 5), "headroom": headroom,
                  "latency_selected": row, "mac_selected": {**mac_row, "meets_budget": mac_row["p95_ms"] <= budget},
-                 "selection": {k: sel.record[k] for k in ("measured", "reused", "predicted_only", "time_s")}
+                 "selection": {k: sel.record[k] for k in ("measured", "reused", "confirmations", "predicted_only",
+                                                          "time_s")}
                  | {"predictor": sel.record["predictor"]["summary"], "candidates": len(candidates)}}
         if row["accuracy"] < mac_row["accuracy"]:
             entry["note"] = (f"the latency-selected student is less accurate than the MAC-selected one by "
