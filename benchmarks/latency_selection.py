@@ -128,7 +128,7 @@ def run_target(name: str, args, data, teacher, teacher_macs: int, say) -> tuple[
     for frac in (float(f) for f in args.budget_fractions.split(",")):
         # the steadier of the MAC student's two timings (untrained, trained): a shared host's burst inflates one
         budget = round(frac * min(mac_t.p95, mac_row["p95_ms"]), 4)
-        timer.measured = 0
+        timer.measured = timer.confirmations = 0  # each budget's selection has its own caps, as a build
         t0 = time.perf_counter()
         headroom = target.student_budget.latency_headroom
         sel = select(candidates, timer, budget * headroom, args.max_measure, say)

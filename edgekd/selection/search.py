@@ -89,8 +89,7 @@ def select_by_latency(candidates: list[Candidate], timer: Timer, budget_ms: floa
     sel = Selection(ranked, timings, predicted, predictor)
     sel.record = _record(candidates, sel, timer, budget_ms, percentile, capacity, time.perf_counter() - t0)
     log(f"selection: {timer.measured} measured, {timer.reused} reused, {timer.confirmations} timed twice, "
-        f"{len(ranked)} inside {budget_ms:.3g} ms at "
-        f"p{percentile}, in {sel.record['time_s']:.1f}s ({timer.where})")
+        f"{len(ranked)} inside {budget_ms:.3g} ms at p{percentile}, in {sel.record['time_s']:.1f}s ({timer.where})")
     if not ranked:
         raise _nothing_fits(candidates, timings, timer, budget_ms, percentile)
     return sel

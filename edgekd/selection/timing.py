@@ -142,28 +142,27 @@ class Timer:
     def measure(self, candidates: list[Candidate]) -> dict[str, Timing]:
         """Export and time ``candidates`` (one runner process each locally, one SSH session for a device); a
         candidate that fails to export or run is left out with its reason in ``failures``."""
-        out = self._time_and_store(candidates)
+        out = self._time(candidates)
+        for c in candidates:
+            if c.name in out:
+                self._store(c, out[c.name])
         self.measured += len(out)
         return out
 
-    def _time_and_store(self, candidates: list[Candidate]) -> dict[str, Timing]:
+    def _time(self, candidates: list[Candidate]) -> dict[str, Timing]:
         import torch
 
         models = {}
         for c in candidates:
             torch.manual_seed(0)
             models[c.name] = c.build(self.input_shape, self.num_classes).eval()
-        out = self.time_models(models)
-        for c in candidates:
-            if c.name in out:
-                self._store(c, out[c.name])
-        return out
+        return self.time_models(models)
 
     def confirm(self, candidate: Candidate, first: Timing) -> Timing | None:
         """Time ``candidate`` again in a fresh process and keep the slower of the two readings (cached as
         confirmed); None when the second run fails (the reason is in ``failures``)."""
         self.confirmations += 1
-        again = self._time_and_store([candidate]).get(candidate.name)
+        again = self._time([candidate]).get(candidate.name)
         if again is None:
             return None
         merged = first.slower(again)
