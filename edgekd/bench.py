@@ -63,10 +63,12 @@ def write_eval_inputs(path: Path, x: np.ndarray, y: np.ndarray, teacher_logits: 
 
 
 def run_local(artifact: Path, inputs: Path, runs: int = 200, warmup: int = 20, threads: int = 1,
-              verify: bool = True, memory: bool = True, plugins: list[Path] | None = None) -> dict:
+              verify: bool = True, memory: bool = True, plugins: list[Path] | None = None,
+              versus: Path | None = None) -> dict:
     """Benchmark ``artifact`` with runner.py in a child process and return its JSON result.
 
-    ``plugins``: session plugin files for formats beyond the built-in three (verified against the manifest)."""
+    ``plugins``: session plugin files for formats beyond the built-in three (verified against the manifest).
+    ``versus``: the teacher artifact to time it against, interleaved (the runner's ``--versus``)."""
     fd, tmp = tempfile.mkstemp(prefix=f".bench-{artifact.name}.", suffix=".json")  # concurrent runs never clash
     os.close(fd)
     out = Path(tmp)
@@ -78,6 +80,8 @@ def run_local(artifact: Path, inputs: Path, runs: int = 200, warmup: int = 20, t
         cmd.append("--no-memory")
     for plugin in plugins or []:
         cmd += ["--session-plugin", str(plugin)]
+    if versus is not None:
+        cmd += ["--versus", str(versus)]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)

@@ -166,6 +166,17 @@ def binomial_tail(successes: int, trials: int) -> float:
     return sum(math.comb(trials, k) for k in range(successes, trials + 1)) / 2**trials
 
 
+def median_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Distribution-free interval for the median (sign test): the order statistics k and n+1-k, with k the largest
+    rank such that P(Binomial(n, 1/2) <= k - 1) <= (1 - confidence) / 2; the whole range when n is too small."""
+    ordered = sorted(float(v) for v in values)
+    n, alpha = len(ordered), (1.0 - confidence) / 2.0
+    k = 0
+    while k + 1 <= n // 2 and binomial_tail(n - k, n) <= alpha:  # P(X <= k) == P(X >= n - k)
+        k += 1
+    return (ordered[k - 1], ordered[n - k]) if k else (ordered[0], ordered[-1])
+
+
 def mcnemar_exact(labels: np.ndarray, baseline_pred: np.ndarray, current_pred: np.ndarray) -> PairedAccuracy:
     """Paired comparison of two models' predictions on the same labelled inputs."""
     labels, baseline_pred, current_pred = (np.asarray(a).ravel() for a in (labels, baseline_pred, current_pred))

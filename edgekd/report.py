@@ -95,6 +95,10 @@ def comparison_table(report: dict[str, Any]) -> str:
             f"| {_num(a['peak_memory_mb'], '.1f')} | {_num(a.get('speed_vs_teacher'), '.2f')}x "
             f"| {'**yes**' if a.get('shipped') else 'no'} |"
         )
+    paired = next((a["latency_vs_teacher"] for a in report["artifacts"] if a.get("latency_vs_teacher")), None)
+    if paired:
+        lines.append(f"\nSpeed vs teacher: each artifact timed against the teacher {paired['how']} (the median of "
+                     "the pairs' ratios; the p50 columns are each model's own run, minutes apart).")
     return "\n".join(lines)
 
 

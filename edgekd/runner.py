@@ -37,7 +37,7 @@ except ImportError as _numpy_missing:  # pragma: no cover - only on a bare devic
     sys.stderr.write("runner error: numpy is not installed (%s): pip install 'numpy>=1.21'\n" % _numpy_missing)
     sys.exit(2)
 
-RUNNER_VERSION = "4"
+RUNNER_VERSION = "5"
 
 # Timing defaults: enough timed runs for a p99 with several samples above it, and at least MIN_TIME_S of timed
 # work so that sub-millisecond models aren't judged on a few milliseconds of clock; never more than MAX_RUNS.
@@ -645,6 +645,64 @@ def measure_latency(session, x, runs=DEFAULT_RUNS, warmup=DEFAULT_WARMUP, blocks
     return stats, all_ms
 
 
+DEFAULT_PAIRS = 20
+
+
+def _timed_block(session, samples, start, count):
+    out = []
+    for i in range(count):
+        sample = samples[(start + i) % len(samples)]
+        t0 = time.perf_counter_ns()
+        session.run(sample)
+        out.append((time.perf_counter_ns() - t0) / 1e6)
+    return out
+
+
+def compare_latency(session, versus, x, pairs=DEFAULT_PAIRS, runs=DEFAULT_RUNS, min_time_s=MIN_TIME_S,
+                    max_runs=MAX_RUNS):
+    """The latency ratio ``session / versus``, timed interleaved in this one process.
+
+    Two runs minutes apart see different machines: on a shared or throttled host the block medians of one run
+    already move by 2x, so a ratio of two separate runs' p50 can land either side of 1 by chance. Here the two
+    models alternate in short blocks (A B, B A, A B, ...: a drift inside a pair hits both the same), each pair
+    gives one ratio of block medians, and ``ratio`` is the median of those ``pairs`` ratios.
+    """
+    pairs = max(1, int(pairs))
+    samples = [np.ascontiguousarray(x[i % len(x)][None]) for i in range(min(len(x), 64))]
+    warm = [_timed_block(s, samples, 0, 20)[10:] for s in (session, versus)]
+    per_pair_s = sum(float(np.median(w)) for w in warm) / 1000
+    per_block = max(-(-int(runs) // pairs), int(min_time_s / max(per_pair_s * pairs, 1e-9)), 1)
+    per_block = min(per_block, max(1, int(max_runs) // pairs))
+    mine, theirs, ratios = [], [], []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for p in range(pairs):
+            order = (session, versus) if p % 2 == 0 else (versus, session)
+            blocks = {id(s): _timed_block(s, samples, p * per_block, per_block) for s in order}
+            a, b = blocks[id(session)], blocks[id(versus)]
+            ratios.append(float(np.median(a) / np.median(b)))
+            mine.extend(a)
+            theirs.extend(b)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {"ratio": float(np.median(ratios)), "ratios": ratios, "pairs": pairs, "runs_per_block": per_block,
+            "p50_ms": float(np.median(mine)), "versus_p50_ms": float(np.median(theirs)),
+            "how": "interleaved in one process: %d pairs of %d-run blocks, order alternating" % (pairs, per_block)}
+
+
+def measure_versus(session, versus_artifact, x, threads, verify, min_time_s, max_runs):
+    """Verify and load ``versus_artifact`` (the teacher) and time ``session`` against it (compare_latency)."""
+    entry, contents = verify_artifact(versus_artifact) if verify else (None, None)
+    other = load_session(versus_artifact, threads, (entry or {}).get("precision"), contents)
+    _check_shape(other, x)
+    result = compare_latency(session, other, x, min_time_s=min_time_s, max_runs=max_runs)
+    result.update({"artifact": os.path.basename(versus_artifact), "format": other.format,
+                   "sha256": (entry or {}).get("sha256"), "sha256_verified": entry is not None})
+    return result
+
+
 def peak_rss_mb():
     try:
         import resource
@@ -942,8 +1000,10 @@ def _check_counts(runs, warmup, threads, blocks, min_time_s, max_runs):
 
 
 def benchmark(artifact, inputs, runs=DEFAULT_RUNS, warmup=DEFAULT_WARMUP, threads=1, verify=True, memory=True,
-              blocks=DEFAULT_BLOCKS, min_time_s=MIN_TIME_S, max_runs=MAX_RUNS, preprocess=True):
-    """Everything the device reports about one artifact, as a JSON-ready dict."""
+              blocks=DEFAULT_BLOCKS, min_time_s=MIN_TIME_S, max_runs=MAX_RUNS, preprocess=True, versus=None):
+    """Everything the device reports about one artifact, as a JSON-ready dict.
+
+    ``versus``: another artifact (the teacher) to time this one against, interleaved (compare_latency)."""
     _check_counts(runs, warmup, threads, blocks, min_time_s, max_runs)
     entry, contents = verify_artifact(artifact) if verify else (None, None)
     data, inputs_sha256 = _read_inputs(inputs)
@@ -987,6 +1047,8 @@ def benchmark(artifact, inputs, runs=DEFAULT_RUNS, warmup=DEFAULT_WARMUP, thread
         "latency_ms": latency,
         "throughput_per_s": 1000.0 / latency["mean"] if latency["mean"] > 0 else None,
     }
+    if versus:
+        result["versus"] = measure_versus(session, versus, data["x"], threads, verify, min_time_s, max_runs)
     result.update(evaluate(session, data))
     if pre is not None:
         result["preprocess"] = pre
@@ -1041,6 +1103,9 @@ def main(argv=None):
                         help="raise the runs until the timed work lasts this many seconds (default %(default)s)")
     parser.add_argument("--max-runs", type=int, default=MAX_RUNS, help="cap on the raised runs")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--versus", metavar="ARTIFACT",
+                        help="also time the artifact(s) against this one (the teacher), interleaved in one process: "
+                             "the ratio the gate's max_latency_ratio_to_teacher judges")
     parser.add_argument("--json", help="write the result here")
     parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check (not recommended)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child process")
@@ -1063,7 +1128,7 @@ def main(argv=None):
                 result = benchmark(artifact, args.inputs, args.runs, args.warmup, args.threads,
                                    verify=not args.no_verify, memory=not args.no_memory, blocks=args.blocks,
                                    min_time_s=args.min_time, max_runs=args.max_runs,
-                                   preprocess=not args.no_preprocess)
+                                   preprocess=not args.no_preprocess, versus=args.versus)
             except RunnerError as exc:
                 if len(args.artifact) == 1:
                     raise

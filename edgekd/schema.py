@@ -76,6 +76,34 @@ class Machine(_Open):
 
 
 # ============================================================================================ runner result
+class VersusTiming(_Open):
+    """This artifact timed against another (the teacher), interleaved in one process (runner.compare_latency)."""
+
+    artifact: str
+    format: str
+    ratio: NonNeg
+    ratios: list[NonNeg]
+    pairs: Annotated[int, Field(ge=1)]
+    runs_per_block: Annotated[int, Field(ge=1)]
+    p50_ms: NonNeg
+    versus_p50_ms: NonNeg
+    how: str
+    sha256: Sha256 | None = None
+    sha256_verified: bool = False
+
+
+class LatencyVersusTeacher(_Closed):
+    """The gate's max_latency_ratio_to_teacher value: student / teacher latency, interleaved in one process."""
+
+    ratio: NonNeg
+    ratio_interval_95: tuple[NonNeg, NonNeg]
+    pairs: Annotated[int, Field(ge=1)]
+    teacher_artifact: str
+    p50_ms: NonNeg  # both p50s from the interleaved timing (the row's latency_ms is its own, separate run)
+    teacher_p50_ms: NonNeg
+    how: str
+
+
 class RunnerResult(_Open):
     """One artifact measured by runner.py (on this host or a device)."""
 
@@ -101,6 +129,7 @@ class RunnerResult(_Open):
     peak_memory_mb: NonNeg | None = None
     memory: dict[str, Any] | None = None
     torch_imported: bool = False
+    versus: VersusTiming | None = None
 
 
 # ============================================================================================ manifest
@@ -174,6 +203,7 @@ class ArtifactRow(_Open):
     speed_vs_fp32: NonNeg | None = None
     speed_vs_teacher: NonNeg | None = None
     teacher_p50_ms_same_runtime: NonNeg | None = None
+    latency_vs_teacher: LatencyVersusTeacher | None = None
     parity: dict[str, Any] | None = None
 
     @model_validator(mode="after")

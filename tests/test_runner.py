@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,51 @@ def test_measures_honestly(run_dir):
     assert r["parity"]["max_abs_diff"] < 1e-4
     assert set(r["per_class_accuracy"]) <= {"0", "1", "2", "3"} and len(r["predictions"]) == 40
     assert r["machine"]["arch"] and r["machine"]["cores"] >= 1 and r["load_ms"] > 0
+
+
+class _BusySession:
+    """A fake model that takes ``ms`` x the machine's current slowness, which grows with every call (a host that
+    throttles or fills up over the run): what two separate runs minutes apart see."""
+
+    calls = 0
+
+    def __init__(self, ms: float):
+        self.ms = ms
+
+    def run(self, x):
+        _BusySession.calls += 1
+        end = time.perf_counter_ns() + self.ms * 1e6 * (1 + _BusySession.calls / 400)
+        while time.perf_counter_ns() < end:
+            pass
+        return x
+
+
+def test_versus_timing_is_interleaved_so_a_drifting_machine_cancels_out():
+    x = np.zeros((4, 3), np.float32)
+    fast, slow = _BusySession(0.05), _BusySession(0.1)
+    separate = {}
+    for session in (slow, fast):  # as two separate runs would: all of one, then all of the other
+        stats, _ = runner.measure_latency(session, x, runs=400, warmup=0, blocks=1, min_time_s=0)
+        separate[session] = stats["p50"]
+    assert separate[fast] / separate[slow] > 0.75  # the drift hid most of the 2x difference
+    _BusySession.calls = 0
+    paired = runner.compare_latency(fast, slow, x, pairs=10, runs=400, min_time_s=0)
+    assert 0.4 < paired["ratio"] < 0.6 and len(paired["ratios"]) == 10 and paired["runs_per_block"] == 40
+    assert "interleaved" in paired["how"]
+
+
+def test_versus_flag_times_against_a_verified_teacher(run_dir, tmp_path):
+    args = [str(run_dir / "model_fp32.onnx"), "--inputs", str(run_dir / "eval.npz"), "--runs", "20", "--min-time",
+            "0.05", "--no-memory"]
+    proc = run_runner(*args, "--versus", str(run_dir / "model_fp32.xml"))
+    assert proc.returncode == 0, proc.stderr
+    versus = json.loads(proc.stdout)["versus"]
+    assert versus["artifact"] == "model_fp32.xml" and versus["format"] == "openvino" and versus["sha256_verified"]
+    assert versus["pairs"] == runner.DEFAULT_PAIRS and versus["ratio"] > 0 and versus["versus_p50_ms"] > 0
+    stray = tmp_path / "teacher.onnx"  # not in any manifest: never run unverified
+    shutil.copy(run_dir / "model_fp32.onnx", stray)
+    proc = run_runner(*args, "--versus", str(stray))
+    assert proc.returncode == 2 and "no manifest.json beside" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def _write_npz(path: Path, **arrays) -> Path:

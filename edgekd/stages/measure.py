@@ -1,11 +1,13 @@
 """Stage: benchmark every artifact with the standalone runner in a fresh process (no torch in it), as on a device.
 
 This is where the test split is scored, once: the runner measures latency, memory and accuracy on eval.npz (the
-test inputs, labels and the PyTorch models' recorded outputs).
+test inputs, labels and the PyTorch models' recorded outputs). Each student artifact is also timed against its
+teacher artifact interleaved in the same process (the runner's ``--versus``): the ratio the gate judges.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,14 +27,26 @@ class Measured:
     result: dict[str, Any]  # the runner's JSON
 
 
+def teacher_format_for(fmt: str, teacher_formats: Iterable[str], primary: str) -> str:
+    """The teacher artifact a student artifact is compared with: same runtime, else the target's, else ONNX.
+
+    (A teacher given as ONNX or scikit-learn may exist only in onnxruntime.)"""
+    available = list(teacher_formats)
+    return next((f for f in (fmt, primary, "onnx") if f in available), available[0])
+
+
 def measure(ctx: BuildContext, stage: Path, built: list[Built], manifest: dict[str, Any],
             eval_path: Path) -> list[Measured]:
     entries = {e["path"]: e for e in manifest["artifacts"]}
     plugins = [stage / p["path"] for p in manifest.get("session_plugins", [])]
+    teachers = {b.artifact.format: b.artifact.path for b in built if b.role == "teacher-reference"}
     out = []
     for b in tqdm(built, desc="benchmark", unit="artifact", disable=not ctx.options.progress, leave=False):
+        versus = None
+        if b.role == "student" and teachers:
+            versus = teachers[teacher_format_for(b.artifact.format, teachers, ctx.target.runtime.format)]
         result = run_local(b.artifact.path, eval_path, ctx.options.runs, ctx.options.warmup, ctx.threads,
-                           plugins=plugins)
+                           plugins=plugins, versus=versus)
         RunnerResult.model_validate(result)  # the runner's numbers are checked like a device's would be
         out.append(Measured(b, entries[b.artifact.path.name], result))
     return out

@@ -13,12 +13,13 @@ import torch
 
 from edgekd import __version__
 from edgekd.distill.fast import cpu_name
+from edgekd.gate_stats import median_interval
 from edgekd.models.budget import StudentChoice, count_macs, count_params
 from edgekd.schema import REPORT_SCHEMA_VERSION
 from edgekd.stages.compress import Compressed
 from edgekd.stages.context import BuildContext
 from edgekd.stages.distill import Distilled
-from edgekd.stages.measure import Measured
+from edgekd.stages.measure import Measured, teacher_format_for
 from edgekd.stages.teacher import Teachers
 
 # Manifest-entry details copied into the artifact's report row.
@@ -157,6 +158,24 @@ def stage_waterfall(primary: str, rows: list[dict], teacher: dict, unpruned: dic
     return out
 
 
+def compare_with_teacher(row: dict, t_row: dict, versus: dict | None) -> None:
+    """The row's speed against the teacher: from the interleaved timing when the runner made one (what the gate
+    judges), else from the two separate runs' p50 (older runners)."""
+    if versus:
+        low, high = median_interval(versus["ratios"])
+        row["latency_vs_teacher"] = {"ratio": versus["ratio"], "ratio_interval_95": (low, high),
+                                     "pairs": versus["pairs"], "teacher_artifact": versus["artifact"],
+                                     "p50_ms": versus["p50_ms"], "teacher_p50_ms": versus["versus_p50_ms"],
+                                     "how": versus["how"]}
+        row["teacher_p50_ms_same_runtime"] = versus["versus_p50_ms"]
+        row["speed_vs_teacher"] = 1.0 / versus["ratio"]
+    else:
+        row["teacher_p50_ms_same_runtime"] = t_row["latency_ms"]["p50"]
+        row["speed_vs_teacher"] = row["teacher_p50_ms_same_runtime"] / row["latency_ms"]["p50"]
+    if t_row["format"] != row["format"]:
+        row["teacher_runtime"] = t_row["runtime"]
+
+
 def make_report(ctx: BuildContext, teachers: Teachers, choice: StudentChoice, distilled: Distilled,
                 compressed: Compressed, measured: list[Measured], shipped: set[str], reasons: dict[str, str],
                 scores: TestScores, calibration: dict, eval_inputs: dict) -> dict[str, Any]:
@@ -169,15 +188,13 @@ def make_report(ctx: BuildContext, teachers: Teachers, choice: StudentChoice, di
                      if m.built.role == "unpruned-reference"), None)
     fp32_p50 = {r["format"]: r["latency_ms"]["p50"] for r in rows if r["precision"] == "fp32"}
     # A teacher given as ONNX / scikit-learn may exist only in onnxruntime: the rows then say so (teacher_runtime).
-    teacher_fmt = primary if primary in teacher_rows else "onnx" if "onnx" in teacher_rows else next(iter(teacher_rows))
+    teacher_fmt = teacher_format_for(primary, teacher_rows, primary)
+    versus = {m.built.artifact.path.name: m.result.get("versus") for m in measured if m.built.role == "student"}
     for row in rows:
         row["shipped"] = row["path"] in shipped
         row["speed_vs_fp32"] = fp32_p50[row["format"]] / row["latency_ms"]["p50"]
-        t_row = teacher_rows.get(row["format"], teacher_rows[teacher_fmt])
-        row["teacher_p50_ms_same_runtime"] = t_row["latency_ms"]["p50"]
-        row["speed_vs_teacher"] = row["teacher_p50_ms_same_runtime"] / row["latency_ms"]["p50"]
-        if t_row["format"] != row["format"]:
-            row["teacher_runtime"] = t_row["runtime"]
+        t_row = teacher_rows[teacher_format_for(row["format"], teacher_rows, primary)]
+        compare_with_teacher(row, t_row, versus.get(row["path"]))
     teacher = teacher_section(teachers, scores, teacher_rows, teacher_fmt)
     versions = {r["runtime"]: r["runtime_version"] for r in rows}
     report = {
