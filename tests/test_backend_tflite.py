@@ -40,6 +40,7 @@ def models() -> dict[str, nn.Module]:
     return {
         "mobilenetv2": _realistic_bn(build_model("mobilenetv2", (1, 8, 8), 4, width=0.5, depth=1, expand=2)),
         "mlp": build_model("mlp", (1, 8, 8), 4, hidden=(32, 16)).eval(),
+        "resnet": _realistic_bn(build_model("resnet", (1, 8, 8), 4, width=0.5, depth=1)),
     }
 
 
@@ -53,7 +54,7 @@ def calibration(inputs) -> Calibration:
     return Calibration(inputs[:32], {"data": "test", "samples": 32})
 
 
-@pytest.mark.parametrize("family", ["mobilenetv2", "mlp"])
+@pytest.mark.parametrize("family", ["mobilenetv2", "mlp", "resnet"])
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "dynamic_int8", "int8"])
 def test_export_parity(tmp_path, models, inputs, calibration, family, precision):
     model = models[family]

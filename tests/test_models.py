@@ -185,3 +185,20 @@ def test_student_families_carry_their_search_space():
         student_family("mobilenetv2", (16,))
     with pytest.raises(EdgekdError, match="unknown student family 'resnet9000'"):
         student_family("resnet9000", (1, 8, 8))
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
+def test_resnet_students_are_dense_and_sized_by_their_configuration(shape):
+    """The dense family: no depthwise convolutions, MACs and params growing with width and depth, every
+    configuration of its search space a working network whose counted size is what the budget fit uses."""
+    from edgekd.models.budget import count_macs, count_params, size_of
+    from edgekd.models.students import STUDENT_FAMILIES, build_model
+
+    sizes = {}
+    for config in STUDENT_FAMILIES["resnet"].search_space(8):
+        model = build_model("resnet", shape, 10, **config)
+        assert all(m.groups == 1 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        assert model.eval()(torch.zeros(2, *shape)).shape == (2, 10)
+        sizes[(config["width"], config["depth"])] = size_of("resnet", shape, 10, config)
+        assert sizes[(config["width"], config["depth"])] == (count_params(model), count_macs(model, shape))
+    assert sizes[(1.0, 1)][1] < sizes[(2.0, 1)][1] and sizes[(1.0, 1)][1] < sizes[(1.0, 2)][1]

@@ -17,7 +17,7 @@ from edgekd.models.budget import count_macs
 from edgekd.models.students import build_model
 from edgekd.selection.candidates import candidate_name, enumerate_candidates, feature_matrix
 from edgekd.selection.predictor import fit_predictor
-from edgekd.selection.search import MAX_MEASURE, select_by_latency
+from edgekd.selection.search import BATCH, MAX_MEASURE, SEEDS, select_by_latency
 from edgekd.selection.timing import Timer, Timing
 from edgekd.targets import StudentBudget, load_target
 
@@ -63,7 +63,7 @@ class FakeTimer(Timer):
     """Times nothing: the synthetic device above, with 1 % noise; the cache and counters are the real ones."""
 
     def measure(self, candidates):
-        self._by_name = {c.name: c for c in candidates}
+        self._by_name = {**getattr(self, "_by_name", {}), **{c.name: c for c in candidates}}
         return super().measure(candidates)
 
     def _export_all(self, models, work):
@@ -128,6 +128,39 @@ def test_a_lucky_first_timing_does_not_choose_the_student(tmp_path):
     rows = {r["name"]: r for r in sel.record["candidates"]}
     assert rows[largest.name]["status"] == "rejected" and "slower of two timings" in rows[largest.name]["reason"]
     assert rows[chosen.name]["status"] == "chosen" and sel.record["confirmations"] >= 2
+
+
+class AlwaysLuckyTimer(FakeTimer):
+    """Every candidate's first reading comes at half its latency; the second is the truth."""
+
+    confirming = False
+
+    def confirm(self, candidate, first):
+        self.confirming = True
+        try:
+            return super().confirm(candidate, first)
+        finally:
+            self.confirming = False
+
+    def _time_local(self, exported, inputs):
+        out = super()._time_local(exported, inputs)
+        if not self.confirming:
+            out = {k: Timing(t.p50 / 2, t.p90 / 2, t.p95 / 2, t.p99 / 2, t.noise_pct, t.runtime_version)
+                   for k, t in out.items()}
+        return out
+
+
+def test_each_failed_confirmation_buys_the_search_more_timings():
+    cands, _ = enumerate_candidates((1, 16, 16), 10, StudentBudget(max_params=300_000))
+    p95 = {c.name: float(v) * 1.1 * 1.01 for c, v in zip(cands, _synthetic_ms(cands), strict=True)}
+    budget = float(np.quantile(list(p95.values()), 0.4))
+    timer = AlwaysLuckyTimer(load_target("x86-cpu"), (1, 16, 16), 10, np.zeros((4, 1, 16, 16), np.float32), None)
+    sel = select_by_latency(cands, timer, budget, 95, max_measure=SEEDS + 1, log=lambda m: None)
+    failed = sel.record["failed_confirmations"]
+    assert failed >= 1 and sel.record["measure_cap"] == SEEDS + 1 + BATCH * failed
+    assert timer.measured > SEEDS + 1  # the failed confirmations bought these
+    chosen = sel.ranked[0]
+    assert sel.timings[chosen.name].confirmed and p95[chosen.name] <= budget
 
 
 def _target(tmp_path: Path, **student_budget) -> Path:

@@ -26,7 +26,14 @@ from edgekd.models.teachers import Teacher
 from edgekd.progress import Progress
 from edgekd.stages import distill as distill_stage
 from edgekd.stages.context import BuildContext, BuildOptions
-from edgekd.stages.teacher import Teachers, cached_teacher_path, epochs_for, teacher_cache_key, teacher_config
+from edgekd.stages.teacher import (
+    DEFAULT_TEACHER_AUGMENT,
+    Teachers,
+    cached_teacher_path,
+    epochs_for,
+    teacher_cache_key,
+    teacher_config,
+)
 from edgekd.targets import load_target
 from tests.conftest import make_dataset
 
@@ -215,14 +222,22 @@ def test_default_teacher_epochs_at_least_students():
     assert epochs_for(BuildOptions(target="t", epochs=20, teacher_epochs=3), 60_000) == (3, 20)
 
 
+def test_the_default_teachers_augmentation_is_a_switch():
+    assert teacher_config(BuildOptions(target="t"), 4).augment == DEFAULT_TEACHER_AUGMENT == ()
+    assert teacher_config(BuildOptions(target="t", teacher_augment=("crop",)), 4).augment == ("crop",)
+
+
 def test_teacher_cache_key_covers_labels_config_and_versions(img):
     model = build_model("teacher_resnet", (1, 8, 8), 3)
-    base = teacher_cache_key(img, "teacher_resnet", teacher_config(BuildOptions(target="t"), 4), model)
+    config = teacher_config(BuildOptions(target="t"), 4)
+    base = teacher_cache_key(img, "teacher_resnet", config, model)
     relabelled = dataclasses.replace(img, y_train=np.roll(img.y_train, 1))
-    assert teacher_cache_key(relabelled, "teacher_resnet", teacher_config(BuildOptions(target="t"), 4), model) != base
+    assert teacher_cache_key(relabelled, "teacher_resnet", config, model) != base
     assert teacher_cache_key(img, "teacher_resnet", teacher_config(BuildOptions(target="t"), 5), model) != base
     slow = teacher_config(BuildOptions(target="t", fast_train=False), 4)
     assert teacher_cache_key(img, "teacher_resnet", slow, model) != base
+    shifted = teacher_config(BuildOptions(target="t", teacher_augment=("crop",)), 4)
+    assert teacher_cache_key(img, "teacher_resnet", shifted, model) != base
     assert '"torch": "' + torch.__version__ in base and '"edgekd": ' in base
 
 

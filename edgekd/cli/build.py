@@ -67,6 +67,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
         teacher_config=args.teacher_config or {}, trust_pickle=args.trust_pickle,
         out=Path(args.out) if args.out else None, epochs=args.epochs, teacher_epochs=args.teacher_epochs,
+        teacher_augment=None if args.teacher_augment is None else tuple(args.teacher_augment),
         seed=args.seed, baseline=args.baseline, max_train=args.max_train,
         loss_weights=args.losses or {"kd": 0.7, "ce": 0.3}, temperature=args.temperature,
         prune=args.prune, prune_steps=args.prune_steps, prune_importance=args.prune_importance,
@@ -171,6 +172,9 @@ def register(sub) -> None:
     p.add_argument("--out", help="run directory (default runs/<target>)")
     p.add_argument("--epochs", type=int, help="student epochs (default: sized to the data)")
     p.add_argument("--teacher-epochs", type=int, help="epochs for the default teacher")
+    p.add_argument("--teacher-augment", type=_names, metavar="NAMES",
+                   help="augmentation for the default teacher, e.g. crop (default: none; see "
+                        "stages/teacher.py for the measurement)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baseline", action="store_true", help="also train the student alone and report the KD gain")
     p.add_argument("--max-train", type=int, help="use at most N training samples")

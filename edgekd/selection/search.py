@@ -27,7 +27,8 @@ BATCH = 2  # candidates timed per round after the seeds
 # The most capable accepted candidate is timed a second time and chosen only if the slower reading still fits (else
 # the search goes on without it): on a shared host one quiet moment made a candidate time at half its later, trained
 # latency (benchmarks/results/latency_selection.json). At most this many second timings per build; after that only
-# candidates that fitted twice are accepted.
+# candidates that fitted twice are accepted. Each failed confirmation adds BATCH new timings to ``max_measure``: the
+# rejected candidate used up timings that found nothing (on a loaded host the cap of 12 stopped a search early).
 CONFIRM = 6
 DEFAULT_MARGIN_PCT = 25.0  # a prediction's margin before the predictor has a measured error
 # Capacity among candidates that fit: MACs (then params). benchmarks/capacity_proxy.py measured which predicts the
@@ -76,8 +77,10 @@ def select_by_latency(candidates: list[Candidate], timer: Timer, budget_ms: floa
     todo = [c for c in _seeds(candidates, SEEDS) if c.name not in timings]
     if len(timings) < SEEDS and todo:
         timings.update(timer.measure(todo[:max_measure]))
+    failed = 0
     while True:
-        predictor, predicted = _search(candidates, timings, timer, budget_ms, percentile, capacity, max_measure)
+        predictor, predicted = _search(candidates, timings, timer, budget_ms, percentile, capacity,
+                                       max_measure + BATCH * failed)
         ranked = sorted((c for c in candidates if c.name in timings
                          and _fits(timings[c.name], budget_ms, percentile)), key=capacity, reverse=True)
         if not ranked or timings[ranked[0].name].confirmed:
@@ -85,9 +88,11 @@ def select_by_latency(candidates: list[Candidate], timer: Timer, budget_ms: floa
         if timer.confirmations >= CONFIRM:  # out of second timings: only what fitted twice is accepted
             ranked = [c for c in ranked if timings[c.name].confirmed]
             break
-        _confirm(ranked[0], timings, timer, budget_ms, percentile, log)
+        failed += not _confirm(ranked[0], timings, timer, budget_ms, percentile, log)
     sel = Selection(ranked, timings, predicted, predictor)
     sel.record = _record(candidates, sel, timer, budget_ms, percentile, capacity, time.perf_counter() - t0)
+    sel.record["measure_cap"] = max_measure + BATCH * failed
+    sel.record["failed_confirmations"] = failed
     log(f"selection: {timer.measured} measured, {timer.reused} reused, {timer.confirmations} timed twice, "
         f"{len(ranked)} inside {budget_ms:.3g} ms at p{percentile}, in {sel.record['time_s']:.1f}s ({timer.where})")
     if not ranked:
@@ -112,16 +117,19 @@ def _search(candidates: list[Candidate], timings: dict[str, Timing], timer: Time
 
 
 def _confirm(best: Candidate, timings: dict[str, Timing], timer: Timer, budget_ms: float, percentile: int,
-             log: Callable[[str], None]) -> None:
-    """Time the would-be choice again; its timing becomes the slower reading (a failed run drops it)."""
+             log: Callable[[str], None]) -> bool:
+    """Time the would-be choice again; its timing becomes the slower reading (a failed run drops it). True when
+    it still fits."""
     merged = timer.confirm(best, timings[best.name])
     if merged is None:
         timings.pop(best.name)  # the failure's reason is in timer.failures: never picked again
-        return
+        return False
     timings[best.name] = merged
     if not _fits(merged, budget_ms, percentile):
         log(f"selection: {best.name} timed again at p{percentile} {merged.at(percentile):.4f} ms "
             f"(noise {merged.noise_pct:.1f} %): outside {budget_ms:.4g} ms, searching on")
+        return False
+    return True
 
 
 def _refit(candidates: list[Candidate], timings: dict[str, Timing]) -> tuple[LatencyPredictor | None,

@@ -37,6 +37,8 @@ class BuildOptions:
     out: Path | None = None
     epochs: int | None = None  # student; None = sized to the data
     teacher_epochs: int | None = None
+    # The default teacher's augmentation (--teacher-augment crop); None = DEFAULT_TEACHER_AUGMENT
+    teacher_augment: tuple[str, ...] | None = None
     seed: int = 0
     baseline: bool = False
     max_train: int | None = None

@@ -1,0 +1,36 @@
+"""Student family ``resnet``: a narrow ResNet of dense 3x3 convolutions (the default teacher's blocks, scaled down).
+
+Why a second image family: MobileNetV2's depthwise convolutions make a small model for inference, but on a CPU they
+train at a tenth of the throughput per MAC of dense convolutions (benchmarks/results/train_throughput.json: the
+10.7 M-MAC MobileNetV2 trains at ~56 GFLOP/s where the dense 66 M-MAC teacher reaches ~400). Where the build's
+time goes to training the student (twice with ``--baseline``), a dense student of the same MACs trains in a
+fraction of the time, so within the same minutes it can be larger or trained longer. Which family wins on accuracy
+for the time is a measurement (benchmarks/build_time.py); a target picks one with ``student_budget.family``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from edgekd.models.students import register_family, round_channels
+from edgekd.models.teacher_resnet import TeacherResNet
+
+BASE_WIDTHS = (16, 32, 64)
+
+
+def _resnet_student(input_shape, num_classes, width: float = 1.0, depth: int = 1, channel_multiple: int = 8,
+                    ) -> nn.Module:
+    """Stem and first stage at full resolution, then two stride-2 stages; ``depth`` blocks per stage."""
+    widths = tuple(round_channels(w * width, channel_multiple) for w in BASE_WIDTHS)
+    return TeacherResNet(input_shape, num_classes, widths=widths, blocks=(depth,) * len(widths), dropout=0.0)
+
+
+def search_space(channel_multiple: int) -> list[dict]:
+    return [
+        {"width": w, "depth": d, "channel_multiple": channel_multiple}
+        for w in (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+        for d in (1, 2)
+    ]
+
+
+register_family("resnet", inputs="image", search_space=search_space)(_resnet_student)
