@@ -1,0 +1,85 @@
+"""Does the fast path (channels_last + bf16 autocast) cost the default teacher accuracy? Full data, full schedule.
+
+    python benchmarks/teacher_precision.py --arch teacher_cnn --epochs 6 --mode fast     # ~16 min on 2 AMD cores
+    python benchmarks/teacher_precision.py --arch teacher_cnn --epochs 6 --mode eager    # fp32, no fast path
+
+Trains one teacher exactly as ``edgekd build`` trains the default one (``stages.teacher.teacher_config``: batch 64,
+AdamW, one-cycle LR, best epoch on the validation split) on Fashion-MNIST (all 54,000 training images), then scores
+the test split once. ``--mode fast`` lets the trainer pick its measured plan (bf16 autocast on CPUs with AVX-512
+BF16/AMX), ``--mode eager`` trains in fp32. Each run is stored in ``benchmarks/results/teacher_precision.json``
+under ``ARCH/EPOCHS/MODE``, with the CPU and the load: run the two modes back to back on a quiet machine.
+``train_throughput.json``'s equal-accuracy check (2 epochs, 300 validation images) was too small to see a
+fraction of a point; the 10,000-image test split here has a binomial SE of ~0.25 points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+
+from _paths import shared_dataset  # noqa: E402
+
+from edgekd.data.loader import load_dataset  # noqa: E402
+from edgekd.distill.fast import cpu_name  # noqa: E402
+from edgekd.distill.trainer import train  # noqa: E402
+from edgekd.models.students import build_model  # noqa: E402
+from edgekd.models.teachers import predict_logits  # noqa: E402
+from edgekd.stages.context import BuildOptions  # noqa: E402
+from edgekd.stages.teacher import teacher_config  # noqa: E402
+
+RESULTS = ROOT / "results" / "teacher_precision.json"
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="teacher_resnet")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--mode", choices=("fast", "eager"), default="fast")
+    p.add_argument("--data", default=str(shared_dataset("fashion-mnist")))
+    p.add_argument("--max-train", type=int, help="subset, for a quick check of the script")
+    p.add_argument("--out", default=str(RESULTS))
+    return p.parse_args()
+
+
+def run(args: argparse.Namespace) -> dict:
+    data = load_dataset(args.data, max_train=args.max_train)
+    torch.manual_seed(0)
+    model = build_model(args.arch, data.input_shape, data.num_classes)
+    config = teacher_config(BuildOptions(target="rpi4", fast_train=args.mode == "fast", progress=False), args.epochs)
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    result = train(model, data, config, progress=False)
+    wall = time.perf_counter() - t0
+    test = float((predict_logits(result.model, data.x_test).argmax(1) == data.y_test).mean())
+    return {"arch": args.arch, "epochs": args.epochs, "mode": args.mode, "train_samples": int(len(data.y_train)),
+            "optimisations": result.details.get("optimisations"), "best_val_accuracy": result.best_val_accuracy,
+            "best_epoch": result.best_epoch, "test_accuracy": test, "test_samples": int(len(data.y_test)),
+            "epoch_time_s": round(result.epoch_time_s, 1), "train_wall_s": round(wall, 1), "cpu": cpu_name(),
+            "torch": torch.__version__, "loadavg_before": [round(v, 2) for v in load_before],
+            "loadavg_after": [round(v, 2) for v in os.getloadavg()], "full_data": args.max_train is None}
+
+
+def main() -> int:
+    args = parse_args()
+    row = run(args)
+    path = Path(args.out)
+    doc = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    doc["runs"][f"{args.arch}/{args.epochs}/{args.mode}"] = row
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"{args.arch} {args.epochs} epochs {args.mode} ({row['optimisations']}): val {row['best_val_accuracy']:.4f} "
+          f"(epoch {row['best_epoch']}), test {row['test_accuracy']:.4f}, {row['epoch_time_s']} s/epoch; wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
