@@ -54,7 +54,7 @@ def test_budget_too_small():
 
 def test_registry_builds_every_architecture():
     for name in ARCHITECTURES:
-        shape = (1, 8, 8) if name in ("mobilenetv2", "teacher_cnn", "teacher_resnet") else (64,)
+        shape = (1, 8, 8) if name in ("mobilenetv2", "resnet", "teacher_cnn", "teacher_resnet") else (64,)
         out = build_model(name, shape, 5)(torch.zeros(2, *shape))
         assert out.shape == (2, 5)
 
