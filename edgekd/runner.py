@@ -597,7 +597,7 @@ def measure_latency(session, x, runs=DEFAULT_RUNS, warmup=DEFAULT_WARMUP, blocks
       sliced beforehand.
     """
     blocks = max(1, int(blocks))
-    samples = [np.ascontiguousarray(x[i % len(x)][None]) for i in range(min(len(x), 64))]
+    samples = _batch1_samples(x)
     warm_done, t_start, warm_ms = 0, time.perf_counter(), []
     while warm_done < warmup or (warmup and time.perf_counter() - t_start < WARMUP_MIN_S and warm_done < warmup * 50):
         t0 = time.perf_counter_ns()
@@ -610,21 +610,11 @@ def measure_latency(session, x, runs=DEFAULT_RUNS, warmup=DEFAULT_WARMUP, blocks
     per_block = max(1, -(-wanted // blocks))  # ceil
     all_ms, block_medians = [], []
     load_before = _load_average()
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with _gc_paused():
         for b in range(blocks):
-            block = []
-            for i in range(per_block):
-                sample = samples[(b * per_block + i) % len(samples)]
-                t0 = time.perf_counter_ns()
-                session.run(sample)
-                block.append((time.perf_counter_ns() - t0) / 1e6)
+            block = _timed_block(session, samples, b * per_block, per_block)
             block_medians.append(float(np.median(block)))
             all_ms.extend(block)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     stats = percentiles(all_ms)
     med = float(np.median(block_medians))
     stats.update(
@@ -648,7 +638,25 @@ def measure_latency(session, x, runs=DEFAULT_RUNS, warmup=DEFAULT_WARMUP, blocks
 DEFAULT_PAIRS = 20
 
 
+def _batch1_samples(x):
+    """Up to 64 batch-1 inputs, sliced and made contiguous before any timing starts."""
+    return [np.ascontiguousarray(x[i % len(x)][None]) for i in range(min(len(x), 64))]
+
+
+class _gc_paused:
+    """The garbage collector off while timing (a collection inside a sample is not the model's time)."""
+
+    def __enter__(self):
+        self.was_enabled = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc):
+        if self.was_enabled:
+            gc.enable()
+
+
 def _timed_block(session, samples, start, count):
+    """Milliseconds of ``count`` consecutive ``session.run`` calls, cycling through ``samples`` from ``start``."""
     out = []
     for i in range(count):
         sample = samples[(start + i) % len(samples)]
@@ -668,15 +676,13 @@ def compare_latency(session, versus, x, pairs=DEFAULT_PAIRS, runs=DEFAULT_RUNS, 
     gives one ratio of block medians, and ``ratio`` is the median of those ``pairs`` ratios.
     """
     pairs = max(1, int(pairs))
-    samples = [np.ascontiguousarray(x[i % len(x)][None]) for i in range(min(len(x), 64))]
+    samples = _batch1_samples(x)
     warm = [_timed_block(s, samples, 0, 20)[10:] for s in (session, versus)]
     per_pair_s = sum(float(np.median(w)) for w in warm) / 1000
     per_block = max(-(-int(runs) // pairs), int(min_time_s / max(per_pair_s * pairs, 1e-9)), 1)
     per_block = min(per_block, max(1, int(max_runs) // pairs))
     mine, theirs, ratios = [], [], []
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with _gc_paused():
         for p in range(pairs):
             order = (session, versus) if p % 2 == 0 else (versus, session)
             blocks = {id(s): _timed_block(s, samples, p * per_block, per_block) for s in order}
@@ -684,9 +690,6 @@ def compare_latency(session, versus, x, pairs=DEFAULT_PAIRS, runs=DEFAULT_RUNS, 
             ratios.append(float(np.median(a) / np.median(b)))
             mine.extend(a)
             theirs.extend(b)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     return {"ratio": float(np.median(ratios)), "ratios": ratios, "pairs": pairs, "runs_per_block": per_block,
             "p50_ms": float(np.median(mine)), "versus_p50_ms": float(np.median(theirs)),
             "how": "interleaved in one process: %d pairs of %d-run blocks, order alternating" % (pairs, per_block)}
