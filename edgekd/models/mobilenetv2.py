@@ -4,10 +4,9 @@ optional input resolution below the data's (an ``InputResize`` front), which lat
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from edgekd.models.students import conv_bn_relu, register_family, round_channels
+from edgekd.models.students import conv_bn_relu, register_family, resize_front, round_channels
 
 
 class InvertedResidual(nn.Module):
@@ -27,19 +26,6 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_residual else out
 
 
-class InputResize(nn.Module):
-    """Bilinear resize of the input to ``size`` x ``size`` inside the model: the student runs at a lower resolution
-    than the data (a large latency lever), while the artifact still takes the data's shape, so the device's
-    pre-processing, eval.npz and the teacher stay the same. Exports as ONNX Resize / TFLite RESIZE_BILINEAR."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = int(size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-
-
 class MobileNetV2Student(nn.Module):
     """MobileNetV2-style: stem, four stages of inverted residuals, global pool, linear classifier."""
 
@@ -56,13 +42,10 @@ class MobileNetV2Student(nn.Module):
         resolution: int | None = None,
     ) -> None:
         super().__init__()
-        cin, h, w = input_shape
-        stem_stride = 2 if h >= 24 else 1  # from the data's size: a lower resolution then means less compute
-        self.resize = nn.Identity()
-        if resolution is not None and (resolution != h or resolution != w):
-            if not 4 <= resolution <= max(h, w):
-                raise ValueError(f"resolution {resolution} must be within 4..{max(h, w)} (the data's size)")
-            self.resize, h = InputResize(resolution), int(resolution)
+        cin = input_shape[0]
+        # from the data's size: a lower resolution then means less compute
+        stem_stride = 2 if input_shape[1] >= 24 else 1
+        self.resize, h = resize_front(input_shape, resolution)
         size = h // stem_stride
         stem = round_channels(16 * width, channel_multiple)
         layers: list[nn.Module] = [conv_bn_relu(cin, stem, stride=stem_stride)]
@@ -91,6 +74,6 @@ def search_space(channel_multiple: int) -> list[dict]:
     ]
 
 
-@register_family("mobilenetv2", inputs="image", search_space=search_space)
+@register_family("mobilenetv2", inputs="image", search_space=search_space, resizable=True)
 def _mobilenetv2(input_shape, num_classes, **config) -> nn.Module:
     return MobileNetV2Student(input_shape, num_classes, **config)

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 Builder = Callable[..., nn.Module]
@@ -33,6 +35,8 @@ class StudentFamily:
     name: str
     inputs: Literal["image", "flat", "any"]
     search_space: Callable[[int], list[dict]]  # channel_multiple -> candidate configurations
+    resizable: bool = False  # takes ``resolution`` (an InputResize front): the latency search tries lower ones
+    mac_weight: float = 1.0  # accuracy per MAC relative to mobilenetv2's, measured (models.budget.capacity_score)
 
     def accepts(self, input_shape: Sequence[int]) -> bool:
         kind = "image" if len(input_shape) == 3 else "flat"
@@ -43,11 +47,11 @@ STUDENT_FAMILIES: dict[str, StudentFamily] = {}
 
 
 def register_family(name: str, inputs: Literal["image", "flat", "any"], search_space: Callable[[int], list[dict]],
-                    ) -> Callable[[Builder], Builder]:
+                    resizable: bool = False, mac_weight: float = 1.0) -> Callable[[Builder], Builder]:
     """Register a student family: its builder (also an architecture by the same name) and its search space."""
     def deco(fn: Builder) -> Builder:
         register(name)(fn)
-        STUDENT_FAMILIES[name] = StudentFamily(name, inputs, search_space)
+        STUDENT_FAMILIES[name] = StudentFamily(name, inputs, search_space, resizable, mac_weight)
         return fn
 
     return deco
@@ -94,3 +98,26 @@ def conv_bn_relu(cin: int, cout: int, stride: int = 1, groups: int = 1, kernel: 
     )
 
 
+class InputResize(nn.Module):
+    """Bilinear resize of the input to ``size`` x ``size`` inside the model: the student runs at a lower resolution
+    than the data (a large latency lever), while the artifact still takes the data's shape, so the device's
+    pre-processing, eval.npz and the teacher stay the same. Exports as ONNX Resize / TFLite RESIZE_BILINEAR."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = int(size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+
+
+def resize_front(input_shape: Sequence[int], resolution: int | None) -> tuple[nn.Module, int]:
+    """(the module a resizable family puts first, the side its first layer sees): an ``InputResize`` when
+    ``resolution`` differs from the data's size, else an identity (no parameters either way, so state_dicts of
+    both match)."""
+    h, w = int(input_shape[1]), int(input_shape[2])
+    if resolution is None or (resolution == h and resolution == w):
+        return nn.Identity(), h
+    if not 4 <= resolution <= max(h, w):
+        raise ValueError(f"resolution {resolution} must be within 4..{max(h, w)} (the data's size)")
+    return InputResize(resolution), int(resolution)
