@@ -10,7 +10,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from edgekd.errors import EdgekdError
-from edgekd.models.students import build_model, student_family
+from edgekd.models.layer_costs import layer_features, macs_of
+from edgekd.models.students import STUDENT_FAMILIES, build_model, student_family
 from edgekd.targets import StudentBudget
 
 
@@ -31,11 +32,12 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 
 def size_of(family: str, input_shape: tuple[int, ...], num_classes: int, config: dict[str, Any]) -> tuple[int, int]:
-    """(params, MACs) of a configuration, built on the meta device: no weights are allocated or initialised, so
-    sizing a search space of large candidates takes a second instead of minutes (same counts, tested)."""
+    """(params, MACs) of a student configuration, built on the meta device (no weights allocated or initialised)
+    and counted in one hooked pass (``layer_costs``): sizing a search space of large candidates takes seconds
+    instead of minutes (same counts as ``count_macs``, tested)."""
     with torch.device("meta"):
         model = build_model(family, input_shape, num_classes, **config)
-        return count_params(model), count_macs(model, input_shape)
+        return count_params(model), macs_of(layer_features(model, input_shape))
 
 
 @dataclass(frozen=True)
@@ -95,16 +97,27 @@ def ranked_students(input_shape: tuple[int, ...], num_classes: int, budget: Stud
             f"the smallest has {smallest[0]} params and {smallest[1]} MACs",
             "raise student_budget.max_params / max_macs / max_teacher_macs_ratio in the target file",
         )
-    fitting.sort(key=lambda t: (_capacity_score(t[0], t[2]), t[1]), reverse=True)
+    fitting.sort(key=lambda t: (capacity_score(family, t[0], t[2]), t[1]), reverse=True)
     return [StudentChoice(family, config, params, macs, budget.max_params, max_macs, len(candidates), len(fitting),
                           SELECTION_RULE) for macs, params, config in fitting]
 
 
-# Every layer costs a kernel launch and a memory round-trip that MAC counts don't show; on small inputs a deep
-# narrow net is slower than a shallow wide one with the same MACs. So each extra block per stage must buy 25 %
-# more MACs to be preferred.
-SELECTION_RULE = "largest MACs x 0.8^(depth-1) (extra depth must buy 25% more MACs), then most params"
+# Capacity: how much accuracy a configuration can hold, to rank students inside a budget (MAC fit and latency
+# search alike). Measured by benchmarks/capacity_proxy.py (13 designed students per data set, distilled 3 epochs,
+# Spearman with validation accuracy; benchmarks/results/capacity_proxy.json):
+# - depth: every layer costs a kernel launch and a memory round-trip MAC counts don't show, and at short schedules a
+#   deep narrow net trains worse than a shallow wide one of the same MACs: each extra block per stage must buy 25 %
+#   more MACs (Spearman on CIFAR-10 0.66 -> 0.74 over plain MACs; Fashion-MNIST 0.67 -> 0.66);
+# - family: a dense resnet's MAC buys about half the accuracy of a MobileNetV2 MAC (the CIFAR-10 regression of
+#   accuracy on log capacity and family gives 0.50), so StudentFamily.mac_weight scales it; fitted on CIFAR-10 and
+#   checked on Fashion-MNIST, where it lifts the rank correlation from 0.66 to 0.86;
+# - resolution: no penalty beyond the MACs it saves — scaling MACs by the side fraction ranked worse (0.53 mean),
+#   and the accuracy lost by the lower-resolution students of latency_selection.json was their depth 3.
+SELECTION_RULE = ("largest capacity = MACs x 0.8^(depth-1) x the family's MAC weight (mobilenetv2 1, resnet 0.5), "
+                  "then most params")
 
 
-def _capacity_score(macs: int, config: dict[str, Any]) -> float:
-    return macs * 0.8 ** (int(config.get("depth", 1)) - 1)
+def capacity_score(family: str, macs: int, config: dict[str, Any]) -> float:
+    """SELECTION_RULE's capacity of one configuration (see the measurements above)."""
+    weight = STUDENT_FAMILIES[family].mac_weight if family in STUDENT_FAMILIES else 1.0
+    return macs * 0.8 ** (int(config.get("depth", 1)) - 1) * weight

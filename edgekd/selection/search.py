@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import EdgekdError
+from edgekd.models.budget import capacity_score
 from edgekd.selection.candidates import Candidate
 from edgekd.selection.predictor import LatencyPredictor, fit_predictor
 from edgekd.selection.timing import Timer, Timing
 
-SEEDS = 5  # timed before any prediction: spread over log-MACs, the smallest always among them
+SEEDS = 5  # timed before any prediction: spread over log-MACs per family, each one's smallest among them
 MAX_MEASURE = 12  # new timings per build at most ("bounded": never hundreds of exports)
 BATCH = 2  # candidates timed per round after the seeds
 # The most capable accepted candidate is timed a second time and chosen only if the slower reading still fits (else
@@ -31,15 +32,17 @@ BATCH = 2  # candidates timed per round after the seeds
 # rejected candidate used up timings that found nothing (on a loaded host the cap of 12 stopped a search early).
 CONFIRM = 6
 DEFAULT_MARGIN_PCT = 25.0  # a prediction's margin before the predictor has a measured error
-# Capacity among candidates that fit: MACs (then params). benchmarks/capacity_proxy.py measured which predicts the
-# final distilled accuracy better on CIFAR-10 and Fashion-MNIST (benchmarks/results/capacity_proxy.json): MACs had
-# the highest mean Spearman (0.28, 5 students per set, 1 epoch; params and a 1-epoch proxy score were lower), and
-# costs nothing; a short proxy training did not earn its minutes there.
-CAPACITY_RULE = "MACs (then params) among candidates whose measured latency fits"
+# Capacity among candidates that fit: the MAC fit's own score (models.budget.capacity_score: MACs x a depth discount
+# x the family's MAC weight), measured against final distilled accuracy by benchmarks/capacity_proxy.py across
+# widths, depths, expansions, resolutions and both image families (Spearman 0.84 on CIFAR-10, where the family
+# weight was fitted, 0.86 on Fashion-MNIST). A 1-epoch proxy training scored 0.66 and 0.89: no better on the mean,
+# and it would cost a build minutes of training per candidate.
+CAPACITY_RULE = ("capacity = MACs x 0.8^(depth-1) x family MAC weight (then params) among candidates whose measured "
+                 "latency fits")
 
 
 def mac_capacity(c: Candidate) -> float:
-    return float(c.macs) + c.params / 1e9  # params only break ties
+    return capacity_score(c.family, c.macs, c.config) + c.params / 1e9  # params only break ties
 
 
 @dataclass
@@ -58,9 +61,17 @@ def _fits(t: Timing, budget_ms: float, percentile: int) -> bool:
 
 
 def _seeds(candidates: list[Candidate], n: int) -> list[Candidate]:
-    order = sorted(candidates, key=lambda c: c.macs)
-    idx = np.unique(np.round(np.linspace(0, len(order) - 1, min(n, len(order)))).astype(int))
-    return [order[i] for i in idx]
+    """About ``n`` candidates spread over log-MACs, the same share from each family (at least two: its smallest and
+    its largest): latency per MAC differs between families (dense vs depthwise), so the predictor needs points of
+    each, and each family's fastest is timed before the search can conclude that nothing fits."""
+    families = sorted({c.family for c in candidates})
+    per = max(2, math.ceil(n / len(families)))
+    out = []
+    for family in families:
+        order = sorted((c for c in candidates if c.family == family), key=lambda c: c.macs)
+        idx = np.unique(np.round(np.linspace(0, len(order) - 1, min(per, len(order)))).astype(int))
+        out += [order[i] for i in idx]
+    return out
 
 
 def select_by_latency(candidates: list[Candidate], timer: Timer, budget_ms: float, percentile: int,
@@ -74,8 +85,9 @@ def select_by_latency(candidates: list[Candidate], timer: Timer, budget_ms: floa
             timings[c.name] = hit
     timer.reused = len(timings)
     log(f"selection: {len(candidates)} candidates; {timer.reused} latency measurement(s) reused from the cache")
-    todo = [c for c in _seeds(candidates, SEEDS) if c.name not in timings]
-    if len(timings) < SEEDS and todo:
+    seeds = _seeds(candidates, SEEDS)
+    todo = [c for c in seeds if c.name not in timings]
+    if len(timings) < len(seeds) and todo:
         timings.update(timer.measure(todo[:max_measure]))
     failed = 0
     while True:
