@@ -45,22 +45,39 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--mode", choices=("fast", "eager"), default="fast")
     p.add_argument("--data", default=str(shared_dataset("fashion-mnist")))
+    p.add_argument("--augment", default="", help="teacher train-time augmentation, e.g. 'flip' or 'crop,flip' "
+                   "(edgekd build --teacher-augment; default none, as the build)")
+    p.add_argument("--seed", type=int, default=0, help="weights and data order (the build's --seed)")
     p.add_argument("--max-train", type=int, help="subset, for a quick check of the script")
     p.add_argument("--out", default=str(RESULTS))
     return p.parse_args()
 
 
+def augments(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(a.strip() for a in args.augment.split(",") if a.strip())
+
+
+def run_key(args: argparse.Namespace) -> str:
+    """ARCH/EPOCHS/MODE as before, then +AUGMENTS and /seedN when not the defaults (earlier runs keep their keys)."""
+    key = f"{args.arch}/{args.epochs}/{args.mode}"
+    key += "".join(f"+{a}" for a in augments(args))
+    return key + (f"/seed{args.seed}" if args.seed else "")
+
+
 def run(args: argparse.Namespace) -> dict:
     data = load_dataset(args.data, max_train=args.max_train)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     model = build_model(args.arch, data.input_shape, data.num_classes)
-    config = teacher_config(BuildOptions(target="rpi4", fast_train=args.mode == "fast", progress=False), args.epochs)
+    options = BuildOptions(target="rpi4", fast_train=args.mode == "fast", progress=False, seed=args.seed,
+                           teacher_augment=augments(args))
+    config = teacher_config(options, args.epochs)
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     result = train(model, data, config, progress=False)
     wall = time.perf_counter() - t0
     test = float((predict_logits(result.model, data.x_test).argmax(1) == data.y_test).mean())
-    return {"arch": args.arch, "epochs": args.epochs, "mode": args.mode, "train_samples": int(len(data.y_train)),
+    return {"arch": args.arch, "epochs": args.epochs, "mode": args.mode, "augment": list(augments(args)),
+            "seed": args.seed, "train_samples": int(len(data.y_train)),
             "optimisations": result.details.get("optimisations"), "best_val_accuracy": result.best_val_accuracy,
             "best_epoch": result.best_epoch, "test_accuracy": test, "test_samples": int(len(data.y_test)),
             "epoch_time_s": round(result.epoch_time_s, 1), "train_wall_s": round(wall, 1), "cpu": cpu_name(),
@@ -73,7 +90,7 @@ def main() -> int:
     row = run(args)
     path = Path(args.out)
     doc = json.loads(path.read_text()) if path.exists() else {"runs": {}}
-    doc["runs"][f"{args.arch}/{args.epochs}/{args.mode}"] = row
+    doc["runs"][run_key(args)] = row
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     print(f"{args.arch} {args.epochs} epochs {args.mode} ({row['optimisations']}): val {row['best_val_accuracy']:.4f} "
