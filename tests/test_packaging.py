@@ -117,8 +117,12 @@ def test_build_and_bundle_from_an_empty_directory(installed):
     build = _run([edgekd, "build", "--target", "x86-cpu", "--epochs", "2", "--teacher-epochs", "2", "--out", "run",
                   "--runs", "30", "--warmup", "3", "--no-progress", "--no-cache"], work,
                  EDGEKD_CACHE=str(work.parent / "cache"))
-    assert build.returncode == 0, build.stderr[-3000:]
+    # A complete build exits 0, or 1 when its gate fails: 2 epochs on digits sit near min_accuracy_ratio 0.95, and
+    # which side they land on depends on the CPU's numerics. This test is about the installed package, so either
+    # verdict is fine as long as the exit code is the report's own.
+    assert build.returncode in (0, 1), build.stderr[-3000:]
     report = json.loads((work / "run" / "report.json").read_text())
+    assert report["gate"]["passed"] == (build.returncode == 0), build.stdout[-2000:]
     shipped = [a for a in report["artifacts"] if a["shipped"]]
     assert {a["format"] for a in shipped} == {"openvino", "onnx"}
     assert all((work / "run" / a["path"]).is_file() for a in shipped)
