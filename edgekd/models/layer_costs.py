@@ -58,5 +58,3 @@ def macs_of(features: dict[str, float]) -> int:
     """MACs of one sample from the per-layer features: every convolution (dense and depthwise) and linear layer,
     exactly what ``models.budget.count_macs`` counts."""
     return int(round(features["conv_macs"] + features["depthwise_macs"] + features["linear_macs"]))
-
-
