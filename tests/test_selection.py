@@ -3,6 +3,7 @@ and the pre-flight that stops a build whose students fail the target's delegate 
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from pathlib import Path
@@ -22,6 +23,13 @@ from edgekd.selection.timing import Timer, Timing
 from edgekd.targets import StudentBudget, load_target
 
 
+@functools.cache
+def _candidates(shape: tuple[int, ...], classes: int, max_params: int, family: str = "auto"):
+    """enumerate_candidates, once per argument set in this module: sizing a 32x32 grid takes 10-25 s on a 2-core
+    host, and several tests read the same grid (none changes it)."""
+    return enumerate_candidates(shape, classes, StudentBudget(max_params=max_params, family=family))
+
+
 @pytest.mark.parametrize("family", ["mobilenetv2", "resnet"])
 def test_input_resize_runs_the_student_at_a_lower_resolution_on_data_of_full_size(family):
     full = build_model(family, (3, 32, 32), 10, width=0.5)
@@ -35,8 +43,7 @@ def test_input_resize_runs_the_student_at_a_lower_resolution_on_data_of_full_siz
 
 
 def test_candidates_span_families_width_depth_expand_and_resolution_inside_the_params_limit():
-    budget = StudentBudget(max_params=200_000)
-    cands, enumerated = enumerate_candidates((3, 32, 32), 10, budget)
+    cands, enumerated = _candidates((3, 32, 32), 10, 200_000)
     assert enumerated > len(cands) > 10
     assert all(c.params <= 200_000 for c in cands)
     assert {c.family for c in cands} == {"mobilenetv2", "resnet"}
@@ -46,7 +53,7 @@ def test_candidates_span_families_width_depth_expand_and_resolution_inside_the_p
         assert {c.config["depth"] for c in mine} >= {1, 2}
     assert {c.config["expand"] for c in cands if c.family == "mobilenetv2"} == {2, 4, 6}
     assert max(c.config["width"] for c in cands) >= 2.5
-    only, _ = enumerate_candidates((3, 32, 32), 10, StudentBudget(max_params=200_000, family="mobilenetv2"))
+    only, _ = _candidates((1, 8, 8), 10, 100_000, "mobilenetv2")
     assert {c.family for c in only} == {"mobilenetv2"}
     flat, _ = enumerate_candidates((20,), 3, StudentBudget(max_params=50_000, family="mlp"))
     assert flat and all(c.family == "mlp" for c in flat)
@@ -56,7 +63,7 @@ def test_candidates_span_families_width_depth_expand_and_resolution_inside_the_p
 def test_candidate_macs_from_the_feature_pass_equal_the_flop_counter():
     """One hooked pass sizes a candidate; its MACs must be exactly count_macs' (FlopCounterMode) for every family,
     resized or not."""
-    cands, _ = enumerate_candidates((3, 32, 32), 10, StudentBudget(max_params=300_000))
+    cands, _ = _candidates((3, 32, 32), 10, 200_000)
     rng = np.random.default_rng(0)
     picked = [c for fam in ("mobilenetv2", "resnet") for c in
               rng.choice([c for c in cands if c.family == fam], 5, replace=False)]
@@ -72,7 +79,7 @@ def test_search_seeds_time_each_family_from_its_smallest():
     candidate, so 'nothing fits' is never concluded from one family's timings) and spread over its MACs."""
     from edgekd.selection.search import _seeds
 
-    cands, _ = enumerate_candidates((1, 8, 8), 10, StudentBudget(max_params=100_000))
+    cands, _ = _candidates((1, 8, 8), 10, 100_000)
     seeds = _seeds(cands, SEEDS)
     for family in ("mobilenetv2", "resnet"):
         mine = [c for c in cands if c.family == family]
@@ -88,7 +95,7 @@ def _synthetic_ms(cands):
 
 
 def test_nnls_predictor_is_non_negative_and_reports_its_leave_one_out_error():
-    cands, _ = enumerate_candidates((1, 16, 16), 10, StudentBudget(max_params=300_000))
+    cands, _ = _candidates((1, 16, 16), 10, 300_000)
     y = _synthetic_ms(cands)
     pred = fit_predictor(cands[:10], list(y[:10]))
     assert pred is not None and (pred.coefficients >= 0).all()
@@ -117,7 +124,7 @@ class FakeTimer(Timer):
 
 def test_search_times_few_candidates_picks_the_most_capable_inside_the_budget_and_reuses_the_cache(tmp_path):
     target = load_target("x86-cpu")
-    cands, _ = enumerate_candidates((1, 16, 16), 10, StudentBudget(max_params=300_000))
+    cands, _ = _candidates((1, 16, 16), 10, 300_000)
     calib = np.zeros((4, 1, 16, 16), np.float32)
     budget = float(np.median(_synthetic_ms(cands))) * 1.1
     timer = FakeTimer(target, (1, 16, 16), 10, calib, tmp_path)
@@ -153,7 +160,7 @@ class LuckyTimer(FakeTimer):
 
 
 def test_a_lucky_first_timing_does_not_choose_the_student(tmp_path):
-    cands, _ = enumerate_candidates((1, 16, 16), 10, StudentBudget(max_params=300_000))
+    cands, _ = _candidates((1, 16, 16), 10, 300_000)
     p95 = {c.name: float(v) * 1.1 * 1.01 for c, v in zip(cands, _synthetic_ms(cands), strict=True)}
     largest = max(cands, key=lambda c: c.macs)  # a seed, and the most capable: chosen if its lucky reading stood
     budget = 0.75 * p95[largest.name]
@@ -191,7 +198,7 @@ class AlwaysLuckyTimer(FakeTimer):
 def test_each_failed_confirmation_buys_the_search_more_timings():
     # One family at expand 4 (~70 candidates): on the whole grid every one of CONFIRM second timings can land on a
     # candidate between the budget and twice it (this timer's first readings are all half the truth).
-    cands, _ = enumerate_candidates((1, 16, 16), 10, StudentBudget(max_params=300_000, family="mobilenetv2"))
+    cands, _ = _candidates((1, 16, 16), 10, 300_000, "mobilenetv2")
     cands = [c for c in cands if c.config["expand"] == 4]
     p95 = {c.name: float(v) * 1.1 * 1.01 for c, v in zip(cands, _synthetic_ms(cands), strict=True)}
     budget = float(np.quantile(list(p95.values()), 0.4))
@@ -378,7 +385,7 @@ def test_the_report_shows_every_candidate_the_plot_and_predicted_vs_measured(tmp
     from edgekd.stages.report import selection_section
     from tests.factories import make_report
 
-    cands, _ = enumerate_candidates((1, 8, 8), 10, StudentBudget(max_params=100_000))
+    cands, _ = _candidates((1, 8, 8), 10, 100_000)
     timer = FakeTimer(load_target("x86-cpu"), (1, 8, 8), 10, np.zeros((4, 1, 8, 8), np.float32), None)
     stated = float(np.median(_synthetic_ms(cands))) * 1.4  # x 0.8 headroom: about half the candidates fit
     sel = select_by_latency(cands, timer, stated * 0.8, 95, log=lambda m: None)
