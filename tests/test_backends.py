@@ -66,3 +66,16 @@ def test_missing_runtime_names_the_fix(tmp_path, inputs):
     bogus = Artifact(tmp_path / "missing.onnx", "onnx", "fp32", [])
     with pytest.raises(EdgekdError, match="does not run"):
         check_parity(bogus, np.zeros((2, 4), np.float32), inputs[:2])
+
+
+def test_onnx_int8_scheme_changes_only_when_clearly_faster():
+    """Where both schemes run alike, noise must not flip the artifact (and its accuracy) between two builds."""
+    from edgekd.backends.onnx import SCHEME_MIN_GAIN, clearly_fastest
+    from edgekd.timing import Interleaved
+
+    alike = Interleaved({"u8s8": [1.00, 1.02, 0.99], "s8s8": [0.99, 1.00, 0.98]})
+    assert clearly_fastest(alike, ["u8s8", "s8s8"]) == "u8s8"
+    faster = 1.0 - 2 * SCHEME_MIN_GAIN
+    clear = Interleaved({"u8s8": [1.0, 1.3, 1.0], "s8s8": [faster, 1.3 * faster, faster]})
+    assert clearly_fastest(clear, ["u8s8", "s8s8"]) == "s8s8"
+    assert clearly_fastest(Interleaved({"u8s8": [1.0]}), ["u8s8"]) == "u8s8"
