@@ -79,3 +79,29 @@ def test_onnx_int8_scheme_changes_only_when_clearly_faster():
     clear = Interleaved({"u8s8": [1.0, 1.3, 1.0], "s8s8": [faster, 1.3 * faster, faster]})
     assert clearly_fastest(clear, ["u8s8", "s8s8"]) == "s8s8"
     assert clearly_fastest(Interleaved({"u8s8": [1.0]}), ["u8s8"]) == "u8s8"
+
+
+def test_onnx_int8_scheme_is_measured_once_per_model_and_host_with_a_cache(tmp_path, student, inputs, monkeypatch):
+    """A rebuild of the same model on the same machine reuses the scheme (and so its accuracy); no cache, no memo."""
+    import edgekd.timing
+    from edgekd.backends.onnx import OnnxBackend
+    from edgekd.timing import Interleaved
+
+    readings = iter([{"u8s8": [1.0] * 3, "s8s8": [0.5] * 3}, {"u8s8": [0.5] * 3, "s8s8": [1.0] * 3}] * 2)
+    monkeypatch.setattr(edgekd.timing, "measure_interleaved", lambda *a, **k: Interleaved(next(readings)))
+    calibration = Calibration(inputs[:32], {"data": "test"})
+
+    def build(cache):
+        artifact = OnnxBackend(cache_dir=cache).export(student, inputs[:1], tmp_path / "m.onnx", "int8", calibration)
+        return artifact.details["scheme"], artifact.details["scheme_choice"]
+
+    cache = tmp_path / "cache"
+    assert build(cache) == ("s8s8", "measured")
+    scheme, how = build(cache)  # the timings now favour u8s8: unread, the memo answers
+    assert scheme == "s8s8" and how.startswith("cached: measured ")
+    assert build(None) == ("u8s8", "measured")  # --no-cache: measured afresh (the second reading)
+    [entry] = (cache / "onnx_int8_scheme").iterdir()
+    entry.write_text("{not json")  # a damaged entry is measured again, never fatal
+    assert build(cache) == ("s8s8", "measured")
+    assert OnnxBackend("u8s8", cache_dir=cache).export(
+        student, inputs[:1], tmp_path / "f.onnx", "int8", calibration).details["scheme_choice"] == "fixed"

@@ -2,13 +2,17 @@
 
 int8 weights are per-channel int8; the activation type (uint8 "u8s8" or int8 "s8s8") is chosen by measurement on
 this host (``auto``): AVX2 without VNNI tends to run u8s8 faster, VNNI/ARM dot-product can favour s8s8. The
-scheme chosen is recorded in the artifact and reused by the accuracy-aware search.
+scheme chosen is recorded in the artifact and reused by the accuracy-aware search. With a build cache the choice is
+kept per (model, calibration data, host, onnxruntime version, threads): the same model built twice on one machine
+gets the same scheme — and so the same int8 accuracy — instead of a fresh coin toss of sub-millisecond timings.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import logging
 import shutil
 import tempfile
@@ -118,15 +122,16 @@ class OnnxBackend:
     name = "onnx"
     precisions = ("fp32", "fp16", "int8")
 
-    def __init__(self, int8_scheme: str = "auto", threads: int = 1) -> None:
+    def __init__(self, int8_scheme: str = "auto", threads: int = 1, cache_dir: Path | None = None) -> None:
         if int8_scheme != "auto" and int8_scheme not in INT8_SCHEMES:
             raise EdgekdError(f"unknown ONNX int8 scheme '{int8_scheme}'", f"use auto or one of {list(INT8_SCHEMES)}")
         self.int8_scheme = int8_scheme
         self.threads = threads
+        self.cache_dir = cache_dir
 
     @classmethod
-    def from_target(cls, target) -> OnnxBackend:
-        return cls(threads=target.runtime.usable_threads)
+    def from_target(cls, target, cache_dir: Path | None = None) -> OnnxBackend:
+        return cls(threads=target.runtime.usable_threads, cache_dir=cache_dir)
 
     def list_operators(self, path: Path) -> dict[str, int]:
         import onnx
@@ -180,32 +185,40 @@ class OnnxBackend:
                 elif precision == "int8":
                     if calibration is None:
                         raise EdgekdError("ONNX int8 needs a calibration set", "pass calibration data")
-                    scheme, timings = self._quantize_best_scheme(fp32, path, calibration)
-                    details.update({"scheme": scheme, "scheme_p50_ms": timings, "quant_format": "QDQ",
+                    scheme, timings, how = self._quantize_best_scheme(fp32, path, calibration)
+                    details.update({"scheme": scheme, "scheme_p50_ms": timings, "scheme_choice": how,
+                                    "quant_format": "QDQ",
                                     "per_channel": True, "calibration": calibration.source})
                 else:
                     raise EdgekdError(f"ONNX has no precision '{precision}'", f"use one of {self.precisions}")
         return Artifact(path, self.name, precision, [path], details)
 
-    def _quantize_best_scheme(self, fp32: Path, out: Path, calibration: Calibration) -> tuple[str, dict]:
-        """Quantize with each activation scheme and keep the one onnxruntime runs fastest on this host.
+    def _quantize_best_scheme(self, fp32: Path, out: Path, calibration: Calibration) -> tuple[str, dict, str]:
+        """Quantize with the activation scheme onnxruntime runs fastest on this host: (scheme, p50 ms, how chosen).
 
         Which is faster depends on the CPU (AVX2 without VNNI favours uint8 activations; VNNI/ARM dot-product
-        can favour int8), so it is measured, not assumed. Parity is checked by the caller on the winner.
+        can favour int8), so it is measured, not assumed — once per model and host when a cache is given.
+        Parity is checked by the caller on the winner.
         """
         from edgekd.timing import measure_interleaved
 
         schemes = list(INT8_SCHEMES) if self.int8_scheme == "auto" else [self.int8_scheme]
         if len(schemes) == 1:
             quantize_onnx_int8(fp32, out, calibration, schemes[0])
-            return schemes[0], {}
+            return schemes[0], {}, "fixed"
+        memo = SchemeMemo(self.cache_dir, fp32, calibration, self.threads, schemes)
+        remembered = memo.recall()
+        if remembered is not None:
+            quantize_onnx_int8(fp32, out, calibration, remembered["scheme"])
+            return remembered["scheme"], remembered["p50_ms"], f"cached: measured {remembered['measured_at']}"
         with tempfile.TemporaryDirectory() as tmp:
             paths = {s: quantize_onnx_int8(fp32, Path(tmp) / f"{s}.onnx", calibration, s) for s in schemes}
             measured = measure_interleaved({s: (p, "int8") for s, p in paths.items()}, calibration.x,
                                            self.threads, rounds=3)
             best = clearly_fastest(measured, schemes)
             shutil.move(str(paths[best]), str(out))  # across filesystems, unlike os.replace
-        return best, measured.medians()
+        memo.keep(best, measured.medians())
+        return best, measured.medians(), "measured"
 
     @staticmethod
     def _to_fp16(fp32: Path, out: Path) -> None:
@@ -214,3 +227,51 @@ class OnnxBackend:
 
         model = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
         onnx.save(model, str(out))
+
+
+class SchemeMemo:
+    """The int8 scheme chosen for one model on one host, kept under ``<cache>/onnx_int8_scheme/``.
+
+    Keyed by the fp32 model's and the calibration data's sha256, this machine (architecture, CPU, cores, host
+    name), the onnxruntime version, the thread count and the schemes tried. An unreadable or foreign entry is
+    measured again, never fatal; without a cache (``--no-cache``) every build measures.
+    """
+
+    def __init__(self, cache_dir: Path | None, fp32: Path, calibration: Calibration, threads: int,
+                 schemes: list[str]) -> None:
+        self.schemes = schemes
+        self.path = None
+        if cache_dir is not None:
+            self.path = Path(cache_dir) / "onnx_int8_scheme" / f"{self._key(fp32, calibration, threads)}.json"
+
+    def _key(self, fp32: Path, calibration: Calibration, threads: int) -> str:
+        import onnxruntime
+
+        from edgekd.io import sha256_file
+        from edgekd.selection.timing import host_identity
+
+        calib = hashlib.sha256(np.ascontiguousarray(calibration.x, dtype=np.float32).tobytes()).hexdigest()
+        parts = [sha256_file(fp32), calib, host_identity(), onnxruntime.__version__, threads, self.schemes]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
+
+    def recall(self) -> dict | None:
+        if self.path is None or not self.path.is_file():
+            return None
+        try:
+            entry = json.loads(self.path.read_text())
+            ok = entry["scheme"] in self.schemes and isinstance(entry["p50_ms"], dict) and entry["measured_at"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return entry if ok else None
+
+    def keep(self, scheme: str, p50_ms: dict) -> None:
+        if self.path is None:
+            return
+        from datetime import datetime, timezone
+
+        from edgekd.data.cache import private_dir
+        from edgekd.io import write_json
+
+        private_dir(self.path.parent, "edgekd cache")
+        write_json(self.path, {"scheme": scheme, "p50_ms": p50_ms, "schemes": self.schemes,
+                               "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})

@@ -46,7 +46,7 @@ class Compressed:
 
 
 def backend_for(ctx: BuildContext, fmt: str):
-    return get_format(fmt).backend_class().from_target(ctx.target)
+    return get_format(fmt).backend_class().from_target(ctx.target, ctx.options.teacher_cache)
 
 
 def prune(ctx: BuildContext, student: nn.Module, teachers: Teachers) -> tuple[nn.Module, Any]:
