@@ -48,7 +48,7 @@ def test_shuffling_the_test_labels_changes_no_choice(tmp_path, monkeypatch):
     from edgekd.backends.onnx import OnnxBackend
 
     monkeypatch.setattr(OnnxBackend, "from_target", classmethod(
-        lambda cls, target, cache_dir=None: cls("u8s8", threads=target.runtime.usable_threads)))
+        lambda cls, target: cls("u8s8", threads=target.runtime.usable_threads)))
     raw = yaml.safe_load(open(load_target("x86-cpu").path))
     raw["runtime"].update({"format": "onnx", "also": []})
     raw["budgets"].update({"max_quantization_drop": 0.0, "min_accuracy_ratio": None})  # forces the float search

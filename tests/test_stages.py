@@ -12,7 +12,7 @@ from edgekd.backends import Artifact
 from edgekd.compress.calibration import build_calibration_set
 from edgekd.errors import ContractError
 from edgekd.stages.choose import choose_shipped
-from edgekd.stages.compress import plan_int8
+from edgekd.stages.compress import backend_for, plan_int8
 from edgekd.stages.context import BuildContext, BuildOptions
 from edgekd.stages.export import Built
 from edgekd.stages.measure import Measured
@@ -46,6 +46,14 @@ def _without_test_split(data):
     poisoned.x_test = np.full_like(data.x_test, np.nan)
     poisoned.y_test = np.full_like(data.y_test, 10**6)
     return poisoned
+
+
+def test_backends_get_the_builds_cache_and_none_with_no_cache(tmp_path):
+    data = make_dataset()
+    assert backend_for(_ctx(_target(), data, tmp_path, teacher_cache=tmp_path / "c"), "onnx").cache_dir == \
+        tmp_path / "c"
+    assert backend_for(_ctx(_target(), data, tmp_path, teacher_cache=None), "onnx").cache_dir is None
+    assert not hasattr(backend_for(_ctx(_target(), data, tmp_path), "openvino"), "cache_dir")
 
 
 @pytest.mark.slow

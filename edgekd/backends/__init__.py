@@ -59,9 +59,8 @@ class Backend(Protocol):
     precisions: tuple[str, ...]
 
     @classmethod
-    def from_target(cls, target: TargetProfile, cache_dir: Path | None = None) -> Backend:
-        """The backend configured from the target's runtime (threads, integer I/O...); ``cache_dir`` is the
-        build's cache (None with --no-cache), where a backend may keep per-host measurements."""
+    def from_target(cls, target: TargetProfile) -> Backend:
+        """The backend configured from the target's runtime (threads, integer I/O...)."""
 
     def export(
         self, model: nn.Module, sample: np.ndarray, path: Path, precision: str, calibration: Calibration | None

@@ -127,11 +127,11 @@ class OnnxBackend:
             raise EdgekdError(f"unknown ONNX int8 scheme '{int8_scheme}'", f"use auto or one of {list(INT8_SCHEMES)}")
         self.int8_scheme = int8_scheme
         self.threads = threads
-        self.cache_dir = cache_dir
+        self.cache_dir = cache_dir  # the build's cache (stages.compress.backend_for), where the scheme is kept
 
     @classmethod
-    def from_target(cls, target, cache_dir: Path | None = None) -> OnnxBackend:
-        return cls(threads=target.runtime.usable_threads, cache_dir=cache_dir)
+    def from_target(cls, target) -> OnnxBackend:
+        return cls(threads=target.runtime.usable_threads)
 
     def list_operators(self, path: Path) -> dict[str, int]:
         import onnx
@@ -248,7 +248,7 @@ class SchemeMemo:
         import onnxruntime
 
         from edgekd.io import sha256_file
-        from edgekd.selection.timing import host_identity
+        from edgekd.selection.timing import host_identity  # imported here: selection imports the backends
 
         calib = hashlib.sha256(np.ascontiguousarray(calibration.x, dtype=np.float32).tobytes()).hexdigest()
         parts = [sha256_file(fp32), calib, host_identity(), onnxruntime.__version__, threads, self.schemes]

@@ -23,7 +23,7 @@ class OpenVinoBackend:
     precisions = ("fp32", "fp16", "int8")
 
     @classmethod
-    def from_target(cls, target, cache_dir: Path | None = None) -> OpenVinoBackend:
+    def from_target(cls, target) -> OpenVinoBackend:
         return cls()
 
     def list_operators(self, path: Path) -> dict[str, int]:

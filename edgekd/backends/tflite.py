@@ -58,7 +58,7 @@ class TfliteBackend:
         self.integer_io = integer_io
 
     @classmethod
-    def from_target(cls, target, cache_dir: Path | None = None) -> TfliteBackend:
+    def from_target(cls, target) -> TfliteBackend:
         return cls(integer_io=target.runtime.integer_io)
 
     def list_operators(self, path: Path) -> dict[str, int]:

@@ -46,7 +46,12 @@ class Compressed:
 
 
 def backend_for(ctx: BuildContext, fmt: str):
-    return get_format(fmt).backend_class().from_target(ctx.target, ctx.options.teacher_cache)
+    """The format's backend for this build. A backend with a ``cache_dir`` attribute (ONNX: its int8 scheme memo)
+    is handed the build's cache (None with --no-cache); a plugin's backend needs none."""
+    backend = get_format(fmt).backend_class().from_target(ctx.target)
+    if hasattr(backend, "cache_dir"):
+        backend.cache_dir = ctx.options.teacher_cache
+    return backend
 
 
 def prune(ctx: BuildContext, student: nn.Module, teachers: Teachers) -> tuple[nn.Module, Any]:
