@@ -87,7 +87,7 @@ def test_onnx_int8_scheme_is_measured_once_per_model_and_host_with_a_cache(tmp_p
     from edgekd.backends.onnx import OnnxBackend
     from edgekd.timing import Interleaved
 
-    readings = iter([{"u8s8": [1.0] * 3, "s8s8": [0.5] * 3}, {"u8s8": [0.5] * 3, "s8s8": [1.0] * 3}] * 2)
+    readings = iter([{"u8s8": [1.0] * 3, "s8s8": [0.5] * 3}, {"u8s8": [0.5] * 3, "s8s8": [1.0] * 3}] * 3)
     monkeypatch.setattr(edgekd.timing, "measure_interleaved", lambda *a, **k: Interleaved(next(readings)))
     calibration = Calibration(inputs[:32], {"data": "test"})
 
@@ -103,5 +103,10 @@ def test_onnx_int8_scheme_is_measured_once_per_model_and_host_with_a_cache(tmp_p
     [entry] = (cache / "onnx_int8_scheme").iterdir()
     entry.write_text("{not json")  # a damaged entry is measured again, never fatal
     assert build(cache) == ("s8s8", "measured")
+    entry.write_text('{"scheme": "s8s8", "p50_ms": {"u8s8": "__import__"}, "measured_at": "x"}')
+    assert build(cache)[1] == "measured"  # a forged entry (values not timings) is not believed
+    (cache / "onnx_int8_scheme").chmod(0o777)  # a folder others can write is neither read nor written
+    assert build(cache)[1] == "measured" and build(cache)[1] == "measured"
+    (cache / "onnx_int8_scheme").chmod(0o700)
     assert OnnxBackend("u8s8", cache_dir=cache).export(
         student, inputs[:1], tmp_path / "f.onnx", "int8", calibration).details["scheme_choice"] == "fixed"

@@ -217,8 +217,9 @@ class OnnxBackend:
                                            self.threads, rounds=3)
             best = clearly_fastest(measured, schemes)
             shutil.move(str(paths[best]), str(out))  # across filesystems, unlike os.replace
-        memo.keep(best, measured.medians())
-        return best, measured.medians(), "measured"
+        timings = measured.medians()
+        memo.keep(best, timings)
+        return best, timings, "measured"
 
     @staticmethod
     def _to_fp16(fp32: Path, out: Path) -> None:
@@ -255,23 +256,36 @@ class SchemeMemo:
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
     def recall(self) -> dict | None:
-        if self.path is None or not self.path.is_file():
+        """The kept choice, or None: no cache, no entry, a damaged one, or a folder other users can write."""
+        if self.path is None or not self.path.is_file() or not self._private():
             return None
         try:
             entry = json.loads(self.path.read_text())
-            ok = entry["scheme"] in self.schemes and isinstance(entry["p50_ms"], dict) and entry["measured_at"]
+            timings = entry["p50_ms"]
+            ok = (entry["scheme"] in self.schemes and isinstance(entry["measured_at"], str)
+                  and isinstance(timings, dict) and set(timings) <= set(self.schemes)
+                  and all(isinstance(v, int | float) for v in timings.values()))
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return entry if ok else None
 
+    def _private(self) -> bool:
+        from edgekd.data.cache import private_dir
+
+        try:
+            private_dir(self.path.parent, "edgekd cache")
+        except EdgekdError:
+            return False
+        return True
+
     def keep(self, scheme: str, p50_ms: dict) -> None:
-        if self.path is None:
+        """Best effort: a cache that cannot be written (or that others can write) leaves the build measuring."""
+        if self.path is None or not self._private():
             return
         from datetime import datetime, timezone
 
-        from edgekd.data.cache import private_dir
         from edgekd.io import write_json
 
-        private_dir(self.path.parent, "edgekd cache")
-        write_json(self.path, {"scheme": scheme, "p50_ms": p50_ms, "schemes": self.schemes,
-                               "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        with contextlib.suppress(OSError):
+            write_json(self.path, {"scheme": scheme, "p50_ms": p50_ms, "schemes": self.schemes,
+                                   "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
