@@ -25,6 +25,7 @@ MANIFEST_SCHEMA_VERSION = 1
 
 NonNeg = Annotated[float, Field(ge=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
+PosInt = Annotated[int, Field(ge=1)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 # A target name becomes a directory (runs/<name>, bundle-<name>): a slug, never '.', '..' or a path.
@@ -337,6 +338,8 @@ class TrainingOptimisations(_Closed):
     """Which training optimisations each run used (``edgekd/distill/fast.py``); [] means plain fp32 eager.
 
     ``enabled`` is false under ``--no-fast-train``. ``teacher`` is null when no teacher was trained in this build.
+    ``side_by_side_threads``: torch threads per run when ``--baseline``'s KD and alone runs trained at once
+    (``distill/side_by_side.py``); null when they trained one after the other.
     """
 
     enabled: bool
@@ -344,6 +347,7 @@ class TrainingOptimisations(_Closed):
     teacher: list[str] | None = None
     student_kd: list[str]
     student_alone: list[str] | None = None
+    side_by_side_threads: PosInt | None = None
 
 
 class Report(_Open):

@@ -75,6 +75,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         runs=args.runs, warmup=args.warmup, progress=not args.no_progress, strict=args.strict,
         as_target=args.as_target, selection=args.selection, device=args.device,
         fast_train=not args.no_fast_train,
+        side_by_side=not args.no_side_by_side,
         teacher_cache=None if args.no_cache else Path(args.cache_dir) if args.cache_dir else None,
     )
     if options.teacher_cache is None and not args.no_cache:
@@ -197,6 +198,9 @@ def register(sub) -> None:
     p.add_argument("--no-fast-train", action="store_true",
                    help="train in plain fp32 eager mode (default: channels_last / bf16 autocast where a few timed "
                         "steps show them faster on this CPU; the report's training.optimisations says which)")
+    p.add_argument("--no-side-by-side", action="store_true",
+                   help="with --baseline, train the KD and alone students one after the other (default on a CPU: "
+                        "at once, half the cores each, since a small student's step does not scale across cores)")
     p.add_argument("--strict", action="store_true",
                    help="fail the gate on budgets that could not be verified (device budgets off the device)")
     p.add_argument("--as-target", action="store_true",

@@ -20,6 +20,7 @@ What it adds around a plain loop, and why:
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from edgekd.errors import EdgekdError
 from edgekd.models.teachers import predict_logits
 from edgekd.progress import Progress
 
-__all__ = ["TrainConfig", "TrainResult", "Transform", "accuracy", "train", "validate_config"]
+__all__ = ["Cancelled", "TrainConfig", "TrainResult", "Transform", "accuracy", "train", "validate_config"]
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -181,6 +182,23 @@ def _validate(config: TrainConfig, n_teachers: int) -> None:
         check_teacher_weights(n_teachers, config.teacher_weights, config.teacher_combine)
 
 
+class Cancelled(Exception):
+    """Raised in a run between batches once its ``stop`` event is set (``side_by_side.py``)."""
+
+
+def _stoppable(on_batch: Callable[[int, int], None], stop: threading.Event | None) -> Callable[[int, int], None]:
+    """``on_batch`` that first raises ``Cancelled`` once ``stop`` is set: runs stop between batches, never mid-write."""
+    if stop is None:
+        return on_batch
+
+    def checked(done: int, total: int) -> None:
+        if stop.is_set():
+            raise Cancelled
+        on_batch(done, total)
+
+    return checked
+
+
 def train(
     model: nn.Module,
     data: Dataset,
@@ -192,6 +210,8 @@ def train(
     on_epoch_end: Callable[[int, dict], None] | None = None,
     cache_dir: str | Path | None = None,
     fast_plan: dict | None = None,
+    on_fast_plan: Callable[[dict | None], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> TrainResult:
     """Train ``model`` with the configured loss mix; keep the weights of the best validation epoch.
 
@@ -201,11 +221,15 @@ def train(
     online. ``on_epoch_end(epoch, history_row)``: called after each epoch's checkpoint is written.
     ``cache_dir``: where memory-mapped teacher caches go (default: the system temp dir).
     ``fast_plan``: with ``config.fast``, reuse a plan another run of the same model chose (``details["fast_plan"]``)
-    instead of timing candidates again (the ``--baseline`` run reuses the KD run's).
+    instead of timing candidates again (the ``--baseline`` run reuses the KD run's); ``on_fast_plan(plan)`` hears
+    the plan this run trains with as soon as it is chosen (``side_by_side.py`` hands it to the run beside it).
+    ``stop``: when set (by another thread), the run raises ``Cancelled`` at its next batch.
     """
     teachers = loop.as_list(teacher)
     _validate(config, len(teachers))
     run = loop.make_run(model, data, config, teachers, transform, fast_plan)
+    if on_fast_plan is not None:
+        on_fast_plan(run.plan.to_state() if run.plan else None)
     try:
         loop.probe_shapes(run)
         start = time.perf_counter()
@@ -217,7 +241,7 @@ def train(
         bar = Progress(f"train {config.label}", config.epochs, enabled=progress and run.rank == 0)
         for epoch in epochs:
             bar.start_epoch(epoch + 1, math.ceil(len(data.y_train) / run.world))
-            row = loop.run_epoch(run, state, epoch, on_batch=bar.update)
+            row = loop.run_epoch(run, state, epoch, on_batch=_stoppable(bar.update, stop))
             loop.save(run, state, epoch + 1)
             bar.end_epoch(row, state.best_acc)
             if on_epoch_end is not None:

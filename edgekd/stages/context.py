@@ -60,6 +60,7 @@ class BuildOptions:
     device: str | None = None  # USER@HOST[:PORT]: time selection candidates on the device over SSH
     progress: bool = True
     fast_train: bool = True  # CPU fast path (channels_last / bf16 where measured faster); --no-fast-train: off
+    side_by_side: bool = True  # --baseline: KD and alone runs at once, half the cores each; --no-side-by-side: off
     teacher_cache: Path | None = DEFAULT_CACHE
     log: Any = None  # callable(str) for progress lines; None = print to stderr
 

@@ -1,13 +1,15 @@
 """Stage: distil the budget-sized student from the teacher(s), and (``--baseline``) train the same student alone.
 
 Both runs use the same configuration, epochs, seed and initial weights, and checkpoint beside the run directory
-so that a killed build resumes either of them mid-way. ``kd_gain`` compares these two students before any
-compression, so it measures distillation and nothing else.
+so that a killed build resumes both of them mid-way. On the CPU they train side by side, half the cores each
+(``distill/side_by_side.py``: a small student's step does not scale across cores). ``kd_gain`` compares these
+two students before any compression, so it measures distillation and nothing else.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,8 @@ import torch
 from torch import nn
 
 from edgekd.distill.augment import build_augment
+from edgekd.distill.loop import distributed, pick_device
+from edgekd.distill.side_by_side import threads_per_run, train_side_by_side
 from edgekd.distill.trainer import TrainConfig, TrainResult, accuracy, train
 from edgekd.errors import EdgekdError
 from edgekd.models.budget import StudentChoice
@@ -28,6 +32,7 @@ from edgekd.stages.teacher import Teachers
 class Distilled:
     kd: TrainResult
     alone: TrainResult | None
+    side_by_side_threads: int | None = None  # torch threads per run when KD and alone trained at once
 
     @property
     def student(self) -> nn.Module:
@@ -77,14 +82,28 @@ def checkpoint_dir(ctx: BuildContext) -> Path | None:
 def distill(ctx: BuildContext, config: TrainConfig, teachers: Teachers, choice: StudentChoice) -> Distilled:
     data, options = ctx.data, ctx.options
     torch.manual_seed(options.seed)
-    kd = train(choice.build(data.input_shape, data.num_classes), data, config, teacher=teachers.for_training,
-               progress=options.progress, checkpoint_dir=checkpoint_dir(ctx))
-    alone = None
-    if options.baseline:
-        torch.manual_seed(options.seed)
-        alone = train(choice.build(data.input_shape, data.num_classes), data,
-                      dataclasses.replace(config, label="student (alone)"), progress=options.progress,
-                      checkpoint_dir=checkpoint_dir(ctx), fast_plan=kd.details.get("fast_plan"))
-        ctx.say(f"baseline: KD student {accuracy(kd.model, data.x_val, data.y_val):.4f} vs alone "
-                f"{accuracy(alone.model, data.x_val, data.y_val):.4f} on the validation split")
-    return Distilled(kd, alone)
+    kd_model = choice.build(data.input_shape, data.num_classes)
+    train_kd = functools.partial(train, kd_model, data, config, teacher=teachers.for_training,
+                                 progress=options.progress, checkpoint_dir=checkpoint_dir(ctx))
+    if not options.baseline:
+        return Distilled(train_kd(), None)
+    torch.manual_seed(options.seed)  # the same initial weights as the KD student
+    train_alone = functools.partial(train, choice.build(data.input_shape, data.num_classes), data,
+                                    dataclasses.replace(config, label="student (alone)"), progress=options.progress,
+                                    checkpoint_dir=checkpoint_dir(ctx))
+    if side_by_side(ctx, config):
+        ctx.say(f"baseline: KD and alone runs side by side, {threads_per_run()} torch thread(s) each "
+                "(--no-side-by-side: one after the other)")
+        kd, alone = train_side_by_side(train_kd, train_alone)
+    else:
+        kd = train_kd()
+        alone = train_alone(fast_plan=kd.details.get("fast_plan"))
+    ctx.say(f"baseline: KD student {accuracy(kd.model, data.x_val, data.y_val):.4f} vs alone "
+            f"{accuracy(alone.model, data.x_val, data.y_val):.4f} on the validation split")
+    return Distilled(kd, alone, threads_per_run() if side_by_side(ctx, config) else None)
+
+
+def side_by_side(ctx: BuildContext, config: TrainConfig) -> bool:
+    """Train ``--baseline``'s two runs at once: on the CPU, with cores to split, outside torchrun."""
+    on_cpu = pick_device(config.device).type == "cpu"
+    return ctx.options.side_by_side and on_cpu and threads_per_run() >= 1 and not distributed()

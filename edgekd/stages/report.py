@@ -222,4 +222,5 @@ def training_optimisations(ctx: BuildContext, teachers: Teachers, distilled: Dis
         return None if result is None else list(result.details.get("optimisations", []))
 
     return {"enabled": ctx.options.fast_train, "cpu": cpu_name(), "teacher": used(teachers.training),
-            "student_kd": used(distilled.kd), "student_alone": used(distilled.alone)}
+            "student_kd": used(distilled.kd), "student_alone": used(distilled.alone),
+            "side_by_side_threads": distilled.side_by_side_threads}
