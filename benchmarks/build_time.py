@@ -42,6 +42,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--teacher-epochs", type=int)
     p.add_argument("--runs", type=int, help="benchmark runs per artifact (the CLI's default when omitted)")
     p.add_argument("--extra", default="", help="more CLI flags, space separated (e.g. --no-fast-train)")
+    p.add_argument("--cache-dir", help="teacher cache to use and keep (default: a fresh temporary one, so the teacher "
+                                       "is trained); a second run with the same folder reuses that teacher, to "
+                                       "compare the later stages (e.g. --extra=--no-side-by-side)")
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--out", default=str(RESULTS))
     return p.parse_args()
@@ -64,7 +67,7 @@ def build_command(args: argparse.Namespace, out: Path, cache: Path) -> list[str]
 
 def run_build(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgekd-build-time-") as tmp:
-        out, cache = Path(tmp) / "run", Path(tmp) / "cache"
+        out, cache = Path(tmp) / "run", Path(args.cache_dir or Path(tmp) / "cache")
         cmd = build_command(args, out, cache)
         env = {**os.environ, "PYTHONPATH": args.repo, "EDGEKD_CACHE": str(cache)}
         load_before = os.getloadavg()
@@ -92,7 +95,7 @@ def summarise(report: dict, wall: float, cmd: list[str], rc: int, load_before) -
                      "student_kd": student.get("accuracy_before_compression"),
                      "student_shipped": student.get("accuracy"),
                      "student_alone": student.get("accuracy_trained_alone")},
-        "teacher": {"arch": teacher.get("arch"), "macs": teacher.get("macs"),
+        "teacher": {"arch": teacher.get("arch"), "macs": teacher.get("macs"), "source": teacher.get("source"),
                     "training": epochs(teacher.get("training"))},
         "student": {"family": student.get("family"), "config": student.get("config"), "macs": student.get("macs"),
                     "distillation": epochs(student.get("distillation")),
