@@ -2,11 +2,11 @@
 
     python benchmarks/two_core_scaling.py            # ~2 min on 2 cores; run on a quiet machine
 
-The KD run and the alone run of ``edgekd build --baseline`` once trained the same student one after the other, each with
-every core. A small student's training step does not scale to two threads (batch 64, 28x28), so two 1-thread
-processes (or two Python threads of one process, as ``edgekd/distill/side_by_side.py`` runs them) running at once
-may do more work per second than one 2-thread process. For each rpi4-sized student on
-Fashion-MNIST's shape this times the same AdamW steps (channels_last, batch 64, synthetic inputs: speed does not
+The KD run and the alone run of ``edgekd build --baseline`` once trained the same student one after the other,
+each with every core. A small student's training step does not scale to two threads (batch 64, 28x28), so two
+1-thread processes (or two Python threads of one process, as ``edgekd/distill/side_by_side.py`` runs them) running
+at once may do more work per second than one 2-thread process. For each rpi4-sized student on Fashion-MNIST's
+shape this times the same AdamW steps (channels_last, batch 64, synthetic inputs: speed does not
 depend on the pixels) both ways, the three settings interleaved per round, and writes
 ``benchmarks/results/two_core_scaling.json``: samples/s of each and the throughput ratio (pair / single).
 """

@@ -91,8 +91,9 @@ def distill(ctx: BuildContext, config: TrainConfig, teachers: Teachers, choice: 
     train_alone = functools.partial(train, choice.build(data.input_shape, data.num_classes), data,
                                     dataclasses.replace(config, label="student (alone)"), progress=options.progress,
                                     checkpoint_dir=checkpoint_dir(ctx))
-    if side_by_side(ctx, config):
-        ctx.say(f"baseline: KD and alone runs side by side, {threads_per_run()} torch thread(s) each "
+    threads = side_by_side_threads(ctx, config)
+    if threads:
+        ctx.say(f"baseline: KD and alone runs side by side, {threads} torch thread(s) each "
                 "(--no-side-by-side: one after the other)")
         kd, alone = train_side_by_side(train_kd, train_alone)
     else:
@@ -100,10 +101,12 @@ def distill(ctx: BuildContext, config: TrainConfig, teachers: Teachers, choice: 
         alone = train_alone(fast_plan=kd.details.get("fast_plan"))
     ctx.say(f"baseline: KD student {accuracy(kd.model, data.x_val, data.y_val):.4f} vs alone "
             f"{accuracy(alone.model, data.x_val, data.y_val):.4f} on the validation split")
-    return Distilled(kd, alone, threads_per_run() if side_by_side(ctx, config) else None)
+    return Distilled(kd, alone, threads)
 
 
-def side_by_side(ctx: BuildContext, config: TrainConfig) -> bool:
-    """Train ``--baseline``'s two runs at once: on the CPU, with cores to split, outside torchrun."""
+def side_by_side_threads(ctx: BuildContext, config: TrainConfig) -> int | None:
+    """torch threads per run when ``--baseline``'s two runs train at once (on the CPU, with cores to split,
+    outside torchrun); None when they train one after the other."""
     on_cpu = pick_device(config.device).type == "cpu"
-    return ctx.options.side_by_side and on_cpu and threads_per_run() >= 1 and not distributed()
+    threads = threads_per_run()
+    return threads if ctx.options.side_by_side and on_cpu and threads >= 1 and not distributed() else None
