@@ -59,6 +59,7 @@ def test_registry_has_every_family():
         ({"loss_options": {"dkd": {"beta": 2}}}, "not in the loss mix"),
         ({"loss_weights": {"dkd": 1.0}, "loss_options": {"dkd": {"gamma": 2}}}, "no option 'gamma'"),
         ({"lr_schedule": "step"}, "unknown lr schedule"),
+        ({"device": "bogus"}, "unknown device 'bogus'"),
     ],
 )
 def test_bad_config_is_a_clear_error(img, kwargs, match):

@@ -175,6 +175,11 @@ def _validate(config: TrainConfig, n_teachers: int) -> None:
         raise EdgekdError(f"patience must be >= 1, got {config.patience}", "or leave it unset to train every epoch")
     if config.teacher_cache not in ("auto", "off"):
         raise EdgekdError(f"teacher_cache must be 'auto' or 'off', got {config.teacher_cache!r}", "use auto")
+    if config.device != "auto":
+        try:
+            torch.device(config.device)
+        except (RuntimeError, ValueError):
+            raise EdgekdError(f"unknown device {config.device!r}", "use auto, cpu, cuda or cuda:N") from None
     if config.amp not in ("auto", "off", "bf16", "fp16"):
         raise EdgekdError(f"amp must be auto, off, bf16 or fp16, got {config.amp!r}", "use auto")
     check_augment(config.augment, config.augment_options, config.teaching)
