@@ -206,6 +206,9 @@ class ArtifactRow(_Open):
     teacher_p50_ms_same_runtime: NonNeg | None = None
     latency_vs_teacher: LatencyVersusTeacher | None = None
     parity: dict[str, Any] | None = None
+    scheme: str | None = None  # ONNX int8: u8s8 | s8s8 | u8s7 | s8s7 (7-bit weights: onnxruntime's reduce_range)
+    reduce_range: bool | None = None
+    kernel_deviation: dict[str, NonNeg] | None = None  # per scheme tried: this host's int8 kernels vs the QDQ graph
 
     @model_validator(mode="after")
     def _shipped_is_measured(self) -> ArtifactRow:

@@ -89,6 +89,7 @@ def test_onnx_int8_scheme_is_measured_once_per_model_and_host_with_a_cache(tmp_p
 
     readings = iter([{"u8s8": [1.0] * 3, "s8s8": [0.5] * 3}, {"u8s8": [0.5] * 3, "s8s8": [1.0] * 3}] * 3)
     monkeypatch.setattr(edgekd.timing, "measure_interleaved", lambda *a, **k: Interleaved(next(readings)))
+    monkeypatch.setattr("edgekd.backends.onnx.kernel_deviation", lambda *a, **k: 0.0)  # kernels compute the graph
     calibration = Calibration(inputs[:32], {"data": "test"})
 
     def build(cache):
@@ -110,3 +111,53 @@ def test_onnx_int8_scheme_is_measured_once_per_model_and_host_with_a_cache(tmp_p
     (cache / "onnx_int8_scheme").chmod(0o700)
     assert OnnxBackend("u8s8", cache_dir=cache).export(
         student, inputs[:1], tmp_path / "f.onnx", "int8", calibration).details["scheme_choice"] == "fixed"
+
+
+def _int8_weight_limit(path) -> int:
+    """The largest |int8| of any quantized weight initializer in a QDQ model."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    fed = [n.input[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights]
+    assert fed, "no int8 weights found"
+    return max(int(np.abs(weights[name].astype(np.int32)).max()) for name in fed)
+
+
+def test_onnx_int8_takes_7_bit_weights_where_this_hosts_kernels_deviate_from_the_graph(
+        tmp_path, student, inputs, monkeypatch):
+    """On x86 without VNNI onnxruntime's u8s8 kernels saturate: the scheme that deviates gives way to its twin."""
+    import edgekd.timing
+    from edgekd.backends.onnx import MAX_KERNEL_DEVIATION, OnnxBackend
+    from edgekd.timing import Interleaved
+
+    def deviation(path, x, threads=1):
+        return 10 * MAX_KERNEL_DEVIATION if path.stem.endswith("8") else 0.0  # u8s8/s8s8 saturate, twins don't
+
+    monkeypatch.setattr("edgekd.backends.onnx.kernel_deviation", deviation)
+    timed = []
+    monkeypatch.setattr(edgekd.timing, "measure_interleaved",
+                        lambda paths, *a, **k: timed.append(sorted(paths)) or Interleaved({s: [1.0] for s in paths}))
+    calibration = Calibration(inputs[:32], {"data": "test"})
+    artifact = OnnxBackend().export(student, inputs[:1], tmp_path / "m.onnx", "int8", calibration)
+    assert timed == [["s8s7", "u8s7"]]  # only faithful candidates are timed
+    assert artifact.details["scheme"] == "u8s7" and artifact.details["reduce_range"] is True
+    assert set(artifact.details["kernel_deviation"]) == {"u8s8", "u8s7", "s8s8", "s8s7"}
+    assert _int8_weight_limit(artifact.path) <= 64  # 7-bit weights in the file itself
+    parity = check_parity(artifact, predict_logits(student, inputs), inputs)
+    assert parity.passed, parity
+
+
+def test_kernel_deviation_separates_the_graph_from_the_kernels(tmp_path, student, inputs):
+    """7-bit weights run exactly as the QDQ graph says on any CPU; a fixed scheme still records its deviation."""
+    from edgekd.backends.onnx import MAX_KERNEL_DEVIATION, OnnxBackend, kernel_deviation
+
+    calibration = Calibration(inputs[:32], {"data": "test"})
+    artifact = OnnxBackend("s8s7").export(student, inputs[:1], tmp_path / "m.onnx", "int8", calibration)
+    assert artifact.details["scheme_choice"] == "fixed" and artifact.details["reduce_range"] is True
+    assert artifact.details["kernel_deviation"]["s8s7"] == kernel_deviation(artifact.path, inputs)
+    assert kernel_deviation(artifact.path, inputs) <= MAX_KERNEL_DEVIATION
+    assert _int8_weight_limit(artifact.path) <= 64
+    eight_bit = OnnxBackend("s8s8").export(student, inputs[:1], tmp_path / "e.onnx", "int8", calibration)
+    assert _int8_weight_limit(eight_bit.path) > 64

@@ -48,6 +48,16 @@ def test_prepare_and_strip(setup):
         prepare_qat(model, data.x_train[:8], scheme="int4")
 
 
+def test_prepare_qat_follows_the_schemes_table(setup):
+    """Signed activations for s8*, a +-64 weight grid for the 7-bit schemes onnxruntime deploys them with."""
+    data, model = setup
+    for scheme, signed, limit in (("u8s8", False, 127), ("s8s8", True, 127), ("u8s7", False, 64), ("s8s7", True, 64)):
+        layer = next(m for m in prepare_qat(model, data.x_train[:16], scheme).modules()
+                     if isinstance(m, FakeQuantLayer))
+        assert (layer.act.quant_min < 0) is signed
+        assert (layer.weight.quant_min, layer.weight.quant_max) == (-limit, limit)
+
+
 @pytest.mark.slow
 def test_qat_kd_exports_a_runnable_qdq_model(setup, tmp_path):
     import onnx

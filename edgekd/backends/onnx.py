@@ -1,10 +1,16 @@
 """ONNX: fp32 (torch.onnx dynamo exporter), fp16 (float16 weights, float32 I/O), int8 (onnxruntime QDQ).
 
 int8 weights are per-channel int8; the activation type (uint8 "u8s8" or int8 "s8s8") is chosen by measurement on
-this host (``auto``): AVX2 without VNNI tends to run u8s8 faster, VNNI/ARM dot-product can favour s8s8. The
-scheme chosen is recorded in the artifact and reused by the accuracy-aware search. With a build cache the choice is
-kept per (model, calibration data, host, onnxruntime version, threads): the same model built twice on one machine
-gets the same scheme — and so the same int8 accuracy — instead of a fresh coin toss of sub-millisecond timings.
+this host (``auto``): AVX2 without VNNI tends to run u8s8 faster, VNNI/ARM dot-product can favour s8s8. Each
+candidate is first checked for what the host's integer kernels compute against what its QDQ graph says (the same
+file run unoptimised, QDQ as float ops): on x86 without VNNI onnxruntime's u8s8 kernel multiplies in saturating
+16-bit pairs (VPMADDUBSW) and, measured on an AVX2 EPYC, moved a 2-epoch student's logits by 0.18 on average
+(0.0145 of their scale) — 2.8 % of top-1 answers flipped. A scheme that deviates is replaced by its 7-bit-weight
+twin (``u8s7``/``s8s7``: onnxruntime's ``reduce_range``, its documented fix), which on the same model deviated
+0.0007 on average. The scheme chosen is recorded in the artifact and reused by the accuracy-aware search and QAT.
+With a build cache the choice is kept per (model, calibration data, host, onnxruntime version, threads): the same
+model built twice on one machine gets the same scheme — and so the same int8 accuracy — instead of a fresh coin
+toss of sub-millisecond timings.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import json
 import logging
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +93,21 @@ class ArrayDataReader:
         self.i = 0
 
 
-INT8_SCHEMES = {"u8s8": ("QUInt8", "QInt8"), "s8s8": ("QInt8", "QInt8")}
+@dataclass(frozen=True)
+class Int8Scheme:
+    activations: str  # onnxruntime QuantType names
+    weights: str
+    reduce_range: bool = False  # 7-bit weights: no saturation in u8s8 kernels on x86 without VNNI
+
+
+INT8_SCHEMES = {"u8s8": Int8Scheme("QUInt8", "QInt8"), "s8s8": Int8Scheme("QInt8", "QInt8"),
+                "u8s7": Int8Scheme("QUInt8", "QInt8", True), "s8s7": Int8Scheme("QInt8", "QInt8", True)}
+AUTO_SCHEMES = ("u8s8", "s8s8")  # timed by ``auto``; each replaced by its twin where this host's kernels deviate
+SEVEN_BIT_TWIN = {"u8s8": "u8s7", "s8s8": "s8s7"}
+# Mean |optimised - unoptimised| over the logits' scale above which the host's int8 kernels are not computing the
+# QDQ graph: measured 0.004-0.023 for saturating u8s8/s8s8 on AVX2, <= 0.0001 for the 7-bit twins and for exact
+# kernels (float accumulation order and requantisation ties differ only in the last step).
+MAX_KERNEL_DEVIATION = 1e-3
 # Another scheme replaces the default (the first: u8s8) only when it is clearly faster, by the median of per-round
 # ratios measured interleaved: where both run alike, timing noise alone would otherwise change the artifact — and its
 # accuracy — from one build of the same model to the next.
@@ -98,16 +119,39 @@ def quantize_onnx_int8(fp32: Path, out: Path, calibration: Calibration, scheme: 
     q = require("onnxruntime.quantization", "onnxruntime", "onnx", "ONNX int8 quantization")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    act, weight = (getattr(q.QuantType, t) for t in INT8_SCHEMES[scheme])
+    spec = INT8_SCHEMES[scheme]
     with tempfile.TemporaryDirectory() as tmp:
         prepped = Path(tmp) / "prep.onnx"
         quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
         q.quantize_static(
             str(prepped), str(out), ArrayDataReader(calibration.x), quant_format=q.QuantFormat.QDQ,
-            per_channel=True, activation_type=act, weight_type=weight,
+            per_channel=True, activation_type=getattr(q.QuantType, spec.activations),
+            weight_type=getattr(q.QuantType, spec.weights), reduce_range=spec.reduce_range,
             calibrate_method=q.CalibrationMethod.MinMax, nodes_to_exclude=nodes_to_exclude or [],
         )
     return out
+
+
+def kernel_deviation(int8: Path, x: np.ndarray, threads: int = 1) -> float:
+    """How far this host's int8 kernels move the logits from the QDQ graph's own arithmetic, over their scale.
+
+    The optimised session fuses QDQ pairs into integer kernels; with optimisations off the same file runs
+    DequantizeLinear -> float op -> QuantizeLinear, which is what the graph means. Mean absolute difference on
+    ``x`` (at most 256 inputs) over max(1, max |logit|).
+    """
+    import onnxruntime as ort
+
+    def logits(level) -> np.ndarray:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.graph_optimization_level = threads, level
+        sess = ort.InferenceSession(str(int8), opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        return np.concatenate([sess.run(None, {name: x[i : i + 64].astype(np.float32)})[0]
+                               for i in range(0, min(len(x), 256), 64)])
+
+    exact = logits(ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    fused = logits(ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    return float(np.abs(fused - exact).mean() / max(1.0, float(np.abs(exact).max())))
 
 
 def clearly_fastest(measured: Interleaved, schemes: list[str]) -> str:
@@ -185,41 +229,59 @@ class OnnxBackend:
                 elif precision == "int8":
                     if calibration is None:
                         raise EdgekdError("ONNX int8 needs a calibration set", "pass calibration data")
-                    scheme, timings, how = self._quantize_best_scheme(fp32, path, calibration)
+                    scheme, timings, how, deviation = self._quantize_best_scheme(fp32, path, calibration)
                     details.update({"scheme": scheme, "scheme_p50_ms": timings, "scheme_choice": how,
+                                    "reduce_range": INT8_SCHEMES[scheme].reduce_range,
+                                    "kernel_deviation": deviation,
                                     "quant_format": "QDQ",
                                     "per_channel": True, "calibration": calibration.source})
                 else:
                     raise EdgekdError(f"ONNX has no precision '{precision}'", f"use one of {self.precisions}")
         return Artifact(path, self.name, precision, [path], details)
 
-    def _quantize_best_scheme(self, fp32: Path, out: Path, calibration: Calibration) -> tuple[str, dict, str]:
-        """Quantize with the activation scheme onnxruntime runs fastest on this host: (scheme, p50 ms, how chosen).
+    def _quantize_best_scheme(self, fp32: Path, out: Path, calibration: Calibration) -> tuple[str, dict, str, dict]:
+        """Quantize with the scheme onnxruntime runs fastest and faithfully on this host.
 
-        Which is faster depends on the CPU (AVX2 without VNNI favours uint8 activations; VNNI/ARM dot-product
-        can favour int8), so it is measured, not assumed — once per model and host when a cache is given.
-        Parity is checked by the caller on the winner.
+        Returns (scheme, p50 ms per candidate, how chosen, kernel deviation per scheme tried). Which is faster
+        depends on the CPU (AVX2 without VNNI favours uint8 activations; VNNI/ARM dot-product can favour int8), so
+        it is measured, not assumed — once per model and host when a cache is given. Parity is checked by the
+        caller on the winner.
         """
         from edgekd.timing import measure_interleaved
 
-        schemes = list(INT8_SCHEMES) if self.int8_scheme == "auto" else [self.int8_scheme]
-        if len(schemes) == 1:
-            quantize_onnx_int8(fp32, out, calibration, schemes[0])
-            return schemes[0], {}, "fixed"
-        memo = SchemeMemo(self.cache_dir, fp32, calibration, self.threads, schemes)
+        if self.int8_scheme != "auto":
+            quantize_onnx_int8(fp32, out, calibration, self.int8_scheme)
+            return self.int8_scheme, {}, "fixed", {self.int8_scheme: kernel_deviation(out, calibration.x,
+                                                                                      self.threads)}
+        memo = SchemeMemo(self.cache_dir, fp32, calibration, self.threads, list(AUTO_SCHEMES))
         remembered = memo.recall()
         if remembered is not None:
             quantize_onnx_int8(fp32, out, calibration, remembered["scheme"])
-            return remembered["scheme"], remembered["p50_ms"], f"cached: measured {remembered['measured_at']}"
+            return (remembered["scheme"], remembered["p50_ms"], f"cached: measured {remembered['measured_at']}",
+                    remembered["kernel_deviation"])
         with tempfile.TemporaryDirectory() as tmp:
-            paths = {s: quantize_onnx_int8(fp32, Path(tmp) / f"{s}.onnx", calibration, s) for s in schemes}
+            paths, deviation = self._faithful_candidates(fp32, Path(tmp), calibration)
             measured = measure_interleaved({s: (p, "int8") for s, p in paths.items()}, calibration.x,
                                            self.threads, rounds=3)
-            best = clearly_fastest(measured, schemes)
+            best = clearly_fastest(measured, list(paths))
             shutil.move(str(paths[best]), str(out))  # across filesystems, unlike os.replace
         timings = measured.medians()
-        memo.keep(best, timings)
-        return best, timings, "measured"
+        memo.keep(best, timings, deviation)
+        return best, timings, "measured", deviation
+
+    def _faithful_candidates(self, fp32: Path, folder: Path, calibration: Calibration
+                             ) -> tuple[dict[str, Path], dict[str, float]]:
+        """Each ``auto`` scheme quantized, swapped for its 7-bit twin where this host's kernels deviate from it."""
+        paths, deviation = {}, {}
+        for scheme in AUTO_SCHEMES:
+            path = quantize_onnx_int8(fp32, folder / f"{scheme}.onnx", calibration, scheme)
+            deviation[scheme] = kernel_deviation(path, calibration.x, self.threads)
+            if deviation[scheme] > MAX_KERNEL_DEVIATION:
+                scheme = SEVEN_BIT_TWIN[scheme]
+                path = quantize_onnx_int8(fp32, folder / f"{scheme}.onnx", calibration, scheme)
+                deviation[scheme] = kernel_deviation(path, calibration.x, self.threads)
+            paths[scheme] = path
+        return paths, deviation
 
     @staticmethod
     def _to_fp16(fp32: Path, out: Path) -> None:
@@ -252,7 +314,8 @@ class SchemeMemo:
         from edgekd.selection.timing import host_identity  # imported here: selection imports the backends
 
         calib = hashlib.sha256(np.ascontiguousarray(calibration.x, dtype=np.float32).tobytes()).hexdigest()
-        parts = [sha256_file(fp32), calib, host_identity(), onnxruntime.__version__, threads, self.schemes]
+        parts = [sha256_file(fp32), calib, host_identity(), onnxruntime.__version__, threads, self.schemes,
+                 "kernel-checked"]  # entries from before the kernel check chose among unchecked schemes
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
     def recall(self) -> dict | None:
@@ -261,10 +324,10 @@ class SchemeMemo:
             return None
         try:
             entry = json.loads(self.path.read_text())
-            timings = entry["p50_ms"]
-            ok = (entry["scheme"] in self.schemes and isinstance(entry["measured_at"], str)
-                  and isinstance(timings, dict) and set(timings) <= set(self.schemes)
-                  and all(isinstance(v, int | float) for v in timings.values()))
+            timings, deviation = entry["p50_ms"], entry["kernel_deviation"]
+            ok = (entry["scheme"] in INT8_SCHEMES and isinstance(entry["measured_at"], str)
+                  and all(isinstance(d, dict) and set(d) <= set(INT8_SCHEMES)
+                          and all(isinstance(v, int | float) for v in d.values()) for d in (timings, deviation)))
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return entry if ok else None
@@ -278,7 +341,7 @@ class SchemeMemo:
             return False
         return True
 
-    def keep(self, scheme: str, p50_ms: dict) -> None:
+    def keep(self, scheme: str, p50_ms: dict, kernel_deviation: dict) -> None:
         """Best effort: a cache that cannot be written (or that others can write) leaves the build measuring."""
         if self.path is None or not self._private():
             return
@@ -287,5 +350,6 @@ class SchemeMemo:
         from edgekd.io import write_json
 
         with contextlib.suppress(OSError):
-            write_json(self.path, {"scheme": scheme, "p50_ms": p50_ms, "schemes": self.schemes,
+            write_json(self.path, {"scheme": scheme, "p50_ms": p50_ms, "kernel_deviation": kernel_deviation,
+                                   "schemes": self.schemes,
                                    "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekd.backends import Calibration
+from edgekd.backends.onnx import INT8_SCHEMES
 from edgekd.data import Dataset
 from edgekd.errors import EdgekdError
 
@@ -64,10 +65,12 @@ def _act_fq(signed: bool) -> nn.Module:
                         qscheme=torch.per_tensor_affine)
 
 
-def _weight_fq() -> nn.Module:
+def _weight_fq(seven_bit: bool) -> nn.Module:
+    """Symmetric per-channel int8 weights; +-64 for the 7-bit schemes (onnxruntime's ``reduce_range`` range)."""
     from torch.ao.quantization import FakeQuantize, MovingAveragePerChannelMinMaxObserver
 
-    return FakeQuantize(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-127, quant_max=127,
+    limit = 64 if seven_bit else 127
+    return FakeQuantize(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-limit, quant_max=limit,
                         dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0, averaging_constant=1.0)
 
 
@@ -77,11 +80,11 @@ class FakeQuantLayer(nn.Module):
     Observers only update in training mode, so validation passes inside the trainer don't move the ranges.
     """
 
-    def __init__(self, layer: nn.Module, signed_activations: bool) -> None:
+    def __init__(self, layer: nn.Module, signed_activations: bool, seven_bit_weights: bool = False) -> None:
         super().__init__()
         self.layer = layer
         self.act = _act_fq(signed_activations)
-        self.weight = _weight_fq()
+        self.weight = _weight_fq(seven_bit_weights)
         self.calibrating = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,10 +110,12 @@ def _swap(model: nn.Module, make) -> None:
 def prepare_qat(model: nn.Module, calibration_x: np.ndarray, scheme: str = "u8s8") -> nn.Module:
     """A BN-folded copy of ``model`` with every Conv2d/Linear wrapped in ``FakeQuantLayer``, its ranges
     initialised on ``calibration_x`` (so it is usable, in eval mode, before any training step)."""
-    if scheme not in ("u8s8", "s8s8"):
-        raise EdgekdError(f"unknown int8 scheme '{scheme}'", "use u8s8 or s8s8")
+    if scheme not in INT8_SCHEMES:
+        raise EdgekdError(f"unknown int8 scheme '{scheme}'", f"use one of {list(INT8_SCHEMES)}")
+    spec = INT8_SCHEMES[scheme]
     qat = fold_batchnorm(copy.deepcopy(model))
-    _swap(qat, lambda m: FakeQuantLayer(m, scheme == "s8s8") if isinstance(m, (nn.Conv2d, nn.Linear)) else None)
+    _swap(qat, lambda m: FakeQuantLayer(m, spec.activations == "QInt8", spec.reduce_range)
+          if isinstance(m, (nn.Conv2d, nn.Linear)) else None)
     layers = [m for m in qat.modules() if isinstance(m, FakeQuantLayer)]
     for m in layers:
         m.calibrating = True
