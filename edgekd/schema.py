@@ -208,6 +208,7 @@ class ArtifactRow(_Open):
     parity: dict[str, Any] | None = None
     scheme: str | None = None  # ONNX int8: u8s8 | s8s8 | u8s7 | s8s7 (7-bit weights: onnxruntime's reduce_range)
     reduce_range: bool | None = None
+    seven_bit_for_device: bool | None = None  # 7-bit because the target may be x86 without VNNI, not this host
     kernel_deviation: dict[str, NonNeg] | None = None  # per scheme tried: this host's int8 kernels vs the QDQ graph
 
     @model_validator(mode="after")

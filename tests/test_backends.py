@@ -161,3 +161,24 @@ def test_kernel_deviation_separates_the_graph_from_the_kernels(tmp_path, student
     assert _int8_weight_limit(artifact.path) <= 64
     eight_bit = OnnxBackend("s8s8").export(student, inputs[:1], tmp_path / "e.onnx", "int8", calibration)
     assert _int8_weight_limit(eight_bit.path) > 64
+
+
+def test_an_x86_target_without_vnni_gets_7_bit_onnx_weights_whatever_the_build_host(tmp_path, student, inputs,
+                                                                                    monkeypatch):
+    """A VNNI build machine computes u8s8 exactly; the AVX2 device the target names would saturate."""
+    import edgekd.timing
+    from edgekd.backends.onnx import OnnxBackend
+    from edgekd.targets import load_target
+    from edgekd.timing import Interleaved
+
+    monkeypatch.setattr("edgekd.backends.onnx.kernel_deviation", lambda *a, **k: 0.0)  # this host: exact
+    monkeypatch.setattr(edgekd.timing, "measure_interleaved",
+                        lambda paths, *a, **k: Interleaved({s: [1.0] for s in paths}))
+    x86, rpi4 = load_target("x86-cpu"), load_target("rpi4")
+    assert OnnxBackend.from_target(x86).seven_bit_only and not OnnxBackend.from_target(rpi4).seven_bit_only
+    vnni = x86.model_copy(update={"device": x86.device.model_copy(update={"cpu_flags": ["avx2", "avx512_vnni"]})})
+    assert not OnnxBackend.from_target(vnni).seven_bit_only
+    calibration = Calibration(inputs[:32], {"data": "test"})
+    artifact = OnnxBackend.from_target(x86).export(student, inputs[:1], tmp_path / "m.onnx", "int8", calibration)
+    assert artifact.details["scheme"] == "u8s7" and artifact.details["seven_bit_for_device"] is True
+    assert _int8_weight_limit(artifact.path) <= 64

@@ -7,7 +7,8 @@ file run unoptimised, QDQ as float ops): on x86 without VNNI onnxruntime's u8s8 
 16-bit pairs (VPMADDUBSW) and, measured on an AVX2 EPYC, moved a 2-epoch student's logits by 0.18 on average
 (0.0145 of their scale) — 2.8 % of top-1 answers flipped. A scheme that deviates is replaced by its 7-bit-weight
 twin (``u8s7``/``s8s7``: onnxruntime's ``reduce_range``, its documented fix), which on the same model deviated
-0.0007 on average. The scheme chosen is recorded in the artifact and reused by the accuracy-aware search and QAT.
+0.0007 on average. A target that may be such a CPU (x86 without VNNI in its ``cpu_flags``) gets a twin whatever the
+build host computes. The scheme chosen is recorded in the artifact and reused by the accuracy-aware search and QAT.
 With a build cache the choice is kept per (model, calibration data, host, onnxruntime version, threads): the same
 model built twice on one machine gets the same scheme — and so the same int8 accuracy — instead of a fresh coin
 toss of sub-millisecond timings.
@@ -104,6 +105,7 @@ INT8_SCHEMES = {"u8s8": Int8Scheme("QUInt8", "QInt8"), "s8s8": Int8Scheme("QInt8
                 "u8s7": Int8Scheme("QUInt8", "QInt8", True), "s8s7": Int8Scheme("QInt8", "QInt8", True)}
 AUTO_SCHEMES = ("u8s8", "s8s8")  # timed by ``auto``; each replaced by its twin where this host's kernels deviate
 SEVEN_BIT_TWIN = {"u8s8": "u8s7", "s8s8": "s8s7"}
+VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}  # x86 int8 dot products without 16-bit saturation
 # Mean |optimised - unoptimised| over the logits' scale above which the host's int8 kernels are not computing the
 # QDQ graph: measured 0.004-0.023 for saturating u8s8/s8s8 on AVX2, <= 0.0001 for the 7-bit twins and for exact
 # kernels (float accumulation order and requantisation ties differ only in the last step).
@@ -130,6 +132,14 @@ def quantize_onnx_int8(fp32: Path, out: Path, calibration: Calibration, scheme: 
             calibrate_method=q.CalibrationMethod.MinMax, nodes_to_exclude=nodes_to_exclude or [],
         )
     return out
+
+
+def device_may_saturate(device) -> bool:
+    """An x86 target that does not promise VNNI (``cpu_flags``) may run u8s8 in saturating 16-bit pairs.
+
+    Its ONNX int8 gets 7-bit weights whatever the build host computes: a VNNI build machine would not see it.
+    """
+    return device.arch == "x86_64" and not VNNI_FLAGS & set(device.cpu_flags)
 
 
 def kernel_deviation(int8: Path, x: np.ndarray, threads: int = 1) -> float:
@@ -166,16 +176,21 @@ class OnnxBackend:
     name = "onnx"
     precisions = ("fp32", "fp16", "int8")
 
-    def __init__(self, int8_scheme: str = "auto", threads: int = 1, cache_dir: Path | None = None) -> None:
+    def __init__(self, int8_scheme: str = "auto", threads: int = 1, cache_dir: Path | None = None,
+                 seven_bit_only: bool = False) -> None:
         if int8_scheme != "auto" and int8_scheme not in INT8_SCHEMES:
             raise EdgekdError(f"unknown ONNX int8 scheme '{int8_scheme}'", f"use auto or one of {list(INT8_SCHEMES)}")
         self.int8_scheme = int8_scheme
         self.threads = threads
         self.cache_dir = cache_dir  # the build's cache (stages.compress.backend_for), where the scheme is kept
+        self.seven_bit_only = seven_bit_only  # ``auto`` picks among the 7-bit twins only (device_may_saturate)
 
     @classmethod
     def from_target(cls, target) -> OnnxBackend:
-        return cls(threads=target.runtime.usable_threads)
+        return cls(threads=target.runtime.usable_threads, seven_bit_only=device_may_saturate(target.device))
+
+    def auto_schemes(self) -> list[str]:
+        return [SEVEN_BIT_TWIN[s] for s in AUTO_SCHEMES] if self.seven_bit_only else list(AUTO_SCHEMES)
 
     def list_operators(self, path: Path) -> dict[str, int]:
         import onnx
@@ -232,6 +247,7 @@ class OnnxBackend:
                     scheme, timings, how, deviation = self._quantize_best_scheme(fp32, path, calibration)
                     details.update({"scheme": scheme, "scheme_p50_ms": timings, "scheme_choice": how,
                                     "reduce_range": INT8_SCHEMES[scheme].reduce_range,
+                                    "seven_bit_for_device": self.seven_bit_only and self.int8_scheme == "auto",
                                     "kernel_deviation": deviation,
                                     "quant_format": "QDQ",
                                     "per_channel": True, "calibration": calibration.source})
@@ -253,7 +269,7 @@ class OnnxBackend:
             quantize_onnx_int8(fp32, out, calibration, self.int8_scheme)
             return self.int8_scheme, {}, "fixed", {self.int8_scheme: kernel_deviation(out, calibration.x,
                                                                                       self.threads)}
-        memo = SchemeMemo(self.cache_dir, fp32, calibration, self.threads, list(AUTO_SCHEMES))
+        memo = SchemeMemo(self.cache_dir, fp32, calibration, self.threads, self.auto_schemes())
         remembered = memo.recall()
         if remembered is not None:
             quantize_onnx_int8(fp32, out, calibration, remembered["scheme"])
@@ -273,10 +289,10 @@ class OnnxBackend:
                              ) -> tuple[dict[str, Path], dict[str, float]]:
         """Each ``auto`` scheme quantized, swapped for its 7-bit twin where this host's kernels deviate from it."""
         paths, deviation = {}, {}
-        for scheme in AUTO_SCHEMES:
+        for scheme in self.auto_schemes():
             path = quantize_onnx_int8(fp32, folder / f"{scheme}.onnx", calibration, scheme)
             deviation[scheme] = kernel_deviation(path, calibration.x, self.threads)
-            if deviation[scheme] > MAX_KERNEL_DEVIATION:
+            if deviation[scheme] > MAX_KERNEL_DEVIATION and scheme in SEVEN_BIT_TWIN:
                 scheme = SEVEN_BIT_TWIN[scheme]
                 path = quantize_onnx_int8(fp32, folder / f"{scheme}.onnx", calibration, scheme)
                 deviation[scheme] = kernel_deviation(path, calibration.x, self.threads)

@@ -23,9 +23,8 @@ from edgekd.stages.measure import Measured, teacher_format_for
 from edgekd.stages.teacher import Teachers
 
 # Manifest-entry details copied into the artifact's report row.
-_DETAIL_KEYS = ("scheme", "scheme_p50_ms", "reduce_range", "kernel_deviation", "layout", "input_dtype",
-                "input_quantization", "output_quantization",
-                "accuracy_aware", "qat")
+_DETAIL_KEYS = ("scheme", "scheme_p50_ms", "reduce_range", "seven_bit_for_device", "kernel_deviation", "layout",
+                "input_dtype", "input_quantization", "output_quantization", "accuracy_aware", "qat")
 
 
 @dataclass
