@@ -1,0 +1,123 @@
+"""How far does the rpi4 Fashion-MNIST student move with its training seed alone — and is KD's gain larger?
+
+    python benchmarks/student_seed_noise.py --teacher CACHE/teachers/teacher-XXXX.pt --seeds 0,1,2
+
+``benchmarks/build_time.py`` compares single builds: one seed each. Two builds that differed only in the torch
+thread count (same teacher, seed, initial weights) scored 0.9266 vs 0.9215 for the student alone, so a single
+build cannot tell a default change from noise. This trains what ``edgekd build --target rpi4 --baseline`` trains
+after its teacher — the KD student and the same student alone, side by side, the build's defaults (8 epochs, KD
+0.7 / CE 0.3 at T=4, the CPU fast path) — from one fixed teacher (the default ``teacher_resnet`` state_dict a
+build cached, loaded with ``weights_only``) and one fixed data split (seed 0, as the build's default), once per
+student seed (initial weights and batch order). Each model's test accuracy is scored once. Writes
+``benchmarks/results/student_seed_noise.json``: per seed, and mean / sample sd of KD, alone and the paired gain.
+About 11 minutes per seed on a 2-core AVX2 host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+
+from _paths import shared_dataset  # noqa: E402
+
+from edgekd.data import load_dataset  # noqa: E402
+from edgekd.distill.fast import cpu_name  # noqa: E402
+from edgekd.distill.side_by_side import train_side_by_side  # noqa: E402
+from edgekd.distill.trainer import TrainConfig, accuracy, train  # noqa: E402
+from edgekd.models.students import build_model  # noqa: E402
+
+RESULTS = ROOT / "results" / "student_seed_noise.json"
+STUDENT = ("mobilenetv2", {"width": 3.0, "depth": 1, "expand": 2, "channel_multiple": 8})  # what rpi4 picks
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", required=True, help="a default teacher_resnet state_dict cached by a build")
+    p.add_argument("--data", default=str(shared_dataset("fashion-mnist")))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--epochs", type=int, default=8, help="the build's default for 54,000 training images")
+    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--append", action="store_true",
+                   help="keep the seeds already in --out (same teacher, data and epochs) and add these")
+    return p.parse_args()
+
+
+def earlier_rows(args: argparse.Namespace, setup: dict) -> list[dict]:
+    """With --append, the rows of an earlier run of the same setup; any other file is an error, not a merge."""
+    if not args.append or not Path(args.out).is_file():
+        return []
+    earlier = json.loads(Path(args.out).read_text())
+    if {k: earlier.get(k) for k in setup} != setup:
+        raise SystemExit(f"--append: {args.out} was measured with another teacher, data or epochs")
+    return earlier["seeds"]
+
+
+def one_seed(data, teacher: torch.nn.Module, seed: int, epochs: int) -> dict:
+    config = TrainConfig(epochs=epochs, seed=seed, fast=True, label="student (KD)")
+    family, arch_config = STUDENT
+    models = []
+    for _ in range(2):
+        torch.manual_seed(seed)  # the KD and the alone student start from the same weights, as in the build
+        models.append(build_model(family, data.input_shape, data.num_classes, **arch_config))
+    t0 = time.perf_counter()
+    kd, alone = train_side_by_side(
+        functools.partial(train, models[0], data, config, teacher=teacher, progress=False),
+        functools.partial(train, models[1], data, dataclasses.replace(config, label="student (alone)"),
+                          progress=False))
+    row = {"seed": seed, "wall_s": round(time.perf_counter() - t0, 1)}
+    for name, result in (("kd", kd), ("alone", alone)):
+        row[name] = {"val": round(accuracy(result.model, data.x_val, data.y_val), 4),
+                     "test": round(accuracy(result.model, data.x_test, data.y_test), 4),
+                     "best_epoch": result.best_epoch}
+    row["gain"] = round(row["kd"]["test"] - row["alone"]["test"], 4)
+    return row
+
+
+def summary(rows: list[dict]) -> dict:
+    def stats(values: list[float]) -> dict:
+        sd = statistics.stdev(values) if len(values) > 1 else None
+        return {"mean": round(statistics.fmean(values), 4), "sd": None if sd is None else round(sd, 4),
+                "min": min(values), "max": max(values)}
+
+    return {"kd_test": stats([r["kd"]["test"] for r in rows]), "alone_test": stats([r["alone"]["test"] for r in rows]),
+            "gain_test": stats([r["gain"] for r in rows])}
+
+
+def main() -> None:
+    args = parse_args()
+    data = load_dataset(args.data, seed=0)
+    teacher = build_model("teacher_resnet", data.input_shape, data.num_classes)
+    teacher.load_state_dict(torch.load(args.teacher, map_location="cpu", weights_only=True))
+    teacher.eval()
+    teacher_test = accuracy(teacher, data.x_test, data.y_test)
+    print(f"teacher {Path(args.teacher).name}: test {teacher_test:.4f}; {len(data.y_train)} train images")
+    setup = {"data": args.data, "epochs": args.epochs,
+             "teacher": {"file": Path(args.teacher).name, "test": round(teacher_test, 4)}}
+    rows = earlier_rows(args, setup)
+    for seed in (int(s) for s in args.seeds.split(",")):
+        rows = [r for r in rows if r["seed"] != seed]
+        rows.append(one_seed(data, teacher, seed, args.epochs))
+        r = rows[-1]
+        print(f"seed {seed}: KD {r['kd']['test']:.4f}  alone {r['alone']['test']:.4f}  gain {r['gain']:+.4f}  "
+              f"({r['wall_s']:.0f} s)", flush=True)
+    rows.sort(key=lambda r: r["seed"])
+    result = {"cpu": cpu_name(), "torch": torch.__version__, **setup, "train_images": len(data.y_train),
+              "student": {"family": STUDENT[0], "config": STUDENT[1]}, "seeds": rows, "summary": summary(rows)}
+    print(json.dumps(result["summary"], indent=1))
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
