@@ -35,10 +35,11 @@ from edgekd.data import load_dataset  # noqa: E402
 from edgekd.distill.fast import cpu_name  # noqa: E402
 from edgekd.distill.side_by_side import train_side_by_side  # noqa: E402
 from edgekd.distill.trainer import TrainConfig, accuracy, train  # noqa: E402
+from edgekd.models.budget import StudentChoice, count_macs, fit_student_to_budget  # noqa: E402
 from edgekd.models.students import build_model  # noqa: E402
+from edgekd.targets import load_target  # noqa: E402
 
 RESULTS = ROOT / "results" / "student_seed_noise.json"
-STUDENT = ("mobilenetv2", {"width": 3.0, "depth": 1, "expand": 2, "channel_multiple": 8})  # what rpi4 picks
 
 
 def parse_args() -> argparse.Namespace:
@@ -63,13 +64,12 @@ def earlier_rows(args: argparse.Namespace, setup: dict) -> list[dict]:
     return earlier["seeds"]
 
 
-def one_seed(data, teacher: torch.nn.Module, seed: int, epochs: int) -> dict:
+def one_seed(data, teacher: torch.nn.Module, student: StudentChoice, seed: int, epochs: int) -> dict:
     config = TrainConfig(epochs=epochs, seed=seed, fast=True, label="student (KD)")
-    family, arch_config = STUDENT
     models = []
     for _ in range(2):
         torch.manual_seed(seed)  # the KD and the alone student start from the same weights, as in the build
-        models.append(build_model(family, data.input_shape, data.num_classes, **arch_config))
+        models.append(student.build(data.input_shape, data.num_classes))
     t0 = time.perf_counter()
     kd, alone = train_side_by_side(
         functools.partial(train, models[0], data, config, teacher=teacher, progress=False),
@@ -101,19 +101,21 @@ def main() -> None:
     teacher.load_state_dict(torch.load(args.teacher, map_location="cpu", weights_only=True))
     teacher.eval()
     teacher_test = accuracy(teacher, data.x_test, data.y_test)
+    student = fit_student_to_budget(data.input_shape, data.num_classes, load_target("rpi4").student_budget,
+                                    count_macs(teacher, data.input_shape))  # the rpi4 build's student
     print(f"teacher {Path(args.teacher).name}: test {teacher_test:.4f}; {len(data.y_train)} train images")
     setup = {"data": args.data, "epochs": args.epochs,
              "teacher": {"file": Path(args.teacher).name, "test": round(teacher_test, 4)}}
     rows = earlier_rows(args, setup)
     for seed in (int(s) for s in args.seeds.split(",")):
         rows = [r for r in rows if r["seed"] != seed]
-        rows.append(one_seed(data, teacher, seed, args.epochs))
+        rows.append(one_seed(data, teacher, student, seed, args.epochs))
         r = rows[-1]
         print(f"seed {seed}: KD {r['kd']['test']:.4f}  alone {r['alone']['test']:.4f}  gain {r['gain']:+.4f}  "
               f"({r['wall_s']:.0f} s)", flush=True)
     rows.sort(key=lambda r: r["seed"])
     result = {"cpu": cpu_name(), "torch": torch.__version__, **setup, "train_images": len(data.y_train),
-              "student": {"family": STUDENT[0], "config": STUDENT[1]}, "seeds": rows, "summary": summary(rows)}
+              "student": {"family": student.family, "config": student.config}, "seeds": rows, "summary": summary(rows)}
     print(json.dumps(result["summary"], indent=1))
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
