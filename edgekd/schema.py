@@ -237,6 +237,7 @@ class TeacherSection(_Open):
     latency_ms: Latency
     peak_memory_mb: NonNeg | None = None
     by_format: dict[str, TeacherFormatRow]
+    arch_config: dict[str, Any] | None = None  # a trained default teacher's --teacher-config
 
 
 class CandidateLatency(_Open):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from edgekd.stages.teacher import (
     DEFAULT_TEACHER_AUGMENT,
     Teachers,
     cached_teacher_path,
+    default_teacher_model,
     epochs_for,
     teacher_cache_key,
     teacher_config,
@@ -242,6 +244,40 @@ def test_teacher_cache_key_covers_labels_config_and_versions(img):
     shifted = teacher_config(BuildOptions(target="t", teacher_augment=("crop",)), 4)
     assert teacher_cache_key(img, "teacher_resnet", shifted, model) != base
     assert '"torch": "' + torch.__version__ in base and '"edgekd": ' in base
+
+
+def test_teacher_arch_without_a_file_names_the_default_teacher_to_train(img):
+    arch, model = default_teacher_model(BuildOptions(target="t"), img)
+    assert arch == "teacher_resnet" and model.training
+    opts = BuildOptions(target="t", teacher_arch="teacher_cnn", teacher_config={"widths": [8, 16]})
+    arch, model = default_teacher_model(opts, img)
+    assert arch == "teacher_cnn" and model.classifier.in_features == 16
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
+    # its widths are in the cache key (every parameter's shape), so a resized teacher is trained, not reused
+    wide = default_teacher_model(BuildOptions(target="t", teacher_arch="teacher_cnn"), img)[1]
+    config = teacher_config(opts, 4)
+    assert teacher_cache_key(img, arch, config, model) != teacher_cache_key(img, arch, config, wide)
+
+
+@pytest.mark.parametrize(("arch", "config", "named"), [
+    ("torchvision:resnet18", {}, "trains only its own architectures"),
+    ("teacher_nope", {}, "unknown architecture 'teacher_nope'"),
+    ("teacher_cnn", {"depth": 3}, "cannot take inputs of shape (1, 8, 8)"),
+])
+def test_a_default_teacher_it_cannot_train_is_bad_input(img, arch, config, named):
+    with pytest.raises(EdgekdError, match=re.escape(named)):
+        default_teacher_model(BuildOptions(target="t", teacher_arch=arch, teacher_config=config), img)
+
+
+def test_cli_teacher_arch_it_cannot_train_exits_2_before_training(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "edgekd", "build", "--target", "rpi4", "--data", "digits",
+                           "--teacher-arch", "teacher_cnn", "--teacher-config", '{"widths": 64}',
+                           "--out", str(tmp_path / "run"), "--no-progress", "--no-cache"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "--teacher-arch teacher_cnn" in proc.stderr and "Traceback" not in proc.stderr
+    assert "training" not in proc.stdout and not (tmp_path / "run").exists()
 
 
 def test_teacher_cache_dir_is_private_and_others_writable_is_refused(tmp_path):

@@ -165,8 +165,10 @@ def register(sub) -> None:
                         "teacher run on the student's augmented view every batch (consistent; slower)")
     p.add_argument("--no-resume", action="store_true", help="don't checkpoint/resume distillation")
     p.add_argument("--teacher-arch", help="architecture of a state_dict teacher: an edgekd name (teacher_cnn) or "
-                                          "torchvision:NAME / timm:NAME (built without downloading weights)")
-    p.add_argument("--teacher-config", type=_json_obj, help="JSON kwargs for --teacher-arch")
+                                          "torchvision:NAME / timm:NAME (built without downloading weights); "
+                                          "without --teacher, the edgekd architecture trained as the default teacher")
+    p.add_argument("--teacher-config", type=_json_obj,
+                   help='JSON kwargs for --teacher-arch (or the default teacher), e.g. \'{"widths": [48, 96, 192]}\'')
     p.add_argument("--trust-pickle", action="store_true",
                    help="trust the teacher file's author: allow full unpickling and TorchScript, both of which can "
                         "run code from the file (PyTorch's security policy: treat such models as programs)")

@@ -96,6 +96,8 @@ def teacher_section(teachers: Teachers, scores: TestScores, by_format: dict[str,
         "by_format": {fmt: {k: r[k] for k in ("path", "runtime", "size_bytes", "latency_ms", "peak_memory_mb",
                                               "accuracy")} for fmt, r in by_format.items()},
         "training": teachers.training.summary() if teachers.training else None,
+        # a default teacher edgekd trained: its builder's arguments (--teacher-config), to rebuild it by name
+        **({"arch_config": t.config} if t.source.startswith("trained-default") else {}),
     }
 
 

@@ -24,7 +24,6 @@ import torch
 from edgekd.backends import Calibration
 from edgekd.errors import EdgekdError
 from edgekd.models.budget import StudentChoice, count_macs, ranked_students
-from edgekd.models.students import build_model
 from edgekd.selection.candidates import candidate_name
 from edgekd.stages.context import BuildContext
 from edgekd.targets import TargetProfile
@@ -78,8 +77,7 @@ def selection_mode(ctx: BuildContext) -> tuple[str, str]:
 
 def teacher_macs_before_training(ctx: BuildContext) -> int:
     """The teacher's MACs without any teacher pass: the default architecture untrained, or the user's file."""
-    from edgekd.models.teachers import default_teacher_arch
-    from edgekd.stages.teacher import load_user_teacher
+    from edgekd.stages.teacher import default_teacher_model, load_user_teacher
 
     o, data = ctx.options, ctx.data
     if o.teacher:
@@ -88,7 +86,7 @@ def teacher_macs_before_training(ctx: BuildContext) -> int:
             return int(teacher.config["macs"])
         model = teacher.model
     else:
-        model = build_model(default_teacher_arch(data.input_shape), data.input_shape, data.num_classes)
+        model = default_teacher_model(o, data)[1]
     return count_macs(model, data.input_shape)
 
 

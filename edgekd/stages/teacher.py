@@ -15,9 +15,11 @@ from torch import nn
 from edgekd import __version__
 from edgekd.data.cache import private_dir
 from edgekd.distill.trainer import TrainConfig, TrainResult, train
+from edgekd.errors import EdgekdError
 from edgekd.io import atomic_write
+from edgekd.models.arch_libraries import split_arch
 from edgekd.models.budget import count_macs, count_params
-from edgekd.models.students import build_model
+from edgekd.models.students import ARCHITECTURES, build_model
 from edgekd.models.teachers import (
     Teacher,
     default_teacher_arch,
@@ -133,9 +135,8 @@ def prepare_teacher(ctx: BuildContext, epochs: int) -> tuple[Teacher, TrainResul
     options, data = ctx.options, ctx.data
     if options.teacher:
         return load_user_teacher(ctx, options.teacher), None
-    arch = default_teacher_arch(data.input_shape)
     torch.manual_seed(options.seed)
-    model = build_model(arch, data.input_shape, data.num_classes)
+    arch, model = default_teacher_model(options, data)
     config = teacher_config(options, epochs)
     cache = None
     if options.teacher_cache is not None:
@@ -145,11 +146,43 @@ def prepare_teacher(ctx: BuildContext, epochs: int) -> tuple[Teacher, TrainResul
                 model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
                 model.eval()
                 ctx.say(f"teacher: default '{arch}' loaded from cache {cache} (trained earlier on this data)")
-                return Teacher(model, "trained-default (cached)", arch, f"default {arch}, cached at {cache}", {}), None
+                return Teacher(model, "trained-default (cached)", arch, f"default {arch}, cached at {cache}",
+                               dict(options.teacher_config)), None
             except Exception as exc:  # noqa: BLE001 - a bad cache entry is retrained, never fatal
                 ctx.say(f"teacher: ignoring unreadable cache {cache} ({type(exc).__name__}); retraining")
     ctx.say(f"teacher: none given, training the default '{arch}' on {data.name} for {epochs} epochs")
     result = train(model, data, config, progress=options.progress)
     if cache is not None:
         atomic_write(cache, lambda p: torch.save(result.model.state_dict(), p))
-    return Teacher(result.model, "trained-default", arch, f"default {arch} trained by edgekd", {}), result
+    return Teacher(result.model, "trained-default", arch, f"default {arch} trained by edgekd",
+                   dict(options.teacher_config)), result
+
+
+def default_teacher_model(options, data) -> tuple[str, nn.Module]:
+    """The untrained teacher edgekd trains when the user gives no file: ``--teacher-arch`` (an edgekd architecture,
+    with ``--teacher-config``) or the default for the data. Anything that cannot take the data is bad input, found
+    before any training (the student stage builds this first, for its MACs)."""
+    arch = options.teacher_arch or default_teacher_arch(data.input_shape)
+    if split_arch(arch) is not None:
+        raise EdgekdError(f"--teacher-arch {arch} without --teacher: edgekd trains only its own architectures from "
+                          "scratch (a torchvision/timm one needs its pretrained weights)",
+                          "give the weights with --teacher FILE, or name an edgekd architecture "
+                          f"({', '.join(teacher_architectures())})")
+    try:
+        model = build_model(arch, data.input_shape, data.num_classes, **options.teacher_config)
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, *data.input_shape))
+    except EdgekdError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a config or shape the architecture refuses is the user's choice
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise EdgekdError(f"--teacher-arch {arch} with --teacher-config {json.dumps(options.teacher_config)} "
+                          f"cannot take inputs of shape {tuple(data.input_shape)}: {first}",
+                          f"pick an architecture for this data (default: {default_teacher_arch(data.input_shape)}) "
+                          "and only the keyword arguments its builder takes") from None
+    return arch, model.train()
+
+
+def teacher_architectures() -> list[str]:
+    """The edgekd architectures meant as teachers (``teacher_*``)."""
+    return sorted(name for name in ARCHITECTURES if name.startswith("teacher_"))
