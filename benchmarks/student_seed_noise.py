@@ -6,11 +6,13 @@
 thread count (same teacher, seed, initial weights) scored 0.9266 vs 0.9215 for the student alone, so a single
 build cannot tell a default change from noise. This trains what ``edgekd build --target rpi4 --baseline`` trains
 after its teacher — the KD student and the same student alone, side by side, the build's defaults (8 epochs, KD
-0.7 / CE 0.3 at T=4, the CPU fast path) — from one fixed teacher (the default ``teacher_resnet`` state_dict a
-build cached, loaded with ``weights_only``) and one fixed data split (seed 0, as the build's default), once per
-student seed (initial weights and batch order). Each model's test accuracy is scored once. Writes
-``benchmarks/results/student_seed_noise.json``: per seed, and mean / sample sd of KD, alone and the paired gain.
-About 11 minutes per seed on a 2-core AVX2 host.
+0.7 / CE 0.3 at T=4, the CPU fast path) — from one fixed teacher (the default teacher's state_dict a build
+cached, loaded with ``weights_only``; ``--teacher-arch`` when the build named another one) and one fixed data
+split (seed 0, as the build's default), once per student seed (initial weights and batch order). The student is
+the one the build picks for that teacher (rpi4 caps it at 1/10 of the teacher's MACs). Each model's test accuracy
+is scored once. Writes ``benchmarks/results/student_seed_noise.json`` (``student_seed_noise_<arch>.json`` for
+another teacher): per seed, and mean / sample sd of KD, alone and the paired gain. About 11 minutes per seed on a
+2-core AVX2 host for the default teacher's 5 M-MAC student.
 """
 
 from __future__ import annotations
@@ -44,11 +46,13 @@ RESULTS = ROOT / "results" / "student_seed_noise.json"
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--teacher", required=True, help="a default teacher_resnet state_dict cached by a build")
+    p.add_argument("--teacher", required=True, help="a default teacher's state_dict cached by a build")
+    p.add_argument("--teacher-arch", default="teacher_resnet",
+                   help="its architecture (the build's --teacher-arch; default: the build's default teacher)")
     p.add_argument("--data", default=str(shared_dataset("fashion-mnist")))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=8, help="the build's default for 54,000 training images")
-    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--out", help=f"default: {RESULTS.name} for the default teacher, else one named after the arch")
     p.add_argument("--append", action="store_true",
                    help="keep the seeds already in --out (same teacher, data and epochs) and add these")
     return p.parse_args()
@@ -96,8 +100,11 @@ def summary(rows: list[dict]) -> dict:
 
 def main() -> None:
     args = parse_args()
+    if args.out is None:
+        default = args.teacher_arch == "teacher_resnet"
+        args.out = str(RESULTS if default else RESULTS.with_name(f"{RESULTS.stem}_{args.teacher_arch}.json"))
     data = load_dataset(args.data, seed=0)
-    teacher = build_model("teacher_resnet", data.input_shape, data.num_classes)
+    teacher = build_model(args.teacher_arch, data.input_shape, data.num_classes)
     teacher.load_state_dict(torch.load(args.teacher, map_location="cpu", weights_only=True))
     teacher.eval()
     teacher_test = accuracy(teacher, data.x_test, data.y_test)
@@ -105,7 +112,7 @@ def main() -> None:
                                     count_macs(teacher, data.input_shape))  # the rpi4 build's student
     print(f"teacher {Path(args.teacher).name}: test {teacher_test:.4f}; {len(data.y_train)} train images")
     setup = {"data": args.data, "epochs": args.epochs,
-             "teacher": {"file": Path(args.teacher).name, "test": round(teacher_test, 4)}}
+             "teacher": {"file": Path(args.teacher).name, "arch": args.teacher_arch, "test": round(teacher_test, 4)}}
     rows = earlier_rows(args, setup)
     for seed in (int(s) for s in args.seeds.split(",")):
         rows = [r for r in rows if r["seed"] != seed]
