@@ -1,18 +1,19 @@
 """How far does the rpi4 Fashion-MNIST student move with its training seed alone — and is KD's gain larger?
 
     python benchmarks/student_seed_noise.py --teacher CACHE/teachers/teacher-XXXX.pt --seeds 0,1,2
+    python benchmarks/student_seed_noise.py --teacher T.pt --teacher-arch teacher_resnet    # a build's --teacher-arch
 
 ``benchmarks/build_time.py`` compares single builds: one seed each. Two builds that differed only in the torch
-thread count (same teacher, seed, initial weights) scored 0.9266 vs 0.9215 for the student alone, so a single
-build cannot tell a default change from noise. This trains what ``edgekd build --target rpi4 --baseline`` trains
-after its teacher — the KD student and the same student alone, side by side, the build's defaults (8 epochs, KD
-0.7 / CE 0.3 at T=4, the CPU fast path) — from one fixed teacher (the default teacher's state_dict a build
-cached, loaded with ``weights_only``; ``--teacher-arch`` when the build named another one) and one fixed data
-split (seed 0, as the build's default), once per student seed (initial weights and batch order). The student is
-the one the build picks for that teacher (rpi4 caps it at 1/10 of the teacher's MACs). Each model's test accuracy
-is scored once. Writes ``benchmarks/results/student_seed_noise.json`` (``student_seed_noise_<arch>.json`` for
-another teacher): per seed, and mean / sample sd of KD, alone and the paired gain. About 11 minutes per seed on a
-2-core AVX2 host for the default teacher's 5 M-MAC student.
+thread count (same teacher, seed, initial weights) scored 0.9266 vs 0.9215 for the student alone, so a single build
+cannot tell a default change from noise. This trains what ``edgekd build --target rpi4 --baseline`` trains after its
+teacher — the KD student and the same student alone, side by side, the build's defaults (8 epochs, KD 0.7 / CE 0.3
+at T=4, the CPU fast path) — from one fixed teacher (the default teacher's state_dict a build cached, loaded with
+``weights_only``; ``--teacher-arch`` when the build named another one) and one fixed data split (seed 0, as the
+build's default), once per student seed (initial weights and batch order). The student is the one the build picks
+for that teacher (rpi4 caps it at 1/10 of the teacher's MACs). Each model's test accuracy is scored once. Writes
+``benchmarks/results/student_seed_noise_<teacher arch>.json``: per seed, and mean / sample sd of KD, alone and the
+paired gain. About 11 minutes per seed on a 2-core AVX2 host for teacher_resnet's 5 M-MAC student, 19 for
+teacher_cnn's 10.7 M-MAC one.
 """
 
 from __future__ import annotations
@@ -39,20 +40,21 @@ from edgekd.distill.side_by_side import train_side_by_side  # noqa: E402
 from edgekd.distill.trainer import TrainConfig, accuracy, train  # noqa: E402
 from edgekd.models.budget import StudentChoice, count_macs, fit_student_to_budget  # noqa: E402
 from edgekd.models.students import build_model  # noqa: E402
+from edgekd.models.teachers import default_teacher_arch  # noqa: E402
 from edgekd.targets import load_target  # noqa: E402
 
-RESULTS = ROOT / "results" / "student_seed_noise.json"
+RESULTS = ROOT / "results"
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher", required=True, help="a default teacher's state_dict cached by a build")
-    p.add_argument("--teacher-arch", default="teacher_resnet",
-                   help="its architecture (the build's --teacher-arch; default: the build's default teacher)")
+    p.add_argument("--teacher-arch", help="its architecture (the build's --teacher-arch; default: the build's default "
+                                          "teacher for the data)")
     p.add_argument("--data", default=str(shared_dataset("fashion-mnist")))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=8, help="the build's default for 54,000 training images")
-    p.add_argument("--out", help=f"default: {RESULTS.name} for the default teacher, else one named after the arch")
+    p.add_argument("--out", help="default: benchmarks/results/student_seed_noise_<teacher arch>.json")
     p.add_argument("--append", action="store_true",
                    help="keep the seeds already in --out (same teacher, data and epochs) and add these")
     return p.parse_args()
@@ -100,10 +102,9 @@ def summary(rows: list[dict]) -> dict:
 
 def main() -> None:
     args = parse_args()
-    if args.out is None:
-        default = args.teacher_arch == "teacher_resnet"
-        args.out = str(RESULTS if default else RESULTS.with_name(f"{RESULTS.stem}_{args.teacher_arch}.json"))
     data = load_dataset(args.data, seed=0)
+    args.teacher_arch = args.teacher_arch or default_teacher_arch(data.input_shape)
+    args.out = args.out or str(RESULTS / f"student_seed_noise_{args.teacher_arch}.json")
     teacher = build_model(args.teacher_arch, data.input_shape, data.num_classes)
     teacher.load_state_dict(torch.load(args.teacher, map_location="cpu", weights_only=True))
     teacher.eval()

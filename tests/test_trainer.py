@@ -23,7 +23,7 @@ from edgekd.distill.trainer import TrainConfig, train
 from edgekd.errors import EdgekdError
 from edgekd.models.budget import StudentChoice
 from edgekd.models.students import build_model
-from edgekd.models.teachers import Teacher
+from edgekd.models.teachers import Teacher, default_teacher_arch
 from edgekd.progress import Progress
 from edgekd.stages import distill as distill_stage
 from edgekd.stages.context import BuildContext, BuildOptions
@@ -221,10 +221,20 @@ def test_progress_writes_a_few_lines_per_epoch_off_a_tty():
 
 
 # ---------------------------------------------------------------------------------------------- default teacher
-def test_default_teacher_epochs_at_least_students():
-    assert epochs_for(BuildOptions(target="t"), 60_000) == (8, 8)
+def test_default_teacher_epochs_sized_to_the_data_and_to_a_longer_student():
+    assert epochs_for(BuildOptions(target="t"), 60_000) == (6, 8)
+    assert epochs_for(BuildOptions(target="t"), 3_000) == (40, 40)
     assert epochs_for(BuildOptions(target="t", epochs=20), 60_000) == (20, 20)
+    assert epochs_for(BuildOptions(target="t", epochs=2), 60_000) == (6, 2)
     assert epochs_for(BuildOptions(target="t", epochs=20, teacher_epochs=3), 60_000) == (3, 20)
+
+
+@pytest.mark.parametrize(("shape", "arch"), [((1, 28, 28), "teacher_cnn"), ((3, 32, 32), "teacher_cnn"),
+                                             ((1, 8, 8), "teacher_resnet"), ((3, 224, 224), "teacher_resnet"),
+                                             ((3, 40, 27), "teacher_resnet"), ((64,), "teacher_mlp")])
+def test_the_default_teacher_is_sized_to_the_data(shape, arch):
+    assert default_teacher_arch(shape) == arch
+    assert build_model(arch, shape, 10)(torch.zeros(2, *shape)).shape == (2, 10)
 
 
 def test_the_default_teachers_augmentation_is_a_switch():

@@ -1,4 +1,4 @@
-"""``teacher_cnn``: the default teacher for images when a user brings none."""
+"""``teacher_cnn``: the default teacher for 28x28-32x32 images when a user brings none (``DEFAULT_TEACHERS``)."""
 
 from __future__ import annotations
 
