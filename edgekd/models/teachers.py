@@ -214,14 +214,14 @@ def check_teacher_output(model: nn.Module, input_shape: tuple[int, ...], num_cla
 
 
 # The teacher edgekd trains when the user gives none: (kind of input, smallest image side from, to, architecture), the
-# first row that fits wins. At 28x28-32x32 (MNIST-class, CIFAR-class) the VGG-style teacher_cnn: on Fashion-MNIST
-# (rpi4 --baseline, all 54,000 training images, benchmarks/results/build_time.json and student_seed_noise*.json) it
-# scored 0.9395 on the test split after 6 epochs and its 10.7 M-MAC student 0.9365 with KD, where teacher_resnet (66 M
-# MACs, 8 epochs) scored 0.9339-0.9354 and its 5 M-MAC student 0.9265-0.9299 (the student is sized at 1/10 of the
-# teacher's MACs on rpi4). teacher_cnn costs more per epoch (116 M MACs; 346 vs 218-251 s on a 2-core AVX2 host), so
-# smaller images, where the cost matters more than the last points (digits 8x8), keep the residual one, and so do
-# larger ones: teacher_cnn keeps 64 channels at full resolution, half as wide in teacher_resnet (7.4 vs 4.2 G MACs at
-# 224x224).
+# first row that fits wins. At 28x28-32x32 (MNIST-class, CIFAR-class) the VGG-style teacher_cnn, chosen on the
+# validation split: on Fashion-MNIST (rpi4 --baseline, all 54,000 training images, benchmarks/results/build_time.json
+# and student_seed_noise_<arch>.json) the KD student it teaches (10.7 M MACs, 1/10 of its own) scored 0.9405-0.9420 on
+# validation over 2 seeds (test 0.9348-0.9365), the one teacher_resnet (66 M MACs, 8 epochs) teaches (5 M MACs)
+# 0.9310-0.9352 over 5 seeds (test 0.9265-0.9299); the teachers themselves 0.9395 and 0.9339 on test. teacher_cnn
+# costs more per epoch (116 M MACs; 346 vs 218-251 s on a 2-core AVX2 host), so smaller images, where the cost matters
+# more than the last points (digits 8x8), keep the residual one, and so do larger ones: teacher_cnn keeps 64 channels
+# at full resolution, half as wide in teacher_resnet (7.4 vs 4.2 G MACs at 224x224).
 DEFAULT_TEACHERS: tuple[tuple[str, int, int, str], ...] = (
     ("image", 28, 32, "teacher_cnn"),
     ("image", 0, 1 << 30, "teacher_resnet"),
