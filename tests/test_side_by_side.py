@@ -75,6 +75,35 @@ def test_the_second_run_trains_with_the_first_runs_fast_plan(img, monkeypatch, t
     assert first.details["optimisations"] == second.details["optimisations"] == ["channels_last"]
 
 
+class ThreadRecordingTeacher(torch.nn.Module):
+    """A teacher that notes, per forward, the batch size and the torch thread count it ran with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net, self.calls = teacher(), []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append((len(x), torch.get_num_threads()))
+        return self.net(x)
+
+
+def test_the_kd_runs_teacher_pass_gets_all_cores_before_the_other_run_starts(img, two_threads):
+    t = ThreadRecordingTeacher()
+    calls_when_second_started = []
+
+    def second(**kwargs):
+        calls_when_second_started.append(len(t.calls))
+        return train(student(), img, TrainConfig(epochs=1, batch_size=16, label="alone"), progress=False, **kwargs)
+
+    config = TrainConfig(epochs=1, batch_size=16)  # no augmentation: the teacher's outputs are cached once
+    first, _ = train_side_by_side(functools.partial(train, student(), img, config, teacher=t, progress=False), second)
+    cache_pass = [threads for n, threads in t.calls if n > 2]  # the 2-image shape probes aside
+    assert cache_pass and set(cache_pass) == {2}  # the caller's two threads, not the run's one
+    assert calls_when_second_started == [len(t.calls)]  # the pass was over before the other run began
+    assert first.details["teacher_outputs"].startswith("cached once")
+    assert torch.get_num_threads() == 2
+
+
 @pytest.mark.parametrize("failing", ["first", "second"])
 def test_a_failing_run_stops_the_other_and_its_error_reaches_the_caller(img, failing, two_threads):
     seen: dict[str, int] = {"first": 0, "second": 0}

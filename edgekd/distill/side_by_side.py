@@ -8,22 +8,25 @@ arrays and the teacher in memory, and each keeps its own checkpoints, so a kille
 
 The runs stay what they would be one after the other: each has its own model, optimizer and seeded generator
 (nothing here draws from torch's global RNG), and the second run waits for the first's fast plan
-(``distill/fast.py``) so both train in the same memory format and precision. In a full Fashion-MNIST build the
-pair took 686 s against 811 s one after the other (``benchmarks/results/build_time.json``). The run that finishes
-later keeps its share of threads: widening it when the other ends would make its weights depend on timing (the
-thread count changes float reductions), and a build must be reproducible.
+(``distill/fast.py``) so both train in the same memory format and precision, and for the first's one-off teacher
+pass, which gets all the cores (its thread count is fixed, so the teacher outputs are too). In a full
+Fashion-MNIST build the pair took 686 s against 811 s one after the other (``benchmarks/results/build_time.json``).
+The run that finishes later keeps its share of threads: widening it when the other ends would make its weights
+depend on timing (the thread count changes float reductions), and a build must be reproducible.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from contextlib import contextmanager
 from typing import Any
 
 import torch
 
+from edgekd.distill.fast import torch_threads
 from edgekd.distill.trainer import Cancelled, TrainResult
+
+__all__ = ["threads_per_run", "torch_threads", "train_side_by_side"]
 
 RunFn = Callable[..., TrainResult]
 
@@ -33,22 +36,14 @@ def threads_per_run() -> int:
     return torch.get_num_threads() // 2
 
 
-@contextmanager
-def torch_threads(n: int):
-    """torch's intra-op thread count is process-wide: set it for the pair, restore it after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def train_side_by_side(first: RunFn, second: RunFn) -> tuple[TrainResult, TrainResult]:
-    """``first(on_fast_plan=, stop=)`` and ``second(fast_plan=, stop=)`` in two threads; their results in order.
+    """``first(on_fast_plan=, stop=, teacher_threads=)`` and ``second(fast_plan=, stop=)`` in two threads; their
+    results in order.
 
-    ``second`` starts once ``first`` has chosen its fast plan, and gets it. The first exception either run raises
-    stops the other at its next batch and is re-raised here; so is an interrupt of the waiting caller.
+    ``second`` starts once ``first`` has chosen its fast plan and run its one-off teacher pass (the KD run's cached
+    teacher outputs) with all the caller's threads, and gets the plan. The pass on one core while the other run
+    trained left that core idle at the end: 130 s of a 980 s pair on a 2-core EPYC. The first exception either run
+    raises stops the other at its next batch and is re-raised here; so is an interrupt of the waiting caller.
     """
     stop, plan_ready = threading.Event(), threading.Event()
     plan: dict[str, Any] = {}
@@ -75,8 +70,11 @@ def train_side_by_side(first: RunFn, second: RunFn) -> tuple[TrainResult, TrainR
             raise Cancelled
         return second(fast_plan=plan.get("state"), stop=stop)
 
-    workers = [threading.Thread(target=guarded, args=("first", lambda: first(on_fast_plan=share_plan, stop=stop)),
-                                name="edgekd-train-first", daemon=True),
+    def run_first() -> TrainResult:
+        return first(on_fast_plan=share_plan, stop=stop, teacher_threads=all_threads)
+
+    all_threads = torch.get_num_threads()
+    workers = [threading.Thread(target=guarded, args=("first", run_first), name="edgekd-train-first", daemon=True),
                threading.Thread(target=guarded, args=("second", run_second), name="edgekd-train-second",
                                 daemon=True)]
     with torch_threads(max(1, threads_per_run())):

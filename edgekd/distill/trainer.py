@@ -36,6 +36,7 @@ from torch import nn
 from edgekd.data import Dataset
 from edgekd.distill import loop
 from edgekd.distill.augment import DEFAULT_TEACHING, check_augment
+from edgekd.distill.fast import torch_threads
 from edgekd.distill.loop import Transform
 from edgekd.distill.losses import LOSSES, LossMix, check_temperature, check_weights
 from edgekd.distill.schedules import LR_SCHEDULES, check_schedule, schedule_value
@@ -217,6 +218,7 @@ def train(
     fast_plan: dict | None = None,
     on_fast_plan: Callable[[dict | None], None] | None = None,
     stop: threading.Event | None = None,
+    teacher_threads: int | None = None,
 ) -> TrainResult:
     """Train ``model`` with the configured loss mix; keep the weights of the best validation epoch.
 
@@ -227,18 +229,21 @@ def train(
     ``cache_dir``: where memory-mapped teacher caches go (default: the system temp dir).
     ``fast_plan``: with ``config.fast``, reuse a plan another run of the same model chose (``details["fast_plan"]``)
     instead of timing candidates again (the ``--baseline`` run reuses the KD run's); ``on_fast_plan(plan)`` hears
-    the plan this run trains with as soon as it is chosen (``side_by_side.py`` hands it to the run beside it).
+    the plan this run trains with once it is chosen and the one-off teacher pass is done (``side_by_side.py``
+    hands it to the run beside it, which starts then). ``teacher_threads``: torch threads for that teacher pass
+    (the side-by-side KD run gets all the cores for it while the other run waits; None: the current count).
     ``stop``: when set (by another thread), the run raises ``Cancelled`` at its next batch.
     """
     teachers = loop.as_list(teacher)
     _validate(config, len(teachers))
     run = loop.make_run(model, data, config, teachers, transform, fast_plan)
-    if on_fast_plan is not None:
-        on_fast_plan(run.plan.to_state() if run.plan else None)
     try:
         loop.probe_shapes(run)
         start = time.perf_counter()
-        teacher_time = loop.prepare_teacher_outputs(run, cache_dir)
+        with torch_threads(teacher_threads):
+            teacher_time = loop.prepare_teacher_outputs(run, cache_dir)
+        if on_fast_plan is not None:
+            on_fast_plan(run.plan.to_state() if run.plan else None)
         loop.make_optimisation(run)
         state = loop.resume(run, checkpoint_dir, getattr(transform, "__qualname__", ""))
         state.start, state.teacher_time = start, teacher_time
