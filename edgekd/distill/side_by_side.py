@@ -41,9 +41,10 @@ def train_side_by_side(first: RunFn, second: RunFn) -> tuple[TrainResult, TrainR
     results in order.
 
     ``second`` starts once ``first`` has chosen its fast plan and run its one-off teacher pass (the KD run's cached
-    teacher outputs) with all the caller's threads, and gets the plan. The pass on one core while the other run
-    trained left that core idle at the end: 130 s of a 980 s pair on a 2-core EPYC. The first exception either run
-    raises stops the other at its next batch and is re-raised here; so is an interrupt of the waiting caller.
+    teacher outputs) with all the caller's threads, and gets the plan. On one core beside the other run, that pass
+    (168 s on a 2-core EPYC) left a core idle at the end; on both it took 100 s (``build_time.json``). The first
+    exception either run raises stops the other at its next batch and is re-raised here; so is an interrupt of the
+    waiting caller.
     """
     stop, plan_ready = threading.Event(), threading.Event()
     plan: dict[str, Any] = {}
