@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from edgekd.distill import fast, loop
-from edgekd.distill.side_by_side import torch_threads, train_side_by_side
+from edgekd.distill.fast import torch_threads
+from edgekd.distill.side_by_side import train_side_by_side
 from edgekd.distill.trainer import TrainConfig, train
 from edgekd.errors import EdgekdError
 from edgekd.models.budget import StudentChoice

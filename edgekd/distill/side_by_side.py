@@ -26,8 +26,6 @@ import torch
 from edgekd.distill.fast import torch_threads
 from edgekd.distill.trainer import Cancelled, TrainResult
 
-__all__ = ["threads_per_run", "torch_threads", "train_side_by_side"]
-
 RunFn = Callable[..., TrainResult]
 
 
@@ -71,10 +69,11 @@ def train_side_by_side(first: RunFn, second: RunFn) -> tuple[TrainResult, TrainR
             raise Cancelled
         return second(fast_plan=plan.get("state"), stop=stop)
 
+    all_threads = torch.get_num_threads()
+
     def run_first() -> TrainResult:
         return first(on_fast_plan=share_plan, stop=stop, teacher_threads=all_threads)
 
-    all_threads = torch.get_num_threads()
     workers = [threading.Thread(target=guarded, args=("first", run_first), name="edgekd-train-first", daemon=True),
                threading.Thread(target=guarded, args=("second", run_second), name="edgekd-train-second",
                                 daemon=True)]
