@@ -1,0 +1,228 @@
+"""Writes docs/measurements.md from benchmarks/results/*.json, so a quoted number cannot drift from its JSON.
+
+``python docs/measurements.py`` regenerates the page; ``--check`` exits 1 when the committed page differs (the test
+suite runs the same comparison). One renderer per results file where a file has headline rows worth a table of
+their own (``RENDERERS``); every other file gets the generic view: its scalar fields and its first list of rows.
+The page states, per file, whether it carries a ``provenance`` block (commit, command, CPU flags, load) or predates
+it, so a reader knows which figures can be re-derived as they stand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+PAGE = ROOT / "docs" / "measurements.md"
+
+Rows = list[list[str]]
+Renderer = Callable[[dict[str, Any]], list[str]]
+
+
+# ------------------------------------------------------------------------------------------------ formatting
+def fmt(value: Any) -> str:
+    """A cell: 4 significant digits (whole numbers from 1000), lists joined, None as a dash, pipes escaped."""
+    if value is None:
+        text = "-"
+    elif isinstance(value, bool):
+        text = "yes" if value else "no"
+    elif isinstance(value, float):
+        text = f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    elif isinstance(value, (list, tuple)):
+        text = ", ".join(fmt(v) for v in value)
+    elif isinstance(value, dict):
+        text = ", ".join(f"{k}={fmt(v)}" for k, v in value.items())
+    else:
+        text = str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def table(head: Iterable[str], rows: Rows) -> list[str]:
+    head = list(head)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines + [""]
+
+
+def dig(data: Any, *path: str | int, default: Any = None) -> Any:
+    """``data[path[0]][path[1]]...`` or ``default`` where any step is missing."""
+    for step in path:
+        try:
+            data = data[step]
+        except (KeyError, IndexError, TypeError):
+            return default
+    return data
+
+
+def is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+# ------------------------------------------------------------------------------------------------ provenance line
+def measured_on(data: dict[str, Any]) -> str:
+    """Where and when: the provenance block where the file has one, else whatever CPU field it kept."""
+    prov = data.get("provenance")
+    if isinstance(prov, dict):
+        cpu = prov.get("cpu") or {}
+        model = cpu.get("model") if isinstance(cpu, dict) else cpu
+        flags = cpu.get("flags") if isinstance(cpu, dict) else None
+        parts = [f"commit {fmt(prov.get('commit'))}", f"CPU {fmt(model)}"]
+        if flags:
+            parts.append(f"flags {fmt(flags)}")
+        load = prov.get("load_average") or {}
+        if isinstance(load, dict) and load:
+            parts.append(f"load {fmt(load.get('before'))} -> {fmt(load.get('after'))}")
+        return "provenance: " + "; ".join(parts)
+    cpu = data.get("cpu") or dig(data, "measured_on", "cpu") or dig(data, "machine", "cpu")
+    where = f" (CPU recorded as {fmt(cpu)})" if cpu else " (no CPU recorded)"
+    return "provenance: none: this file predates the provenance block" + where
+
+
+# ------------------------------------------------------------------------------------------------ renderers
+def build_time(data: dict[str, Any]) -> list[str]:
+    rows = []
+    for label, run in sorted(data.get("runs", {}).items()):
+        stages = run.get("stage_times_s", {})
+        acc = run.get("accuracy", {})
+        rows.append([label, fmt(run.get("cpu")), fmt(run.get("commit")), fmt(run.get("wall_s")),
+                     fmt(stages.get("teacher")), fmt(stages.get("distill")), fmt(acc.get("teacher")),
+                     fmt(acc.get("student_kd")), fmt(acc.get("student_alone"))])
+    return table(["run", "cpu", "commit", "wall s", "teacher s", "distill s", "teacher acc", "KD acc", "alone acc"],
+                 rows)
+
+
+def teacher_precision(data: dict[str, Any]) -> list[str]:
+    rows = [[key, fmt(run.get("mode")), fmt(run.get("seed", 0)), fmt(run.get("cpu")), fmt(run.get("optimisations")),
+             fmt(run.get("test_accuracy")), fmt(run.get("best_val_accuracy")), fmt(run.get("epoch_time_s"))]
+            for key, run in sorted(data.get("runs", {}).items())]
+    return table(["run", "mode", "seed", "cpu", "optimisations", "test acc", "val acc", "s/epoch"], rows)
+
+
+def student_seed_noise(data: dict[str, Any]) -> list[str]:
+    rows = [[fmt(s.get("seed")), fmt(dig(s, "kd", "val")), fmt(dig(s, "kd", "test")), fmt(dig(s, "alone", "val")),
+             fmt(dig(s, "alone", "test")), fmt(s.get("gain"))] for s in data.get("seeds", [])]
+    lines = [f"Teacher {fmt(dig(data, 'teacher', 'arch'))} (test {fmt(dig(data, 'teacher', 'test'))}), "
+             f"{fmt(data.get('epochs'))} student epochs.", ""]
+    lines += table(["seed", "KD val", "KD test", "alone val", "alone test", "gain (test)"], rows)
+    summary = data.get("summary", {})
+    lines += table(["over seeds", "mean", "sd", "min", "max"],
+                   [[key, *(fmt(v.get(k)) for k in ("mean", "sd", "min", "max"))] for key, v in summary.items()])
+    return lines
+
+
+def two_core_scaling(data: dict[str, Any]) -> list[str]:
+    rows = [[fmt(m.get("name")), fmt(m.get("single_2_threads_samples_per_s")),
+             fmt(m.get("pair_1_thread_each_samples_per_s")), fmt(m.get("threads_in_one_process_samples_per_s")),
+             fmt(m.get("throughput_ratio_median")), fmt(m.get("threads_ratio_median"))]
+            for m in data.get("models", [])]
+    return table(["model", "one run, 2 threads (samples/s)", "two processes, 1 thread each",
+                  "two threads in one process", "ratio (processes)", "ratio (threads)"], rows)
+
+
+def formats(data: dict[str, Any]) -> list[str]:
+    rows = [[fmt(r.get("format")), fmt(r.get("precision")), fmt(r.get("size_bytes")), fmt(r.get("accuracy")),
+             fmt(r.get("top1_agreement")), fmt(r.get("p50_ms")), fmt(r.get("speed_vs_fp32")), fmt(r.get("runtime"))]
+            for r in data.get("rows", [])]
+    return table(["format", "precision", "bytes", "accuracy", "top-1 agreement", "p50 ms", "speed vs fp32", "runtime"],
+                 rows)
+
+
+def kd_quality(data: dict[str, Any]) -> list[str]:
+    alone = data.get("alone", {})
+    rows = [["alone", fmt(alone.get("accuracy_mean")), fmt(alone.get("accuracy_std")),
+             fmt(alone.get("val_accuracy_mean")), "-", "-"]]
+    rows += [[name, fmt(m.get("accuracy_mean")), fmt(m.get("accuracy_std")), fmt(m.get("val_accuracy_mean")),
+              fmt(m.get("gain_vs_alone_points")), fmt(m.get("epoch_time_ratio_vs_alone"))]
+             for name, m in data.get("methods", {}).items()]
+    lines = [f"Teacher {fmt(dig(data, 'teacher', 'arch'))}: test {fmt(dig(data, 'teacher', 'accuracy'))}; "
+             f"method selected on validation: {fmt(data.get('selected_on_val'))}.", ""]
+    return lines + table(["method", "test acc mean", "sd", "val acc mean", "gain vs alone (points)",
+                          "epoch time vs alone"], rows)
+
+
+def latency_selection(data: dict[str, Any]) -> list[str]:
+    rows = []
+    for b in data.get("budgets", []):
+        lat, mac = b.get("latency_selected", {}), b.get("mac_selected", {})
+        rows.append([fmt(b.get("target")), fmt(b.get("latency_budget_ms")), fmt(lat.get("accuracy")),
+                     fmt(lat.get("p95_ms")), fmt(mac.get("accuracy")), fmt(mac.get("p95_ms")),
+                     fmt(mac.get("meets_budget"))])
+    return table(["target", "budget ms", "latency-selected acc", "its p95 ms", "MAC-selected acc", "its p95 ms",
+                  "MAC student fits"], rows)
+
+
+def generic(data: dict[str, Any]) -> list[str]:
+    """Scalar fields as a two-column table, then the first list of row objects as a table of its scalar columns."""
+    scalars = [[key, fmt(value)] for key, value in data.items() if is_scalar(value) and key != "provenance"]
+    lines = table(["field", "value"], scalars) if scalars else []
+    for key, value in data.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            columns = [c for c in value[0] if is_scalar(value[0][c])]
+            lines += [f"`{key}`:", ""] + table(columns, [[fmt(row.get(c)) for c in columns] for row in value])
+            break
+    return lines
+
+
+RENDERERS: dict[str, Renderer] = {
+    "build_time": build_time,
+    "teacher_precision": teacher_precision,
+    "student_seed_noise_teacher_cnn": student_seed_noise,
+    "student_seed_noise_teacher_resnet": student_seed_noise,
+    "two_core_scaling": two_core_scaling,
+    "formats": formats,
+    "kd_quality": kd_quality,
+    "latency_selection": latency_selection,
+}
+
+
+# ------------------------------------------------------------------------------------------------ the page
+def script_of(stem: str) -> str:
+    """The benchmark script that writes ``stem``.json (the longest script name that prefixes it)."""
+    scripts = sorted((p.stem for p in (ROOT / "benchmarks").glob("*.py")), key=len, reverse=True)
+    return next((f"benchmarks/{s}.py" for s in scripts if stem.startswith(s)), "(no script found)")
+
+
+def section(path: Path) -> list[str]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    head = [f"## {path.stem}", "", f"`benchmarks/results/{path.name}`, written by `{script_of(path.stem)}`; "
+            f"{measured_on(data) if isinstance(data, dict) else 'provenance: none'}.", ""]
+    if not isinstance(data, dict):
+        return head + ["(not a JSON object)", ""]
+    return head + RENDERERS.get(path.stem, generic)(data)
+
+
+def render(results: Path = RESULTS) -> str:
+    files = sorted(results.glob("*.json"))
+    lines = ["# Measurements", "",
+             "Generated by `python docs/measurements.py` from `benchmarks/results/*.json`: do not edit by hand. "
+             "Each section names the file and the script that wrote it; the JSON holds every row and setting. "
+             "Numbers from a file without provenance are kept for the record and re-measured over time.", "",
+             "Files: " + ", ".join(f"[{p.stem}](#{p.stem})" for p in files) + ".", ""]
+    for path in files:
+        lines += section(path)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if docs/measurements.md is out of date")
+    args = parser.parse_args(argv)
+    page = render()
+    if args.check:
+        current = PAGE.read_text(encoding="utf-8") if PAGE.exists() else ""
+        if current != page:
+            print(f"{PAGE} is out of date: run python docs/measurements.py", file=sys.stderr)
+            return 1
+        return 0
+    PAGE.write_text(page, encoding="utf-8")
+    print(f"wrote {PAGE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""docs/measurements.md is generated from benchmarks/results/: a quoted number cannot drift from its JSON."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_generator():
+    spec = importlib.util.spec_from_file_location("measurements_page", ROOT / "docs" / "measurements.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_page_regenerates_byte_identically_from_the_results():
+    page = load_generator()
+    assert page.render() == (ROOT / "docs" / "measurements.md").read_text(encoding="utf-8"), (
+        "docs/measurements.md is out of date: run python docs/measurements.py")
+
+
+def test_every_results_file_has_a_section_and_a_changed_number_shows(tmp_path):
+    page = load_generator()
+    for path in (ROOT / "benchmarks" / "results").glob("*.json"):
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    before = page.render(tmp_path)
+    assert all(f"## {p.stem}\n" in before for p in tmp_path.glob("*.json"))
+    runs = json.loads((tmp_path / "build_time.json").read_text())
+    next(iter(runs["runs"].values()))["wall_s"] = 123456.0
+    (tmp_path / "build_time.json").write_text(json.dumps(runs))
+    assert "123456" in page.render(tmp_path) and "123456" not in before
+
+
+def test_provenance_is_stated_per_file(tmp_path):
+    page = load_generator()
+    (tmp_path / "new_bench.json").write_text(json.dumps({
+        "rows": [{"a": 1.23456}], "provenance": {"commit": "abc1234", "cpu": {"model": "Test CPU", "flags": ["avx2"]},
+                                                 "load_average": {"before": [0.1], "after": [0.2]}}}))
+    (tmp_path / "old_bench.json").write_text(json.dumps({"x": 1}))
+    text = page.render(tmp_path)
+    assert "commit abc1234; CPU Test CPU; flags avx2" in text and "| 1.235 |" in text
+    assert "predates the provenance block" in text.split("## old_bench")[1]
