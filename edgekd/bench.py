@@ -2,14 +2,15 @@
 devices over SSH.
 
 Remote benchmarking (``edgekd bench RUN_DIR --remote USER@HOST[:PORT] ...``) bundles the shipped artifacts, copies
-the tarball with the system ``scp``, runs ``runner.py`` with the device's ``python3`` over ``ssh``, brings the JSON
-back and merges it into report.json under ``device_results[]``, one entry per device with its own ``measured_on``
-(whether it is the target device, by ``edgekd.device_identity``, or declared so with ``--as-target``), then
-recomputes the report's ``gate``, report.md and report.html from them. A local ``edgekd bench RUN_DIR`` does the
-same with this host's measurements. Rows whose sha256 is not the report's artifact's are left out. Hosts run in
-parallel; a failing host (unreachable, authentication, missing runtime) gets one clear message and
-the others go on. ssh/scp always get argument lists; the one string the remote shell sees is built from
-``shlex.quote``-d parts only.
+the tarball with the system ``scp`` (or, to a host with no sftp subsystem such as dropbear or busybox, whose OpenSSH
+9 ``scp`` cannot speak to it, streams it through ``ssh HOST 'cat > FILE'``), runs ``runner.py`` with the device's
+``python3`` over ``ssh``, brings the JSON back and merges it into report.json under ``device_results[]``, one entry
+per device with its own ``measured_on`` (whether it is the target device, by ``edgekd.device_identity``, or declared
+so with ``--as-target``), then recomputes the report's ``gate``, report.md and report.html from them. A local
+``edgekd bench RUN_DIR`` does the same with this host's measurements. Rows whose sha256 is not the report's
+artifact's are left out. Hosts run in parallel; a failing host (unreachable, authentication, missing runtime) gets
+one clear message and the others go on. ssh/scp always get argument lists; the one string the remote shell sees is
+built from ``shlex.quote``-d parts only.
 """
 
 from __future__ import annotations
@@ -231,6 +232,9 @@ def _explain_ssh(remote: Remote, step: str, proc: subprocess.CompletedProcess) -
     err = (proc.stderr or "").strip()
     last = next((ln for ln in reversed(err.splitlines()) if ln.strip()), f"exit code {proc.returncode}")
     where = f"{remote.destination}" + (f" port {remote.port}" if remote.port else "")
+    if lacks_sftp(err):
+        return (f"{where} has no sftp subsystem, which scp needs ({last}), and streaming the bundle over ssh "
+                f"failed too: check that the device's shell has 'cat' and its disk has room")
     if proc.returncode == 255 or "ssh:" in err or "Permission denied" in err:
         if "Permission denied" in err or "Too many authentication failures" in err:
             return (f"authentication failed for {where} ({last}): check --identity KEY and that its public key "
@@ -238,22 +242,53 @@ def _explain_ssh(remote: Remote, step: str, proc: subprocess.CompletedProcess) -
         if "Host key verification failed" in err or "REMOTE HOST IDENTIFICATION HAS CHANGED" in err:
             return f"host key of {where} does not match known_hosts ({last}): verify the device, then fix known_hosts"
         for marker in ("Connection refused", "timed out", "No route to host", "Could not resolve",
-                       "Name or service not known", "Network is unreachable", "Connection closed",
-                       "Connection reset"):
+                       "Name or service not known", "Network is unreachable"):
             if marker in err:
                 return f"cannot reach {where} ({last}): is the device on and is sshd listening there?"
+        if "Connection closed" in err or "Connection reset" in err:
+            return (f"{where} closed the connection while {step} ({last}): sshd answered but ended the session; "
+                    f"its log says why (AllowUsers, MaxStartups, a key exchange it refuses)")
         return f"ssh to {where} failed while {step}: {last}"
     return f"{step} on {where} failed: {last}"
 
 
-def _run(args: list[str], timeout: int) -> subprocess.CompletedProcess:
+def _run(args: list[str], timeout: int, stdin: Any = subprocess.DEVNULL) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=stdin)
     except subprocess.TimeoutExpired:
         return subprocess.CompletedProcess(args, 255, "", f"ssh: timed out after {timeout} s")
     except FileNotFoundError:
         raise EdgekdError(f"'{args[0]}' is not installed on this machine",
                           "install the OpenSSH client (Debian/Ubuntu: apt-get install openssh-client)") from None
+
+
+def lacks_sftp(stderr: str) -> bool:
+    """Whether scp failed because the host has no sftp subsystem (OpenSSH 9's scp speaks sftp): sshd refuses the
+    subsystem, or its configured sftp-server is missing and the channel just closes."""
+    lines = [ln.strip() for ln in (stderr or "").splitlines() if ln.strip()]
+    return ("subsystem request failed" in (stderr or "") or "sftp-server" in (stderr or "")
+            or lines == ["scp: Connection closed"])
+
+
+def copy_bundle(remote: Remote, tarball: Path, remote_dir: str, ssh: SshConfig) -> str:
+    """Put the bundle's tarball into ``remote_dir``: scp first, and for a host with no sftp subsystem the same bytes
+    through a plain ssh channel (``cat > FILE``). Returns how it travelled; the runner's sha256 checks of every
+    extracted file are the same either way (and gzip's CRC refuses a truncated stream)."""
+    proc = _run([*ssh.base(remote, "scp"), "--", str(tarball), remote.scp_path(f"{remote_dir}/")],
+                ssh.command_timeout)
+    if proc.returncode == 0:
+        return "scp"
+    if not lacks_sftp(proc.stderr):
+        raise RemoteError(_explain_ssh(remote, "copying the bundle (scp)", proc))
+    dest = shlex.quote(f"{remote_dir}/{tarball.name}")
+    with open(tarball, "rb") as fh:
+        streamed = _run([*ssh.base(remote, "ssh"), "--", remote.destination, f"cat > {dest}"],
+                        ssh.command_timeout, stdin=fh)
+    if streamed.returncode != 0:
+        both = subprocess.CompletedProcess(streamed.args, streamed.returncode, "",
+                                           f"{proc.stderr.strip()}\n{streamed.stderr.strip()}")
+        raise RemoteError(_explain_ssh(remote, "streaming the bundle over ssh", both))
+    return "ssh stream (no sftp subsystem)"
 
 
 def _runner_errors(stderr: str) -> list[str]:
@@ -273,10 +308,7 @@ def run_remote(remote: Remote, tarball: Path, bundle_name: str, runner_args: lis
             raise RemoteError(_explain_ssh(remote, "creating a work directory", proc))
         remote_dir = safe_remote_dir(remote, (proc.stdout.strip().splitlines() or [""])[-1])
         qdir = shlex.quote(remote_dir)
-        proc = _run([*ssh.base(remote, "scp"), "-q", "--", str(tarball), remote.scp_path(f"{remote_dir}/")],
-                    ssh.command_timeout)
-        if proc.returncode != 0:
-            raise RemoteError(_explain_ssh(remote, "copying the bundle (scp)", proc))
+        transport = copy_bundle(remote, tarball, remote_dir, ssh)
         work = f"{qdir}/{shlex.quote(bundle_name)}"
         command = (f"cd {qdir} && tar xzf {shlex.quote(tarball.name)} && cd {work} && "
                    + " ".join(shlex.quote(a) for a in runner_args))
@@ -297,7 +329,7 @@ def run_remote(remote: Remote, tarball: Path, bundle_name: str, runner_args: lis
             raise RemoteError(f"{remote.destination}: no artifact could be measured: "
                               + ("; ".join(run.warnings or errors) or "the runner returned nothing"))
         run.entry = device_entry(remote.spec, good, run.warnings, target, declared,
-                                 f"edgekd runner.py over SSH on {remote.destination}")
+                                 f"edgekd runner.py over SSH on {remote.destination}, bundle sent by {transport}")
     except RemoteError as exc:
         run.error = str(exc)
     finally:

@@ -23,7 +23,15 @@ import yaml
 from factories import make_report
 from test_bundle import make_run_dir
 
-from edgekd.bench import SshConfig, _merge_and_refresh, device_entry, merge_device_results, parse_remote
+from edgekd.bench import (
+    SshConfig,
+    _explain_ssh,
+    _merge_and_refresh,
+    device_entry,
+    lacks_sftp,
+    merge_device_results,
+    parse_remote,
+)
 from edgekd.cli import main
 from edgekd.errors import EdgekdError
 from edgekd.gate import evaluate_gate
@@ -160,6 +168,16 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
     """An sshd on 127.0.0.1:PORT that lets this user in with a throwaway key; skips with the reason if it can't."""
+    yield from _sshd(tmp_path_factory, sftp=True)
+
+
+@pytest.fixture(scope="module")
+def sshd_no_sftp(tmp_path_factory):
+    """The same sshd with no sftp subsystem, like a dropbear or busybox board: OpenSSH 9's scp cannot copy to it."""
+    yield from _sshd(tmp_path_factory, sftp=False)
+
+
+def _sshd(tmp_path_factory, sftp: bool):
     binary = shutil.which("sshd") or "/usr/sbin/sshd"
     if not os.path.exists(binary) or not shutil.which("ssh-keygen") or not shutil.which("scp"):
         pytest.skip("OpenSSH server/client not installed (run .ci/system-deps.sh: apt-get install openssh-server)")
@@ -173,7 +191,7 @@ def sshd(tmp_path_factory):
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\nPidFile {d / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {d / 'authorized_keys'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         f"PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n"
-        f"Subsystem sftp internal-sftp\nLogLevel ERROR\n")
+        + ("Subsystem sftp internal-sftp\n" if sftp else "") + "LogLevel ERROR\n")
     if os.geteuid() == 0:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation directory
     proc = subprocess.Popen([binary, "-D", "-e", "-f", str(d / "sshd_config")], stdout=subprocess.PIPE,
@@ -288,3 +306,45 @@ def test_bench_over_ssh_merges_device_results(sshd, tmp_path_factory, tmp_path, 
     if probe.returncode != 0:
         assert main(_bench_args(run, sshd, good, python=bare)) == 2
         assert "pip install 'numpy>=1.21'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_over_ssh_to_a_host_without_sftp(sshd_no_sftp, tmp_path_factory, tmp_path, capsys):
+    """OpenSSH 9's scp speaks sftp: to a host with no sftp subsystem the bundle is streamed over the ssh channel,
+    chosen automatically, and the runner still verifies every file's sha256."""
+    run = tmp_path / "run"
+    shutil.copytree(make_run_dir(tmp_path_factory.getbasetemp()), run)
+    _board_run(run, tmp_path)
+    host = f"{sshd_no_sftp['user']}@127.0.0.1:{sshd_no_sftp['port']}"
+    plain_scp = subprocess.run(
+        ["scp", "-i", str(sshd_no_sftp["dir"] / "user_key"), "-P", str(sshd_no_sftp["port"]),
+         *[x for o in sshd_no_sftp["options"] for x in ("-o", o)], "--", str(run / "report.json"),
+         f"{host.rsplit(':', 1)[0]}:{tmp_path}/copy.json"], capture_output=True, text=True, timeout=60)
+    assert plain_scp.returncode != 0 and lacks_sftp(plain_scp.stderr)  # the host really has no sftp
+    work_dirs_before = _remote_work_dirs()
+    assert main(_bench_args(run, sshd_no_sftp, host)) == 0, capsys.readouterr().err
+    [entry] = json.loads((run / "report.json").read_text())["device_results"]
+    assert entry["remote"] == host and "ssh stream (no sftp subsystem)" in entry["measured_on"]["how"]
+    assert {a["path"] for a in entry["artifacts"]} == {"model_fp32.onnx", "model_fp32.xml"}
+    assert all(a["sha256_verified"] and a["accuracy"] == pytest.approx(34 / 40) for a in entry["artifacts"])
+    assert _remote_work_dirs() <= work_dirs_before
+
+
+@pytest.mark.parametrize(("stderr", "says"), [
+    ("subsystem request failed on channel 0\nscp: Connection closed", "has no sftp subsystem"),
+    ("sh: /usr/libexec/sftp-server: not found\nscp: Connection closed", "has no sftp subsystem"),
+    ("Connection closed by 10.0.0.2 port 22", "closed the connection"),
+    ("ssh: connect to host 10.0.0.2 port 22: Connection refused", "cannot reach"),
+])
+def test_ssh_failures_name_the_real_cause(stderr, says):
+    proc = subprocess.CompletedProcess(["scp"], 255, "", stderr)
+    message = _explain_ssh(parse_remote("pi@10.0.0.2"), "copying the bundle (scp)", proc)
+    assert says in message and (says == "cannot reach") == ("cannot reach" in message)
+
+
+def test_only_a_missing_sftp_subsystem_switches_to_the_ssh_stream():
+    assert lacks_sftp("subsystem request failed on channel 0\nscp: Connection closed")
+    assert lacks_sftp("scp: Connection closed\n")
+    assert not lacks_sftp("ssh: connect to host h port 22: Connection refused\nscp: Connection closed")
+    assert not lacks_sftp("root@h: Permission denied (publickey).\nscp: Connection closed")
+    assert not lacks_sftp("scp: /tmp/x: No space left on device")
