@@ -22,6 +22,7 @@ from edgekd.bench import write_eval_inputs
 from edgekd.compress.calibration import build_calibration_set, load_calibration_set, save_calibration_set
 from edgekd.counts import check_build_counts
 from edgekd.data import load_dataset
+from edgekd.data.dataset import data_notes
 from edgekd.distill.trainer import accuracy, validate_config
 from edgekd.errors import EdgekdError
 from edgekd.gate import evaluate_gate
@@ -68,6 +69,8 @@ def start(options: BuildOptions) -> BuildContext:
     ctx = BuildContext(options, target, data, out)
     ctx.say(f"target: {target.name} ({target.description}); data: {data.name}, "
             f"{len(data.y_train)}/{len(data.y_val)}/{len(data.y_test)} train/val/test, shape {data.input_shape}")
+    for note in data_notes(data.describe()):
+        ctx.say(note)
     return ctx
 
 

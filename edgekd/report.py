@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgekd.data.dataset import data_notes
 from edgekd.schema import REPORT_SCHEMA_VERSION  # noqa: F401 - re-exported for readers
 
 
@@ -115,6 +116,18 @@ def _preprocess_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _evaluation_words(report: dict[str, Any]) -> str:
+    """"Test", or the folder scored instead when the data has no separate test split (train/ + val/)."""
+    name = (report.get("data") or {}).get("evaluation_split")
+    return f"Evaluation-split ({name}/, no separate test split)" if name else "Test"
+
+
+def _data_lines(report: dict[str, Any]) -> list[str]:
+    """How the data was read and split (layout, seeded splits, the evaluation split, skipped files)."""
+    notes = data_notes(report.get("data") or {})
+    return ["", "## Data", *[f"- {note}" for note in notes]] if notes else []
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     m, s, t = report["measured_on"], report["student"], report["teacher"]
     where = "the target device" if m.get("is_target_device") else "a host that is NOT the target device"
@@ -141,10 +154,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- Distillation: {s['distillation']['loss_weights']} at T={s['distillation']['temperature']}, "
         f"best validation epoch {s['distillation']['best_epoch']}/{s['distillation']['epochs']}, "
         f"teacher took {100 * s['distillation']['teacher_time_share']:.1f} % of training time.",
-        f"- Test accuracy: teacher {_pct(t['accuracy'])}, KD student {_pct(s['accuracy'])}"
+        f"- {_evaluation_words(report)} accuracy: teacher {_pct(t['accuracy'])}, KD student {_pct(s['accuracy'])}"
         + (f", same student trained alone {_pct(s['accuracy_trained_alone'])} "
            f"(KD gain {100 * s['kd_gain']:+.2f} points)." if s.get("accuracy_trained_alone") is not None else "."),
         *_preprocess_lines(report),
+        *_data_lines(report),
         "",
         "## Stages (measured in this run, target format)",
         "| stage | artifact | accuracy | params | MACs | size | p50 ms |",

@@ -52,6 +52,10 @@ class ReadOptions:
     image_size: ImageSize | None = None
     channels: int | None = None  # 3 when the requested normalisation needs RGB; None: as the data is
     cache: DataCache | None = None  # None: nothing cached (archives unpack to a temporary directory)
+    # How a reader cuts splits the data did not come with (a folder of class folders): splits.three_way_split.
+    seed: int = 0
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
 
 
 @dataclass
@@ -60,6 +64,8 @@ class RawData:
 
     ``x_*``: N,C,H,W images (uint8 or float; possibly memory-mapped) or N,F features. ``y_*``: ids, integral
     floats or class-name strings. ``x_test is None``: a single table the loader splits (stratified, seeded).
+    ``x_val``: a validation split the data came with (an ImageFolder's ``val/``); without one the loader holds out
+    a seeded ``val_fraction`` of train. ``x_test`` is always the evaluation split: nothing is chosen on it.
     """
 
     x_train: np.ndarray
@@ -73,6 +79,11 @@ class RawData:
     # When the reader resized: the first test samples at their source size (C,H,W each, sizes may differ), so the
     # device can re-do the resize itself (bounded by SOURCE_SAMPLES_BYTES).
     x_test_source: list[np.ndarray] | None = None
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    # Where each split came from, in words, for describe() and the report: {"train": "train/", "test": "val/"}.
+    # The loader adds "val" when it holds validation out of train itself.
+    splits_from: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,30 @@ class Dataset:
         }
 
 
+def data_notes(described: dict) -> list[str]:
+    """How the data was read and split, in words: printed when a build starts, and in report.md. A user whose
+    photos were split for them, or whose val/ is the only held-out folder, should not have to read JSON for it."""
+    notes, folder = [], described.get("image_folder") or {}
+    sources, counts = described.get("splits_from"), described.get("splits", {})
+    if sources:
+        notes.append("Splits: " + "; ".join(f"{role} {counts.get(role, '?')} from {sources[role]}"
+                                            for role in ("train", "val", "test")) + ".")
+    if "split" in folder:
+        split = folder["split"]
+        notes.append(f"The {folder['layout']} folders were split here, stratified by class and seeded (seed "
+                     f"{split['seed']}; the same seed cuts the same split); recorded under data.image_folder.split.")
+    if described.get("evaluation_split"):
+        name = described["evaluation_split"]
+        notes.append(f"Evaluation split: {name}/ (no separate test split exists). It is only scored: early stopping, "
+                     f"pruning and the int8 accuracy contract use the validation split held out of train/.")
+    skipped = folder.get("skipped_not_images", 0)
+    if skipped:
+        examples = folder.get("skipped_examples", [])
+        notes.append(f"Skipped {skipped} entr{'y' if skipped == 1 else 'ies'} that are not images: "
+                     f"{', '.join(examples)}{', ...' if skipped > len(examples) else ''}.")
+    return notes
+
+
 def fit_normalization(raw: np.ndarray, scale: float) -> Normalization:
     """Per-channel (images) or per-feature (flat) mean/std of ``raw / scale``, in float64 chunks.
 

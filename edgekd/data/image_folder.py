@@ -1,4 +1,13 @@
-"""ImageFolder directories: ``train/<class>/*.jpg`` and ``test/<class>/*.jpg``, decoded to uint8 N,C,H,W.
+"""ImageFolder directories, as users keep them, decoded to uint8 N,C,H,W. Four layouts (``find_layout``):
+
+- ``ROOT/<class>/*``: one pool of class folders (torchvision's ``ImageFolder``, Keras'
+  ``image_dataset_from_directory``), split here into train/val/test, stratified and seeded (``splits.py``);
+- ``train/ + val/``: val/ is scored as the evaluation split and nothing is chosen on it (the loader holds
+  validation out of train/), since no separate test split exists;
+- ``train/ + val/ + test/``: each folder is its split;
+- ``train/ + test/``: the loader holds validation out of train/.
+Class folder names are the labels. Files that are not images are skipped and counted (``skipped_not_images``);
+an image that cannot be read is named in the error.
 
 Bounded before decoding: the file count is capped while listing; every image's size is read from its header
 (``PIL.Image.open`` is lazy) and checked against a pixel cap; Pillow's decompression-bomb warnings are errors; each
@@ -30,18 +39,41 @@ from edgekd.data.base import ImageSize, RawData, ReadOptions, reason
 from edgekd.data.labels import check_class_names
 from edgekd.data.limits import DataLimits
 from edgekd.data.preprocess import resize_and_crop
+from edgekd.data.splits import check_fraction, describe_three_way, three_way_split
 from edgekd.errors import EdgekdError
 
 SUFFIX_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".gif": "GIF", ".webp": "WEBP"}
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")  # roles, in cache-key order; "test" is the evaluation split, whatever its folder
+VAL_FOLDERS = ("val", "valid", "validation")  # PyTorch's tutorial, Roboflow and Keras spell it these ways
+CLASS_FOLDERS = "<class>/*"  # the layout with no split folders: edgekd cuts train/val/test itself
+SKIPPED_EXAMPLES = 5
 CACHE_VERSION = 2  # 2: + the first test photos at their source size
 DECODE_CHUNK = 256
 FIX = "remove or replace the file"
+IMAGE_SUFFIXES = ", ".join(SUFFIX_FORMATS)
+
+
+def _is_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in SUFFIX_FORMATS
+
+
+def _holds_images(folder: str) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return any(_is_image_name(e.name) and e.is_file() for e in _visible(entries))
+    except OSError:
+        return False
 
 
 def detect(path: Path) -> bool:
-    return path.is_dir() and (path / "train").is_dir() and (path / "test").is_dir()
+    """Split folders (train/, val/, test/), or class folders holding images directly under ``path``."""
+    if not path.is_dir():
+        return False
+    if any((path / name).is_dir() for name in ("train", "test", *VAL_FOLDERS)):
+        return True
+    with os.scandir(path) as entries:
+        return any(e.is_dir() and _holds_images(e.path) for e in _visible(entries))
 
 
 @dataclass(frozen=True)
@@ -53,48 +85,134 @@ class ImageFile:
 
 
 @dataclass(frozen=True)
+class Layout:
+    """How a user keeps photos: ``name`` for the report, ``folders`` role -> split folder (none: class folders)."""
+
+    name: str  # "<class>/*", "train/ + test/", "train/ + val/", "train/ + val/ + test/"
+    folders: dict[str, str]
+
+
+@dataclass(frozen=True)
 class Listing:
     classes: list[str]
-    files: dict[str, list[ImageFile]]  # split -> files in class, then name order
+    files: dict[str, list[ImageFile]]  # role (SPLITS order) -> files in class, then name order
+    layout: Layout = Layout("train/ + test/", {"train": "train", "test": "test"})
+    skipped: int = 0  # entries that are not images (other files, sub-folders)
+    skipped_examples: tuple[str, ...] = ()  # the first few, relative to the root (folders end in "/")
+    split: dict | None = None  # how class folders were split (splits.describe_three_way)
 
 
 def _visible(entries: Iterator[os.DirEntry]) -> list[os.DirEntry]:
     return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
 
 
-def list_images(root: Path, limits: DataLimits) -> Listing:
-    """Classes (train's folders) and image files per split, capped at ``limits.max_files`` while listing."""
-    with os.scandir(root / "train") as entries:
-        classes = [e.name for e in _visible(entries) if e.is_dir()]
-    if not classes:
-        raise EdgekdError(f"ImageFolder dir {root}/train has no class folders", "add train/<class>/*.jpg")
-    limits.check_classes(len(classes), f"ImageFolder dir {root}")
+def find_layout(root: Path) -> Layout:
+    """Which of the four layouts ``root`` is in; a half layout (test/ without train/) is refused, named."""
+    vals = [name for name in VAL_FOLDERS if (root / name).is_dir()]
+    if len(vals) > 1:
+        raise EdgekdError(f"ImageFolder dir {root} has several validation folders: {vals}", "keep one, named val/")
+    has_test = (root / "test").is_dir()
+    if not (root / "train").is_dir():
+        if vals or has_test:
+            found = "/ and ".join([*vals, *(["test"] if has_test else [])])
+            raise EdgekdError(f"ImageFolder dir {root} has {found}/ but no train/",
+                              "add train/<class>/*.jpg, or put the class folders directly in the root "
+                              "(edgekd then splits them)")
+        return Layout(CLASS_FOLDERS, {})
+    if not vals and not has_test:
+        raise EdgekdError(f"ImageFolder dir {root} has train/ but neither val/ nor test/",
+                          "add val/<class>/*.jpg (or test/), or move the class folders up into the root "
+                          "(edgekd then splits them)")
+    folders = {"train": "train", **({"val": vals[0]} if vals and has_test else {}),
+               "test": "test" if has_test else vals[0]}
+    return Layout(" + ".join(f"{n}/" for n in ["train", *vals, *(["test"] if has_test else [])]), folders)
+
+
+class _Lister:
+    """Walks one layout's folders: image files per class, the file cap checked while listing, the rest counted."""
+
+    def __init__(self, root: Path, limits: DataLimits) -> None:
+        self.root, self.limits, self.count, self.skipped, self.examples = root, limits, 0, 0, []
+
+    def _skip(self, entry: os.DirEntry) -> None:
+        self.skipped += 1
+        if len(self.examples) < SKIPPED_EXAMPLES:
+            name = os.path.relpath(entry.path, self.root) + ("/" if entry.is_dir() else "")
+            self.examples.append(name if name.isprintable() else ascii(name))  # they reach a terminal and report.md
+
+    def classes(self, folder: Path, where: str) -> list[str]:
+        """The class folders under ``folder``; any loose file beside them is skipped and counted."""
+        with os.scandir(folder) as entries:
+            visible = _visible(entries)
+        classes = [e.name for e in visible if e.is_dir()]
+        for entry in (e for e in visible if not e.is_dir()):
+            self._skip(entry)
+        if not classes:
+            raise EdgekdError(f"ImageFolder dir {folder} has no class folders", f"add {where}<class>/*.jpg")
+        return classes
+
+    def images(self, folder: Path, label: int) -> list[ImageFile]:
+        """The image files of one class folder, in name order; other files and sub-folders skipped, counted."""
+        out = []
+        with os.scandir(folder) as entries:
+            for entry in _visible(entries):
+                if not (_is_image_name(entry.name) and entry.is_file()):
+                    self._skip(entry)
+                    continue
+                self.count += 1
+                self.limits.check_files(self.count, f"ImageFolder dir {self.root}")
+                info = entry.stat()
+                out.append(ImageFile(entry.path, label, info.st_size, info.st_mtime_ns))
+        return out
+
+
+def list_images(root: Path, options: ReadOptions) -> Listing:
+    """Classes (train's folders, or the root's) and image files per split, capped at ``max_files`` while listing;
+    class folders at the root are split here (stratified, seeded), the same way on every call."""
+    layout, lister = find_layout(root), _Lister(root, options.limits)
+    train = root / layout.folders.get("train", "")
+    classes = lister.classes(train, f"{layout.folders['train']}/" if layout.folders else "")
+    options.limits.check_classes(len(classes), f"ImageFolder dir {root}")
     check_class_names(classes, f"ImageFolder dir {root}")
-    with os.scandir(root / "test") as entries:
-        extra = [e.name for e in _visible(entries) if e.is_dir() and e.name not in classes]
-    if extra:
-        raise EdgekdError(f"ImageFolder dir {root}/test has classes that train lacks: {extra[:5]}",
-                          "give train and test the same class folders")
-    files: dict[str, list[ImageFile]] = {}
-    count = 0
-    for split in SPLITS:
-        files[split] = []
-        for label, name in enumerate(classes):
-            folder = root / split / name
-            if not folder.is_dir():
-                continue
-            with os.scandir(folder) as entries:
-                for entry in _visible(entries):
-                    if os.path.splitext(entry.name)[1].lower() not in SUFFIX_FORMATS or not entry.is_file():
-                        continue
-                    count += 1
-                    limits.check_files(count, f"ImageFolder dir {root}")
-                    info = entry.stat()
-                    files[split].append(ImageFile(entry.path, label, info.st_size, info.st_mtime_ns))
-        if not files[split]:
-            raise EdgekdError(f"ImageFolder dir {root}/{split} has no images",
-                              f"add {split}/<class>/*.jpg (or .png, .bmp, .gif, .webp)")
-    return Listing(classes, files)
+    if not layout.folders:
+        found = [f for label, name in enumerate(classes) for f in lister.images(root / name, label)]
+        files, split = _split_class_folders(root, found, classes, options)
+        return Listing(classes, files, layout, lister.skipped, tuple(lister.examples), split)
+    files = {}
+    for role in (r for r in SPLITS if r in layout.folders):
+        folder = layout.folders[role]
+        if role != "train":
+            extra = [n for n in lister.classes(root / folder, f"{folder}/") if n not in classes]
+            if extra:
+                raise EdgekdError(f"ImageFolder dir {root}/{folder} has classes that train lacks: {extra[:5]}",
+                                  f"give train and {folder} the same class folders")
+        files[role] = [f for label, name in enumerate(classes) if (root / folder / name).is_dir()
+                       for f in lister.images(root / folder / name, label)]
+        if not files[role]:
+            raise EdgekdError(f"ImageFolder dir {root}/{folder} has no images",
+                              f"add {folder}/<class>/*.jpg (or {IMAGE_SUFFIXES})")
+    return Listing(classes, files, layout, lister.skipped, tuple(lister.examples))
+
+
+def _split_class_folders(root: Path, found: list[ImageFile], classes: list[str],
+                         options: ReadOptions) -> tuple[dict[str, list[ImageFile]], dict]:
+    """Train/val/test lists cut from one pool of class folders by ``splits.three_way_split``."""
+    test_fraction = check_fraction(options.test_fraction, "test_fraction")
+    val_fraction = check_fraction(options.val_fraction, "val_fraction", low_inclusive=True)
+    labels = np.asarray([f.label for f in found], np.int64)
+    counts = np.bincount(labels, minlength=len(classes))
+    empty_classes = [name for name, n in zip(classes, counts, strict=True) if not n]
+    if empty_classes:
+        raise EdgekdError(f"ImageFolder dir {root}: class folders without images: {empty_classes[:5]}",
+                          f"add images ({IMAGE_SUFFIXES}) to them, or remove them: each folder is a class")
+    indices = three_way_split(labels, test_fraction, val_fraction, options.seed)
+    empty = [role for role in SPLITS if not len(indices[role])]
+    if empty:
+        raise EdgekdError(f"ImageFolder dir {root}: {len(found)} images in {len(classes)} classes are too few for a "
+                          f"train/validation/test split (no {' or '.join(empty)} images)",
+                          "add images (3 or more per class), or split them yourself into train/ and val/")
+    files = {role: [found[i] for i in indices[role]] for role in SPLITS}
+    return files, describe_three_way(test_fraction, val_fraction, options.seed)
 
 
 @contextmanager
@@ -135,7 +253,7 @@ def scan_headers(listing: Listing, options: ReadOptions) -> tuple[str, tuple[int
     """From headers only: the colour mode for all (``"L"`` if every image is grey, else ``"RGB"``) and, without
     a requested size, the one size all images share (refusing a mix)."""
     modes, first = set(), None
-    for file in (f for split in SPLITS for f in listing.files[split]):
+    for file in (f for files in listing.files.values() for f in files):
         with _open(file, options.limits.max_pixels) as img:
             modes.add(img.mode)
             if options.image_size is None:
@@ -143,7 +261,7 @@ def scan_headers(listing: Listing, options: ReadOptions) -> tuple[str, tuple[int
                 if img.size != first[1]:
                     raise EdgekdError(
                         f"image {file.path} is {img.size[0]}x{img.size[1]}, {first[0]} is {first[1][0]}x{first[1][1]}",
-                        "resize all images to one size, or request one (image_size=...)")
+                        "resize all images to one size, or request one (--image-size N; in Python image_size=N)")
     mode = "L" if modes <= GRAY_MODES and options.channels != 3 else "RGB"
     return mode, None if first is None else (first[1][1], first[1][0])
 
@@ -194,8 +312,8 @@ class DecodedMeta(BaseModel):
 def cache_key(listing: Listing, options: ReadOptions) -> str:
     digest = hashlib.sha256(json.dumps([CACHE_VERSION, options.image_size and options.image_size.describe(),
                                         options.channels, listing.classes]).encode())
-    for split in SPLITS:
-        for f in listing.files[split]:
+    for split, files in listing.files.items():
+        for f in files:
             digest.update(f"{split}\0{os.path.basename(f.path)}\0{f.label}\0{f.size}\0{f.mtime_ns}\n".encode())
     return digest.hexdigest()[:32]
 
@@ -204,13 +322,13 @@ def _load_cached(entry: Path, key: str, listing: Listing) -> dict[str, np.ndarra
     """The cached arrays (memory-mapped), or None when the entry is absent or does not match."""
     try:
         meta = DecodedMeta.model_validate_json((entry / "meta.json").read_text(encoding="utf-8"))
-        arrays = {s: np.load(entry / f"{s}.npy", mmap_mode="r", allow_pickle=False) for s in SPLITS}
+        arrays = {s: np.load(entry / f"{s}.npy", mmap_mode="r", allow_pickle=False) for s in listing.files}
         for name in ("source_data", "source_shapes"):
             if (entry / f"{name}.npy").is_file():
                 arrays[name] = np.load(entry / f"{name}.npy", allow_pickle=False)
     except (OSError, ValueError, ValidationError):
         return None
-    for split in SPLITS:
+    for split in listing.files:
         shape = tuple(meta.shapes.get(split, ()))
         arr = arrays[split]
         if meta.key != key or arr.dtype != np.uint8 or arr.shape != shape or len(arr) != len(listing.files[split]):
@@ -219,13 +337,13 @@ def _load_cached(entry: Path, key: str, listing: Listing) -> dict[str, np.ndarra
 
 
 def _decode_all(listing: Listing, options: ReadOptions, where: Path | None) -> dict[str, np.ndarray]:
-    """Scan headers, then decode both splits: into ``.npy`` files under ``where``, or into memory."""
+    """Scan headers, then decode every split: into ``.npy`` files under ``where``, or into memory."""
     with pillow_limits(options.limits.max_pixels):
         mode, size = scan_headers(listing, options)
         height, width = options.image_size.size if options.image_size else size
         channels = 1 if mode == "L" else 3
         arrays = {}
-        for split in SPLITS:
+        for split in listing.files:
             shape = (len(listing.files[split]), channels, height, width)
             options.limits.check_bytes(int(np.prod(shape)), f"decoding the {split} images {shape}",
                                        "request a smaller image_size or use fewer images")
@@ -266,30 +384,59 @@ def split_sources(arrays: dict[str, np.ndarray]) -> list[np.ndarray] | None:
 
 
 def read(root: Path, options: ReadOptions) -> RawData:
-    listing = list_images(root, options.limits)
-    labels = {s: np.asarray([f.label for f in listing.files[s]], np.int64) for s in SPLITS}
+    listing = list_images(root, options)
+    labels = {s: np.asarray([f.label for f in files], np.int64) for s, files in listing.files.items()}
+    arrays = _arrays(listing, options)
+    sources = split_sources(arrays) if options.image_size is not None else None
+    given_val = "val" in listing.files
+    return RawData(arrays["train"], labels["train"], arrays["test"], labels["test"], 255.0,
+                   class_names=listing.classes, resized=options.image_size is not None, meta=_describe(listing),
+                   x_test_source=sources, x_val=arrays["val"] if given_val else None,
+                   y_val=labels["val"] if given_val else None, splits_from=splits_from(listing))
+
+
+def _arrays(listing: Listing, options: ReadOptions) -> dict[str, np.ndarray]:
+    """Every split decoded: from the cache when an entry matches, else decoded (and cached unless it is off)."""
     if options.cache is None:
-        arrays = _decode_all(listing, options, None)
-    else:
-        key = cache_key(listing, options)
-        entry = options.cache.entry("decoded", key)
+        return _decode_all(listing, options, None)
+    key = cache_key(listing, options)
+    entry = options.cache.entry("decoded", key)
+    arrays = _load_cached(entry, key, listing)
+    if arrays is None:
+        shutil.rmtree(entry, ignore_errors=True)  # a stale or damaged entry
+        with options.cache.staging(entry) as work:
+            decoded = _decode_all(listing, options, work)
+            shapes = {s: list(decoded[s].shape) for s in listing.files}
+            for s in listing.files:
+                decoded[s].flush()
+            del decoded
+            meta = DecodedMeta(version=CACHE_VERSION, key=key, shapes=shapes)
+            (work / "meta.json").write_text(meta.model_dump_json(), encoding="utf-8")
         arrays = _load_cached(entry, key, listing)
         if arrays is None:
-            shutil.rmtree(entry, ignore_errors=True)  # a stale or damaged entry
-            with options.cache.staging(entry) as work:
-                decoded = _decode_all(listing, options, work)
-                shapes = {s: list(decoded[s].shape) for s in SPLITS}
-                for s in SPLITS:
-                    decoded[s].flush()
-                del decoded
-                meta = DecodedMeta(version=CACHE_VERSION, key=key, shapes=shapes)
-                (work / "meta.json").write_text(meta.model_dump_json(), encoding="utf-8")
-            arrays = _load_cached(entry, key, listing)
-            if arrays is None:
-                raise EdgekdError(f"the decoded-image cache entry {entry} could not be read back",
-                                  "delete it and build again, or pass use_cache=False")
-    meta = {"image_files": {s: len(listing.files[s]) for s in SPLITS}}
-    sources = split_sources(arrays) if options.image_size is not None else None
-    return RawData(arrays["train"], labels["train"], arrays["test"], labels["test"], 255.0,
-                   class_names=listing.classes, resized=options.image_size is not None, meta=meta,
-                   x_test_source=sources)
+            raise EdgekdError(f"the decoded-image cache entry {entry} could not be read back",
+                              "delete it and build again, or pass use_cache=False")
+    return arrays
+
+
+def splits_from(listing: Listing) -> dict[str, str]:
+    """Where each split came from, in words: the folder, or the share of the class folders it was cut from."""
+    if listing.split is not None:
+        s = listing.split
+        return {"train": f"{CLASS_FOLDERS}: the rest",
+                "val": f"{CLASS_FOLDERS}: {s['val_fraction_of_rest']:.0%} of each class after the test share",
+                "test": f"{CLASS_FOLDERS}: {s['test_fraction']:.0%} of each class"}
+    return {role: f"{folder}/" for role, folder in listing.layout.folders.items()}
+
+
+def _describe(listing: Listing) -> dict:
+    """The reader's facts for describe(): counts per split, the layout, what was skipped, how it was split."""
+    folder = {"layout": listing.layout.name, "skipped_not_images": listing.skipped,
+              "skipped_examples": list(listing.skipped_examples)}
+    if listing.split is not None:
+        folder["split"] = listing.split
+    names = listing.layout.folders  # counts under the user's folder names (val/ of train/ + val/ is not "test")
+    meta = {"image_files": {names.get(s, s): len(files) for s, files in listing.files.items()}, "image_folder": folder}
+    if listing.layout.folders.get("test", "test") != "test":
+        meta["evaluation_split"] = listing.layout.folders["test"]  # train/ + val/: val/ is scored, nothing chosen
+    return meta

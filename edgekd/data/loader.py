@@ -22,6 +22,7 @@ from edgekd.data.labels import Labels, encode_labels
 from edgekd.data.limits import DataLimits
 from edgekd.data.preprocess import resize_and_crop
 from edgekd.data.registry import find_format, known_layouts
+from edgekd.data.splits import check_fraction, stratified_split
 from edgekd.errors import EdgekdError
 
 MAX_IMAGE_SIDE = 8192
@@ -38,24 +39,28 @@ def load_dataset(
     ``label_column``: the class column of a table. ``image_size``: resize (shorter side) + centre-crop images to
     ``(H, W)`` (an int: square), covering ``image_size / crop_fraction`` before the crop. ``normalization``: None or
     ``"fit"`` (train statistics), ``"imagenet"``/``"inception"``, or explicit statistics (see
-    ``resolve_normalization``). ``test_fraction``: the stratified test share of a single table. ``cache_dir``/
+    ``resolve_normalization``). ``test_fraction``: the stratified test share of a single table or of a folder of
+    class folders (whose validation share is ``val_fraction`` of the rest, stratified too). ``cache_dir``/
     ``use_cache``: where archives are unpacked and decoded images kept (default ``$EDGEKD_CACHE/datasets``).
     """
     limits = DataLimits.from_env()
     size = image_size_option(image_size, crop_fraction)
     options = ReadOptions(limits, label_column, size, _channels_wanted(normalization),
-                          DataCache(Path(cache_dir) if cache_dir else None) if use_cache else None)
+                          DataCache(Path(cache_dir) if cache_dir else None) if use_cache else None,
+                          seed=seed, test_fraction=test_fraction, val_fraction=val_fraction)
     spec = os.fspath(spec)
     name, fmt, raw = _read(spec, options, seed)
-    labels, test_split = _labels_and_test_split(raw, spec, limits, test_fraction, seed)
+    labels, test_split, y_val_given = _labels_and_test_split(raw, spec, limits, test_fraction, seed)
     source_test = raw.x_test_source
     if size is not None and not raw.resized:
         source_test = raw.x_test  # the device gets these and resizes them itself (runner pre-processing)
         raw.x_train, raw.x_test = (resize_batch(x, size, limits) for x in (raw.x_train, raw.x_test))
+        if raw.x_val is not None:
+            raw.x_val = resize_batch(raw.x_val, size, limits)
     _check_finite(raw, spec)
-    train_idx, val_idx = _validation_split(len(labels.y_train), len(labels.classes), seed, val_fraction, max_train)
+    train_idx, x_val_raw, y_val = _train_and_val(raw, labels, y_val_given, seed, val_fraction, max_train)
     sample = math.prod(raw.x_train.shape[1:])
-    limits.check_bytes(4 * sample * (len(train_idx) + len(val_idx) + len(labels.y_test)),
+    limits.check_bytes(4 * sample * (len(train_idx) + len(y_val) + len(labels.y_test)),
                        f"data '{spec}' as float32", "pass max_train (CLI: --max-train) or a smaller image_size")
     raw_train = raw.x_train[train_idx]
     norm, norm_source = resolve_normalization(normalization, raw_train, raw.scale)
@@ -63,12 +68,14 @@ def load_dataset(
             "normalization_source": norm_source, **raw.meta}
     if test_split:
         meta["test_split"] = test_split
+    if raw.splits_from:
+        meta["splits_from"] = _splits_from(raw.splits_from, val_fraction, seed)
     if size is not None:
         meta["preprocess"] = size.describe()
     return Dataset(
         name=name, source=spec, classes=labels.classes,
         x_train=norm.apply(raw_train), y_train=labels.y_train[train_idx],
-        x_val=norm.apply(raw.x_train[val_idx]), y_val=labels.y_train[val_idx],
+        x_val=norm.apply(x_val_raw), y_val=y_val,
         x_test=norm.apply(raw.x_test), y_test=labels.y_test,
         normalization=norm, meta=meta, raw_test=raw.x_test, source_test=source_test,
     )
@@ -126,27 +133,17 @@ def resize_batch(x: np.ndarray, size: ImageSize, limits: DataLimits) -> np.ndarr
     return out
 
 
-def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded (train, test) indices with ``fraction`` of every class in test (at least one of a class of >= 2)."""
-    rng = np.random.default_rng(seed + SEED_OFFSET)
-    test = []
-    for label in np.unique(y):
-        members = rng.permutation(np.flatnonzero(y == label))
-        n = min(max(int(round(len(members) * fraction)), 1), len(members) - 1) if len(members) >= 2 else 0
-        test.append(members[:n])
-    test_idx = np.sort(np.concatenate(test))
-    return np.setdiff1d(np.arange(len(y)), test_idx), test_idx
-
-
 def _labels_and_test_split(raw: RawData, spec: str, limits: DataLimits, test_fraction: float,
-                           seed: int) -> tuple[Labels, dict | None]:
-    """Encoded labels; a single table (``x_test is None``) is split here, stratified and seeded."""
+                           seed: int) -> tuple[Labels, dict | None, np.ndarray | None]:
+    """Encoded labels (and a given validation split's); a single table (``x_test is None``) is split here,
+    stratified and seeded."""
     if raw.x_test is not None:
-        labels = encode_labels(raw.y_train, raw.y_test, raw.class_names, limits, f"data '{spec}'")
+        y_rest = raw.y_test if raw.y_val is None else np.concatenate([np.asarray(raw.y_test), np.asarray(raw.y_val)])
+        labels = encode_labels(raw.y_train, y_rest, raw.class_names, limits, f"data '{spec}'")
+        y_val = _split_off_given_val(raw, labels)
         _check_counts(raw, labels, spec)
-        return labels, None
-    if not 0.0 < test_fraction < 1.0:
-        raise EdgekdError(f"test_fraction {test_fraction} is outside (0, 1)", "e.g. 0.2")
+        return labels, None, y_val
+    check_fraction(test_fraction, "test_fraction")
     everything = encode_labels(raw.y_train, raw.y_train[:0], raw.class_names, limits, f"data '{spec}'")
     train_idx, test_idx = stratified_split(everything.y_train, test_fraction, seed)
     raw.x_train, raw.x_test = raw.x_train[train_idx], raw.x_train[test_idx]
@@ -154,7 +151,7 @@ def _labels_and_test_split(raw: RawData, spec: str, limits: DataLimits, test_fra
                     everything.encoding)
     _check_counts(raw, labels, spec)
     return labels, {"from": "single table", "fraction": test_fraction, "stratified": True,
-                    "seed": seed + SEED_OFFSET}
+                    "seed": seed + SEED_OFFSET}, None
 
 
 def _check_counts(raw: RawData, labels: Labels, spec: str) -> None:
@@ -169,7 +166,7 @@ def _check_counts(raw: RawData, labels: Labels, spec: str) -> None:
 
 
 def _check_finite(raw: RawData, spec: str) -> None:
-    for x in (raw.x_train, raw.x_test):
+    for x in (raw.x_train, raw.x_test, *([] if raw.x_val is None else [raw.x_val])):
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             raise EdgekdError(f"data '{spec}' contains NaN or infinite values", "clean the data before building")
 
@@ -177,15 +174,49 @@ def _check_finite(raw: RawData, spec: str) -> None:
 def _validation_split(n_train: int, n_classes: int, seed: int, val_fraction: float,
                       max_train: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Seeded (train, val) indices into the training split, after capping it at ``max_train``."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise EdgekdError(f"val_fraction {val_fraction} is outside [0, 1)", "e.g. 0.1")
-    if max_train is not None and max_train < 1:
-        raise EdgekdError(f"max_train {max_train} must be >= 1", "pass a positive number of samples")
-    order = np.random.default_rng(seed).permutation(n_train)
-    if max_train is not None and max_train < len(order):
-        order = order[:max_train]
+    check_fraction(val_fraction, "val_fraction", low_inclusive=True)
+    order = _capped_train(n_train, seed, max_train)
     n_val = max(n_classes, int(round(len(order) * val_fraction)))
     if n_val >= len(order):
         raise EdgekdError(f"{len(order)} training samples leave none to train on after {n_val} for validation",
                           "use more samples or a smaller val_fraction")
     return order[n_val:], order[:n_val]
+
+
+def _train_and_val(raw: RawData, labels: Labels, y_val_given: np.ndarray | None, seed: int, val_fraction: float,
+                   max_train: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training indices, and the validation split (raw samples, ids): the data's own, else held out of train."""
+    if y_val_given is not None:
+        return _capped_train(len(labels.y_train), seed, max_train), raw.x_val, y_val_given
+    train_idx, val_idx = _validation_split(len(labels.y_train), len(labels.classes), seed, val_fraction, max_train)
+    return train_idx, raw.x_train[val_idx], labels.y_train[val_idx]
+
+
+def _capped_train(n_train: int, seed: int, max_train: int | None) -> np.ndarray:
+    """The training split in a seeded order, cut to ``max_train``: validation, when held out, comes off its front."""
+    if max_train is not None and max_train < 1:
+        raise EdgekdError(f"max_train {max_train} must be >= 1", "pass a positive number of samples")
+    order = np.random.default_rng(seed).permutation(n_train)
+    return order[:max_train] if max_train is not None and max_train < len(order) else order
+
+
+def _split_off_given_val(raw: RawData, labels: Labels) -> np.ndarray | None:
+    """A validation split the data came with (encoded with test, so one class list): its ids, taken off y_test."""
+    if raw.x_val is None:
+        return None
+    n_test = len(raw.x_test)
+    y_val = labels.y_test[n_test:]
+    labels.y_test = labels.y_test[:n_test]
+    if len(y_val) == 0 or len(y_val) != len(raw.x_val):
+        raise EdgekdError(f"the validation split has {len(raw.x_val)} samples and {len(y_val)} labels",
+                          "give it one label per sample, and at least one sample")
+    return y_val
+
+
+def _splits_from(given: dict[str, str], val_fraction: float, seed: int) -> dict[str, str]:
+    """The reader's account of its splits, plus validation when it is held out of train here."""
+    out = dict(given)
+    if "val" not in out:
+        out["val"] = f"{out['train']}: a seeded {val_fraction:.0%} (seed {seed}, not stratified)"
+        out["train"] = f"{out['train']}: the rest"
+    return {role: out[role] for role in ("train", "val", "test")}
