@@ -28,6 +28,14 @@ def test_same_size_is_unchanged():
     assert np.array_equal(resize_and_crop(image, (9, 7)), image)
 
 
+def test_a_side_already_at_size_is_still_cropped():
+    """A 16x17 photo asked for 16x16 needs no resize, only the crop (it came back 16x17 and broke a build)."""
+    image = _photo(16, 17)
+    for height, width in ((16, 16), (16, 15), (14, 17)):
+        top, left = (16 - height) // 2, (17 - width) // 2
+        assert np.array_equal(resize_and_crop(image, (height, width)), image[top:top + height, left:left + width])
+
+
 def test_crop_plan_is_the_usual_resize_then_crop():
     assert crop_plan(375, 500, (224, 224), 0.875) == (256, 341, 16, 58)  # shorter side 256, then 224 centre
     assert crop_plan(32, 32, (32, 32)) == (32, 32, 0, 0)

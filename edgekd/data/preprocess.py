@@ -62,8 +62,8 @@ def resize_and_crop(image: np.ndarray, size: Sequence[int], crop_fraction: float
     height, width = image.shape[:2]
     full_h, full_w, top, left = crop_plan(height, width, size, crop_fraction)
     out_h, out_w = int(size[0]), int(size[1])
-    if (full_h, full_w, top, left) == (height, width, 0, 0):
-        return image.copy()
+    if (full_h, full_w) == (height, width):  # no resize: only the centre crop (none when already at size)
+        return image[top : top + out_h, left : left + out_w].copy()
     pixels = image.astype(np.float32)
     rows_idx, rows_w = axis_taps(height, full_h, top, out_h)
     cols_idx, cols_w = axis_taps(width, full_w, left, out_w)
