@@ -51,6 +51,27 @@ def image_folder(root: Path, classes=("cat", "dog"), per_class=(6, 2), size=(5, 
     return root
 
 
+PHOTO_LAYOUTS = {"classes": ("",), "train+val": ("train", "val"), "train+val+test": ("train", "val", "test"),
+                 "train+test": ("train", "test")}
+
+
+def photo_folders(root: Path, layout: str = "classes", classes=("cat", "dog", "owl"), per_class: int = 8,
+                  sides=(12, 40), seed: int = 0) -> Path:
+    """Photos as users keep them (``PHOTO_LAYOUTS``): JPEGs of varied sizes, each class its own tint (learnable),
+    under ``<split>/<class>/`` or, for ``classes``, straight under ``<class>/``."""
+    rng = np.random.default_rng(seed)
+    tints = rng.integers(40, 215, (len(classes), 3))
+    for split in PHOTO_LAYOUTS[layout]:
+        for tint, cls in zip(tints, classes, strict=True):
+            folder = root / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                width, height = (int(v) for v in rng.integers(sides[0], sides[1], 2))
+                noise = rng.integers(-40, 40, (height, width, 3))
+                Image.fromarray(np.clip(tint + noise, 0, 255).astype(np.uint8)).save(folder / f"IMG_{i:04d}.jpg")
+    return root
+
+
 def npz_arrays(n_train: int = 20, n_test: int = 6, features: int = 4, classes: int = 3) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     return {"x_train": rng.normal(size=(n_train, features)).astype(np.float32), "y_train": np.arange(n_train) % classes,

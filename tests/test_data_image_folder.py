@@ -1,4 +1,5 @@
-"""ImageFolder: colour policy, requested sizes, and the decoded-image cache (hit, invalidation, off)."""
+"""ImageFolder: the four layouts users keep photos in (and their splits), skipped files, colour policy, requested
+sizes, and the decoded-image cache (hit, invalidation, off)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import os
 
 import numpy as np
 import pytest
-from data_makers import image_folder
+from data_makers import PHOTO_LAYOUTS, image_folder, photo_folders
 from PIL import Image
 
+from edgekd.data import DataLimits, load_dataset
 from edgekd.data import image_folder as reader
-from edgekd.data import load_dataset
+from edgekd.data.base import ImageSize, ReadOptions
+from edgekd.data.dataset import data_notes
 from edgekd.errors import EdgekdError
 
 
@@ -85,3 +88,122 @@ def test_a_cache_others_can_write_is_refused(tmp_path):
     os.chmod(cache / "datasets", 0o777)
     with pytest.raises(EdgekdError, match="can be written by other users"):
         load_dataset(str(folder), cache_dir=cache)
+
+
+# --- layouts: ROOT/<class>/*, train/ + val/, train/ + val/ + test/, train/ + test/ ------------------------------
+
+
+def _rows(x: np.ndarray) -> set[bytes]:
+    return {row.tobytes() for row in np.asarray(x)}
+
+
+def test_class_folders_are_split_stratified_and_seeded(tmp_path):
+    root = photo_folders(tmp_path / "photos", "classes", per_class=10)
+    (root / "cat" / "notes.txt").write_text("not a photo")
+    (root / "dog" / "raw").mkdir()  # a sub-folder: not read, counted
+    (root / "README.md").write_text("loose file beside the class folders")
+    data = load_dataset(str(root), image_size=8, use_cache=False)
+    d = data.describe()
+    assert data.classes == ["cat", "dog", "owl"] and d["image_folder"]["layout"] == "<class>/*"
+    assert d["splits"] == {"train": 21, "val": 3, "test": 6} and d["image_files"] == d["splits"]
+    for y in (data.y_train, data.y_val, data.y_test):  # stratified: every class in every split, evenly
+        assert np.bincount(y, minlength=3).min() == np.bincount(y, minlength=3).max() > 0
+    train, val, test = (_rows(x) for x in (data.x_train, data.x_val, data.x_test))
+    assert len(train | val | test) == 30  # disjoint: no photo in two splits
+    assert d["image_folder"]["split"] == {"stratified": True, "test_fraction": 0.2, "val_fraction_of_rest": 0.1,
+                                          "seed": 0, "test_rng_seed": 7919, "val_rng_seed": 7920}
+    assert d["image_folder"]["skipped_not_images"] == 3
+    assert sorted(d["image_folder"]["skipped_examples"]) == ["README.md", "cat/notes.txt", "dog/raw/"]
+    again = load_dataset(str(root), image_size=8, use_cache=False)
+    assert _rows(again.x_test) == test  # seeded: the same split every time
+    other = load_dataset(str(root), image_size=8, seed=1, use_cache=False)
+    assert _rows(other.x_test) != test and other.describe()["image_folder"]["split"]["seed"] == 1
+
+
+def test_class_folders_cache_one_entry_per_split(tmp_path, monkeypatch):
+    root, cache = photo_folders(tmp_path / "photos", "classes"), tmp_path / "cache"
+    first = load_dataset(str(root), image_size=8, cache_dir=cache)
+    monkeypatch.setattr(reader, "decode", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded again")))
+    again = load_dataset(str(root), image_size=8, cache_dir=cache)
+    assert np.array_equal(first.x_val, again.x_val) and np.array_equal(first.x_test, again.x_test)
+    assert len(again.source_test) == len(again.y_test)  # the test photos at source size, for the device
+    with pytest.raises(AssertionError, match="decoded again"):
+        load_dataset(str(root), image_size=8, cache_dir=cache, seed=1)  # another split is another entry
+
+
+def test_train_val_scores_val_and_chooses_on_train(tmp_path):
+    root = photo_folders(tmp_path / "photos", "train+val", per_class=8)
+    data = load_dataset(str(root), image_size=8, use_cache=False)
+    d = data.describe()
+    assert d["image_folder"]["layout"] == "train/ + val/" and d["image_files"] == {"train": 24, "val": 24}
+    assert d["evaluation_split"] == "val" and d["splits_from"]["test"] == "val/"
+    assert len(data.y_test) == 24 and len(data.y_train) + len(data.y_val) == 24  # validation held out of train/
+    assert not _rows(data.x_val) & _rows(data.x_test)  # nothing is chosen on val/
+    notes = " ".join(data_notes(d))
+    assert "Evaluation split: val/ (no separate test split exists)" in notes and "held out of train/" in notes
+
+
+def test_train_val_test_takes_each_split_from_its_folder(tmp_path):
+    root = photo_folders(tmp_path / "photos", "train+val+test", per_class=4)
+    (root / "val" / "cat" / "IMG_0000.jpg").unlink()
+    data = load_dataset(str(root), image_size=8, max_train=5, use_cache=False)
+    d = data.describe()
+    assert d["splits"] == {"train": 5, "val": 11, "test": 12}  # max_train caps train only
+    assert d["splits_from"] == {"train": "train/", "val": "val/", "test": "test/"}
+    assert "evaluation_split" not in d
+
+
+@pytest.mark.parametrize("name", ["valid", "validation"])
+def test_other_spellings_of_val(tmp_path, name):
+    root = photo_folders(tmp_path / "photos", "train+val+test", per_class=2)
+    (root / "val").rename(root / name)
+    assert load_dataset(str(root), use_cache=False, image_size=8).describe()["splits_from"]["val"] == f"{name}/"
+
+
+def test_train_test_keeps_todays_validation_split(tmp_path):
+    root = photo_folders(tmp_path / "photos", "train+test", per_class=10)
+    data = load_dataset(str(root), image_size=8, use_cache=False)
+    raw = reader.read(root, ReadOptions(DataLimits.from_env(), image_size=ImageSize(8, 8)))
+    held_out = np.random.default_rng(0).permutation(30)[:3]  # as before: a seeded, unstratified share of train/
+    assert np.array_equal(data.y_val, raw.y_train[held_out])
+    assert np.array_equal(data.x_val, data.normalization.apply(raw.x_train[held_out]))
+    assert data.describe()["splits_from"]["val"] == "train/: a seeded 10% (seed 0, not stratified)"
+
+
+@pytest.mark.parametrize(("make", "match"), [
+    (lambda r: (r / "test" / "cat").mkdir(parents=True), "has test/ but no train/"),
+    (lambda r: photo_folders(r, "train+val", per_class=2) and (r / "val").rename(r / "elsewhere"),
+     "neither val/ nor test/"),
+    (lambda r: photo_folders(r, "train+val", per_class=2) and (r / "valid").mkdir(), "several validation folders"),
+    (lambda r: photo_folders(r, "classes", per_class=4) and (r / "empty").mkdir(), "without images: \\['empty'\\]"),
+    (lambda r: photo_folders(r, "classes", per_class=1), "too few for a train/validation/test split"),
+    (lambda r: photo_folders(r, "train+val", per_class=2) and (r / "val" / "bird").mkdir(),
+     "classes that train lacks"),
+])
+def test_half_layouts_are_refused_by_name(tmp_path, make, match):
+    root = tmp_path / "photos"
+    root.mkdir()
+    make(root)
+    with pytest.raises(EdgekdError, match=match):
+        load_dataset(str(root), use_cache=False, image_size=8)
+
+
+def test_loose_photos_without_class_folders_are_no_layout(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.jpg")
+    with pytest.raises(EdgekdError, match="none of the known layouts"):
+        load_dataset(str(tmp_path))
+
+
+def test_an_unreadable_photo_is_named(tmp_path):
+    root = photo_folders(tmp_path / "photos", "classes", per_class=4)
+    good = (root / "owl" / "IMG_0001.jpg").read_bytes()
+    (root / "owl" / "IMG_0001.jpg").write_bytes(good[: len(good) // 2])  # truncated mid-scan
+    with pytest.raises(EdgekdError, match="owl/IMG_0001.jpg"):
+        load_dataset(str(root), image_size=8, use_cache=False)
+
+
+def test_every_layout_reads(tmp_path):
+    for layout in PHOTO_LAYOUTS:
+        data = load_dataset(str(photo_folders(tmp_path / layout, layout, per_class=4)), image_size=8,
+                            use_cache=False)
+        assert data.classes == ["cat", "dog", "owl"] and data.describe()["image_folder"]["skipped_not_images"] == 0

@@ -10,7 +10,7 @@ from edgekd.data.base import DataFormat
 FORMATS: list[DataFormat] = [
     DataFormat("idx", "an IDX dir (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-...)",
                idx.detect, idx.read),
-    DataFormat("image-folder", "an ImageFolder dir (train/<class>/*.jpg, test/<class>/*.jpg)",
+    DataFormat("image-folder", "an ImageFolder dir (<class>/*.jpg, or train/ + val/ and/or test/ of <class>/*.jpg)",
                image_folder.detect, image_folder.read),
     DataFormat("npz", "an .npz with x_train, y_train, x_test, y_test", npz.detect, npz.read),
     DataFormat("csv", "a .csv/.tsv table with a label column (label_column=...)", csv_table.detect, csv_table.read),
