@@ -65,11 +65,12 @@ def write_eval_inputs(path: Path, x: np.ndarray, y: np.ndarray, teacher_logits: 
 
 def run_local(artifact: Path, inputs: Path, runs: int = 200, warmup: int = 20, threads: int = 1,
               verify: bool = True, memory: bool = True, plugins: list[Path] | None = None,
-              versus: Path | None = None) -> dict:
+              versus: Path | None = None, processes: int = 1) -> dict:
     """Benchmark ``artifact`` with runner.py in a child process and return its JSON result.
 
     ``plugins``: session plugin files for formats beyond the built-in three (verified against the manifest).
-    ``versus``: the teacher artifact to time it against, interleaved (the runner's ``--versus``)."""
+    ``versus``: the teacher (or a baseline build's) artifact to time it against, interleaved (the runner's
+    ``--versus``); ``processes``: the runner's ``--processes`` (that timing repeated in fresh processes)."""
     fd, tmp = tempfile.mkstemp(prefix=f".bench-{artifact.name}.", suffix=".json")  # concurrent runs never clash
     os.close(fd)
     out = Path(tmp)
@@ -83,6 +84,8 @@ def run_local(artifact: Path, inputs: Path, runs: int = 200, warmup: int = 20, t
         cmd += ["--session-plugin", str(plugin)]
     if versus is not None:
         cmd += ["--versus", str(versus)]
+    if processes > 1:
+        cmd += ["--processes", str(processes)]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
@@ -376,9 +379,10 @@ normalize_arch = device_identity.normalize_arch
 
 
 def device_entry(source: str, results: list[dict[str, Any]], warnings: list[str], target: TargetProfile | None,
-                 declared: bool = False, how: str = "edgekd runner.py") -> dict[str, Any]:
-    """One device_results[] item: where it ran (target device or not, by which rule) and each artifact's numbers."""
-    machine = results[0].get("machine", {})
+                 declared: bool = False, how: str = "edgekd runner.py", where: str = "device") -> dict[str, Any]:
+    """One device_results[] item: where it ran (``where``: device, host or emulated; target device or not, by which
+    rule) and each artifact's numbers."""
+    machine = {**results[0].get("machine", {}), "where": where}
     if target is not None:
         identity = device_identity.measured_on_fields(target, machine, declared)
     else:
@@ -551,6 +555,6 @@ def merge_local(run_dir: Path, results: list[dict[str, Any]], declared: bool) ->
         return
     host = mine[0].get("machine", {}).get("hostname") or "localhost"
     entry = device_entry(f"local:{host}", mine, [], report_target(report), declared,
-                         "edgekd bench: runner.py in a fresh process on this host")
+                         "edgekd bench: runner.py in a fresh process on this host", where="host")
     print(_where(entry), flush=True)
     _merge_and_refresh(run_dir, report, [entry], lambda m: print(m, flush=True))

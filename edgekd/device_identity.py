@@ -11,7 +11,9 @@ enough (any aarch64 cloud VM would "be" a Raspberry Pi), so a run counts as meas
   AVX2"): architecture, flags and pattern are checked, cores and memory are not.
 
 Never, whatever the machine or a declaration: a target whose runtime runs on an accelerator (TensorRT on a
-Jetson's GPU, an NNAPI delegate on a phone's NPU) measured by a CPU run, which is what the runner does.
+Jetson's GPU, an NNAPI delegate on a phone's NPU) measured by a CPU run, which is what the runner does; nor a run
+under emulation (``where: emulated``, ``edgekd bench --emulate``), whose kernels are the core's but whose timing
+is QEMU's.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ _ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8"
 
 DECLARED, IDENTITY, GENERIC, ACCELERATOR, MISMATCH = "declared", "identity", "generic profile", "accelerator", \
     "mismatch"
+EMULATED = "emulated"
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class IdentityMatch:
     """Whether a run counts as measured on the target, by which rule, and the facts behind it."""
 
     is_target: bool
-    rule: str  # declared | identity | generic profile | accelerator | mismatch
+    rule: str  # declared | identity | generic profile | accelerator | mismatch | emulated
     reasons: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,6 +128,10 @@ def match(target: TargetProfile, machine: dict[str, Any], declared: bool = False
     ``declared``: the user named this machine the target (recorded with the result). ``accelerated``: the run
     used the target's accelerator delegate; edgekd's runner measures on the CPU, so callers leave it False.
     """
+    if machine.get("where") == EMULATED:  # before a declaration: nothing makes QEMU's timing the device's
+        return IdentityMatch(False, EMULATED, (
+            "measured under QEMU user-mode emulation: the target core's kernels ran, but no timing or memory "
+            "under emulation is the device's",))
     ok, bad = compare_machine(target, machine)
     delegate = target.runtime.delegate
     if delegate in ACCELERATOR_DELEGATES and not accelerated:

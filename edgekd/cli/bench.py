@@ -15,6 +15,8 @@ from edgekd.schema import read
 def cmd_bench(args) -> int:
     check_counts({"--runs": args.runs, "--warmup": args.warmup, "--threads": args.threads,
                   "--remote": len(args.remote) if args.remote else None, "--connect-timeout": args.connect_timeout})
+    if args.emulate:
+        return _cmd_bench_emulate(args)
     if args.remote:
         return _cmd_bench_remote(args)
     path = Path(args.artifact)
@@ -81,6 +83,34 @@ def _cmd_bench_remote(args) -> int:
     return 0
 
 
+def _cmd_bench_emulate(args) -> int:
+    """--emulate ARCH: the shipped artifacts on the target's ARM core under QEMU, compared with this host."""
+    from edgekd.bench import _merge_and_refresh, report_target
+    from edgekd.emulate import bench_emulated, emulated_entry
+
+    clash = [flag for flag, given in (("--remote", args.remote), ("--inputs", args.inputs),
+                                      ("--as-target", args.as_target)) if given]
+    if clash:
+        raise EdgekdError(f"--emulate cannot be combined with {', '.join(clash)}",
+                          "an emulated run uses the run's own eval.npz and is never the target device")
+    run_dir = Path(args.artifact)
+    if not (run_dir.is_dir() and (run_dir / "report.json").is_file()):
+        raise EdgekdError(f"--emulate needs a run directory, got {args.artifact}",
+                          "pass the directory `edgekd build` wrote (its shipped artifacts are emulated)")
+    say = lambda m: print(m, flush=True)  # noqa: E731
+    run = bench_emulated(run_dir, args.emulate, args.threads, say)
+    for path, c in run.comparison.items():
+        print(f"{path:<24} accuracy host {c['accuracy_host']:.4f}  emulated {c['accuracy_emulated']:.4f}  top-1 "
+              f"agreement {c['top1_agreement']:.4f}  max |logit diff| {c['max_abs_logit_diff']:.3g}  "
+              f"({run.emulation['core']}, timing emulated: not judged)")
+    report, _ = load_run(run_dir)
+    entry = emulated_entry(run, report_target(report))
+    if args.json:
+        write_json(args.json, entry)
+    _merge_and_refresh(run_dir, report, [entry], say)
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("bench", help="benchmark a run directory or one artifact with the standalone runner, "
                                      "locally or on devices over SSH (--remote)")
@@ -93,6 +123,10 @@ def register(sub) -> None:
     p.add_argument("--as-target", action="store_true",
                    help="declare that the machine(s) measured are the target device, whatever the target file's "
                         "identity says (recorded in report.json; never for accelerator targets: TensorRT, NNAPI)")
+    p.add_argument("--emulate", choices=["aarch64"], metavar="ARCH",
+                   help="run the shipped artifacts on the target's own ARM core under QEMU user-mode emulation "
+                        "(aarch64) and compare them with this host: accuracy, top-1 agreement, logit difference; "
+                        "timing under emulation never judges a budget (see docs/devices.md)")
     g = p.add_argument_group("devices over SSH (system ssh/scp; several --remote run in parallel)")
     g.add_argument("--remote", action="append", metavar="USER@HOST[:PORT]",
                    help="benchmark the shipped artifacts on this device; repeat for a device farm")
