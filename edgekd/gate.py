@@ -8,13 +8,16 @@ target whose runtime runs on an accelerator (TensorRT, NNAPI) is never verified 
 Hardware-independent budgets (params, MACs, size, accuracy, latency relative to the teacher in the same run)
 always gate. Peak memory is the model's peak over the runtime's baseline (``runner.MEMORY_JUDGED``).
 
-Regressions against a baseline report compare like with like and say what the two runs can detect
+Regressions against a baseline compare like with like and say what the measurements can detect
 (``edgekd.gate_stats`` has the statistics and why):
 
-* latency p5 (the floor), p50 and p95: each quantile against the same quantile of the baseline, with the minimum
-  detectable regression (MDR) of the two runs in the row. It fails when the change exceeds both the allowed
-  regression and the MDR; when the MDR exceeds the allowed regression the row says "unverifiable at this noise"
-  instead of passing (``--strict`` fails it);
+* latency p5 (the floor), p50 and p95: with a baseline run (``--baseline-run``, ``edgekd.gate_same_job``) each
+  quantile of the candidate over the baseline artifact timed interleaved in this job, over several fresh
+  processes; with a stored baseline report, each quantile against the same quantile of the baseline. The row
+  holds the minimum detectable regression (MDR). It fails when the change exceeds both the allowed regression and
+  the MDR; when the MDR exceeds the allowed regression the row says "unverifiable at this noise" instead of
+  passing (``--strict`` fails it); a stored baseline whose runs were not measured in several processes never
+  fails (the between-process variance, which the blocks of one run do not show, is unknown);
 * accuracy: the exact McNemar test on per-sample predictions of the same eval inputs (counts and p-value in the
   row); reports scored on different inputs are not compared; without predictions, two independent proportions;
 * peak memory beyond +-MEMORY_NOISE_MB, size exactly. Latency or memory measured on different hardware is refused.
@@ -31,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from edgekd import device_identity, gate_stats
+from edgekd.devices.gate_rules import device_tool_checks
 from edgekd.errors import EdgekdError
 from edgekd.io import atomic_write
 from edgekd.targets import TargetProfile
@@ -86,12 +90,15 @@ class RegressionCheck:
     # latency: the minimum detectable regression of the two runs (%), and the 95 % interval of current/baseline
     mdr_pct: float | None = None
     ratio_interval: tuple[float, float] | None = None
+    ratio: float | None = None  # current/baseline as judged (interleaved: the mean over processes, not the pooled)
     # accuracy, paired: exact McNemar one-sided p-value and the counts {b, c, n} (see edgekd.gate_stats)
     p_value: float | None = None
     counts: dict[str, int] | None = None
 
     @property
     def change_pct(self) -> float | None:
+        if self.ratio is not None:
+            return 100.0 * (self.ratio - 1.0)
         if self.baseline is None or self.current is None or self.baseline == 0:
             return None
         return 100.0 * (self.current - self.baseline) / abs(self.baseline)
@@ -230,10 +237,11 @@ def _device_measurement(report: dict[str, Any], artifact: dict[str, Any],
 def evaluate_gate(report: dict[str, Any], target: TargetProfile, strict: bool = False,
                   baseline: dict[str, Any] | None = None, max_regression_pct: float = DEFAULT_MAX_REGRESSION_PCT,
                   max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP, baseline_label: str = "baseline",
-                  labels: np.ndarray | None = None) -> GateResult:
+                  labels: np.ndarray | None = None, same_job: dict[str, dict[str, Any]] | None = None) -> GateResult:
     """Check ``report`` against every budget of ``target``, and against ``baseline`` when one is given.
 
     ``labels``: the eval inputs' labels (``eval_labels``), for the paired accuracy test against the baseline.
+    ``same_job``: the baseline's artifacts timed against this report's in this job (``compare_to_baseline``).
     """
     check_report(report, "report")
     student, teacher = report["student"], report["teacher"]
@@ -268,9 +276,10 @@ def evaluate_gate(report: dict[str, Any], target: TargetProfile, strict: bool = 
         if b.peak_memory_mb is not None:
             checks.append(_check("peak_memory_mb", name, device.row.get("peak_memory_mb"), b.peak_memory_mb, "MB",
                                  "<=", True, device.on_device, device.where))
+        checks += device_tool_checks(device, target, name)
     regressions: list[RegressionCheck] = []
     if baseline is not None:
-        regressions = compare_to_baseline(report, baseline, max_regression_pct, max_accuracy_drop, labels)
+        regressions = compare_to_baseline(report, baseline, max_regression_pct, max_accuracy_drop, labels, same_job)
     return GateResult(checks, strict, regressions, baseline_label if baseline is not None else None)
 
 
@@ -300,6 +309,13 @@ def latency_samples(row: dict[str, Any]) -> tuple[np.ndarray, int] | None:
     return np.asarray(samples, dtype=np.float64), max(1, min(blocks, len(samples)))
 
 
+def process_quantiles(row: dict[str, Any], quantile: float) -> list[float] | None:
+    """One quantile in each process the runner measured the row in (``--processes``), if it used several."""
+    processes = (row.get("latency_ms_detail") or {}).get("processes") or []
+    values = [p.get(f"p{quantile:g}") for p in processes]
+    return [float(v) for v in values] if len(values) >= 2 and all(v for v in values) else None
+
+
 # ============================================================================================ baseline
 def hardware_differences(report: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
     """The measured_on fields that differ: latency and memory from such runs measure the machines, not the model."""
@@ -308,29 +324,36 @@ def hardware_differences(report: dict[str, Any], baseline: dict[str, Any]) -> li
             if now.get(k) != then.get(k)]
 
 
-def _artifact_key(a: dict[str, Any]) -> tuple[str, str, str]:
+def artifact_key(a: dict[str, Any]) -> tuple[str, str, str]:
     return (str(a.get("path")), str(a.get("format")), str(a.get("precision")))
 
 
 def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
                         max_regression_pct: float = DEFAULT_MAX_REGRESSION_PCT,
                         max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
-                        labels: np.ndarray | None = None) -> list[RegressionCheck]:
-    """Per shipped artifact and metric: like with like, failing only a change beyond the allowance and the noise."""
+                        labels: np.ndarray | None = None,
+                        same_job: dict[str, dict[str, Any]] | None = None) -> list[RegressionCheck]:
+    """Per shipped artifact and metric: like with like, failing only a change beyond the allowance and the noise.
+
+    ``same_job``: per artifact path, the runner's ``versus`` record of it timed against the baseline's artifact in
+    this job (``edgekd.gate_same_job``); its latency rows then come from that, not from the stored numbers."""
     if max_regression_pct < 0 or max_accuracy_drop < 0:
         raise EdgekdError("--max-regression and --max-accuracy-drop must be >= 0", "e.g. --max-regression 10")
-    by_key = {_artifact_key(a): a for a in baseline["artifacts"]}
+    by_key = {artifact_key(a): a for a in baseline["artifacts"]}
     hw = hardware_differences(report, baseline)
     pairing = eval_pairing(report, baseline, labels)
     rows: list[RegressionCheck] = []
     for a in (a for a in report["artifacts"] if a.get("shipped", True)):
         name = a["path"]
-        old = by_key.get(_artifact_key(a))
+        old = by_key.get(artifact_key(a))
         if old is None:
             rows.append(RegressionCheck("artifact", name, None, None, "", UNVERIFIED, "-",
                                         note=f"the baseline has no {a['format']} {a['precision']} artifact '{name}'"))
             continue
-        rows += latency_regressions(name, a, old, max_regression_pct, hw)
+        if same_job is not None and name in same_job:
+            rows += interleaved_regressions(name, same_job[name], max_regression_pct)
+        else:
+            rows += latency_regressions(name, a, old, max_regression_pct, hw)
         rows.append(_memory_regression(name, a, old, max_regression_pct, hw))
         rows.append(_size_regression(name, a, old, max_regression_pct))
         rows.append(accuracy_regression(name, a, old, max_accuracy_drop, pairing))
@@ -359,24 +382,73 @@ def latency_regressions(name: str, a: dict, old: dict, max_pct: float, hw: list[
                        "estimated; measure with the runner's default --blocks")
     rows = []
     for metric, q in LATENCY_METRICS:
-        cmp = gate_stats.compare_quantile(old_s[0], old_s[1], new_s[0], new_s[1], q)
+        cmp = gate_stats.compare_quantile(old_s[0], old_s[1], new_s[0], new_s[1], q,
+                                          (process_quantiles(old, q), process_quantiles(a, q)))
         verdict = cmp.verdict(max_pct)
-        status = {"fail": FAIL, "unverifiable": UNVERIFIED, "pass": PASS}[verdict]
+        single_process = verdict == "fail" and not cmp.between_processes
+        if single_process:
+            verdict = "unverifiable"
         lo, hi = cmp.ratio_interval
-        noise = (f"current/baseline {cmp.ratio:.3f} (95 % {lo:.3f}-{hi:.3f}); block spread "
-                 f"{cmp.spread_pct[0]:.1f} % / {cmp.spread_pct[1]:.1f} %; interrupted samples "
+        noise = (f"current/baseline {cmp.ratio:.3f} (95 % {lo:.3f}-{hi:.3f}); spread "
+                 f"{cmp.spread_pct[0]:.1f} % / {cmp.spread_pct[1]:.1f} % "
+                 f"({'blocks and processes' if cmp.between_processes else 'blocks of one process'}); interrupted "
+                 f"samples {100 * cmp.interrupted[0]:.1f} % / {100 * cmp.interrupted[1]:.1f} %")
+        note = _stored_note(cmp, verdict, max_pct, single_process)
+        rows.append(_latency_row(metric, name, cmp, verdict, max_pct, noise, note))
+    return rows
+
+
+def _stored_note(cmp: gate_stats.QuantileComparison, verdict: str, max_pct: float, single_process: bool) -> str:
+    """What a stored-baseline row could not judge, when the reason is more than the MDR."""
+    if cmp.among_interruptions or verdict != "unverifiable":
+        return _latency_note(cmp, verdict, max_pct)
+    if single_process:
+        return (f"unverifiable at this noise: {cmp.change_pct:+.1f} % is beyond the MDR {cmp.mdr_pct:.1f} % of the "
+                "blocks, but a run was timed in one process and two processes differ by more than its blocks; gate "
+                "against the baseline run in this job (--baseline-run), or measure both runs with the runner's "
+                "--processes")
+    if cmp.mdr_pct <= max_pct:
+        return (f"unverifiable at this noise: {cmp.change_pct:+.1f} % overall but not in every timing block "
+                f"(blocks {cmp.block_range[0][0]:.4g}-{cmp.block_range[0][1]:.4g} ms before, "
+                f"{cmp.block_range[1][0]:.4g}-{cmp.block_range[1][1]:.4g} ms now): the machine changed speed")
+    return _latency_note(cmp, verdict, max_pct)
+
+
+def _latency_note(cmp: gate_stats.LatencyRatio, verdict: str, max_pct: float) -> str:
+    if cmp.among_interruptions:
+        return (f"unverifiable at this noise: p{cmp.quantile:g} lies among the interrupted samples (over "
+                f"{gate_stats.INTERRUPTED_FACTOR:g}x the p10) of a run; it measures the machine")
+    return {"fail": f"slower by more than the allowed {max_pct:g} % and the MDR {cmp.mdr_pct:.1f} %",
+            "unverifiable": f"unverifiable at this noise (MDR {cmp.mdr_pct:.1f} %)", "pass": ""}[verdict]
+
+
+def _latency_row(metric: str, name: str, cmp: gate_stats.LatencyRatio, verdict: str, max_pct: float, noise: str,
+                 note: str) -> RegressionCheck:
+    status = {"fail": FAIL, "unverifiable": UNVERIFIED, "pass": PASS}[verdict]
+    return RegressionCheck(metric, name, cmp.baseline, cmp.current, "ms", status, f"+{max_pct:g} %", noise, note,
+                           mdr_pct=cmp.mdr_pct, ratio_interval=cmp.ratio_interval, ratio=cmp.ratio)
+
+
+def interleaved_regressions(name: str, versus: dict[str, Any], max_pct: float) -> list[RegressionCheck]:
+    """One row per quantile from the candidate timed against the baseline artifact in this job (same machine)."""
+    allowed = f"+{max_pct:g} %"
+    processes = [(np.asarray(p["versus_samples_ms"], dtype=np.float64), np.asarray(p["samples_ms"], dtype=np.float64))
+                 for p in versus.get("processes") or [] if p.get("samples_ms") and p.get("versus_samples_ms")]
+    if len(processes) < gate_stats.MIN_PROCESSES:
+        return [RegressionCheck(m, name, None, None, "ms", UNVERIFIED, allowed,
+                                note=f"timed against the baseline in {len(processes)} process(es); the interval "
+                                     f"needs at least {gate_stats.MIN_PROCESSES} (--processes)")
+                for m, _ in LATENCY_METRICS]
+    rows = []
+    for metric, q in LATENCY_METRICS:
+        cmp = gate_stats.compare_interleaved(processes, q)
+        verdict = cmp.verdict(max_pct)
+        lo, hi = cmp.ratio_interval
+        noise = (f"interleaved with the baseline's {versus['artifact']} in {len(processes)} fresh processes; "
+                 f"current/baseline {cmp.ratio:.3f} (95 % {lo:.3f}-{hi:.3f}; per process "
+                 f"{min(cmp.process_ratios):.3f}-{max(cmp.process_ratios):.3f}); interrupted samples "
                  f"{100 * cmp.interrupted[0]:.1f} % / {100 * cmp.interrupted[1]:.1f} %")
-        note = {"fail": f"slower by more than the allowed {max_pct:g} % and the MDR {cmp.mdr_pct:.1f} %",
-                "unverifiable": f"unverifiable at this noise (MDR {cmp.mdr_pct:.1f} %)", "pass": ""}[verdict]
-        if cmp.among_interruptions:
-            note = (f"unverifiable at this noise: p{q:g} lies among the interrupted samples (over "
-                    f"{gate_stats.INTERRUPTED_FACTOR:g}x the p10) of a run; it measures the machine")
-        elif verdict == "unverifiable" and cmp.mdr_pct <= max_pct:
-            note = (f"unverifiable at this noise: {cmp.change_pct:+.1f} % overall but not in every timing block "
-                    f"(blocks {cmp.block_range[0][0]:.4g}-{cmp.block_range[0][1]:.4g} ms before, "
-                    f"{cmp.block_range[1][0]:.4g}-{cmp.block_range[1][1]:.4g} ms now): the machine changed speed")
-        rows.append(RegressionCheck(metric, name, cmp.baseline, cmp.current, "ms", status, allowed, noise, note,
-                                    mdr_pct=cmp.mdr_pct, ratio_interval=cmp.ratio_interval))
+        rows.append(_latency_row(metric, name, cmp, verdict, max_pct, noise, _latency_note(cmp, verdict, max_pct)))
     return rows
 
 

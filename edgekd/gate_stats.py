@@ -1,14 +1,29 @@
 """The statistics behind the gate's regression rows: latency quantiles with their minimum detectable regression,
 and the exact McNemar test for accuracy on the same inputs.
 
-Latency, like with like. For each quantile q (p5 "floor", p50, p95) the current run's q is compared with the
-baseline's q, as the ratio ``current / baseline``. How far that ratio can move with no change to the model is
-estimated from the two runs at hand: the runner times its samples in blocks, and the block-to-block spread of
-``log(quantile)`` inside a run is how much the machine moves that quantile from one stretch of time to the next.
-A whole run is treated as *one* such draw (its spread is the block spread, not the block spread / sqrt(blocks)):
-the machine's state between two runs, minutes or days apart, differs at least as much as between two blocks of one
-run, and shrinking the spread by the number of blocks is what made same-artifact runs look "significantly" slower
-on a busy runner. With ``s_b``, ``s_c`` the block spreads of the two runs and ``t`` the 97.5 % Student-t quantile
+Latency, same job (``edgekd gate --baseline-run``, the normal path). The baseline artifact is re-measured now,
+interleaved with the candidate in one runner process (``runner.py --versus BASELINE --processes N``), in N fresh
+processes one after another, which one goes first alternating. Inside a process both models see the same machine
+(frequency, load, drift), so it cancels in the ratio; what a process does not cancel (memory layout, which model
+warmed the caches) differs from process to process, and the N per-process ratios of a quantile measure exactly
+that. The processes are independent replicates of one comparison, so the mean of their log ratios has a Student-t
+95 % interval (``scipy.stats.ttest_1samp``); its half-width is the MDR, and the verdict below reads the ratio
+against it (``InterleavedComparison``).
+
+Latency, stored number (``--baseline report.json``): like with like. For each quantile q (p5 "floor", p50, p95)
+the current run's q is compared with the baseline's q, as the ratio ``current / baseline``. How far that ratio can
+move with no change to the model is estimated from the two runs at hand: the runner times its samples in blocks,
+and the block-to-block spread of ``log(quantile)`` inside a run is how much the machine moves that quantile from
+one stretch of time to the next. A whole run is treated as *one* such draw (its spread is the block spread, not
+the block spread / sqrt(blocks)): the machine's state between two runs, minutes or days apart, differs at least
+as much as between two blocks of one run, and shrinking the spread by the number of blocks is what made
+same-artifact runs look "significantly" slower on a busy runner. Two runs in separate processes differ by more
+than two blocks of one run do (a quiet 2-core Xeon: the same artifact 16-25 % apart where the blocks gave an MDR
+of 5-11 %), so when the runner measured a run in several processes (``--processes``:
+``latency_ms_detail.processes``) its spread is the larger of the block spread and the spread of its per-process
+quantiles, still one draw per run (the between-job variance is at least that). Without per-process numbers a row
+can pass or say "unverifiable", never fail (``between_processes``). With ``s_b``, ``s_c`` the spreads of the two
+runs and ``t`` the 97.5 % Student-t quantile
 (Welch-Satterthwaite degrees of freedom),
 
     MDR = exp(t * sqrt(s_b^2 + s_c^2)) - 1
@@ -43,6 +58,7 @@ drop exceeds ``--max-accuracy-drop`` and p < 2.5 % (the one-sided half of the 95
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +66,7 @@ import numpy as np
 CONFIDENCE = 0.95
 ALPHA_ONE_SIDED = (1.0 - CONFIDENCE) / 2.0
 MIN_BLOCKS = 3  # fewer blocks cannot estimate a spread (2 gives one degree of freedom)
+MIN_PROCESSES = 3  # likewise for the processes of an interleaved same-job comparison
 INTERRUPTED_FACTOR = 3.0
 FLOOR_QUANTILE = 5.0
 LATENCY_QUANTILES = (FLOOR_QUANTILE, 50.0, 95.0)
@@ -57,8 +74,8 @@ LATENCY_QUANTILES = (FLOOR_QUANTILE, 50.0, 95.0)
 
 # ============================================================================================ latency
 @dataclass(frozen=True)
-class QuantileComparison:
-    """One latency quantile of two runs: the ratio, its 95 % interval and the minimum detectable regression."""
+class LatencyRatio:
+    """One latency quantile, current / baseline: the ratio, its 95 % interval and the minimum detectable regression."""
 
     quantile: float
     baseline: float
@@ -66,13 +83,7 @@ class QuantileComparison:
     ratio: float
     ratio_interval: tuple[float, float]
     mdr_pct: float
-    spread_pct: tuple[float, float]  # block-to-block spread of the quantile (baseline, current), in %
     interrupted: tuple[float, float]  # share of interrupted samples (baseline, current)
-    block_range: tuple[tuple[float, float], tuple[float, float]]  # (min, max) of the blocks' quantile, per run
-
-    def every_block_slower(self, max_regression_pct: float) -> bool:
-        """The fastest block of the current run is slower than the slowest baseline block by more than allowed."""
-        return self.block_range[1][0] > self.block_range[0][1] * (1.0 + max_regression_pct / 100.0)
 
     @property
     def change_pct(self) -> float:
@@ -83,15 +94,38 @@ class QuantileComparison:
         """The quantile lies among the interrupted samples of either run: it measures the machine."""
         return max(self.interrupted) >= (1.0 - self.quantile / 100.0) / 2.0
 
+    def consistent(self, max_regression_pct: float) -> bool:
+        """Whether a change beyond the MDR holds throughout the measurement (where it has parts to check)."""
+        return True
+
     def verdict(self, max_regression_pct: float) -> str:
         """'fail', 'unverifiable' or 'pass' by the rule in the module docstring."""
         if self.among_interruptions:
             return "unverifiable"
         if self.change_pct > max(max_regression_pct, self.mdr_pct):
-            return "fail" if self.every_block_slower(max_regression_pct) else "unverifiable"
+            return "fail" if self.consistent(max_regression_pct) else "unverifiable"
         if self.mdr_pct > max_regression_pct:
             return "unverifiable"
         return "pass"
+
+
+@dataclass(frozen=True)
+class QuantileComparison(LatencyRatio):
+    """Two runs measured apart (a stored baseline): the MDR from each run's block (and process) spread.
+
+    ``verdict`` is the rule on these numbers; the gate caps a 'fail' without ``between_processes`` at
+    'unverifiable'."""
+
+    spread_pct: tuple[float, float] = (0.0, 0.0)  # spread of the quantile (baseline, current), in %
+    block_range: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 0.0), (0.0, 0.0))  # (min, max) per run
+    between_processes: bool = False  # both runs' spread includes the spread between processes
+
+    def every_block_slower(self, max_regression_pct: float) -> bool:
+        """The fastest block of the current run is slower than the slowest baseline block by more than allowed."""
+        return self.block_range[1][0] > self.block_range[0][1] * (1.0 + max_regression_pct / 100.0)
+
+    def consistent(self, max_regression_pct: float) -> bool:
+        return self.every_block_slower(max_regression_pct)
 
 
 def split_blocks(samples: np.ndarray, blocks: int) -> np.ndarray:
@@ -115,9 +149,21 @@ def _t_quantile(p: float, dof: float) -> float:
     return float(student_t.ppf(p, dof))
 
 
+def _run_spread(log_blocks: np.ndarray, per_process: Sequence[float] | None) -> tuple[float, int, bool]:
+    """(spread of log(quantile), its degrees of freedom, whether it includes the spread between processes)."""
+    spread, dof = float(np.std(log_blocks, ddof=1)), len(log_blocks) - 1
+    if per_process is None or len(per_process) < 2:
+        return spread, dof, False
+    between = float(np.std(np.log(np.asarray(per_process, dtype=np.float64)), ddof=1))
+    return (between, len(per_process) - 1, True) if between > spread else (spread, dof, True)
+
+
 def compare_quantile(baseline: np.ndarray, baseline_blocks: int, current: np.ndarray, current_blocks: int,
-                     quantile: float) -> QuantileComparison:
-    """Compare one quantile of two runs' timings (each with >= MIN_BLOCKS blocks; see the module docstring)."""
+                     quantile: float, processes: tuple[Sequence[float] | None, Sequence[float] | None] = (None, None),
+                     ) -> QuantileComparison:
+    """Compare one quantile of two runs' timings (each with >= MIN_BLOCKS blocks; see the module docstring).
+
+    ``processes``: this quantile in each process the runner measured the (baseline, current) run in, if it did."""
     if min(baseline_blocks, current_blocks) < MIN_BLOCKS:
         raise ValueError(f"need at least {MIN_BLOCKS} timing blocks per run")
     base_point = float(np.percentile(baseline, quantile))
@@ -125,10 +171,10 @@ def compare_quantile(baseline: np.ndarray, baseline_blocks: int, current: np.nda
     log_ratio = math.log(cur_point / base_point)
     log_b = block_log_quantiles(baseline, baseline_blocks, quantile)
     log_c = block_log_quantiles(current, current_blocks, quantile)
-    s_b, s_c = float(np.std(log_b, ddof=1)), float(np.std(log_c, ddof=1))
+    (s_b, dof_b, proc_b), (s_c, dof_c, proc_c) = _run_spread(log_b, processes[0]), _run_spread(log_c, processes[1])
     var = s_b**2 + s_c**2
     if var > 0:
-        dof = var**2 / (s_b**4 / (baseline_blocks - 1) + s_c**4 / (current_blocks - 1))
+        dof = var**2 / (s_b**4 / dof_b + s_c**4 / dof_c)
         half = _t_quantile(1.0 - ALPHA_ONE_SIDED, dof) * math.sqrt(var)
     else:
         half = 0.0
@@ -137,7 +183,39 @@ def compare_quantile(baseline: np.ndarray, baseline_blocks: int, current: np.nda
         ratio_interval=(math.exp(log_ratio - half), math.exp(log_ratio + half)),
         mdr_pct=100.0 * math.expm1(half), spread_pct=(100.0 * math.expm1(s_b), 100.0 * math.expm1(s_c)),
         interrupted=(interrupted_share(baseline), interrupted_share(current)),
-        block_range=((math.exp(log_b.min()), math.exp(log_b.max())), (math.exp(log_c.min()), math.exp(log_c.max()))))
+        block_range=((math.exp(log_b.min()), math.exp(log_b.max())), (math.exp(log_c.min()), math.exp(log_c.max()))),
+        between_processes=proc_b and proc_c)
+
+
+@dataclass(frozen=True)
+class InterleavedComparison(LatencyRatio):
+    """The candidate against the baseline artifact timed interleaved in the same job: ``ratio`` is the geometric
+    mean of the per-process ratios, its interval Student-t over the processes; baseline and current are the
+    quantile over every process's samples (ms)."""
+
+    process_ratios: tuple[float, ...] = ()
+
+
+def compare_interleaved(processes: Sequence[tuple[np.ndarray, np.ndarray]], quantile: float) -> InterleavedComparison:
+    """``processes``: per fresh process, the (baseline, current) samples timed interleaved in it (>= MIN_PROCESSES)."""
+    from scipy.stats import ttest_1samp
+
+    if len(processes) < MIN_PROCESSES:
+        raise ValueError(f"need at least {MIN_PROCESSES} processes")
+    logs = np.log([np.percentile(c, quantile) / np.percentile(b, quantile) for b, c in processes])
+    mean = float(logs.mean())
+    low = high = mean
+    if np.ptp(logs) > 0:
+        interval = ttest_1samp(logs, 0.0).confidence_interval(CONFIDENCE)
+        low, high = float(interval.low), float(interval.high)
+    base_all = np.concatenate([np.asarray(b, dtype=np.float64) for b, _ in processes])
+    cur_all = np.concatenate([np.asarray(c, dtype=np.float64) for _, c in processes])
+    return InterleavedComparison(
+        quantile=quantile, baseline=float(np.percentile(base_all, quantile)),
+        current=float(np.percentile(cur_all, quantile)), ratio=math.exp(mean),
+        ratio_interval=(math.exp(low), math.exp(high)), mdr_pct=100.0 * math.expm1((high - low) / 2.0),
+        process_ratios=tuple(float(v) for v in np.exp(logs)),
+        interrupted=(interrupted_share(base_all), interrupted_share(cur_all)))
 
 
 # ============================================================================================ accuracy
@@ -167,14 +245,15 @@ def binomial_tail(successes: int, trials: int) -> float:
 
 
 def median_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Distribution-free interval for the median (sign test): the order statistics k and n+1-k, with k the largest
-    rank such that P(Binomial(n, 1/2) <= k - 1) <= (1 - confidence) / 2; the whole range when n is too small."""
-    ordered = sorted(float(v) for v in values)
-    n, alpha = len(ordered), (1.0 - confidence) / 2.0
-    k = 0
-    while k + 1 <= n // 2 and binomial_tail(n - k, n) <= alpha:  # P(X <= k) == P(X >= n - k)
-        k += 1
-    return (ordered[k - 1], ordered[n - k]) if k else (ordered[0], ordered[-1])
+    """Distribution-free interval for the median: the sign test's binomial interval (``scipy.stats.quantile_test``);
+    the whole range when there are too few values for one (fewer than 6 at 95 %)."""
+    from scipy.stats import quantile_test
+
+    x = np.asarray(values, dtype=np.float64)
+    interval = quantile_test(x, q=float(np.median(x)), p=0.5).confidence_interval(confidence)
+    if math.isnan(interval.low) or math.isnan(interval.high):
+        return float(x.min()), float(x.max())
+    return float(interval.low), float(interval.high)
 
 
 def mcnemar_exact(labels: np.ndarray, baseline_pred: np.ndarray, current_pred: np.ndarray) -> PairedAccuracy:

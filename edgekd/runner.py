@@ -52,7 +52,8 @@ MAX_MANIFEST_BYTES = 16 << 20
 MAX_FILES_PER_ARTIFACT = 16
 MAX_INPUT_BYTES = int(os.environ.get("EDGEKD_RUNNER_MAX_INPUT_BYTES", str(8 << 30)))
 MAX_INPUT_MEMBERS = 64
-MAX_COUNTS = {"--runs": 100000, "--warmup": 10000, "--threads": 1024, "--blocks": 1000, "--max-runs": 1000000}
+MAX_COUNTS = {"--runs": 100000, "--warmup": 10000, "--threads": 1024, "--blocks": 1000, "--max-runs": 1000000,
+              "--processes": 64}
 
 
 class RunnerError(Exception):
@@ -667,13 +668,15 @@ def _timed_block(session, samples, start, count):
 
 
 def compare_latency(session, versus, x, pairs=DEFAULT_PAIRS, runs=DEFAULT_RUNS, min_time_s=MIN_TIME_S,
-                    max_runs=MAX_RUNS):
+                    max_runs=MAX_RUNS, versus_first=False, keep_samples=False):
     """The latency ratio ``session / versus``, timed interleaved in this one process.
 
     Two runs minutes apart see different machines: on a shared or throttled host the block medians of one run
     already move by 2x, so a ratio of two separate runs' p50 can land either side of 1 by chance. Here the two
     models alternate in short blocks (A B, B A, A B, ...: a drift inside a pair hits both the same), each pair
     gives one ratio of block medians, and ``ratio`` is the median of those ``pairs`` ratios.
+    ``versus_first``: the first pair starts with ``versus`` (B A, A B, ...). ``keep_samples``: the result also holds
+    both models' samples (``samples_ms``, ``versus_samples_ms``), for statistics over several processes.
     """
     pairs = max(1, int(pairs))
     samples = _batch1_samples(x)
@@ -684,26 +687,115 @@ def compare_latency(session, versus, x, pairs=DEFAULT_PAIRS, runs=DEFAULT_RUNS, 
     mine, theirs, ratios = [], [], []
     with _gc_paused():
         for p in range(pairs):
-            order = (session, versus) if p % 2 == 0 else (versus, session)
+            order = (session, versus) if (p + bool(versus_first)) % 2 == 0 else (versus, session)
             blocks = {id(s): _timed_block(s, samples, p * per_block, per_block) for s in order}
             a, b = blocks[id(session)], blocks[id(versus)]
             ratios.append(float(np.median(a) / np.median(b)))
             mine.extend(a)
             theirs.extend(b)
-    return {"ratio": float(np.median(ratios)), "ratios": ratios, "pairs": pairs, "runs_per_block": per_block,
-            "p50_ms": float(np.median(mine)), "versus_p50_ms": float(np.median(theirs)),
-            "how": "interleaved in one process: %d pairs of %d-run blocks, order alternating" % (pairs, per_block)}
+    result = {"ratio": float(np.median(ratios)), "ratios": ratios, "pairs": pairs, "runs_per_block": per_block,
+              "p50_ms": float(np.median(mine)), "versus_p50_ms": float(np.median(theirs)),
+              "how": "interleaved in one process: %d pairs of %d-run blocks, order alternating" % (pairs, per_block)}
+    if keep_samples:
+        result.update({"samples_ms": [round(v, 6) for v in mine], "versus_samples_ms": [round(v, 6) for v in theirs]})
+    return result
+
+
+def _verified_session(artifact, threads, verify):
+    """(manifest entry or None, loaded session) of ``artifact``, its sha256 checked first when ``verify``."""
+    entry, contents = verify_artifact(artifact) if verify else (None, None)
+    return entry, load_session(artifact, threads, (entry or {}).get("precision"), contents)
 
 
 def measure_versus(session, versus_artifact, x, threads, verify, min_time_s, max_runs):
     """Verify and load ``versus_artifact`` (the teacher) and time ``session`` against it (compare_latency)."""
-    entry, contents = verify_artifact(versus_artifact) if verify else (None, None)
-    other = load_session(versus_artifact, threads, (entry or {}).get("precision"), contents)
+    entry, other = _verified_session(versus_artifact, threads, verify)
     _check_shape(other, x)
     result = compare_latency(session, other, x, min_time_s=min_time_s, max_runs=max_runs)
     result.update({"artifact": os.path.basename(versus_artifact), "format": other.format,
                    "sha256": (entry or {}).get("sha256"), "sha256_verified": entry is not None})
     return result
+
+
+# ----------------------------------------------------------------------------------------------- processes
+# One process is one draw of the machine's state for it (memory layout, frequency, caches): two runs in separate
+# processes differ by more than the blocks of one run do. --processes N repeats the timing in fresh processes, one
+# after another, so that the spread between processes is measured instead of assumed away.
+PROCESS_QUANTILES = (5.0, 50.0, 95.0)
+
+
+def process_quantiles(samples_ms):
+    """The quantiles a gate compares between runs (p5, p50, p95) of one process's samples."""
+    a = np.asarray(samples_ms, dtype=np.float64)
+    return dict({"p%g" % q: float(np.percentile(a, q)) for q in PROCESS_QUANTILES}, runs=int(len(a)))
+
+
+def _probe_command(artifact, inputs, threads, timing, first, versus, verify, preprocess):
+    """A child runner's arguments for one --processes timing (its own plugins only, like a memory probe)."""
+    cmd = [sys.executable, os.path.abspath(__file__), artifact, "--inputs", inputs, "--threads", str(threads),
+           "--timing-probe", first, *[str(a) for a in timing], *([] if verify else ["--no-verify"]),
+           *([] if preprocess else ["--no-preprocess"]), *plugin_args(artifact_format(artifact))]
+    if versus:
+        cmd += ["--versus", versus]
+        if artifact_format(versus) != artifact_format(artifact):
+            cmd += plugin_args(artifact_format(versus))
+    return cmd
+
+
+def timing_processes(artifact, inputs, threads, count, versus=None, verify=True, preprocess=True, runs=DEFAULT_RUNS,
+                     warmup=DEFAULT_WARMUP, blocks=DEFAULT_BLOCKS, min_time_s=MIN_TIME_S, max_runs=MAX_RUNS):
+    """The timing of ``count`` fresh child processes, one after another; with ``versus``, each interleaves the two
+    artifacts (compare_latency) and the order alternates between processes (which is loaded and timed first)."""
+    timing = ["--runs", runs, "--warmup", warmup, "--blocks", blocks, "--min-time", min_time_s, "--max-runs", max_runs]
+    out = []
+    for k in range(int(count)):
+        first = "versus" if versus and k % 2 else "artifact"
+        cmd = _probe_command(artifact, inputs, threads, timing, first, versus, verify, preprocess)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            raise RunnerError("timing process %d of %s took more than 600 s" % (k + 1, os.path.basename(artifact))) \
+                from None
+        if proc.returncode != 0:
+            raise RunnerError("timing process %d failed: %s" % (k + 1, (proc.stderr.strip().splitlines() or ["?"])[-1]))
+        out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def _timing_probe(artifact, inputs, threads, first, versus, verify, preprocess, timing):
+    """Print one fresh process's timing: the artifact's quantiles, or (``versus``) both interleaved with samples."""
+    data, _ = _read_inputs(inputs)
+    if preprocess:
+        x, _ = preprocess_inputs(data, artifact, verify)
+        if x is not None:
+            data["x"] = x
+    order = [artifact] if not versus else ([versus, artifact] if first == "versus" else [artifact, versus])
+    loaded = {path: _verified_session(path, threads, verify) for path in order}  # loaded in the process's order
+    for _, session in loaded.values():
+        _check_shape(session, data["x"])
+    session = loaded[artifact][1]
+    if not versus:
+        _, samples = measure_latency(session, data["x"], **timing)
+        print(json.dumps(process_quantiles(samples)))
+        return
+    result = compare_latency(session, loaded[versus][1], data["x"], runs=timing["runs"],
+                             min_time_s=timing["min_time_s"], max_runs=timing["max_runs"],
+                             versus_first=first == "versus", keep_samples=True)
+    print(json.dumps(dict(result, first=first)))
+
+
+def versus_over_processes(children, versus_artifact, verify):
+    """One --versus record from fresh processes: every pair's ratio pooled, each process kept (``processes``)."""
+    entry = find_manifest_entry(versus_artifact)[1] if verify else None
+    ratios = [r for c in children for r in c["ratios"]]
+    return {"artifact": os.path.basename(versus_artifact), "format": artifact_format(versus_artifact),
+            "ratio": float(np.median(ratios)), "ratios": ratios, "pairs": len(ratios),
+            "runs_per_block": children[0]["runs_per_block"],
+            "p50_ms": float(np.median([c["p50_ms"] for c in children])),
+            "versus_p50_ms": float(np.median([c["versus_p50_ms"] for c in children])),
+            "how": "interleaved in %d fresh processes (which goes first alternating), each %s"
+                   % (len(children), children[0]["how"].split(": ", 1)[-1]),
+            "sha256": (entry or {}).get("sha256"), "sha256_verified": entry is not None, "processes": children}
 
 
 def peak_rss_mb():
@@ -991,10 +1083,12 @@ def preprocess_inputs(data, artifact, verify=True):
                "max_abs_diff_vs_build": float(np.abs(x - data["x"]).max())}
 
 
-def _check_counts(runs, warmup, threads, blocks, min_time_s, max_runs):
-    if runs < 1 or warmup < 0 or threads < 1 or blocks < 1 or min_time_s < 0 or max_runs < 1:
-        raise RunnerError("--runs, --threads, --blocks and --max-runs must be >= 1, --warmup and --min-time >= 0")
-    given = {"--runs": runs, "--warmup": warmup, "--threads": threads, "--blocks": blocks, "--max-runs": max_runs}
+def _check_counts(runs, warmup, threads, blocks, min_time_s, max_runs, processes=1):
+    if min(runs, threads, blocks, max_runs, processes) < 1 or warmup < 0 or min_time_s < 0:
+        raise RunnerError("--runs, --threads, --blocks, --max-runs and --processes must be >= 1, --warmup and "
+                          "--min-time >= 0")
+    given = {"--runs": runs, "--warmup": warmup, "--threads": threads, "--blocks": blocks, "--max-runs": max_runs,
+             "--processes": processes}
     for flag, value in given.items():
         if value > MAX_COUNTS[flag]:
             raise RunnerError("%s %d is more than the %d this runner accepts" % (flag, value, MAX_COUNTS[flag]))
@@ -1003,11 +1097,14 @@ def _check_counts(runs, warmup, threads, blocks, min_time_s, max_runs):
 
 
 def benchmark(artifact, inputs, runs=DEFAULT_RUNS, warmup=DEFAULT_WARMUP, threads=1, verify=True, memory=True,
-              blocks=DEFAULT_BLOCKS, min_time_s=MIN_TIME_S, max_runs=MAX_RUNS, preprocess=True, versus=None):
+              blocks=DEFAULT_BLOCKS, min_time_s=MIN_TIME_S, max_runs=MAX_RUNS, preprocess=True, versus=None,
+              processes=1):
     """Everything the device reports about one artifact, as a JSON-ready dict.
 
-    ``versus``: another artifact (the teacher) to time this one against, interleaved (compare_latency)."""
-    _check_counts(runs, warmup, threads, blocks, min_time_s, max_runs)
+    ``versus``: another artifact (the teacher, or a baseline) to time this one against, interleaved
+    (compare_latency). ``processes`` > 1: that interleaved timing runs in as many fresh processes; without
+    ``versus``, the latency is also measured in processes - 1 fresh ones (``latency_ms.processes``)."""
+    _check_counts(runs, warmup, threads, blocks, min_time_s, max_runs, processes)
     entry, contents = verify_artifact(artifact) if verify else (None, None)
     data, inputs_sha256 = _read_inputs(inputs)
     inputs_verified = verify_inputs(inputs, artifact, inputs_sha256) if verify else False
@@ -1029,8 +1126,11 @@ def benchmark(artifact, inputs, runs=DEFAULT_RUNS, warmup=DEFAULT_WARMUP, thread
         raise RunnerError("%s failed on the first input: %s" % (session.runtime, _first_line(exc))) from None
     first_ms = (time.perf_counter() - t0) * 1000
     _check_outputs(np.asarray(first), data)
-    latency, _ = measure_latency(session, data["x"], runs=runs, warmup=warmup, blocks=blocks,
-                                 min_time_s=min_time_s, max_runs=max_runs)
+    timing = {"runs": runs, "warmup": warmup, "blocks": blocks, "min_time_s": min_time_s, "max_runs": max_runs}
+    latency, samples = measure_latency(session, data["x"], **timing)
+    if processes > 1 and not versus:
+        latency["processes"] = [process_quantiles(samples)] + timing_processes(
+            artifact, inputs, threads, processes - 1, verify=verify, preprocess=preprocess, **timing)
     result = {
         "runner_version": RUNNER_VERSION,
         "artifact": os.path.basename(artifact),
@@ -1050,7 +1150,10 @@ def benchmark(artifact, inputs, runs=DEFAULT_RUNS, warmup=DEFAULT_WARMUP, thread
         "latency_ms": latency,
         "throughput_per_s": 1000.0 / latency["mean"] if latency["mean"] > 0 else None,
     }
-    if versus:
+    if versus and processes > 1:
+        children = timing_processes(artifact, inputs, threads, processes, versus, verify, preprocess, **timing)
+        result["versus"] = versus_over_processes(children, versus, verify)
+    elif versus:
         result["versus"] = measure_versus(session, versus, data["x"], threads, verify, min_time_s, max_runs)
     result.update(evaluate(session, data))
     if pre is not None:
@@ -1107,8 +1210,12 @@ def main(argv=None):
     parser.add_argument("--max-runs", type=int, default=MAX_RUNS, help="cap on the raised runs")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--versus", metavar="ARTIFACT",
-                        help="also time the artifact(s) against this one (the teacher), interleaved in one process: "
-                             "the ratio the gate's max_latency_ratio_to_teacher judges")
+                        help="also time the artifact(s) against this one (the teacher, or a baseline build's "
+                             "artifact), interleaved in one process: the ratio the gate's "
+                             "max_latency_ratio_to_teacher and `edgekd gate --baseline-run` judge")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="repeat the timing in this many fresh processes (with --versus: the interleaved "
+                             "timing, which goes first alternating), so the spread between processes is measured")
     parser.add_argument("--json", help="write the result here")
     parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check (not recommended)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child process")
@@ -1118,6 +1225,7 @@ def main(argv=None):
                         help="a format beyond onnx/openvino/tflite: its session file (verified against the "
                              "manifest's session_plugins before it is imported)")
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--timing-probe", choices=("artifact", "versus"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         for plugin in args.session_plugin:
@@ -1125,13 +1233,20 @@ def main(argv=None):
         if args.memory_probe is not None:
             _memory_probe(args.artifact[0], args.inputs, args.threads, args.memory_probe, not args.no_verify)
             return 0
+        if args.timing_probe is not None:
+            _timing_probe(args.artifact[0], args.inputs, args.threads, args.timing_probe, args.versus,
+                          not args.no_verify, not args.no_preprocess,
+                          {"runs": args.runs, "warmup": args.warmup, "blocks": args.blocks,
+                           "min_time_s": args.min_time, "max_runs": args.max_runs})
+            return 0
         results, failed = [], 0
         for artifact in args.artifact:
             try:
                 result = benchmark(artifact, args.inputs, args.runs, args.warmup, args.threads,
                                    verify=not args.no_verify, memory=not args.no_memory, blocks=args.blocks,
                                    min_time_s=args.min_time, max_runs=args.max_runs,
-                                   preprocess=not args.no_preprocess, versus=args.versus)
+                                   preprocess=not args.no_preprocess, versus=args.versus,
+                                   processes=args.processes)
             except RunnerError as exc:
                 if len(args.artifact) == 1:
                     raise

@@ -61,6 +61,15 @@ class Latency(_Open):
     std: NonNeg
 
 
+class ProcessQuantiles(_Open):
+    """The quantiles the gate compares, of one process of a run measured in several (the runner's --processes)."""
+
+    p5: NonNeg
+    p50: NonNeg
+    p95: NonNeg
+    runs: NonNegInt = 0
+
+
 class LatencyDetail(Latency):
     """The runner's full timing record: raw samples and the block medians that measure noise."""
 
@@ -68,6 +77,7 @@ class LatencyDetail(Latency):
     block_medians: list[NonNeg] = []
     noise_pct: NonNeg = 0.0
     runs: NonNegInt = 0
+    processes: list[ProcessQuantiles] = []  # the between-process spread a stored baseline's gate row needs
 
 
 class Machine(_Open):
@@ -77,6 +87,15 @@ class Machine(_Open):
 
 
 # ============================================================================================ runner result
+class VersusProcess(_Open):
+    """One fresh process of an interleaved timing over several (--processes): both models' samples."""
+
+    first: Literal["artifact", "versus"]
+    ratios: list[NonNeg]
+    samples_ms: list[NonNeg]
+    versus_samples_ms: list[NonNeg]
+
+
 class VersusTiming(_Open):
     """This artifact timed against another (the teacher), interleaved in one process (runner.compare_latency)."""
 
@@ -91,6 +110,7 @@ class VersusTiming(_Open):
     how: str
     sha256: Sha256 | None = None
     sha256_verified: bool = False
+    processes: list[VersusProcess] = []  # with --processes: the gate's same-job baseline judges these
 
 
 class LatencyVersusTeacher(_Closed):

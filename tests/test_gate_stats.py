@@ -96,3 +96,48 @@ def test_a_change_beyond_the_mdr_fails_only_when_every_block_is_slower():
     assert comparison((1.0, 2.0)).verdict(10) == "unverifiable"  # one block ran as fast as the baseline
     assert comparison((1.13, 2.0)).verdict(10) == "fail"  # the fastest block is > 10 % over the slowest before
     assert not comparison((1.12, 2.0)).every_block_slower(10)
+
+
+def _process(factor: float, slowdown: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(baseline, current) samples of one process whose machine runs ``factor`` x as slow as usual."""
+    return (factor * _blocks([1.0] * 5, per_block=100, seed=seed),
+            factor * slowdown * _blocks([1.0] * 5, per_block=100, seed=seed + 1000))
+
+
+def test_interleaved_comparison_cancels_the_machine_and_uses_a_t_interval_over_processes():
+    from scipy.stats import ttest_1samp
+
+    from edgekd.gate_stats import compare_interleaved
+
+    factors = np.random.default_rng(0).uniform(0.6, 1.6, 6)  # each process on a differently fast machine
+    same = compare_interleaved([_process(f, 1.0, i) for i, f in enumerate(factors)], 50.0)
+    assert same.ratio == pytest.approx(1.0, abs=0.01) and same.mdr_pct < 2.0 and same.verdict(10) == "pass"
+    logs = np.log(same.process_ratios)
+    interval = ttest_1samp(logs, 0.0).confidence_interval(0.95)
+    assert same.ratio_interval == pytest.approx((math.exp(interval.low), math.exp(interval.high)))
+    assert same.mdr_pct == pytest.approx(100 * math.expm1((interval.high - interval.low) / 2))
+    slower = compare_interleaved([_process(f, 1.5, i) for i, f in enumerate(factors)], FLOOR_QUANTILE)
+    assert slower.ratio == pytest.approx(1.5, rel=0.02) and slower.verdict(10) == "fail"
+    with pytest.raises(ValueError, match="at least 3"):
+        compare_interleaved([_process(1.0, 1.0, 0)] * 2, 50.0)
+
+
+def test_a_stored_run_measured_in_several_processes_carries_their_spread():
+    base, current = _blocks([1.0] * 5, seed=8), _blocks([1.0] * 5, seed=9) * 1.3
+    within = compare_quantile(base, 5, current, 5, 50.0)
+    assert within.verdict(10) == "fail" and not within.between_processes  # the gate caps this at unverifiable
+    spread = ([1.0, 1.25, 0.85, 1.1], [1.3, 1.0, 1.45, 1.2])  # the p50 of each process of each run
+    across = compare_quantile(base, 5, current, 5, 50.0, spread)
+    assert across.between_processes and across.mdr_pct > 30 > within.mdr_pct
+    assert across.verdict(10) == "unverifiable"  # 1.3x is within what two processes differ by
+
+
+def test_median_interval_is_the_sign_test_interval():
+    from scipy.stats import quantile_test
+
+    from edgekd.gate_stats import median_interval
+
+    values = list(np.random.default_rng(1).normal(1.0, 0.1, 20))
+    interval = quantile_test(values, q=float(np.median(values))).confidence_interval(0.95)
+    assert median_interval(values) == (interval.low, interval.high)
+    assert sorted(values).index(interval.low) == 5 and median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0)

@@ -120,6 +120,41 @@ def test_versus_flag_times_against_a_verified_teacher(run_dir, tmp_path):
     assert proc.returncode == 2 and "no manifest.json beside" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_processes_repeat_the_timing_in_fresh_processes_who_goes_first_alternating(run_dir):
+    args = [str(run_dir / "model_fp32.onnx"), "--inputs", str(run_dir / "eval.npz"), "--runs", "20", "--min-time",
+            "0.02", "--no-memory", "--processes", "3"]
+    proc = run_runner(*args, "--versus", str(run_dir / "model_fp32.xml"))
+    assert proc.returncode == 0, proc.stderr
+    versus = json.loads(proc.stdout)["versus"]
+    assert [p["first"] for p in versus["processes"]] == ["artifact", "versus", "artifact"]
+    assert versus["sha256_verified"] and versus["pairs"] == 3 * runner.DEFAULT_PAIRS == len(versus["ratios"])
+    assert all(len(p["samples_ms"]) == len(p["versus_samples_ms"]) > 0 for p in versus["processes"])
+    assert "in 3 fresh processes" in versus["how"]
+    proc = run_runner(*args)
+    assert proc.returncode == 0, proc.stderr
+    processes = json.loads(proc.stdout)["latency_ms"]["processes"]
+    assert len(processes) == 3 and all(0 < p["p5"] <= p["p50"] <= p["p95"] for p in processes)
+    proc = run_runner(*args[:-1], "65")
+    assert proc.returncode == 2 and "--processes 65 is more than the 64" in proc.stderr
+
+
+def test_compare_latency_can_start_with_either_model():
+    x = np.zeros((2, 3), np.float32)
+    order = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def run(self, sample):
+            order.append(self.name)
+
+    a, b = Recorder("a"), Recorder("b")
+    runner.compare_latency(a, b, x, pairs=2, runs=2, min_time_s=0, versus_first=True)
+    timed = order[40:]  # after 20 warm-up runs each
+    assert timed == ["b", "a", "a", "b"]
+
+
 def _write_npz(path: Path, **arrays) -> Path:
     np.savez(path, **arrays)
     return path
