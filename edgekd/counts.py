@@ -19,6 +19,7 @@ COUNT_LIMITS: dict[str, tuple[int, int]] = {
     "--samples": (1, 1_000_000),
     "--remote": (1, 64),
     "--connect-timeout": (1, 600),
+    "--top": (1, 100_000),
 }
 
 

@@ -28,9 +28,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="print the traceback of an internal error")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from edgekd.cli import bench, build, bundle, gate, targets
+    from edgekd.cli import bench, build, bundle, explain, gate, targets
 
-    for command in (targets, build, bench, gate, bundle):
+    for command in (targets, build, bench, gate, bundle, explain):
         command.register(sub)
     return parser
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.backends import Calibration
+from edgekd.compress.int8_divergence import DEFAULT_SAMPLES, Divergence, explain_onnx
 from edgekd.errors import ContractError, EdgekdError
 
 # Ops whose inputs onnxruntime's QDQ quantizer quantizes and that carry most of the compute (and the error).
@@ -99,6 +100,8 @@ class AccuracyAwareResult:
     latency_cost: float | None = None  # shipped p50 / plain int8 p50 - 1
     summary: str = ""
     float_tensors: list[str] = field(default_factory=list)  # ONNX: the activation tensors kept float
+    # Where plain int8 diverged from fp32, per layer (edgekd.compress.int8_divergence), when it broke the contract
+    int8_divergence: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -387,15 +390,17 @@ def onnx_accuracy_aware_int8(
         cap = int(np.floor(max_float_fraction * len(compute)))
         say(f"int8 contract: plain int8 accuracy {_fmt(plain.accuracy)} vs fp32 {_fmt(fp32_acc)}, allowed drop "
             f"{contract.max_drop}")
-        ranked, sensitivity = [], []
-        if not _contract_met(contract, plain.accuracy, fp32_acc)[0] and cap > 0:
-            ranked, sensitivity = _onnx_ranked(ev, units, plain, say)
+        ranked, sensitivity, divergence = [], [], None
+        if not _contract_met(contract, plain.accuracy, fp32_acc)[0]:
+            divergence = _explain_plain(Path(fp32), plain.path, calibration, say)
+            if cap > 0:
+                ranked, sensitivity = _onnx_ranked(ev, units, plain, say)
         search = greedy_float_search(lambda members: ev.score(members), ranked,
                                      lambda members: sum(1 for n in members if n in compute), cap, contract,
                                      fp32_acc, plain, say, "int8")
         if not search.met:
-            raise _contract_unmet("int8", contract, search.attempts, cap, len(compute), "compute layers", "node(s)",
-                                  fp32_acc)
+            raise _with_divergence(_contract_unmet("int8", contract, search.attempts, cap, len(compute),
+                                                   "compute layers", "node(s)", fp32_acc), divergence)
         latency, cost = _latency_cost(timing_x, threads, (Path(fp32), "fp32"), plain.path,
                                       search.final.path if search.members else None)
         _place(search.final.path, out)
@@ -408,7 +413,28 @@ def onnx_accuracy_aware_int8(
                                "float fallback", contract, fp32_acc, plain.accuracy, search.final.accuracy,
                                search.drops, search.members,
                                len([n for n in compute if n not in search.members]), len(compute), search.attempts,
-                               sensitivity, latency, cost, summary, search.labels)
+                               sensitivity, latency, cost, summary, search.labels,
+                               divergence.to_dict() if divergence else None)
+
+
+def _explain_plain(fp32: Path, plain_int8: Path, calibration: Calibration,
+                   say: Callable[[str], None]) -> Divergence:
+    """Per-layer SQNR of the plain int8 model that broke the contract: where it diverges, said and recorded."""
+    divergence = explain_onnx(fp32, plain_int8, calibration.x[:DEFAULT_SAMPLES])
+    say("int8 contract: where plain int8 diverges (own SQNR, dB): " + _worst_layers(divergence))
+    return divergence
+
+
+def _worst_layers(divergence: Divergence, count: int = 3) -> str:
+    return ", ".join(f"{layer.layer} {layer.own_sqnr_db:.1f}" for layer in divergence.ranked[:count])
+
+
+def _with_divergence(error: ContractError, divergence: Divergence | None) -> ContractError:
+    """The contract error, naming the layers where plain int8 diverged most (``edgekd explain-int8`` for all)."""
+    if divergence is None:
+        return error
+    return ContractError(f"{error.problem}; plain int8 diverged most at {_worst_layers(divergence)} (own SQNR, dB)",
+                         f"{error.fix}; `edgekd explain-int8` on a run ranks every layer")
 
 
 # --------------------------------------------------------------------------------------------- OpenVINO
