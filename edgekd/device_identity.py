@@ -164,4 +164,5 @@ def measured_on_fields(target: TargetProfile, machine: dict[str, Any], declared:
 
 def from_measured_on(target: TargetProfile, measured_on: dict[str, Any]) -> IdentityMatch:
     """Judge a recorded ``measured_on`` again with ``target`` (the declaration it records is honoured)."""
-    return match(target, measured_on, declared=bool(measured_on.get("declared_target")))
+    return match(target, measured_on, declared=bool(measured_on.get("declared_target")),
+                 accelerated=measured_on.get("delegate") == target.runtime.delegate)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekd.data.dataset import data_notes
+from edgekd.devices.report_rows import markdown_lines as device_lines
 from edgekd.schema import REPORT_SCHEMA_VERSION  # noqa: F401 - re-exported for readers
 
 
@@ -173,6 +174,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "## Precision choice",
         *[f"- {fmt}: {why}" for fmt, why in report.get("precision_choice", {}).items()],
         "",
+        *device_lines(report),
         "## Gate",
     ]
     gate = report.get("gate", {})

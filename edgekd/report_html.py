@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.devices.report_rows import html_section as device_detail_html
 from edgekd.io import write_text
 from edgekd.report import _budget_words, _drift_words, _num, _pct
 
@@ -403,6 +404,7 @@ def render_html(report: dict[str, Any], eval_inputs: str | os.PathLike[str] | No
         *selection_section(report),
         "<h2>Measured on devices</h2>",
         device_table(report),
+        device_detail_html(report),
         "<h2>Precision choice</h2>",
         "<ul>" + "".join(f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in choice.items()) + "</ul>"
         if choice else "<p class=note>-</p>",

@@ -7,6 +7,7 @@ from pathlib import Path
 from edgekd.bench import SshConfig, bench_remote, merge_local, run_local
 from edgekd.bundle import load_run
 from edgekd.counts import check_counts
+from edgekd.devices.cli import cmd_bench_device, register_device_flags, wants_device_tool
 from edgekd.errors import EdgekdError
 from edgekd.io import write_json
 from edgekd.schema import read
@@ -15,6 +16,8 @@ from edgekd.schema import read
 def cmd_bench(args) -> int:
     check_counts({"--runs": args.runs, "--warmup": args.warmup, "--threads": args.threads,
                   "--remote": len(args.remote) if args.remote else None, "--connect-timeout": args.connect_timeout})
+    if wants_device_tool(args):
+        return cmd_bench_device(args)
     if args.emulate:
         return _cmd_bench_emulate(args)
     if args.remote:
@@ -138,4 +141,5 @@ def register(sub) -> None:
     g.add_argument("--keep-remote", action="store_true", help="leave the bundle on the device (for debugging)")
     g.add_argument("--require-all", action="store_true",
                    help="exit 2 when any device fails (default: only when all fail; the others are merged)")
+    register_device_flags(p)
     p.set_defaults(func=cmd_bench)
