@@ -13,6 +13,10 @@ elsewhere on the machine hits both. Prints both p50s and their ratio (runner / b
 15 %), and writes benchmarks/results/runner_vs_benchmark_app.json. The IR is cached in benchmarks/.cache/.
 
     python benchmarks/runner_vs_benchmark_app.py            # defaults: 28x28, threads = min(2, cores), 5 rounds of 2 s
+    python benchmarks/runner_vs_benchmark_app.py --quick --out /tmp/r.json   # 1 round of 1 s: checks it runs
+
+The verdict (agree within 15 %) is computed from the rounds by :func:`verdict`; a host busier than ``QUIET_LOAD``
+(1-minute load average) makes it "invalid: host busy".
 """
 
 from __future__ import annotations
@@ -26,20 +30,27 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-CACHE = HERE / ".cache" / "runner_vs_benchmark_app"
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
+
+from _provenance import Recorder, stamped  # noqa: E402
+
+from edgekd.io import write_json  # noqa: E402
+
 RESULTS = HERE / "results" / "runner_vs_benchmark_app.json"
 RUNNER = REPO / "edgekd" / "runner.py"
 TOLERANCE = 0.15
+QUIET_LOAD = 2.5  # 1-minute load average: the tools' threads (2 by default) plus half a core of anyone else's
+ROWS = "rounds"
 
 
-def build_ir(size: int) -> Path:
+def build_ir(size: int, cache: Path) -> Path:
     """teacher_cnn at (1, size, size), 10 classes, as an fp32 IR with a manifest (cached by size and versions)."""
     import openvino as ov
     import torch
@@ -47,13 +58,14 @@ def build_ir(size: int) -> Path:
     from edgekd.io import sha256_file, write_json
     from edgekd.models.students import build_model
 
-    out = CACHE / f"teacher_cnn-{size}x{size}-torch{torch.__version__}-ov{ov.__version__.split('-')[0]}"
+    out = cache / f"teacher_cnn-{size}x{size}-torch{torch.__version__}-ov{ov.__version__.split('-')[0]}"
     xml = out / "model_fp32.xml"
     if (out / "manifest.json").is_file():
         print(f"model: cached IR {xml}")
         return xml
     print(f"model: building teacher_cnn at 1x{size}x{size} (random weights) -> {xml}")
-    tmp = Path(tempfile.mkdtemp(dir=CACHE.parent if CACHE.parent.exists() else None))
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache))
     try:
         torch.manual_seed(0)
         model = build_model("teacher_cnn", (1, size, size), 10).eval()
@@ -70,7 +82,6 @@ def build_ir(size: int) -> Path:
         rng = np.random.default_rng(0)
         np.savez(tmp / "eval.npz", x=rng.normal(size=(64, 1, size, size)).astype(np.float32),
                  y=rng.integers(0, 10, 64))
-        out.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -90,14 +101,14 @@ def run_runner(xml: Path, threads: int, seconds: float) -> dict:
         return json.loads(out.read_text())
 
 
-def run_benchmark_app(xml: Path, threads: int, seconds: float) -> dict:
+def run_benchmark_app(xml: Path, threads: int, seconds: float, cache: Path) -> dict:
     """benchmark_app with exactly the runner's plugin config (-load_config), sync API, batch 1; its median."""
     app = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
     # The same properties runner.py's OpenVinoSession passes to compile_model. (benchmark_app refuses -nthreads
     # and -nstreams together with -hint latency, a UI rule of its own; -load_config sets all four as the runner.)
     config = {"CPU": {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(threads),
                       "INFERENCE_PRECISION_HINT": "f32"}}
-    cfg = CACHE / f"ov-config-{threads}.json"
+    cfg = cache / f"ov-config-{threads}.json"
     cfg.write_text(json.dumps(config))
     args = [app, "-m", str(xml), "-d", "CPU", "-b", "1", "-api", "sync", "-load_config", str(cfg),
             "-t", str(max(1, round(seconds)))]
@@ -116,51 +127,60 @@ def run_benchmark_app(xml: Path, threads: int, seconds: float) -> dict:
             "command": " ".join(args[1:])}
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=28, help="input height/width of the teacher CNN")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per tool per round")
-    args = parser.parse_args()
-    if not (REPO.parent / "shared" / "datasets").exists():
-        print("data: ../shared/datasets absent; not needed (timing uses random inputs of the model's shape)")
-    xml = build_ir(args.size)
-    runner_p50s, app_p50s, rounds = [], [], []
+    parser.add_argument("--quick", action="store_true", help="1 round of 1 s: checks the script runs")
+    parser.add_argument("--cache-dir", default=str(HERE / ".cache" / "runner_vs_benchmark_app"),
+                        help="where the IR is cached")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.seconds = 1, 1.0
+    return args
+
+
+def verdict(rounds: list[dict]) -> dict:
+    """runner.py's p50 over benchmark_app's (medians over the rounds) and whether they agree within TOLERANCE."""
+    ratio = (statistics.median(r["runner_p50_ms"] for r in rounds)
+             / statistics.median(r["benchmark_app_p50_ms"] for r in rounds))
+    return {"ratio": ratio, "within_tolerance": abs(ratio - 1) <= TOLERANCE}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    recorder = Recorder(quick=args.quick, quiet_load=QUIET_LOAD)
+    cache = Path(args.cache_dir)
+    xml = build_ir(args.size, cache)
+    rounds = []
     for i in range(args.rounds):
         r = run_runner(xml, args.threads, args.seconds)
-        b = run_benchmark_app(xml, args.threads, args.seconds)
-        runner_p50s.append(r["latency_ms"]["p50"])
-        app_p50s.append(b["p50"])
+        b = run_benchmark_app(xml, args.threads, args.seconds, cache)
         rounds.append({"runner_p50_ms": r["latency_ms"]["p50"], "runner_runs": r["latency_ms"]["runs"],
                        "runner_noise_pct": r["latency_ms"]["noise_pct"], "benchmark_app_p50_ms": b["p50"],
                        "benchmark_app_count": b["count"]})
         print(f"round {i + 1}: runner p50 {r['latency_ms']['p50']:.4f} ms ({r['latency_ms']['runs']} runs, "
               f"noise {r['latency_ms']['noise_pct']:.1f} %)   benchmark_app median {b['p50']:.4f} ms "
               f"({b['count']} iterations)")
-    runner_p50, app_p50 = statistics.median(runner_p50s), statistics.median(app_p50s)
-    ratio = runner_p50 / app_p50
-    agree = abs(ratio - 1) <= TOLERANCE
-    print()
-    print(f"{'tool':<16} {'p50 ms':>10}")
-    print(f"{'runner.py':<16} {runner_p50:>10.4f}")
-    print(f"{'benchmark_app':<16} {app_p50:>10.4f}")
-    print(f"ratio runner/benchmark_app = {ratio:.3f} ({'within' if agree else 'OUTSIDE'} {TOLERANCE:.0%})")
+    agreed = verdict(rounds)
+    print(f"\nratio runner/benchmark_app = {agreed['ratio']:.3f} "
+          f"({'within' if agreed['within_tolerance'] else 'OUTSIDE'} {TOLERANCE:.0%})")
     print(f"settings: runner inference precision {r['runtime']['inference_precision']}, threads {args.threads}; "
           f"benchmark_app {b['settings']}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     result = {
-        "runner_p50_ms": runner_p50, "benchmark_app_p50_ms": app_p50, "ratio": ratio, "within_tolerance": agree,
+        "runner_p50_ms": statistics.median(x["runner_p50_ms"] for x in rounds),
+        "benchmark_app_p50_ms": statistics.median(x["benchmark_app_p50_ms"] for x in rounds),
         "tolerance": TOLERANCE, "model": f"teacher_cnn 1x{args.size}x{args.size} fp32 IR", "threads": args.threads,
         "rounds": rounds, "openvino": r["runtime"]["version"], "machine": r["machine"],
         "benchmark_app_command": b["command"], "benchmark_app_settings": b["settings"],
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, RESULTS)
-    print(f"wrote {RESULTS.relative_to(REPO)}")
-    return 0 if agree else 1
+    out = stamped(result, agreed, recorder.finish())
+    write_json(args.out, out)
+    print(f"wrote {args.out} (verdict: {out['verdict']})")
+    return 0 if agreed["within_tolerance"] else 1
 
 
 if __name__ == "__main__":
