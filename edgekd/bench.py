@@ -65,12 +65,13 @@ def write_eval_inputs(path: Path, x: np.ndarray, y: np.ndarray, teacher_logits: 
 
 def run_local(artifact: Path, inputs: Path, runs: int = 200, warmup: int = 20, threads: int = 1,
               verify: bool = True, memory: bool = True, plugins: list[Path] | None = None,
-              versus: Path | None = None, processes: int = 1) -> dict:
+              versus: Path | None = None, processes: int = 1, min_time_s: float | None = None) -> dict:
     """Benchmark ``artifact`` with runner.py in a child process and return its JSON result.
 
     ``plugins``: session plugin files for formats beyond the built-in three (verified against the manifest).
     ``versus``: the teacher (or a baseline build's) artifact to time it against, interleaved (the runner's
-    ``--versus``); ``processes``: the runner's ``--processes`` (that timing repeated in fresh processes)."""
+    ``--versus``); ``processes``: the runner's ``--processes`` (that timing repeated in fresh processes);
+    ``min_time_s``: the runner's ``--min-time`` (its default when None)."""
     fd, tmp = tempfile.mkstemp(prefix=f".bench-{artifact.name}.", suffix=".json")  # concurrent runs never clash
     os.close(fd)
     out = Path(tmp)
@@ -86,6 +87,8 @@ def run_local(artifact: Path, inputs: Path, runs: int = 200, warmup: int = 20, t
         cmd += ["--versus", str(versus)]
     if processes > 1:
         cmd += ["--processes", str(processes)]
+    if min_time_s is not None:
+        cmd += ["--min-time", str(min_time_s)]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)

@@ -769,16 +769,18 @@ def _timing_probe(artifact, inputs, threads, first, versus, verify, preprocess, 
         x, _ = preprocess_inputs(data, artifact, verify)
         if x is not None:
             data["x"] = x
-    order = [artifact] if not versus else ([versus, artifact] if first == "versus" else [artifact, versus])
-    loaded = {path: _verified_session(path, threads, verify) for path in order}  # loaded in the process's order
-    for _, session in loaded.values():
+    roles = ["artifact"] if not versus else (["versus", "artifact"] if first == "versus" else ["artifact", "versus"])
+    # loaded in the process's order, one session each even when both name the same file
+    loaded = {role: _verified_session(artifact if role == "artifact" else versus, threads, verify)[1]
+              for role in roles}
+    for session in loaded.values():
         _check_shape(session, data["x"])
-    session = loaded[artifact][1]
+    session = loaded["artifact"]
     if not versus:
         _, samples = measure_latency(session, data["x"], **timing)
         print(json.dumps(process_quantiles(samples)))
         return
-    result = compare_latency(session, loaded[versus][1], data["x"], runs=timing["runs"],
+    result = compare_latency(session, loaded["versus"], data["x"], runs=timing["runs"],
                              min_time_s=timing["min_time_s"], max_runs=timing["max_runs"],
                              versus_first=first == "versus", keep_samples=True)
     print(json.dumps(dict(result, first=first)))

@@ -130,6 +130,9 @@ def test_processes_repeat_the_timing_in_fresh_processes_who_goes_first_alternati
     assert versus["sha256_verified"] and versus["pairs"] == 3 * runner.DEFAULT_PAIRS == len(versus["ratios"])
     assert all(len(p["samples_ms"]) == len(p["versus_samples_ms"]) > 0 for p in versus["processes"])
     assert "in 3 fresh processes" in versus["how"]
+    proc = run_runner(*args, "--versus", str(run_dir / "model_fp32.onnx"))  # itself: still two sessions, two timings
+    assert proc.returncode == 0, proc.stderr
+    assert all(p["samples_ms"] != p["versus_samples_ms"] for p in json.loads(proc.stdout)["versus"]["processes"])
     proc = run_runner(*args)
     assert proc.returncode == 0, proc.stderr
     processes = json.loads(proc.stdout)["latency_ms"]["processes"]
