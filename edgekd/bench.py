@@ -304,15 +304,8 @@ def _runner_errors(stderr: str) -> list[str]:
 def run_remote(remote: Remote, tarball: Path, bundle_name: str, runner_args: list[str], ssh: SshConfig,
                target: TargetProfile | None, declared: bool = False) -> DeviceRun:
     """Copy the bundle to one device, run it there, bring the JSON back. Never raises for a device's failure."""
-    t0 = time.perf_counter()
-    run = DeviceRun(remote.spec)
-    remote_dir = None
-    try:
-        proc = _run([*ssh.base(remote, "ssh"), "--", remote.destination,
-                     'mktemp -d "${TMPDIR:-/tmp}/edgekd-bench.XXXXXX"'], ssh.connect_timeout + 60)
-        if proc.returncode != 0:
-            raise RemoteError(_explain_ssh(remote, "creating a work directory", proc))
-        remote_dir = safe_remote_dir(remote, (proc.stdout.strip().splitlines() or [""])[-1])
+
+    def measure(remote_dir: str) -> tuple[dict[str, Any], list[str]]:
         qdir = shlex.quote(remote_dir)
         transport = copy_bundle(remote, tarball, remote_dir, ssh)
         work = f"{qdir}/{shlex.quote(bundle_name)}"
@@ -330,12 +323,31 @@ def run_remote(remote: Remote, tarball: Path, bundle_name: str, runner_args: lis
         if fetched.returncode != 0 or not fetched.stdout.strip():
             why = "; ".join(errors) or _explain_ssh(remote, "running the runner", proc)
             raise RemoteError(f"{remote.destination}: the runner failed: {why}")
-        good, run.warnings = parse_reply(remote.destination, fetched.stdout)
+        good, warnings = parse_reply(remote.destination, fetched.stdout)
         if not good:
             raise RemoteError(f"{remote.destination}: no artifact could be measured: "
-                              + ("; ".join(run.warnings or errors) or "the runner returned nothing"))
-        run.entry = device_entry(remote.spec, good, run.warnings, target, declared,
-                                 f"edgekd runner.py over SSH on {remote.destination}, bundle sent by {transport}")
+                              + ("; ".join(warnings or errors) or "the runner returned nothing"))
+        entry = device_entry(remote.spec, good, warnings, target, declared,
+                             f"edgekd runner.py over SSH on {remote.destination}, bundle sent by {transport}")
+        return entry, warnings
+
+    return on_device(remote, ssh, measure)
+
+
+def on_device(remote: Remote, ssh: SshConfig, measure: Any) -> DeviceRun:
+    """``measure(work_dir) -> (entry, warnings)`` in a fresh ``mktemp -d`` directory on one device, removed
+    afterwards unless ``--keep-remote`` (``rm -rf`` only ever sees a ``safe_remote_dir``): the runner's path and
+    TensorRT's (``edgekd.devices.tensorrt``) share it. Never raises for a device's failure (``RemoteError``)."""
+    t0 = time.perf_counter()
+    run = DeviceRun(remote.spec)
+    remote_dir = None
+    try:
+        proc = _run([*ssh.base(remote, "ssh"), "--", remote.destination,
+                     'mktemp -d "${TMPDIR:-/tmp}/edgekd-bench.XXXXXX"'], ssh.connect_timeout + 60)
+        if proc.returncode != 0:
+            raise RemoteError(_explain_ssh(remote, "creating a work directory", proc))
+        remote_dir = safe_remote_dir(remote, (proc.stdout.strip().splitlines() or [""])[-1])
+        run.entry, run.warnings = measure(remote_dir)
     except RemoteError as exc:
         run.error = str(exc)
     finally:

@@ -168,29 +168,33 @@ def test_garbled_or_hostile_output_is_a_clear_error(text, says):
 
 
 # --------------------------------------------------------------------------------------------- end to end
-def _run_dir(tmp_path: Path, target: Path | str = "android-nnapi") -> Path:
-    """A run directory shipping one int8 TFLite artifact (bytes: the phone's tool never parses them here)."""
+def device_run_dir(tmp_path: Path, target: Path | str, name: str, fmt: str, data: bytes,
+                   precision: str = "int8") -> Path:
+    """A run directory shipping one artifact ``name`` (``data``), as `edgekd build` lays it out."""
     run = tmp_path / "run"
     run.mkdir()
-    model = os.urandom(4096)
-    (run / "model_int8.tflite").write_bytes(model)
+    (run / name).write_bytes(data)
     np.savez(run / "eval.npz", x=np.zeros((4, 1, 8, 8), np.float32), y=np.zeros(4, np.int64))
-    sha = hashlib.sha256(model).hexdigest()
+    sha = hashlib.sha256(data).hexdigest()
     eval_sha = hashlib.sha256((run / "eval.npz").read_bytes()).hexdigest()
     profile = load_target(target)
     report = make_report(target=profile.name, target_path=str(profile.path),
                          eval_inputs={"path": "eval.npz", "sha256": eval_sha, "samples": 400},
-                         artifacts=[artifact_row("model_int8.tflite", "tflite", sha256=sha, accuracy=0.985)])
+                         artifacts=[artifact_row(name, fmt, precision, sha256=sha, accuracy=0.985)])
     report["gate"] = evaluate_gate(report, profile).to_dict()
-    entry = {"path": "model_int8.tflite", "role": "student", "format": "tflite", "precision": "int8",
-             "runtime": "tflite", "sha256": sha, "size_bytes": len(model),
-             "files": [{"path": "model_int8.tflite", "sha256": sha}]}
+    entry = {"path": name, "role": "student", "format": fmt, "precision": precision, "runtime": fmt, "sha256": sha,
+             "size_bytes": len(data), "files": [{"path": name, "sha256": sha}]}
     manifest = {"edgekd_version": "0.1.0", "target": profile.name, "input": {"shape": [1, 1, 8, 8]}, "output": {},
                 "normalization": {}, "classes": ["0", "1"], "calibration": {},
                 "eval_inputs": {"path": "eval.npz", "sha256": eval_sha}, "artifacts": [entry]}
     (run / "report.json").write_text(json.dumps(report))
     (run / "manifest.json").write_text(json.dumps(manifest))
     return run
+
+
+def _run_dir(tmp_path: Path) -> Path:
+    """Ships one int8 TFLite artifact (its bytes: the stand-in tool never parses them)."""
+    return device_run_dir(tmp_path, "android-nnapi", "model_int8.tflite", "tflite", os.urandom(4096))
 
 
 def _executable(path: Path, text: str) -> Path:
