@@ -174,3 +174,26 @@ def test_same_job_rows_need_three_processes():
     one = {"first": "artifact", "ratios": [1.0], "samples_ms": [1.0] * 20, "versus_samples_ms": [1.0] * 20}
     rows = interleaved_regressions("m.onnx", {"artifact": "m.onnx", "processes": [one, copy.deepcopy(one)]}, 10)
     assert {r.status for r in rows} == {"unverified"} and "needs at least 3" in rows[0].note
+
+
+def test_the_ci_example_gates_against_the_last_accepted_run_with_flags_that_exist():
+    import argparse
+    import re
+
+    import yaml
+
+    from edgekd.cli.gate import register
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "github-actions.yml"
+    steps = yaml.safe_load(example.read_text())["jobs"]["build-bench-gate"]["steps"]
+    scripts = [s.get("run", "") for s in steps]
+    gate_lines = [line for script in scripts for line in script.replace("\\\n", " ").splitlines()
+                  if "edgekd gate" in line]
+    gate_step = next(s["run"] for s in steps if s.get("name") == "Gate")
+    assert "BASELINE_ARGS=(--baseline-run baseline-run)" in gate_step and "--baseline " not in gate_step
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    known = {o for a in parser._subparsers._group_actions[0].choices["gate"]._actions for o in a.option_strings}
+    used = {flag for line in gate_lines for flag in re.findall(r"(--[a-z][a-z-]+)", line)}
+    assert used <= known, used - known
+    assert any('cp -a "$RUN_DIR" baseline-run' in script for script in scripts)  # main's build is kept as is
