@@ -680,7 +680,7 @@ def compare_latency(session, versus, x, pairs=DEFAULT_PAIRS, runs=DEFAULT_RUNS, 
     """
     pairs = max(1, int(pairs))
     samples = _batch1_samples(x)
-    warm = [_timed_block(s, samples, 0, 20)[10:] for s in (session, versus)]
+    warm = [_timed_block(s, samples, 0, 20)[10:] for s in ((versus, session) if versus_first else (session, versus))]
     per_pair_s = sum(float(np.median(w)) for w in warm) / 1000
     per_block = max(-(-int(runs) // pairs), int(min_time_s / max(per_pair_s * pairs, 1e-9)), 1)
     per_block = min(per_block, max(1, int(max_runs) // pairs))

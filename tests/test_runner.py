@@ -154,8 +154,8 @@ def test_compare_latency_can_start_with_either_model():
 
     a, b = Recorder("a"), Recorder("b")
     runner.compare_latency(a, b, x, pairs=2, runs=2, min_time_s=0, versus_first=True)
-    timed = order[40:]  # after 20 warm-up runs each
-    assert timed == ["b", "a", "a", "b"]
+    assert order[:40] == ["b"] * 20 + ["a"] * 20  # warm-up: 20 runs each, the first model first
+    assert order[40:] == ["b", "a", "a", "b"]
 
 
 def _write_npz(path: Path, **arrays) -> Path:
