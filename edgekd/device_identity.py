@@ -26,7 +26,8 @@ from typing import Any
 from edgekd.targets import TargetProfile
 
 # Delegates that run the model off the CPU: a CPU measurement says nothing about their latency or memory.
-ACCELERATOR_DELEGATES = {"tensorrt": "TensorRT on the GPU", "nnapi": "the NNAPI driver (NPU/DSP)"}
+ACCELERATOR_DELEGATES = {"tensorrt": "TensorRT on the GPU", "nnapi": "the NNAPI driver (NPU/DSP)",
+                         "gpu": "LiteRT's GPU delegate on the phone's GPU"}
 _ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8": "aarch64", "armv8l": "aarch64"}
 
 DECLARED, IDENTITY, GENERIC, ACCELERATOR, MISMATCH = "declared", "identity", "generic profile", "accelerator", \

@@ -74,8 +74,9 @@ class RuntimeSpec(_Strict):
     also: list[str] = []
     # int8 graph inputs/outputs (full-integer models for NPUs/DSPs that reject float I/O).
     integer_io: bool = False
-    # The accelerator/delegate whose operator list is checked (edgekd/data_files/ops_<delegate>.yaml).
-    delegate: Literal["none", "xnnpack", "nnapi", "tensorrt"] = "none"
+    # The accelerator/delegate whose operator list is checked (edgekd/data_files/ops_<delegate>.yaml) and that
+    # `edgekd bench --adb` runs with. NNAPI is deprecated from Android 15: gpu (LiteRT's GPU delegate) succeeds it.
+    delegate: Literal["none", "xnnpack", "nnapi", "gpu", "tensorrt"] = "none"
     # Fail the build when an operator would fall back from the target's delegate to the CPU.
     require_full_delegation: bool = False
 

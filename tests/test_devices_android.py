@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from factories import artifact_row, make_report
 
 from edgekd.cli import main
@@ -108,11 +109,17 @@ PROFILE_ROWS = {
 }
 
 
-def canned_output(scenario: str, graph: str = "/data/local/tmp/m.tflite", profile: bool = True) -> str:
+def canned_output(scenario: str, graph: str = "/data/local/tmp/m.tflite", profile: bool = True,
+                  delegate: str = "nnapi") -> str:
     rows = "".join(f"\t{t:>24}\t{ms:>17}\t{ms:>17}\t{'10.000%':>16}\t{'10.000%':>16}\t{'0.000':>17}\t{1:>20}\t{n}\n"
                    for t, ms, n in PROFILE_ROWS[scenario])
-    return (HEAD.format(graph=graph) + DELEGATE[scenario] + TIMING
-            + (PROFILE_HEAD + rows + "\n" if profile else ""))
+    text = HEAD.format(graph=graph) + DELEGATE[scenario] + TIMING + (PROFILE_HEAD + rows + "\n" if profile else "")
+    if delegate == "gpu":  # the GPU delegate's own names (a LiteRT run posted with --use_gpu=true: "Created
+        # TensorFlow Lite delegate for GPU.", "(TfLiteGpuDelegateV2)", "Explicitly applied GPU delegate, ...")
+        for nnapi, gpu in (("Use NNAPI: [1]", "Use gpu: [1]"), ("TfLiteNnapiDelegate", "TfLiteGpuDelegateV2"),
+                           ("delegate for NNAPI.", "delegate for GPU."), ("NNAPI delegate", "GPU delegate")):
+            text = text.replace(nnapi, gpu)
+    return text
 
 
 TOOL = '''#!{python}
@@ -121,7 +128,8 @@ sys.path.insert(0, {tests!r})
 from test_devices_android import canned_output
 flags = dict(a.split("=", 1) for a in sys.argv[1:])
 open({ran!r}, "a").write(" ".join(sys.argv[1:]) + "\\n")
-print(canned_output({scenario!r}, flags["--graph"], flags["--enable_op_profiling"] == "true"))
+print(canned_output({scenario!r}, flags["--graph"], flags["--enable_op_profiling"] == "true",
+                    "gpu" if "--use_gpu" in flags else "nnapi"))
 '''
 
 
@@ -251,6 +259,24 @@ def test_adb_full_delegation_fills_device_results_and_verifies_the_budgets(phone
     assert len(runs) == 4 and all("--use_nnapi=true" in r and "--num_threads=4" in r for r in runs)
     assert list((phone.root / "data/local/tmp").iterdir()) == []  # the work directory is removed
     assert "target device" in (run / "report.md").read_text()
+
+
+def test_a_gpu_delegate_target_runs_with_use_gpu_and_counts_as_the_device(phone, tmp_path, capsys):
+    """NNAPI is deprecated from Android 15: a profile names the GPU delegate instead."""
+    raw = yaml.safe_load(open(load_target("android-nnapi").path, encoding="utf-8"))
+    raw["runtime"]["delegate"] = "gpu"
+    target = tmp_path / "phone-gpu.yaml"
+    target.write_text(yaml.safe_dump(raw))
+    run = device_run_dir(tmp_path, target, "model_int8.tflite", "tflite", os.urandom(4096))
+    assert _bench(run, phone("partial")) == 0, capsys.readouterr().err
+    assert all("--use_gpu=true" in r for r in phone.runs.read_text().splitlines())
+    report = json.loads((run / "report.json").read_text())
+    entry = report["device_results"][0]
+    assert entry["measured_on"]["is_target_device"] is True and entry["measured_on"]["delegate"] == "gpu"
+    delegation = entry["artifacts"][0]["delegation"]
+    assert delegation["delegate"] == "gpu" and delegation["status"] == "partial"
+    assert delegation["operators_by_delegate"]["gpu"] == {"TfLiteGpuDelegateV2": 2}
+    assert "gpu partial" in " ".join(report["gate"]["violations"])
 
 
 def test_partial_delegation_fails_the_gate_naming_the_cpu_operators(phone, tmp_path, capsys):
