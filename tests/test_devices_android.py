@@ -133,6 +133,17 @@ print(canned_output({scenario!r}, flags["--graph"], flags["--enable_op_profiling
 '''
 
 
+# inference_diff (tensorflow/lite/tools/evaluation/tasks/inference_diff/README.md, TF 2.x): one OutputDiff line per
+# output tensor; the reference is single-threaded CPU kernels, the test interpreter has the delegate.
+DIFF_TOOL = '''#!/bin/sh
+echo "Num evaluation runs: 50"
+echo "Reference run latency: avg=84364.2(us), std_dev=12525(us)"
+echo "Test run latency: avg=7281.64(us), std_dev=2089(us)"
+echo "OutputDiff[0]: avg_error=1.96277e-05, std_dev=6.95767e-06"
+echo "$@" >> {ran}
+'''
+
+
 # --------------------------------------------------------------------------------------------- parsing
 @pytest.mark.parametrize(("scenario", "status", "cpu"), [("full", "full", {}),
                                                           ("partial", "partial", {"MEAN": 1, "SOFTMAX": 1}),
@@ -277,6 +288,29 @@ def test_a_gpu_delegate_target_runs_with_use_gpu_and_counts_as_the_device(phone,
     assert delegation["delegate"] == "gpu" and delegation["status"] == "partial"
     assert delegation["operators_by_delegate"]["gpu"] == {"TfLiteGpuDelegateV2": 2}
     assert "gpu partial" in " ".join(report["gate"]["violations"])
+
+
+def test_inference_diff_compares_the_delegate_with_the_cpu_on_the_phone(phone, tmp_path, capsys):
+    run = _run_dir(tmp_path)
+    diff = _executable(tmp_path / "inference_diff", DIFF_TOOL.format(ran=tmp_path / "diff-runs.txt"))
+    assert main(["bench", str(run), "--adb", SERIAL, "--benchmark-tool", str(phone("full")), "--inference-diff",
+                 str(diff), "--runs", "50"]) == 0, capsys.readouterr().err
+    row = json.loads((run / "report.json").read_text())["device_results"][0]["artifacts"][0]
+    assert row["delegate_vs_cpu"]["output_diff"] == [{"output": 0, "avg_error": 1.96277e-05, "std_dev": 6.95767e-06}]
+    assert row["delegate_vs_cpu"]["latency"]["test"] == {"avg_us": 7281.64, "std_dev_us": 2089.0}
+    assert "inference_diff compared the delegate's outputs" in row["accuracy_source"]
+    assert "--delegate=nnapi" in (tmp_path / "diff-runs.txt").read_text()
+    assert "outputs vs the CPU on the device: mean abs. difference up to 1.96e-05" in (run / "report.md").read_text()
+
+
+@pytest.mark.parametrize(("extra", "says"), [(["--benchmark-tool", "/data/local/tmp/bm"], "go with --adb SERIAL"),
+                                             (["--runtime", "tensorrt"], "needs the device: --remote"),
+                                             (["--adb", SERIAL, "--remote", "pi@h"], "cannot be combined"),
+                                             (["--adb", SERIAL, "--benchmark-tool", "rel/missing"], "neither a file")])
+def test_device_tool_flags_that_do_not_go_together(tmp_path, capsys, extra, says):
+    run = _run_dir(tmp_path)
+    assert main(["bench", str(run), *extra]) == 2
+    assert says in capsys.readouterr().err
 
 
 def test_partial_delegation_fails_the_gate_naming_the_cpu_operators(phone, tmp_path, capsys):

@@ -8,10 +8,12 @@ user's Android build, pushed with ``--benchmark-tool FILE``, or one already on t
   ``ro.product.cpu.abi``), ``/proc/meminfo`` and the possible CPUs, matched with the target's identity rules;
 * every pushed file's sha256 checked by the phone (``sha256sum -c``) in the same command that runs the tool;
 * one run with op profiling (which nodes the delegate took, which operators ran on the CPU), then ``blocks`` timed
-  runs (percentiles where the tool prints them, else over the runs; the spread of the block medians is the noise).
+  runs (percentiles where the tool prints them, else over the runs; the spread of the block medians is the noise);
+* with ``--inference-diff``, TFLite's ``inference_diff`` compares the delegate's outputs with the CPU reference
+  kernels on the phone.
 
 adb always gets argument lists; the one command line the phone's shell sees is built from ``shlex.quote``-d parts.
-Accuracy stays host-measured (the report says so): the tool times random inputs.
+Accuracy against labels stays host-measured (the report says so): both tools feed random inputs.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 from edgekd import device_identity
 from edgekd.devices import benchmark_model as bm
+from edgekd.devices import inference_diff
 from edgekd.devices.common import block_latency, device_entry, require_target, shipped_of_format, tail
 from edgekd.errors import EdgekdError
 from edgekd.io import sha256_file
@@ -45,6 +48,7 @@ _ABI_ARCH = {"arm64-v8a": "aarch64", "armeabi-v7a": "armv7l", "armeabi": "armv7l
 class AdbOptions:
     serial: str
     tool: str | None = None  # a local benchmark_model to push, or its path on the device
+    inference_diff: str | None = None  # the same for TFLite's inference_diff (outputs vs the CPU on the phone)
     runs: int = 200
     warmup: int = 20
     threads: int | None = None
@@ -146,18 +150,17 @@ def describe_phone(adb: Adb) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------- running
-def check_tool(tool: str | None) -> tuple[Path | None, str]:
-    """(local file to push or None, the tool's path on the device)."""
+def check_tool(tool: str | None, flag: str, default: str | None, what: str) -> tuple[Path | None, str | None]:
+    """(local file to push or None, the tool's path on the device or None when not given and no default)."""
     if tool is None:
-        return None, DEFAULT_TOOL
+        return None, default
     local = Path(tool).expanduser()
     if local.is_file():
-        return local, ""
+        return local, None
     if _DEVICE_PATH.match(tool) and ".." not in tool.split("/"):
         return None, tool
-    raise EdgekdError(f"--benchmark-tool {tool!r} is neither a file here nor a path on the device",
-                      "pass TensorFlow Lite's Android benchmark_model binary (android_aarch64_benchmark_model), or "
-                      f"the path where it already is on the phone (e.g. {DEFAULT_TOOL})")
+    raise EdgekdError(f"{flag} {tool!r} is neither a file here nor a path on the device",
+                      f"pass {what}, or the path where it already is on the phone (under {DEVICE_TMP})")
 
 
 def _push_verified(adb: Adb, local: Path, device_path: str, sha256: str | None = None) -> str:
@@ -167,25 +170,39 @@ def _push_verified(adb: Adb, local: Path, device_path: str, sha256: str | None =
     return f"{sha256 or sha256_file(local)}  {device_path}"
 
 
+def install_tool(adb: Adb, work: str, local: Path | None, device_path: str | None,
+                 name: str) -> tuple[str | None, list[str]]:
+    """(the tool's path on the phone, the sha256 lines it is checked by): a local file is pushed into ``work``."""
+    if local is None:
+        return device_path, []
+    path = f"{work}/{name}"
+    sums = [_push_verified(adb, local, path)]
+    adb.shell(f"making {name} executable", "chmod", "755", path)
+    return path, sums
+
+
 @dataclass
 class PhoneSession:
-    """What every run on the phone shares: the work directory, the tool and the sha256 lines it is checked by."""
+    """What every run on the phone shares: the work directory, the tools and the sha256 lines they are checked by."""
 
     adb: Adb
     work: str
     tool: str
+    diff_tool: str | None
     tool_sums: list[str]
     delegate: str
     threads: int
 
-    def command(self, sums: list[str], graph: str, runs: int, warmup: int, profile: bool) -> str:
-        """``sha256sum -c`` of every pushed file, then the tool: one shell line of quoted parts."""
-        flags = [f"--graph={graph}", f"--num_threads={self.threads}", f"--num_runs={runs}",
-                 f"--warmup_runs={warmup}", "--report_peak_memory_footprint=true",
-                 f"--enable_op_profiling={'true' if profile else 'false'}",
-                 bm.DELEGATE_FLAGS.get(self.delegate, "--use_xnnpack=false")]
+    def checked(self, sums: list[str], program: str, flags: list[str]) -> str:
+        """``sha256sum -c`` of every pushed file, then the program: one shell line of quoted parts."""
         check = " && ".join(f"echo {shlex.quote(s)} | sha256sum -c - >/dev/null" for s in self.tool_sums + sums)
-        return f"{check} && {shlex.quote(self.tool)} " + " ".join(shlex.quote(f) for f in flags) + " 2>&1"
+        return f"{check} && {shlex.quote(program)} " + " ".join(shlex.quote(f) for f in flags) + " 2>&1"
+
+    def command(self, sums: list[str], graph: str, runs: int, warmup: int, profile: bool) -> str:
+        return self.checked(sums, self.tool, [
+            f"--graph={graph}", f"--num_threads={self.threads}", f"--num_runs={runs}", f"--warmup_runs={warmup}",
+            "--report_peak_memory_footprint=true", f"--enable_op_profiling={'true' if profile else 'false'}",
+            bm.DELEGATE_FLAGS.get(self.delegate, "--use_xnnpack=false")])
 
     def run(self, command: str, artifact: str) -> bm.BenchmarkRun:
         out = self.adb.call(f"running benchmark_model on {artifact}", "shell", command)
@@ -195,6 +212,19 @@ class PhoneSession:
             raise EdgekdError(f"{self.adb.serial}: {exc} for {artifact} (it printed: {tail(out)})",
                               "run the same benchmark_model by hand (`adb shell`) to see why; a GPU/NNAPI delegate "
                               "that refuses the model says so there") from None
+
+    def outputs_vs_cpu(self, sums: list[str], graph: str, artifact: str) -> dict[str, Any] | None:
+        """inference_diff: the delegate's outputs against the CPU reference kernels, on the phone (if given)."""
+        if self.diff_tool is None or self.delegate not in bm.DELEGATE_FLAGS:
+            return None
+        out = self.adb.call(f"running inference_diff on {artifact}", "shell", self.checked(sums, self.diff_tool, [
+            f"--model_file={graph}", f"--delegate={self.delegate}", "--num_runs=50",
+            f"--num_interpreter_threads={self.threads}"]))
+        try:
+            return inference_diff.parse_output(out)
+        except inference_diff.InferenceDiffError as exc:
+            raise EdgekdError(f"{self.adb.serial}: {exc} for {artifact} (it printed: {tail(out)})",
+                              "run the same inference_diff by hand (`adb shell`) to see why") from None
 
 
 def measure_artifact(phone: PhoneSession, entry: dict[str, Any], local: Path, opts: AdbOptions) -> dict[str, Any]:
@@ -219,8 +249,18 @@ def measure_artifact(phone: PhoneSession, entry: dict[str, Any], local: Path, op
                    "init_mb": last.memory_init_mb, "overall_mb": last.memory_overall_mb,
                    "process_peak_mb": last.process_peak_mb},
         "delegation": profiled.delegation.model_dump() if profiled.delegation else None,
-        "accuracy_source": "host-measured (report.json artifacts[]): benchmark_model times random inputs",
+        **accuracy_fields(phone.outputs_vs_cpu(sums, graph, entry["path"])),
     }
+
+
+def accuracy_fields(outputs: dict[str, Any] | None) -> dict[str, Any]:
+    """Where the row's accuracy comes from: always the build host's score; with inference_diff, also how far the
+    delegate's outputs are from the CPU reference kernels on the phone."""
+    source = "host-measured (report.json artifacts[]): benchmark_model times random inputs"
+    if outputs is None:
+        return {"accuracy_source": source}
+    return {"accuracy_source": f"{source}; on the device, inference_diff compared the delegate's outputs with the "
+                               "CPU reference kernels (random inputs)", "delegate_vs_cpu": outputs}
 
 
 def _work_dir(adb: Adb) -> str:
@@ -240,19 +280,19 @@ def bench_android(run_dir: str | Path, opts: AdbOptions, say: Any = print) -> di
     run_dir = Path(run_dir)
     report, entries = shipped_of_format(run_dir, "tflite", "--adb measures TFLite artifacts with benchmark_model")
     target = require_target(report)
-    local_tool, tool = check_tool(opts.tool)
+    local_tool, tool = check_tool(opts.tool, "--benchmark-tool", DEFAULT_TOOL,
+                                  "TensorFlow Lite's Android benchmark_model binary (android_aarch64_benchmark_model)")
+    local_diff, diff_tool = check_tool(opts.inference_diff, "--inference-diff", None,
+                                       "TensorFlow Lite's Android inference_diff binary (run_eval)")
     adb = Adb(opts.serial, opts.timeout)
     machine = describe_phone(adb)
     delegate, threads = target.runtime.delegate, opts.threads or target.runtime.threads
     warnings = nnapi_warnings(delegate, machine)
     work = _work_dir(adb)
     try:
-        tool_sums = []
-        if local_tool is not None:
-            tool = f"{work}/benchmark_model"
-            tool_sums = [_push_verified(adb, local_tool, tool)]
-            adb.shell("making benchmark_model executable", "chmod", "755", tool)
-        phone = PhoneSession(adb, work, tool, tool_sums, delegate, threads)
+        tool, tool_sums = install_tool(adb, work, local_tool, tool, "benchmark_model")
+        diff_tool, diff_sums = install_tool(adb, work, local_diff, diff_tool, "inference_diff")
+        phone = PhoneSession(adb, work, tool, diff_tool, tool_sums + diff_sums, delegate, threads)
         rows = [measure_artifact(phone, e, run_dir / e["path"], opts) for e in entries]
     finally:
         try:

@@ -24,19 +24,30 @@ def register_device_flags(parser) -> None:
                    help="--adb: benchmark_model for Android (a file here, pushed; or its path on the device, default "
                         "/data/local/tmp/benchmark_model); --runtime tensorrt: trtexec's path on the device (default "
                         "/usr/src/tensorrt/bin/trtexec)")
+    g.add_argument("--inference-diff", metavar="PATH",
+                   help="--adb: TFLite's inference_diff for Android (a file here, pushed; or its path on the device): "
+                        "the delegate's outputs compared with the CPU reference kernels on the phone")
 
 
 def wants_device_tool(args) -> bool:
-    return args.adb is not None or args.runtime != "runner"
+    return any(v is not None for v in (args.adb, args.benchmark_tool, args.inference_diff)) or args.runtime != "runner"
 
 
 def _check_combination(args) -> None:
+    if getattr(args, "emulate", None):
+        raise EdgekdError("--emulate cannot be combined with --adb, --runtime tensorrt or a device tool",
+                          "emulate and measure on the device in two runs of `edgekd bench`")
     if args.inputs:
         raise EdgekdError("--inputs cannot be combined with --adb or --runtime tensorrt",
                           "the device tools time the run's shipped artifacts; accuracy is the build's")
     if not Path(args.artifact).is_dir():
         raise EdgekdError(f"--adb / --runtime tensorrt need a run directory, got {args.artifact}",
                           "pass the directory `edgekd build` wrote")
+    if args.adb is None and args.runtime == "runner":
+        raise EdgekdError("--benchmark-tool and --inference-diff name a device tool: they go with --adb SERIAL (or "
+                          "--benchmark-tool with --runtime tensorrt)", "add --adb SERIAL or --runtime tensorrt")
+    if args.inference_diff and args.adb is None:
+        raise EdgekdError("--inference-diff runs on an Android device", "add --adb SERIAL")
     if args.adb is not None and (args.remote or args.runtime != "runner"):
         raise EdgekdError("--adb measures one Android device; it cannot be combined with --remote or --runtime",
                           "run `edgekd bench RUN --adb SERIAL` and `edgekd bench RUN --remote ...` separately")
@@ -51,7 +62,7 @@ def cmd_bench_device(args) -> int:
     if args.adb is not None:
         from edgekd.devices.android import AdbOptions, bench_android
 
-        opts = AdbOptions(args.adb, args.benchmark_tool, args.runs or 200,
+        opts = AdbOptions(args.adb, args.benchmark_tool, args.inference_diff, args.runs or 200,
                           args.warmup if args.warmup is not None else 20, args.threads, declared=args.as_target)
         entries = [bench_android(args.artifact, opts, say)]
         failed: list[dict] = []

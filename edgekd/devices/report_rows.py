@@ -28,7 +28,10 @@ def _detail(row: dict[str, Any]) -> str:
     """Delegation or engine precision in words, from the validated records (a malformed one is said, not shown)."""
     try:
         if row.get("delegation"):
-            return delegation_words(Delegation.model_validate(row["delegation"]))
+            diff = row.get("delegate_vs_cpu") or {}
+            versus = (f"; outputs vs the CPU on the device: mean abs. difference up to {diff['max_avg_error']:.3g}"
+                      if isinstance(diff.get("max_avg_error"), (int, float)) else "")
+            return delegation_words(Delegation.model_validate(row["delegation"])) + versus
         if row.get("layer_precisions"):
             layers = LayerPrecisions.model_validate(row["layer_precisions"])
             counts = ", ".join(f"{n} {p}" for p, n in layers.counts.items())
