@@ -1108,6 +1108,8 @@ def benchmark(artifact, inputs, runs=DEFAULT_RUNS, warmup=DEFAULT_WARMUP, thread
     ``versus``, the latency is also measured in processes - 1 fresh ones (``latency_ms.processes``)."""
     _check_counts(runs, warmup, threads, blocks, min_time_s, max_runs, processes)
     entry, contents = verify_artifact(artifact) if verify else (None, None)
+    if versus and verify:
+        verify_artifact(versus)  # refused before anything is timed (its sessions load the bytes they verify again)
     data, inputs_sha256 = _read_inputs(inputs)
     inputs_verified = verify_inputs(inputs, artifact, inputs_sha256) if verify else False
     pre = None

@@ -155,7 +155,7 @@ def test_a_baseline_run_is_verified_before_anything_runs(tmp_path, shifting_mach
     (base / "model.standin").write_text(json.dumps({"ms": 0.01, "classes": CLASSES, "features": FEATURES}))
     code, out = main(["gate", str(current / "report.json"), "--baseline-run", str(base)]), capsys.readouterr()
     assert code == 2 and "sha256 mismatch for model.standin" in out.err and "Traceback" not in out.err
-    assert not (tmp_path / "processes").exists() or (tmp_path / "processes").stat().st_size <= 2  # nothing timed
+    assert (tmp_path / "processes").stat().st_size == 1  # refused in the first runner process, before any timing
 
     for args, message in (([str(tmp_path / "nowhere")], "baseline run directory not found"),
                           ([str(tmp_path)], "has no report.json"),
