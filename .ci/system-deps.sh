@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # System packages for integration tests, installed non-interactively (Debian/Ubuntu; best effort, needs root or
-# sudo): an OpenSSH server + client for the remote-benchmark test (tests/test_bench.py starts its own sshd on
-# 127.0.0.1 with throwaway keys; it never touches the system's sshd service), and fonts for matplotlib plots.
+# sudo; idempotent: what is there already is skipped): an OpenSSH server + client for the remote-benchmark tests
+# (tests/test_bench.py starts its own sshd on 127.0.0.1 with throwaway keys, one of them with no sftp subsystem; it
+# never touches the system's sshd service), and QEMU user-mode emulation + mmdebstrap for the emulated aarch64 run
+# (tests/test_emulate.py; a few MB of packages, no binfmt_misc needed: edgekd runs QEMU directly). The emulated
+# root itself is built by the test, once per cache, from the Debian mirror and PyPI (about 10 s on a fast mirror,
+# minutes on a slow one): CI that cannot afford it sets EDGEKD_SKIP_EMULATION=reason and the test says so.
 # Chromium (the report.html render check) is large and only used by hand, so it is not installed here.
 set -euo pipefail
 need=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null 2>&1 && command -v scp >/dev/null 2>&1 || need+=(openssh-client)
+command -v qemu-aarch64-static >/dev/null 2>&1 || command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user-static)
+command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+[ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)  # Ubuntu runners
 if [ ${#need[@]} -eq 0 ]; then echo "system deps: already installed"; exit 0; fi
 if ! command -v apt-get >/dev/null 2>&1; then echo "system deps: no apt-get here; install ${need[*]} yourself"; exit 1; fi
 SUDO=""

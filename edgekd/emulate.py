@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -216,9 +216,16 @@ def build_env(versions: dict[str, str], say: Any = print) -> tuple[Path, dict[st
                   "built": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_json(stage / "env.json", record)
         os.chmod(stage, 0o700)
-        if entry.exists():
+        if entry.exists() and cached_env(versions) is None:
             shutil.rmtree(entry)  # a stale or corrupted entry (its sha256 did not match)
-        os.rename(stage, entry)
+        try:
+            os.rename(stage, entry)
+        except OSError:  # another run finished the same environment first: use that one
+            found = cached_env(versions)
+            if found is None:
+                raise EdgekdError(f"cannot write the emulation cache entry {entry}",
+                                  f"check the permissions of {entry.parent}, or set EDGEKD_CACHE") from None
+            return found
         return entry / "env.tar", record
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -291,57 +298,82 @@ def _logits(cmd: list[str], out: Path, what: str, cwd: Path, env: dict[str, str]
 
 @dataclass
 class EmulatedRun:
-    """What ``bench_emulated`` measured: the runner's results under emulation and the comparison with this host."""
+    """What ``bench_emulated`` measured: the runner's results under emulation, the comparison with this host, and
+    the emulated logits themselves (for a benchmark's own comparisons)."""
 
     results: list[dict[str, Any]]
     comparison: dict[str, dict[str, Any]]
     emulation: dict[str, Any]
+    logits: dict[str, Any] = field(default_factory=dict)
 
 
-def bench_emulated(run_dir: str | os.PathLike[str], arch: str = "aarch64", threads: int | None = None,
-                   say: Any = print) -> EmulatedRun:
-    """Run the run's shipped artifacts on the target's core under QEMU and on this host, and compare them."""
-    import numpy as np
+def _report_target(run_dir: Path) -> tuple[dict[str, Any], TargetProfile]:
+    from edgekd.bench import report_target
+    from edgekd.bundle import load_run
 
-    from edgekd.bench import parse_reply, report_target
-    from edgekd.bundle import load_run, make_bundle
-
-    run_dir = Path(run_dir)
     report, _ = load_run(run_dir)
     target = report_target(report)
     if target is None:
         raise EdgekdError(f"the target '{report.get('target')}' of {run_dir} cannot be loaded",
                           "restore the target file the report names (target_path)")
+    return report, target
+
+
+def _missing_runtimes(report: dict[str, Any], artifacts: list[str], versions: dict[str, str]) -> None:
+    formats = {a.get("path"): a.get("format") for a in report["artifacts"]}
+    missing = sorted({RUNTIME_PACKAGES.get(formats[a], str(formats[a])) for a in artifacts
+                      if RUNTIME_PACKAGES.get(formats[a]) not in versions})
+    if missing:
+        raise EdgekdError(f"this host has no {', '.join(missing)}, so there is nothing to compare the emulated run "
+                          "with", "pip install 'edgekd[all]' (the runtimes of the bundle's formats)")
+
+
+def _run_both(work: Path, root: Path, core: ArmCore, qemu: str, bundle: Any, threads: int) -> tuple[Any, ...]:
+    """(runner results, emulated logits, host logits) for the bundle in ``work``."""
+    from edgekd.bench import parse_reply
+
+    env = emulated_env(root, core)
+    args = bundle.runner_args("python3", runs=EMULATED_RUNS, warmup=2, threads=threads, json_out="emulated.json")
+    _run_checked(emulated_command(qemu, root, core, "runner.py", [*args[2:], "--no-memory", "--min-time", "0"]),
+                 "the runner under emulation", work, env)
+    results, errors = parse_reply(f"emulated {core.name}", (work / "emulated.json").read_text())
+    if errors or not results:
+        raise EdgekdError(f"the runner under emulation measured nothing: {'; '.join(errors)[:500]}",
+                          "see the runner's message")
+    probe = [*bundle.artifacts, "--inputs", "eval.npz", "--threads", str(threads)]
+    emulated = _logits(emulated_command(qemu, root, core, PROBE_PATH.name, ["emulated.npz", *probe]),
+                       work / "emulated.npz", "the logits probe under emulation", work, env)
+    host = _logits([sys.executable, PROBE_PATH.name, "host.npz", *probe], work / "host.npz",
+                   "the logits probe on this host", work, {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    return results, emulated, host
+
+
+def bench_emulated(run_dir: str | os.PathLike[str], arch: str = "aarch64", threads: int | None = None,
+                   say: Any = print, qemu_cpu: str | None = None) -> EmulatedRun:
+    """Run the run's shipped artifacts on the target's core under QEMU and on this host, and compare them.
+
+    ``qemu_cpu``: another QEMU CPU model for a control measurement only (``max``, to show why the core is pinned);
+    recorded as such, and never offered by the CLI."""
+    import numpy as np
+
+    from edgekd.bundle import make_bundle
+
+    run_dir = Path(run_dir)
+    report, target = _report_target(run_dir)
     core, qemu, versions = core_for_target(target, arch), qemu_binary(), host_versions()
+    if qemu_cpu:
+        core = replace(core, qemu=qemu_cpu, note=f"control run: QEMU CPU '{qemu_cpu}', not the target's core")
     threads = threads or 1
     t0 = time.perf_counter()
     tarball, record, built = ensure_env(versions, say)
     with tempfile.TemporaryDirectory(prefix="edgekd-emulate-") as tmp:
         bundle = make_bundle(run_dir, Path(tmp) / "bundle", threads=threads)
-        formats = {a.get("path"): a.get("format") for a in report["artifacts"]}
-        missing = sorted({RUNTIME_PACKAGES.get(formats[a], str(formats[a])) for a in bundle.artifacts
-                          if RUNTIME_PACKAGES.get(formats[a]) not in versions})
-        if missing:
-            raise EdgekdError(f"this host has no {', '.join(missing)}, so there is nothing to compare the emulated "
-                              "run with", "pip install 'edgekd[all]' (the runtimes of the bundle's formats)")
+        _missing_runtimes(report, bundle.artifacts, versions)
         root = unpack_env(tarball, Path(tmp) / "root", core, target.device.cores)
-        work = bundle.directory
-        shutil.copyfile(PROBE_PATH, work / PROBE_PATH.name)
-        env = emulated_env(root, core)
+        shutil.copyfile(PROBE_PATH, bundle.directory / PROBE_PATH.name)
         say(f"emulate: {', '.join(bundle.artifacts)} on {core.name} (qemu -cpu {core.qemu}), {threads} thread(s)")
-        args = bundle.runner_args("python3", runs=EMULATED_RUNS, warmup=2, threads=threads, json_out="emulated.json")
-        _run_checked(emulated_command(qemu, root, core, "runner.py", [*args[2:], "--no-memory", "--min-time", "0"]),
-                     "the runner under emulation", work, env)
-        results, errors = parse_reply(f"emulated {core.name}", (work / "emulated.json").read_text())
-        if errors or not results:
-            raise EdgekdError(f"the runner under emulation measured nothing: {'; '.join(errors)[:500]}",
-                              "see the runner's message")
-        probe = [*bundle.artifacts, "--inputs", "eval.npz", "--threads", str(threads)]
-        emulated = _logits(emulated_command(qemu, root, core, PROBE_PATH.name, ["emulated.npz", *probe]),
-                           work / "emulated.npz", "the logits probe under emulation", work, env)
-        host = _logits([sys.executable, PROBE_PATH.name, "host.npz", *probe], work / "host.npz",
-                       "the logits probe on this host", work, {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
-        with np.load(work / "eval.npz") as data:
+        results, emulated, host = _run_both(bundle.directory, root, core, qemu, bundle, threads)
+        with np.load(bundle.directory / "eval.npz") as data:
             labels = data["y"]
     comparison = {name: compare_logits(host[name], emulated[name], labels) for name in bundle.artifacts}
     emulation = {"where": "emulated", "arch": arch, "core": core.name, "qemu_cpu": core.qemu,
@@ -352,9 +384,7 @@ def bench_emulated(run_dir: str | os.PathLike[str], arch: str = "aarch64", threa
                                  if k in record}, "environment_built_now": built,
                  "seconds": round(time.perf_counter() - t0, 1),
                  "timing": "emulated: QEMU's speed, not the device's; never judges a budget"}
-    return EmulatedRun(results, comparison, emulation)
-
-
+    return EmulatedRun(results, comparison, emulation, emulated)
 
 def emulated_entry(run: EmulatedRun, target: TargetProfile | None) -> dict[str, Any]:
     """The run as a ``device_results[]`` entry: ``measured_on.where`` is ``emulated`` (so the gate never judges a

@@ -1,0 +1,124 @@
+"""A run's shipped int8 artifacts on emulated aarch64 (the target's own core, QEMU user mode) vs this x86 host.
+
+    python benchmarks/arm_parity.py RUN_DIR --label "rpi4 digits" --build-command "edgekd build ..." [--from-nothing]
+
+For each shipped artifact (rpi4: TFLite int8 on XNNPACK and ONNX int8), on the run's full evaluation split:
+accuracy on each side, top-1 agreement, max and mean |logit difference|, whether the logits are bit-exact, the
+runtime versions on each side, the emulator and CPU model, and the set-up time of the emulated environment
+(``--from-nothing`` builds it in an empty cache, so that time is from nothing: mmdebstrap root + aarch64 wheels).
+``--control-cpu max`` (the default) runs them once more on QEMU's default ``max`` CPU (SME on) and records its
+agreement with the target core's run: why the core is always pinned. Rows are kept per ``--label`` in
+``benchmarks/results/arm_parity.json`` (a label measured again replaces its row). Timing under emulation is QEMU's,
+so none is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+
+from edgekd.bundle import load_run  # noqa: E402
+from edgekd.emulate import bench_emulated, compare_logits, host_versions  # noqa: E402
+from edgekd.io import write_json  # noqa: E402
+from edgekd.runner import describe_machine  # noqa: E402
+
+OUT = ROOT / "results" / "arm_parity.json"
+
+
+def _git(*args: str) -> str:
+    proc = subprocess.run(["git", *args], cwd=ROOT.parent, capture_output=True, text=True)
+    return proc.stdout.strip()
+
+
+def provenance(started: float) -> dict:
+    machine = describe_machine()
+    return {"commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain", "--", "edgekd")),
+            "command": shlex.join([Path(sys.executable).name, *sys.argv]), "cpu": machine["cpu"],
+            "cpu_flags": machine["cpu_flags"], "cores": machine["cores"], "python": platform.python_version(),
+            "load_average": machine["load_average"], "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "wall_s": round(time.perf_counter() - started, 1)}
+
+
+def built_from(run_dir: Path, command: str | None) -> dict:
+    """What the run directory was built from: its report's target, data and student, and the build command."""
+    report, _ = load_run(run_dir)
+    student = report.get("student") or {}
+    return {"run_dir": str(run_dir), "build_command": command, "target": report.get("target"),
+            "edgekd_version": report.get("edgekd_version"), "data": report.get("data"),
+            "student": {k: student.get(k) for k in ("arch", "config", "params", "accuracy") if k in student}}
+
+
+def control(run_dir: Path, threads: int, pinned: dict, cpu: str) -> dict:
+    """The same artifacts on another QEMU CPU model (``max``: SME on), against the run on the target's core."""
+    run = bench_emulated(run_dir, "aarch64", threads, say=lambda m: print(m, flush=True), qemu_cpu=cpu)
+    with np.load(run_dir / "eval.npz") as data:
+        labels = data["y"]
+    return {name: {"qemu_cpu": cpu, **compare_logits(pinned[name], logits, labels)}
+            for name, logits in run.logits.items()}
+
+
+def measure(run_dir: Path, threads: int, command: str | None, control_cpu: str | None) -> dict:
+    report, _ = load_run(run_dir)
+    run = bench_emulated(run_dir, "aarch64", threads, say=lambda m: print(m, flush=True))
+    controls = control(run_dir, threads, run.logits, control_cpu) if control_cpu else {}
+    host_rows = {a["path"]: a for a in report["artifacts"]}
+    rows = []
+    for r in run.results:
+        c = run.comparison[r["artifact"]]
+        rows.append({"artifact": r["artifact"], "format": r["format"], "precision": r["precision"],
+                     "sha256": r["sha256"], "sha256_verified": r["sha256_verified"],
+                     "runtime_emulated": f"{r['runtime']['name']} {r['runtime']['version']}",
+                     "runtime_host": f"{host_rows[r['artifact']].get('runtime')} "
+                                     f"{host_rows[r['artifact']].get('runtime_version')}",
+                     "accuracy_runner_emulated": r.get("accuracy"), **c,
+                     **({"control_vs_target_core": controls[r["artifact"]]} if controls else {})})
+    return {"built_from": built_from(run_dir, command), "emulation": run.emulation, "host_wheels": host_versions(),
+            "machine_emulated": run.results[0]["machine"], "artifacts": rows}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="a run directory written by `edgekd build --target rpi4`")
+    parser.add_argument("--label", required=True, help="the row's name, e.g. 'rpi4 fashion-mnist'")
+    parser.add_argument("--threads", type=int, default=1, help="threads on each side (default 1)")
+    parser.add_argument("--from-nothing", action="store_true",
+                        help="build the emulated environment in an empty cache, timing its set-up from nothing")
+    parser.add_argument("--build-command", help="the `edgekd build` command that wrote RUN_DIR (recorded)")
+    parser.add_argument("--control-cpu", default="max",
+                        help="also run on this QEMU CPU model and compare with the target core's run (default max, "
+                             "which enables SME; '' to skip)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="arm-parity-cache-") as fresh:
+        if args.from_nothing:
+            os.environ["EDGEKD_CACHE"] = fresh
+        row = measure(args.run_dir, args.threads, args.build_command, args.control_cpu or None)
+    row["provenance"] = provenance(started)
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    results.setdefault("what", __doc__.splitlines()[0])
+    results.setdefault("rows", {})[args.label] = row
+    write_json(args.out, results)
+    for r in row["artifacts"]:
+        print(f"{args.label}: {r['artifact']:<22} host {r['accuracy_host']:.4f} emulated {r['accuracy_emulated']:.4f} "
+              f"agreement {r['top1_agreement']:.4f} max|diff| {r['max_abs_logit_diff']:.3g} "
+              f"({row['emulation']['core']}, {r['runtime_emulated']})")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
