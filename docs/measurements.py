@@ -156,6 +156,32 @@ def latency_selection(data: dict[str, Any]) -> list[str]:
                   "MAC student fits"], rows)
 
 
+def gate_noise(data: dict[str, Any]) -> list[str]:
+    """One row per way of holding the baseline: the same artifact's false alarms, each slowdown's detection."""
+    metrics = ("latency_ms_p5", "latency_ms_p50", "latency_ms_p95")
+    top = "same job (--baseline-run)" if "stored_number" in data else "stored number, blocks (before issue 36)"
+    modes = [(top, data)] + [(label, data[key]) for key, label in (
+        ("stored_number", "stored number, processes"), ("stored_number_blocks_only", "stored number, blocks only"))
+        if isinstance(data.get(key), dict)]
+    factors = [s.get("target_factor") for s in data.get("slowdowns", [])]
+    rows = []
+    for label, m in modes:
+        alarms = m.get("same_false_alarms_by") or {}
+        detected = {s.get("target_factor"): f"{fmt(s.get('detected'))}/{fmt(s.get('total'))}"
+                    for s in m.get("slowdowns", [])}
+        rows.append([label, f"{fmt(m.get('same_pass'))}/{fmt(m.get('same_total'))}",
+                     "/".join(fmt(alarms.get(k)) for k in metrics),
+                     "/".join(fmt(dig(m, "same_median_mdr_pct", k)) for k in metrics),
+                     *(detected.get(f, "-") for f in factors)])
+    verdict = f"verdict: {fmt(data['verdict'])}" if "verdict" in data else f"status: {fmt(data.get('status'))}"
+    lines = [f"{verdict[0].upper()}{verdict[1:]}; {fmt(data.get('repeats'))} repeats, "
+             f"--max-regression {fmt(data.get('max_regression_pct'))} %; slower artifacts, target -> measured "
+             "factor: " + ", ".join(f"{fmt(s.get('target_factor'))}x -> {fmt(s.get('factor'))}"
+                                    for s in data.get("slowdowns", [])) + ".", ""]
+    return lines + table(["baseline", "same artifact passed", "false alarms p5/p50/p95", "median MDR % p5/p50/p95",
+                          *(f"detected at {fmt(f)}x" for f in factors)], rows)
+
+
 def generic(data: dict[str, Any]) -> list[str]:
     """Scalar fields as a two-column table, then the first list of row objects as a table of its scalar columns."""
     scalars = [[key, fmt(value)] for key, value in data.items() if is_scalar(value) and key != "provenance"]
@@ -177,6 +203,7 @@ RENDERERS: dict[str, Renderer] = {
     "formats": formats,
     "kd_quality": kd_quality,
     "latency_selection": latency_selection,
+    "gate_noise": gate_noise,
 }
 
 
