@@ -191,3 +191,32 @@ def test_a_failed_engine_build_is_the_devices_clear_error(sshd, tmp_path, capsys
     assert "Engine could not be created from network" in err and "Traceback" not in err
     assert (run / "report.json").read_bytes() == before
     assert onnx.load_from_string((run / "model_int8.onnx").read_bytes()).graph.input[0].name == "input"
+
+
+# --------------------------------------------------------------------------------------------- the engine's source
+def test_a_tensorrt_target_ships_symmetric_int8_qdq_with_per_channel_weights(tmp_path):
+    """TensorRT's explicit quantization wants every zero point 0 and per-channel weight scales; onnxruntime's
+    default s8s8 (asymmetric activations) would leave TensorRT layers it cannot take in int8."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    from edgekd.backends import Calibration
+    from edgekd.backends.onnx import TENSORRT_SCHEME, OnnxBackend, quantize_onnx_int8
+
+    assert OnnxBackend.from_target(load_target("jetson-orin-nano")).int8_scheme == TENSORRT_SCHEME
+    assert OnnxBackend.from_target(load_target("x86-cpu")).int8_scheme == "auto"
+    fp32 = tmp_path / "fp32.onnx"
+    fp32.write_bytes(tiny_onnx())
+    x = np.random.default_rng(0).uniform(0.0, 3.0, (16, 1, 8, 8)).astype(np.float32)  # one-sided: asymmetric zp != 0
+
+    def zero_points_and_weight_scale(scheme: str) -> tuple[set[int], int]:
+        model = onnx.load(str(quantize_onnx_int8(fp32, tmp_path / f"{scheme}.onnx", Calibration(x, {}), scheme)))
+        init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        zps = {int(v) for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+               for v in np.ravel(init.get(n.input[2], 0)) if len(n.input) > 2}
+        weight_dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and "w" in n.input[0])
+        return zps, init[weight_dq.input[1]].size
+
+    symmetric, per_channel = zero_points_and_weight_scale(TENSORRT_SCHEME)
+    assert symmetric == {0} and per_channel == 4
+    assert zero_points_and_weight_scale("s8s8")[0] != {0}

@@ -99,10 +99,15 @@ class Int8Scheme:
     activations: str  # onnxruntime QuantType names
     weights: str
     reduce_range: bool = False  # 7-bit weights: no saturation in u8s8 kernels on x86 without VNNI
+    symmetric: bool = False  # every zero point 0: what TensorRT's explicit quantization takes from Q/DQ
 
 
 INT8_SCHEMES = {"u8s8": Int8Scheme("QUInt8", "QInt8"), "s8s8": Int8Scheme("QInt8", "QInt8"),
-                "u8s7": Int8Scheme("QUInt8", "QInt8", True), "s8s7": Int8Scheme("QInt8", "QInt8", True)}
+                "u8s7": Int8Scheme("QUInt8", "QInt8", True), "s8s7": Int8Scheme("QInt8", "QInt8", True),
+                "s8s8-sym": Int8Scheme("QInt8", "QInt8", symmetric=True)}
+# A TensorRT target's int8 ONNX is the engine's source, not what onnxruntime runs: TensorRT builds int8 layers from
+# symmetric int8 Q/DQ (zero points 0) with per-channel weights (TensorRT developer guide, "Explicit Quantization").
+TENSORRT_SCHEME = "s8s8-sym"
 AUTO_SCHEMES = ("u8s8", "s8s8")  # timed by ``auto``; each replaced by its twin where this host's kernels deviate
 SEVEN_BIT_TWIN = {"u8s8": "u8s7", "s8s8": "s8s7"}
 VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}  # x86 int8 dot products without 16-bit saturation
@@ -130,6 +135,7 @@ def quantize_onnx_int8(fp32: Path, out: Path, calibration: Calibration, scheme: 
             per_channel=True, activation_type=getattr(q.QuantType, spec.activations),
             weight_type=getattr(q.QuantType, spec.weights), reduce_range=spec.reduce_range,
             calibrate_method=q.CalibrationMethod.MinMax, nodes_to_exclude=nodes_to_exclude or [],
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True} if spec.symmetric else None,
         )
     return out
 
@@ -191,6 +197,8 @@ class OnnxBackend:
 
     @classmethod
     def from_target(cls, target) -> OnnxBackend:
+        if target.runtime.delegate == "tensorrt":
+            return cls(int8_scheme=TENSORRT_SCHEME, threads=target.runtime.usable_threads)
         return cls(threads=target.runtime.usable_threads, seven_bit_only=device_may_saturate(target.device))
 
     def auto_schemes(self) -> list[str]:
