@@ -66,7 +66,9 @@ def control(run_dir: Path, threads: int, pinned: dict, cpu: str) -> dict:
     run = bench_emulated(run_dir, "aarch64", threads, say=lambda m: print(m, flush=True), qemu_cpu=cpu)
     with np.load(run_dir / "eval.npz") as data:
         labels = data["y"]
-    return {name: {"qemu_cpu": cpu, **compare_logits(pinned[name], logits, labels)}
+    renamed = {"accuracy_host": "accuracy_target_core", "accuracy_emulated": f"accuracy_{cpu}"}
+    return {name: {"qemu_cpu": cpu, **{renamed.get(k, k): v for k, v in
+                                       compare_logits(pinned[name], logits, labels).items()}}
             for name, logits in run.logits.items()}
 
 
