@@ -300,8 +300,8 @@ def device_table(report: dict[str, Any]) -> str:
     if not devices:
         return ("<p class=note>No device results yet: run <code>edgekd bench RUN_DIR --remote USER@HOST</code> "
                 "to measure the shipped artifacts on the device itself.</p>")
-    head = ["device", "machine", "target device?", "artifact", "runtime", "p50 ms", "p95 ms", "p99 ms", "noise",
-            "accuracy", "peak MB", "measured"]
+    head = ["device", "where", "machine", "target device?", "artifact", "runtime", "p50 ms", "p95 ms", "p99 ms",
+            "noise", "accuracy", "peak MB", "measured"]
     rows = []
     for d in devices:
         m = d.get("measured_on", {})
@@ -309,7 +309,9 @@ def device_table(report: dict[str, Any]) -> str:
         for a in d.get("artifacts", []):
             lat = a.get("latency_ms") or {}
             version = str(a.get("runtime_version") or "").split("-")[0]  # OpenVINO's build suffix is long
-            rows.append([_e(d.get("remote")), _e(machine), "yes" if m.get("is_target_device") else "<b>no</b>",
+            where = m.get("where") or "device"  # device, host, or emulated (whose timing is QEMU's, never judged)
+            rows.append([_e(d.get("remote")), f"<b>{where}</b>" if where == "emulated" else _e(where), _e(machine),
+                         "yes" if m.get("is_target_device") else "<b>no</b>",
                          f"<code>{_e(a.get('path'))}</code>", _e(f"{a.get('runtime')} {version}"),
                          _num(lat.get("p50")), _num(lat.get("p95")), _num(lat.get("p99")),
                          _num(a.get("noise_pct"), ".1f") + " %", _pct(a.get("accuracy")),

@@ -113,6 +113,7 @@ def test_an_emulated_row_never_judges_a_budget(tmp_path):
     _merge_and_refresh(run, report, [entry], lambda m: None)
     refreshed = json.loads((run / "report.json").read_text())
     assert set(refreshed["gate"]["unverified"]) == {"latency_ms_p95", "peak_memory_mb"}
+    assert "<td><b>emulated</b></td>" in (run / "report.html").read_text()  # the row says where it was measured
     host = device_entry("local:h", rows, [], load_target("x86-cpu"), where="host")
     assert host["measured_on"]["where"] == "host" and host["measured_on"]["is_target_device"] is True
 
