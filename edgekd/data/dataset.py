@@ -123,7 +123,8 @@ def data_notes(described: dict) -> list[str]:
     skipped = folder.get("skipped_not_images", 0)
     if skipped:
         examples = folder.get("skipped_examples", [])
-        notes.append(f"Skipped {skipped} entr{'y' if skipped == 1 else 'ies'} that are not images: "
+        what = "entry that is not an image" if skipped == 1 else "entries that are not images"
+        notes.append(f"Skipped {skipped} {what}: "
                      f"{', '.join(examples)}{', ...' if skipped > len(examples) else ''}.")
     return notes
 
