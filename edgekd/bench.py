@@ -260,7 +260,8 @@ def _explain_ssh(remote: Remote, step: str, proc: subprocess.CompletedProcess) -
 
 def _run(args: list[str], timeout: int, stdin: Any = subprocess.DEVNULL) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, stdin=stdin)
+        # errors="replace": a device's bytes are not ours to trust to be UTF-8; a stray one is not a crash
+        return subprocess.run(args, capture_output=True, text=True, errors="replace", timeout=timeout, stdin=stdin)
     except subprocess.TimeoutExpired:
         return subprocess.CompletedProcess(args, 255, "", f"ssh: timed out after {timeout} s")
     except FileNotFoundError:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import stat
 import subprocess
 import sys
@@ -79,6 +80,8 @@ cmd = shlex.join(["trtexec", *sys.argv[1:]])
 open({ran!r}, "a").write(cmd + "\\n")
 if {scenario!r} == "build-fails":
     print(LOG_FAILED.format(cmd=cmd)); sys.exit(1)
+if {scenario!r} == "garbage":  # a hostile or broken device: bytes that are not UTF-8, no verdict line
+    sys.stdout.buffer.write(bytes(range(256)) * 4); sys.exit(0)
 latencies = [0.40 + 0.01 * (i % 7) + (0.5 if i % 50 == 49 else 0.0) for i in range(int(flags["--iterations"]))]
 records = [dict(zip(TIME_KEYS, [i * 0.5, i * 0.5 + 0.02, 0, 0, 0, 0, 0, 0, 0.01, lat - 0.02, 0.01, lat, lat]))
            for i, lat in enumerate(latencies)]
@@ -158,7 +161,13 @@ def test_garbled_or_hostile_trtexec_files_are_clear_errors(parse, text, says):
 
 
 # --------------------------------------------------------------------------------------------- over ssh
-@pytest.mark.slow
+def test_a_file_changed_since_the_build_is_refused_before_it_is_read(tmp_path, capsys):
+    run = device_run_dir(tmp_path, this_machine_as_jetson(tmp_path), "model_int8.onnx", "onnx", tiny_onnx())
+    (run / "model_int8.onnx").write_bytes(b"\x08\x07 not the build's graph")
+    assert main(["bench", str(run), "--remote", "nobody@127.0.0.1:9", "--runtime", "tensorrt"]) == 2
+    assert "is not the file the build hashed" in capsys.readouterr().err
+
+
 def test_tensorrt_over_ssh_records_latency_and_layer_precisions(sshd, tmp_path, capsys):  # noqa: F811
     run = device_run_dir(tmp_path, this_machine_as_jetson(tmp_path), "model_int8.onnx", "onnx", tiny_onnx())
     before = _remote_work_dirs()
@@ -181,14 +190,15 @@ def test_tensorrt_over_ssh_records_latency_and_layer_precisions(sshd, tmp_path, 
     assert _remote_work_dirs() == before  # the device's work directory is removed
 
 
-@pytest.mark.slow
-def test_a_failed_engine_build_is_the_devices_clear_error(sshd, tmp_path, capsys):  # noqa: F811
+@pytest.mark.parametrize(("scenario", "says"), [("build-fails", "Engine could not be created from network"),
+                                                ("garbage", "(no output)|\ufffd")])
+def test_a_failed_engine_build_is_the_devices_clear_error(sshd, tmp_path, capsys, scenario, says):  # noqa: F811
     run = device_run_dir(tmp_path, this_machine_as_jetson(tmp_path), "model_int8.onnx", "onnx", tiny_onnx())
     before = (run / "report.json").read_bytes()
-    assert main(_args(run, sshd, _tool(tmp_path, "build-fails"))) == 2
+    assert main(_args(run, sshd, _tool(tmp_path, scenario))) == 2
     err = capsys.readouterr().err
     assert "trtexec could not build or run the engine for model_int8.onnx" in err
-    assert "Engine could not be created from network" in err and "Traceback" not in err
+    assert re.search(says, err) and "Traceback" not in err and "internal error" not in err
     assert (run / "report.json").read_bytes() == before
     assert onnx.load_from_string((run / "model_int8.onnx").read_bytes()).graph.input[0].name == "input"
 

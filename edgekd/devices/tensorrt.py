@@ -33,6 +33,7 @@ from edgekd.bench import (
 from edgekd.devices import trtexec
 from edgekd.devices.common import device_entry, require_target, shipped_of_format, tail
 from edgekd.errors import EdgekdError
+from edgekd.io import sha256_file
 from edgekd.targets import TargetProfile
 
 TRTEXEC = "/usr/src/tensorrt/bin/trtexec"  # where JetPack installs it (not on PATH by default)
@@ -49,7 +50,11 @@ def onnx_shapes(path: Path) -> str:
     except ImportError:
         raise EdgekdError("reading the ONNX inputs for trtexec --shapes needs onnx", "pip install 'edgekd[onnx]'") \
             from None
-    graph = onnx.load(str(path), load_external_data=False).graph
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends: a damaged file, said once
+        raise EdgekdError(f"cannot read the inputs of {path.name} for trtexec --shapes ({str(exc)[:120]})",
+                          "rebuild the run with `edgekd build`") from None
     constants = {i.name for i in graph.initializer}
     shapes = []
     for value in graph.input:
@@ -196,6 +201,10 @@ def bench_tensorrt(run_dir: str | Path, remotes: list[str], ssh: SshConfig, tool
     tool = check_tool_path(tool)
     report, entries = shipped_of_format(run_dir, "onnx", "TensorRT builds its engine from the ONNX artifact")
     target = require_target(report)
+    for e in entries:  # the device checks again; this keeps a changed file from even being parsed here
+        if sha256_file(run_dir / e["path"]) != e["sha256"]:
+            raise EdgekdError(f"{run_dir / e['path']} is not the file the build hashed (sha256 differs from the "
+                              "manifest's)", "rebuild the run with `edgekd build` (or restore the file)")
     shapes = {e["path"]: onnx_shapes(run_dir / e["path"]) for e in entries}
     with tempfile.TemporaryDirectory(prefix="edgekd-trt-") as tmp:
         tarball = make_tarball(run_dir, entries, Path(tmp))
