@@ -357,7 +357,7 @@ def test_an_artifact_changed_since_the_build_never_runs_on_the_phone(phone, tmp_
     tool = phone("full")
     (run / "model_int8.tflite").write_bytes(os.urandom(4096))  # same name, other bytes than the manifest's
     assert _bench(run, tool) == 2
-    assert "failed" in capsys.readouterr().err
+    assert "does not have the sha256 the build recorded" in capsys.readouterr().err
     assert not phone.runs.exists()
 
 

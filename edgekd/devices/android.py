@@ -98,6 +98,9 @@ def explain(serial: str, step: str, output: str) -> EdgekdError:
         return EdgekdError(f"no Android device '{serial}' is connected ({said})",
                            "plug the phone in with USB debugging on (or `adb connect HOST:PORT`), then pass the "
                            "serial `adb devices` lists")
+    if "did NOT match" in output:  # sha256sum -c (toybox and coreutils word it alike)
+        return EdgekdError(f"{serial}: a file pushed to the phone does not have the sha256 the build recorded "
+                           f"({said}); nothing was run", "restore the run's files or rebuild it with `edgekd build`")
     if "unauthorized" in output:
         return EdgekdError(f"the phone '{serial}' has not authorised this computer ({said})",
                            "unlock it and accept the 'Allow USB debugging?' prompt, then run again")
