@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -49,20 +52,121 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return write_text(path, dumps(obj, indent=2) + "\n")
 
 
-def read_json_object(path: str | os.PathLike[str], what: str, fix: str) -> dict[str, Any]:
-    """Read a JSON object; a missing, unreadable or non-object file is one EdgekdError naming ``what``."""
+# Limits on a user's JSON and YAML: the parsers recurse per nesting level, so ten thousand levels is a
+# RecursionError deep inside them; real reports and configs nest about ten levels and weigh a few MB at most.
+MAX_DEPTH = 100
+MAX_FILE_BYTES = 64 << 20
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def json_depth(text: str) -> int:
+    """How deep ``text``'s arrays and objects nest (brackets inside strings do not count), found without recursing."""
+    import numpy as np
+
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).encode("ascii")
+    if not brackets:
+        return 0
+    steps = np.frombuffer(brackets, np.uint8)
+    return int(np.cumsum(np.where((steps == ord("[")) | (steps == ord("{")), 1, -1)).max())
+
+
+def loads_json(text: str | bytes, what: str, fix: str) -> Any:
+    """Decode JSON a user handed over; too large, too deep or invalid text is one EdgekdError naming ``what``."""
+    from edgekd.errors import EdgekdError
+
+    if len(text) > MAX_FILE_BYTES:
+        raise EdgekdError(f"{what} is {len(text):,} bytes, more than the {MAX_FILE_BYTES:,} edgekd reads", fix)
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EdgekdError(f"{what} is not UTF-8 text ({exc.reason} at byte {exc.start})", fix) from None
+    depth = json_depth(text)
+    if depth > MAX_DEPTH:
+        raise EdgekdError(f"{what} nests {depth:,} levels deep, more than the {MAX_DEPTH} edgekd reads", fix)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # ValueError: bad syntax, or an integer of over 4,300 digits
+        raise EdgekdError(f"{what} is not valid JSON ({_first_line(exc)})", fix) from None
+
+
+def read_file_capped(path: str | os.PathLike[str], what: str, fix: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """A user's file, refused by its size before a byte is read (a path that is missing or a folder: named too)."""
     from edgekd.errors import EdgekdError
 
     path = Path(path)
     if not path.is_file():
-        raise EdgekdError(f"{what} not found: {path}", fix)
+        raise EdgekdError(f"{what} not found: {path}" if not path.exists() else f"{what} {path} is not a file", fix)
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EdgekdError(f"{what} {path} is not valid JSON ({exc})", fix) from None
+        size = path.stat().st_size
+        if size > limit:
+            raise EdgekdError(f"{what} {path} is {size:,} bytes, more than the {limit:,} edgekd reads", fix)
+        with open(path, "rb") as fh:
+            return fh.read(limit + 1)
+    except OSError as exc:
+        raise EdgekdError(f"cannot read {what} {path}: {exc.strerror or exc}", fix) from None
+
+
+def read_json(path: str | os.PathLike[str], what: str, fix: str) -> Any:
+    """The JSON value in a user's file, read through the size and depth limits of ``loads_json``."""
+    return loads_json(read_file_capped(path, what, fix), f"{what} {path}", fix)
+
+
+def read_json_object(path: str | os.PathLike[str], what: str, fix: str) -> dict[str, Any]:
+    """Read a JSON object; a missing, unreadable, oversized, too deep or non-object file is one EdgekdError."""
+    from edgekd.errors import EdgekdError
+
+    value = read_json(path, what, fix)
     if not isinstance(value, dict):
         raise EdgekdError(f"{what} {path} is not a JSON object", fix)
     return value
+
+
+def load_yaml(text: str, what: str, fix: str) -> Any:
+    """``yaml.safe_load`` with the JSON limits: size, and nesting depth counted as the nodes are composed."""
+    from edgekd.errors import EdgekdError
+
+    if len(text) > MAX_FILE_BYTES:
+        raise EdgekdError(f"{what} is {len(text):,} characters, more than the {MAX_FILE_BYTES:,} edgekd reads", fix)
+    loader = _DepthLimitedLoader(text)
+    try:
+        return loader.get_single_data()
+    except _TooDeep:
+        raise EdgekdError(f"{what} nests more than {MAX_DEPTH} levels deep", fix) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise EdgekdError(f"{what} is not valid YAML{where}", fix) from None
+    except (ValueError, TypeError, OverflowError) as exc:  # a tagged scalar its constructor refuses (!!int 0x)
+        raise EdgekdError(f"{what} holds a value YAML cannot convert ({_first_line(exc)})", fix) from None
+    finally:
+        loader.dispose()
+
+
+class _TooDeep(Exception):
+    pass
+
+
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting past ``MAX_DEPTH`` (its composer recurses once per level)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 - PyYAML's signature
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _json_default(obj: Any) -> Any:

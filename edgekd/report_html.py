@@ -49,6 +49,12 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _plain(value: Any) -> str:
+    """A label drawn from data (class names, file names, host names) as literal text: every ``$`` escaped, so
+    matplotlib never parses it as math text (``$x^{$`` would fail the draw after the whole build)."""
+    return str(value).replace("$", r"\$")
+
+
 def _img(b64: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
@@ -65,8 +71,8 @@ def accuracy_latency_plot(report: dict[str, Any]) -> str:
             y = 100 * teacher["accuracy"]
             ys.append(y)
             ax.scatter([p50], [y], marker="*", s=260, color=_colour(fmt), edgecolor="black", zorder=3,
-                       label=f"teacher ({fmt or 'fp32'})")
-            ax.annotate(f"teacher {fmt}", (p50, y), textcoords="offset points", xytext=(8, -12), fontsize=8)
+                       label=_plain(f"teacher ({fmt or 'fp32'})"))
+            ax.annotate(_plain(f"teacher {fmt}"), (p50, y), textcoords="offset points", xytext=(8, -12), fontsize=8)
     for i, a in enumerate(report.get("artifacts", [])):
         p50 = (a.get("latency_ms") or {}).get("p50")
         if not p50 or a.get("accuracy") is None:
@@ -76,9 +82,10 @@ def accuracy_latency_plot(report: dict[str, Any]) -> str:
         color = _colour(a["format"])
         ax.scatter([p50], [y], marker=_MARKERS.get(a["precision"], "o"), s=70, zorder=3,
                    color=color if a.get("shipped") else "white", edgecolor=color, linewidth=2,
-                   label=f"{a['format']} {a['precision']}" + (" (shipped)" if a.get("shipped") else ""))
+                   label=_plain(f"{a['format']} {a['precision']}" + (" (shipped)" if a.get("shipped") else "")))
         # Alternate label offsets so that artifacts at the same accuracy don't print over each other.
-        ax.annotate(a["path"], (p50, y), textcoords="offset points", xytext=(6, 8 if i % 2 else -14), fontsize=8)
+        ax.annotate(_plain(a["path"]), (p50, y), textcoords="offset points", xytext=(6, 8 if i % 2 else -14),
+                    fontsize=8)
     if report.get("student", {}).get("accuracy") is not None:
         ys.append(100 * report["student"]["accuracy"])
         ax.axhline(ys[-1], color="#888", linestyle="--", linewidth=1, label="student, PyTorch fp32")
@@ -118,7 +125,7 @@ def selection_plot(sel: dict[str, Any]) -> str:
         ax.scatter([c["macs"]], [y], marker=marker, s=size if timed else size * 0.6, zorder=3, label=label,
                    alpha=1 if timed else 0.6, **style)
         if c["status"] == "chosen":
-            ax.annotate(c["name"], (c["macs"], y), textcoords="offset points", xytext=(8, 6), fontsize=8)
+            ax.annotate(_plain(c["name"]), (c["macs"], y), textcoords="offset points", xytext=(8, 6), fontsize=8)
     ax.axhline(sel["budget_ms"], color="black", linestyle="--", linewidth=1,
                label=f"selected under {sel['budget_ms']:.3g} ms (p{pct})")
     if sel.get("stated_budget_ms"):
@@ -128,7 +135,8 @@ def selection_plot(sel: dict[str, Any]) -> str:
     ax.set_yscale("log")
     ax.set_xlabel("capacity: MACs per sample (log scale)")
     ax.set_ylabel(f"p{pct} latency, ms (log scale)")
-    ax.set_title(f"Student candidates on {sel.get('measured_on', '?')}: {sel.get('format')} {sel.get('precision')}")
+    ax.set_title(_plain(f"Student candidates on {sel.get('measured_on', '?')}: {sel.get('format')} "
+                        f"{sel.get('precision')}"))
     ax.grid(True, which="both", alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
@@ -160,11 +168,79 @@ def selection_section(report: dict[str, Any]) -> list[str]:
                  _e(c["status"]), _e(c["reason"])] for c in sel.get("candidates", [])]
         out.append(_table(["candidate", "params", "MACs", f"p{sel['percentile']} ms", "noise %", "predicted ms",
                            "verdict", "why"], rows))
+    out += accuracy_search_section(sel, report)
     pre = [[_e(p["name"]), "passed" if p["passed"] else "FAILED", _e(p["reason"]), _num(p["seconds"], ".1f"),
             _e(", ".join(f"{a['format']} {a['precision']}" for a in p["artifacts"]))] for p in sel.get("preflight", [])]
     if pre:
         out += ["<h3>Pre-flight (random weights, before the teacher pass)</h3>",
                 _table(["candidate", "result", "reason", "s", "checked"], pre)]
+    return out
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other beats on both axes (cost lower or equal, accuracy higher or equal), by cost."""
+    front, best = [], -np.inf
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def accuracy_pareto_plot(sel: dict[str, Any], budget: float | None) -> str | None:
+    """Proxy accuracy vs measured latency (MACs when the choice was by MACs) of the finalists: the Pareto front,
+    the budget line, the chosen student marked."""
+    acc = sel.get("accuracy") or {}
+    by_latency = sel["mode"] == "latency"
+    rows = [(c, c["latency_ms"] if by_latency else c["macs"]) for c in acc.get("candidates", [])
+            if c.get("proxy_accuracy") is not None and (c["latency_ms"] if by_latency else c["macs"])]
+    if not rows:
+        return None
+    fig = _figure(9.0, 4.2)
+    ax = fig.add_subplot()
+    styles = {"chosen": ("#d62728", "*", 260), "eliminated": ("#999999", "o", 50)}
+    for c, x in rows:
+        colour, marker, size = styles.get(c["status"], ("#999999", "x", 50))
+        ax.scatter([x], [c["proxy_accuracy"]], color=colour, marker=marker, s=size, zorder=3, label=c["status"])
+        ax.annotate(_plain(c["name"]), (x, c["proxy_accuracy"]), textcoords="offset points", xytext=(6, 4),
+                    fontsize=7)
+    front = pareto_front([(x, c["proxy_accuracy"]) for c, x in rows])
+    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="#1f77b4", linewidth=1,
+            label="Pareto front")
+    if budget:
+        ax.axvline(budget, color="black", linestyle="--", linewidth=1, label=f"budget {budget:.4g}")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"p{sel.get('percentile')} latency, ms (log scale)" if by_latency else "MACs (log scale)")
+    ax.set_ylabel("proxy accuracy (validation, last rung reached)")
+    ax.set_title("Finalists of the accuracy search (up and left is better)")
+    ax.grid(True, which="both", alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _png(fig)
+
+
+def accuracy_search_section(sel: dict[str, Any], report: dict[str, Any]) -> list[str]:
+    acc = sel.get("accuracy")
+    if not acc:
+        return []
+    out = ["<h3>Accuracy search</h3>",
+           f"<p>Chosen by {_e(sel.get('chosen_by') or sel['mode'])}: {_e(sel.get('chosen_why') or acc['why'])}. "
+           f"{'Ran' if acc['ran'] else 'Did not run'} in {_num(acc['time_s'], '.1f')} s "
+           f"({_num(acc.get('pct_of_build'), '.1f')} % of the build; cap {_num(acc.get('cap_s'), '.1f')} s). "
+           f"{_e(acc['rule'])}; {_e(acc['val_samples'])} validation samples, test split {_e(acc['test_split'])}.</p>"]
+    if not acc["ran"]:
+        return out
+    budget = sel.get("budget_ms") if sel["mode"] == "latency" else \
+        ((report.get("student") or {}).get("budget_fit") or {}).get("max_macs")
+    plot = accuracy_pareto_plot(sel, budget)
+    if plot:
+        out.append(_img(plot, "proxy accuracy vs latency: Pareto front, budget, chosen"))
+    rows = [[_e(c["name"]), _e(c["why"]), _int(c["params"]), _int(c["macs"]), _num(c.get("latency_ms"), ".4f"),
+             _e(", ".join(f"{s['val_accuracy']:.4f} ({s['steps']})" for s in c["scores"]) or "-"),
+             _num(c.get("step_ms"), ".1f"), _e(c["status"])] for c in acc["candidates"]]
+    out.append(_table(["finalist", "why", "params", "MACs", "latency ms", "proxy val accuracy (steps)", "step ms",
+                       "verdict"], rows))
     return out
 
 
@@ -185,8 +261,8 @@ def latency_distribution_plot(report: dict[str, Any]) -> str | None:
     for patch, (a, _) in zip(box["boxes"], rows, strict=True):
         patch.set_facecolor(_colour(a["format"]))
         patch.set_alpha(0.55 if a.get("shipped") else 0.25)
-    labels = [f"{a['path']}{' *' if a.get('shipped') else ''}\n{len(s)} runs, noise {a.get('noise_pct') or 0:.1f} %"
-              for a, s in rows]
+    labels = [_plain(f"{a['path']}{' *' if a.get('shipped') else ''}")
+              + f"\n{len(s)} runs, noise {a.get('noise_pct') or 0:.1f} %" for a, s in rows]
     ax.set_yticks(range(1, len(rows) + 1), labels, fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("latency per inference, ms (log scale; box: 25-75 %, whiskers: 1-99 %)")
@@ -221,12 +297,12 @@ def per_class_plot(report: dict[str, Any], per_class: dict[str, dict[str, float]
         series.append(("student (PyTorch fp32)", per_class["student"], "#7f7f7f"))
     for a in report.get("artifacts", []):
         if a.get("shipped") and a.get("per_class_accuracy"):
-            series.append((a["path"], a["per_class_accuracy"], _colour(a["format"])))
+            series.append((_plain(a["path"]), a["per_class_accuracy"], _colour(a["format"])))
     if not series:
         return None
     classes = sorted(teacher, key=int)
     names = report.get("data", {}).get("classes") or []
-    labels = [names[int(c)] if int(c) < len(names) else c for c in classes]
+    labels = [_plain(names[int(c)] if int(c) < len(names) else c) for c in classes]
     fig = _figure(7.5, 3.8)
     ax = fig.add_subplot()
     width = 0.8 / len(series)

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekd.errors import EdgekdError
+from edgekd.io import load_yaml
 from edgekd.schema import TARGET_NAME_PATTERN
 
 if TYPE_CHECKING:
@@ -273,13 +274,11 @@ def load_target(name_or_path: str | os.PathLike[str]) -> TargetProfile:
 
 def _parse(file: Traversable | Path) -> TargetProfile:
     try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise EdgekdError(f"cannot read target file {file}: {exc.strerror or exc}", "check the file") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise EdgekdError(f"target file {file} is not valid YAML{where}", "fix the YAML syntax") from None
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EdgekdError(f"cannot read target file {file}: {getattr(exc, 'strerror', None) or exc}",
+                          "check the file") from None
+    raw = load_yaml(text, f"target file {file}", "fix the YAML syntax")
     if not isinstance(raw, dict):
         raise EdgekdError(f"target file {file} must contain a mapping of fields",
                           "see `edgekd targets show x86-cpu` for a complete example")

@@ -106,8 +106,9 @@ def test_onnx_int8_scheme_is_measured_once_per_model_and_host_with_a_cache(tmp_p
     assert build(cache) == ("s8s8", "measured")
     entry.write_text('{"scheme": "s8s8", "p50_ms": {"u8s8": "__import__"}, "measured_at": "x"}')
     assert build(cache)[1] == "measured"  # a forged entry (values not timings) is not believed
-    (cache / "onnx_int8_scheme").chmod(0o777)  # a folder others can write is neither read nor written
-    assert build(cache)[1] == "measured" and build(cache)[1] == "measured"
+    (cache / "onnx_int8_scheme").chmod(0o777)  # a folder others can write is refused, as every cache is
+    with pytest.raises(EdgekdError, match="can be written by other users"):
+        build(cache)
     (cache / "onnx_int8_scheme").chmod(0o700)
     assert OnnxBackend("u8s8", cache_dir=cache).export(
         student, inputs[:1], tmp_path / "f.onnx", "int8", calibration).details["scheme_choice"] == "fixed"

@@ -10,6 +10,7 @@ directory is test_bundle's tiny fixture (two small exports, made once per sessio
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import shutil
@@ -26,6 +27,7 @@ from test_hostile_inputs import snapshot
 
 from edgekd import bench, runner
 from edgekd.cli import main
+from edgekd.errors import EdgekdError
 from edgekd.rundir import MARKER, _lock, home_of
 from edgekd.targets import load_target
 
@@ -108,6 +110,23 @@ def _object_npz(path: Path) -> Path:
 
 
 BUILD = ["build", "--target", "x86-cpu", "--no-progress"]
+
+
+def _file(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def _distill(text: str) -> Callable[[Path], list[str]]:
+    return lambda t: [*BUILD, "--distill-config", _file(t / "d.yaml", text)]
+
+
+# Ten thousand levels and more: json and PyYAML recurse once per level (a RecursionError, not a message).
+DEEP_JSON = "[" * 50_000 + "]" * 50_000
+DEEP_OBJECT = '{"a": ' * 50_000 + "1" + "}" * 50_000
+DEEP_YAML = "epochs: " + "[" * 50_000 + "]" * 50_000
+NO_CUDA = pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this host has CUDA")
+
 BUILD_CASES = [
     Case("target-name-dot", lambda t: ["build", "--target", _target_yaml(t, "."), "--no-progress"], "name"),
     Case("target-name-dotdot", lambda t: ["build", "--target", _target_yaml(t, ".."), "--no-progress"], "slug"),
@@ -128,6 +147,19 @@ BUILD_CASES = [
     Case("calibrate-huge-samples", lambda t: ["calibrate", "--target", "x86-cpu", "--samples", str(10**10)],
          "--samples"),
     Case("calibrate-target-dotdot", lambda t: ["calibrate", "--target", _target_yaml(t, "..")], "slug"),
+    # issue 27: the --distill-config YAML is read through the same limits and validated with the flags' caps
+    Case("distill-config-deeply-nested", _distill(DEEP_YAML), "nests more than 100 levels deep"),
+    Case("distill-config-huge-epochs", _distill("epochs: 1000000000000"),
+         "epochs = 1000000000000 is outside the accepted range 1..10,000"),
+    Case("distill-config-huge-batch", _distill("batch_size: 1000000000"), "batch_size = 1000000000 is outside"),
+    Case("distill-config-nan-lr", _distill("lr: .nan"), "lr = nan"),
+    pytest.param(Case("distill-config-cuda-without-cuda", _distill("device: cuda"),
+                      "training device 'cuda': this host has no cuda device"), marks=NO_CUDA),
+    Case("distill-config-missing-gpu", _distill("device: 'cuda:99'"), "training device 'cuda:99'"),
+    Case("target-deeply-nested", lambda t: [*BUILD[:2], _file(t / "t.yaml", DEEP_YAML), "--no-progress"],
+         "nests more than 100 levels deep"),
+    Case("target-bad-tagged-scalar", lambda t: [*BUILD[:2], _file(t / "t.yaml", "name: !!int 0x"), "--no-progress"],
+         "holds a value YAML cannot convert"),
 ]
 
 
@@ -314,6 +346,10 @@ RUNNER_CASES = [
     ("manifest-missing-weights", _unhash_bin, ["model_fp32.xml"], "does not hash model_fp32.bin"),
     ("manifest-traversal", _manifest_traversal, [], "which is not a file beside it"),
     ("manifest-is-a-list", lambda r: (r / "manifest.json").write_text("[]"), [], "not an edgekd manifest"),
+    ("manifest-deeply-nested", lambda r: (r / "manifest.json").write_text(DEEP_OBJECT), [],
+     "nests more than 100 levels deep"),
+    ("manifest-brackets-in-strings", lambda r: (r / "manifest.json").write_text(json.dumps(["[" * 50_000])), [],
+     "not an edgekd manifest"),  # brackets inside a string are text, not nesting: read, then refused as a list
     ("eval-labels-forged", _eval_labels_changed, [], "evaluation inputs were changed"),
     ("npz-header-bomb", _npz_header_bomb, [], "declares shape"),
     ("huge-runs", lambda r: None, ["model_fp32.onnx", "--runs", str(10**9)], "--runs 1000000000 is more than"),
@@ -403,3 +439,112 @@ def test_device_rows_scored_on_other_inputs_never_reach_the_gate(run):
     entry = bench.device_entry("pi@a", [{**result, "inputs_sha256": "f" * 64}], [], None)
     [merged] = bench.merge_device_results(report, [entry])["device_results"]
     assert merged["artifacts"] == [] and "not the report's eval.npz" in merged["left_out"][0]["why"]
+
+
+# ------------------------------------------------------------------------------------------ issue 27, round two
+def test_gate_refuses_deeply_nested_reports_and_baselines(tmp_path, capsys):
+    """Class 1: a report or baseline of 50,000 nested levels is one message (exit 2), not a RecursionError."""
+    deep = Path(_file(tmp_path / "deep.json", DEEP_JSON))
+    good = Path(_file(tmp_path / "report.json", json.dumps(make_report())))
+    before = snapshot(tmp_path)
+    assert_one_message(main(["gate", str(deep), "--target", "x86-cpu"]), capsys.readouterr().err,
+                       "nests 50,000 levels deep, more than the 100")
+    assert_one_message(main(["gate", str(good), "--target", "x86-cpu", "--baseline", str(deep)]),
+                       capsys.readouterr().err, "nests 50,000 levels deep")
+    assert snapshot(tmp_path) == before
+
+
+def test_teacher_config_flag_refuses_deep_nesting(tmp_path, monkeypatch, capsys):
+    """Class 1: --teacher-config is parsed by argparse, which reports the problem (exit 2) before anything runs."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main([*BUILD, "--teacher-config", DEEP_OBJECT])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Traceback" not in err
+    assert "argument --teacher-config: the value nests 50,000 levels deep" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_calibration_manifest_is_read_within_the_limits(tmp_path):
+    from edgekd.compress.calibration import load_calibration_set
+
+    np.savez(tmp_path / "c.npz", x=np.zeros((4, 1, 8, 8), np.float32))
+    (tmp_path / "c.manifest.json").write_text(DEEP_OBJECT)
+    with pytest.raises(EdgekdError, match="calibration manifest .* nests 50,000 levels deep"):
+        load_calibration_set(tmp_path / "c.npz", (1, 8, 8))
+
+
+def test_training_settings_have_the_flags_caps_from_every_source(tmp_path):
+    """Class 2: the Python API (BuildOptions.distill, a TrainConfig handed to train) meets the caps of --epochs."""
+    from conftest import make_dataset
+
+    from edgekd.api import BuildOptions, build
+    from edgekd.distill.trainer import TrainConfig, train, validate_config
+    from edgekd.models.students import build_model
+
+    with pytest.raises(EdgekdError, match="epochs = 1000000000000 is outside the accepted range 1..10,000"):
+        build(BuildOptions(target="x86-cpu", data="digits", distill={"epochs": 10**12}, out=tmp_path / "run",
+                           progress=False, teacher_cache=None))
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(EdgekdError, match="patience = 0"):
+        validate_config(TrainConfig(patience=0))
+    data = make_dataset(n_train=16, n_test=8)
+    model = build_model("mlp", data.input_shape, data.num_classes)
+    with pytest.raises(EdgekdError, match="epochs = 1000000000000"):
+        train(model, data, TrainConfig(epochs=10**12), progress=False)
+
+
+@NO_CUDA
+def test_a_cuda_device_this_host_lacks_is_refused_before_the_teacher_trains(tmp_path, monkeypatch):
+    """Class 3: refused in validate_config, which the build runs before the student choice and the teacher."""
+    import edgekd.stages.teacher
+    from edgekd.api import BuildOptions, build
+
+    monkeypatch.setattr(edgekd.stages.teacher, "train", lambda *a, **k: pytest.fail("the teacher trained"))
+    with pytest.raises(EdgekdError, match="training device 'cuda': this host has no cuda device") as info:
+        build(BuildOptions(target="x86-cpu", data="digits", distill={"device": "cuda"}, out=tmp_path / "run",
+                           progress=False, teacher_cache=None))
+    assert "device: auto" in info.value.fix and not (tmp_path / "run").exists()
+
+
+def test_a_teacher_at_zero_validation_accuracy_does_not_break_the_precision_choice(tmp_path):
+    """Class 5: min_accuracy_ratio x 0 sets no floor; the precision is chosen on its drop and speed, and a drop
+    over budget is still refused."""
+    from conftest import make_dataset
+    from test_stages import _ctx, _measured, _target
+
+    from edgekd.errors import ContractError
+    from edgekd.stages.choose import choose_shipped
+
+    ctx = _ctx(_target(0.01, precision=["fp32", "int8"], min_accuracy_ratio=0.97), make_dataset(), tmp_path)
+    rows = [_measured("model_fp32.onnx", "onnx", "fp32", 0.50, 1.0),
+            _measured("model_int8.onnx", "onnx", "int8", 0.495, 0.5)]
+    shipped, reasons = choose_shipped(ctx, rows, student_val=0.50, teacher_val=0.0)
+    assert shipped == {"model_int8.onnx"} and "min_accuracy_ratio not judged" not in reasons["onnx"]
+    rows[1] = _measured("model_int8.onnx", "onnx", "int8", 0.40, 0.5)
+    assert choose_shipped(ctx, rows, 0.50, 0.0)[0] == {"model_fp32.onnx"}
+    with pytest.raises(ContractError, match="nothing was shipped"):
+        choose_shipped(ctx, rows[1:], 0.50, 0.0)
+    assert choose_shipped(ctx, rows[:1], 0.0, 0.0)[0] == {"model_fp32.onnx"}  # both at 0: fp32, no division
+
+
+def test_class_names_are_drawn_as_text_never_as_math(tmp_path):
+    """Class 6: names that matplotlib would parse as math text ($x^{$) are data: the page and its three plots are
+    written, and a selection plot with such a host name too."""
+    from test_report_html import _images
+    from test_report_html import make_report as html_report
+
+    from edgekd.report_html import selection_plot, write_html
+
+    report = html_report()
+    report["data"]["classes"] = ["$x^{$", "a $ b $ c", r"$\frac{1}{0}$"]
+    report["artifacts"][1]["path"] = "$model_int8^$.onnx"
+    y = np.array([0, 0, 1, 1, 2, 2])
+    np.savez(tmp_path / "eval.npz", x=np.zeros((6, 1), np.float32), y=y,
+             teacher_logits=np.eye(3, dtype=np.float32)[[0, 0, 1, 1, 2, 0]],
+             reference_logits=np.eye(3, dtype=np.float32)[[0, 1, 1, 1, 2, 2]])
+    path = write_html(report, tmp_path / "report.html", tmp_path / "eval.npz")
+    assert len(_images(path.read_text())) == 3
+    sel = {"percentile": 95, "budget_ms": 1.0, "measured_on": "$host^{$", "format": "onnx", "precision": "int8",
+           "candidates": [{"status": "chosen", "latency_ms": {"value": 0.5}, "macs": 1000, "name": "$mlp_{$"}]}
+    assert base64.b64decode(selection_plot(sel)).startswith(b"\x89PNG")

@@ -191,6 +191,16 @@ def _parquet(columns: dict) -> Callable[[Path], Path]:
     return make
 
 
+def _empty_parquet(root: Path) -> Path:
+    """Typed columns, no rows: what ``df.head(0).to_parquet`` writes."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    root.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"y": pa.array([], pa.int64()), "a": pa.array([], pa.float32())}), root / "t.parquet")
+    return root / "t.parquet"
+
+
 def _bytes_file(name: str, data: bytes) -> Callable[[Path], Path]:
     def make(root: Path) -> Path:
         root.mkdir(parents=True, exist_ok=True)
@@ -279,6 +289,8 @@ DATA_CASES = [
     Hostile("parquet-garbage", _bytes_file("t.parquet", b"PAR1 not really PAR1"), "cannot read"),
     Hostile("parquet-text-feature", _parquet({"y": [0, 1] * 10, "city": ["a"] * 20}), "non-numeric type"),
     Hostile("parquet-nulls", _parquet({"y": [0, 1] * 10, "a": [1.0, None] * 10}), "missing values"),
+    Hostile("parquet-no-rows", _empty_parquet, "has columns but no rows"),  # issue 27, class 4
+    Hostile("csv-no-rows", _csv(["y", "a"], []), "has a header but no rows"),
     # options and environment
     Hostile("env-limit-not-a-size", _npz(), "is not a positive size", env={"EDGEKD_DATA_MAX_BYTES": "lots"}),
     Hostile("image-size-negative", _npz(), "not a size", kwargs={"image_size": -3}),
@@ -354,3 +366,67 @@ def test_a_valid_imbalanced_table_is_not_refused(tmp_path):
     """The control: a clean table of the same shape as the hostile ones loads."""
     spec = write_csv(tmp_path / "t.csv", ["y", "a", "b", "c"], [[y, *x] for x, y in zip(X, Y, strict=True)])
     assert load_dataset(str(spec), label_column="y").input_shape == (3,)
+
+
+# --------------------------------------------------------------------------------------- caches (issue 27, class 7)
+# Every cache is opened through edgekd.data.cache.cache_entry, which checks the root, each folder down to the entry
+# and the entry before a byte is read: a root or entry other users can write is refused, never read.
+def _shared(path: Path) -> None:
+    path.chmod(0o777 if path.is_dir() else 0o666)
+
+
+def _decoded_images(root: Path, tmp_path: Path) -> Callable[[], object]:
+    folder = image_folder(tmp_path / "photos")
+    load_dataset(str(folder), cache_dir=root)  # a first build fills root/datasets/decoded/<key>/
+    return lambda: load_dataset(str(folder), cache_dir=root)
+
+
+def _teacher(root: Path, tmp_path: Path) -> Callable[[], object]:
+    from edgekd.stages.teacher import cached_teacher_path
+
+    path = cached_teacher_path(root, "key")
+    path.write_bytes(b"planted")
+    return lambda: cached_teacher_path(root, "key")
+
+
+def _latency(root: Path, tmp_path: Path) -> Callable[[], object]:
+    from edgekd.selection.candidates import Candidate
+    from edgekd.selection.timing import Timer
+    from edgekd.targets import load_target
+
+    timer = Timer(load_target("x86-cpu"), (1, 8, 8), 3, np.zeros((4, 1, 8, 8), np.float32), root)
+    candidate = Candidate("mlp", {"hidden": [8]}, 100, 100)
+    path = timer._path(candidate)
+    path.write_text('{"p50": 0.001, "p90": 0.001, "p95": 0.001, "p99": 0.001, "noise_pct": 0, '
+                    '"runtime_version": "planted"}')
+    assert timer.cached(candidate).runtime_version == "planted"  # a private cache is read
+    return lambda: timer.cached(candidate)
+
+
+def _scheme_memo(root: Path, tmp_path: Path) -> Callable[[], object]:
+    pytest.importorskip("onnxruntime")
+    from edgekd.backends import Calibration
+    from edgekd.backends.onnx import SchemeMemo
+
+    (tmp_path / "m.onnx").write_bytes(b"fp32 model bytes")
+    calibration = Calibration(np.zeros((4, 3), np.float32), {})
+    memo = SchemeMemo(root, tmp_path / "m.onnx", calibration, 1, ["u8s8", "s8s8"])
+    memo.keep("s8s8", {"u8s8": 1.0, "s8s8": 0.5}, {"u8s8": 0.0, "s8s8": 0.0})
+    assert memo.recall()["scheme"] == "s8s8"
+    return memo.recall
+
+
+CACHES = {"decoded-images": (_decoded_images, ("datasets", "decoded")), "teacher": (_teacher, ("teachers",)),
+          "latency": (_latency, ("latency",)), "onnx-scheme-memo": (_scheme_memo, ("onnx_int8_scheme",))}
+
+
+@pytest.mark.parametrize("cache", list(CACHES))
+@pytest.mark.parametrize("shared", ["root", "folder", "entry"])
+def test_a_cache_others_can_write_is_refused_before_it_is_read(cache, shared, tmp_path):
+    root = tmp_path / "cache"
+    make, folders = CACHES[cache]
+    read_again = make(root, tmp_path)
+    folder = root.joinpath(*folders)
+    [entry] = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    _shared({"root": root, "folder": folder, "entry": entry}[shared])
+    assert_refused(read_again, "can be written by other users", root)

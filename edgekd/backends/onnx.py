@@ -331,7 +331,7 @@ class SchemeMemo:
     def __init__(self, cache_dir: Path | None, fp32: Path, calibration: Calibration, threads: int,
                  schemes: list[str]) -> None:
         self.schemes = schemes
-        self.path = None
+        self.root, self.path = cache_dir, None
         if cache_dir is not None:
             self.path = Path(cache_dir) / "onnx_int8_scheme" / f"{self._key(fp32, calibration, threads)}.json"
 
@@ -347,32 +347,32 @@ class SchemeMemo:
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
 
     def recall(self) -> dict | None:
-        """The kept choice, or None: no cache, no entry, a damaged one, or a folder other users can write."""
-        if self.path is None or not self.path.is_file() or not self._private():
+        """The kept choice, or None: no cache, no entry or a damaged one. A cache folder or entry that other users
+        can write is refused (EdgekdError), as every cache is (``edgekd.data.cache.cache_entry``)."""
+        if self.path is None or not self._checked().is_file():
             return None
+        from edgekd.io import read_json
+
         try:
-            entry = json.loads(self.path.read_text())
+            entry = read_json(self.path, "ONNX int8 scheme memo", "")
             timings, deviation = entry["p50_ms"], entry["kernel_deviation"]
             ok = (entry["scheme"] in INT8_SCHEMES and isinstance(entry["measured_at"], str)
                   and all(isinstance(d, dict) and set(d) <= set(INT8_SCHEMES)
                           and all(isinstance(v, int | float) for v in d.values()) for d in (timings, deviation)))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (EdgekdError, KeyError, TypeError):
             return None
         return entry if ok else None
 
-    def _private(self) -> bool:
-        from edgekd.data.cache import private_dir
+    def _checked(self) -> Path:
+        from edgekd.data.cache import cache_entry
 
-        try:
-            private_dir(self.path.parent, "edgekd cache")
-        except EdgekdError:
-            return False
-        return True
+        return cache_entry(Path(self.root), "onnx_int8_scheme", self.path.name, what="ONNX int8 scheme memo")
 
     def keep(self, scheme: str, p50_ms: dict, kernel_deviation: dict) -> None:
-        """Best effort: a cache that cannot be written (or that others can write) leaves the build measuring."""
-        if self.path is None or not self._private():
+        """Best effort: a cache that cannot be written leaves the build measuring next time."""
+        if self.path is None:
             return
+        self._checked()
         from datetime import datetime, timezone
 
         from edgekd.io import write_json

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from edgekd.errors import EdgekdError
@@ -18,10 +17,12 @@ def _kv_floats(text: str) -> dict[str, float]:
 
 
 def _json_obj(text: str) -> dict:
+    from edgekd.io import loads_json
+
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+        value = loads_json(text, "the value", "")
+    except EdgekdError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("expected a JSON object")
     return value
@@ -30,12 +31,14 @@ def _json_obj(text: str) -> dict:
 def _distill_yaml(path: str | None) -> dict:
     if not path:
         return {}
-    import yaml
+    from edgekd.io import load_yaml, read_file_capped
 
+    what, fix = f"distillation config {path}", "pass a readable YAML file of TrainConfig fields, e.g. patience: 5"
     try:
-        value = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise EdgekdError(f"cannot read distillation config {path}: {exc}", "pass a readable YAML file") from None
+        text = read_file_capped(path, "distillation config", fix).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EdgekdError(f"{what} is not UTF-8 text ({exc.reason} at byte {exc.start})", fix) from None
+    value = load_yaml(text, what, fix) or {}
     if not isinstance(value, dict):
         raise EdgekdError(f"distillation config {path} must be a mapping of settings", "e.g. patience: 5")
     return value
@@ -211,7 +214,8 @@ def register(sub) -> None:
     p.add_argument("--selection", choices=("auto", "mac", "latency"), default="auto",
                    help="choose the student by MAC budget or by latency measured on the target's runtime; auto: "
                         "latency when the target sets student_budget.latency_ms, runs on the CPU, and this host is "
-                        "the device or --device is given")
+                        "the device or --device is given; then, when it fits in 20 %% of the build's expected time, "
+                        "the students that fit are ranked by the validation accuracy a short distillation reaches")
     p.add_argument("--device", metavar="USER@HOST[:PORT]", type=_remote,
                    help="time the selection's candidates on this device over SSH (the remote runner of `edgekd "
                         "bench --remote`); without it they are timed on this host, labelled a host proxy")

@@ -6,7 +6,6 @@ drawn from the training data (already normalised exactly as deployed) with every
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import numpy as np
 from edgekd.backends import Calibration
 from edgekd.data import Dataset
 from edgekd.errors import EdgekdError
-from edgekd.io import atomic_write, sha256_file, write_json
+from edgekd.io import atomic_write, read_json_object, sha256_file, write_json
 
 
 def build_calibration_set(data: Dataset, samples: int, seed: int = 0) -> Calibration:
@@ -77,11 +76,8 @@ def load_calibration_set(path: str | Path, input_shape: tuple[int, ...],
     manifest_path = path.with_suffix(".manifest.json")
     source: dict = {"file": path.name, "sha256": sha256_file(path), "manifest": None}
     if manifest_path.is_file():
-        try:
-            source = {**json.loads(manifest_path.read_text(encoding="utf-8")), "file": path.name,
-                      "sha256": sha256_file(path)}
-        except (ValueError, UnicodeDecodeError, TypeError) as exc:
-            raise EdgekdError(f"cannot read {manifest_path}: {exc}", fix) from None
+        source = {**read_json_object(manifest_path, "calibration manifest", fix), "file": path.name,
+                  "sha256": sha256_file(path)}
     made_for = source.get("data_fingerprint")
     if data_fingerprint is not None and made_for is not None and made_for != data_fingerprint:
         raise EdgekdError(f"calibration set {path} was made from other data (fingerprint {made_for}, this build's "

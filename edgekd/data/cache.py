@@ -3,7 +3,9 @@
 Entries are directories that appear only when complete: each is built in a hidden staging directory beside its
 final place and renamed into place in one step, so an interrupted or failed build leaves no half entry (and
 removes its staging directory). The cache lives in a directory only the user can write: a cache another user can
-write could hand a build forged arrays.
+write could hand a build forged arrays. ``cache_entry`` is the one way into every cache edgekd keeps (datasets,
+teachers, latency timings, the ONNX int8 scheme memo): it checks the root, each folder down to the entry and the
+entry itself before anything is read from it.
 """
 
 from __future__ import annotations
@@ -34,21 +36,49 @@ def private_dir(path: Path, what: str = "dataset cache") -> Path:
     except OSError as exc:
         raise EdgekdError(f"cannot create the {what} {path}: {exc}",
                           f"set {ENV_CACHE} to a writable directory") from None
+    _check_private(path, info, what)
+    return path
+
+
+def _check_private(path: Path, info: os.stat_result, what: str) -> None:
+    """Refuse ``path`` unless this user owns it and neither group nor others can write it."""
     owner_ok = not hasattr(os, "getuid") or info.st_uid == os.getuid()
     if not owner_ok or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise EdgekdError(f"the {what} {path} can be written by other users",
-                          f"chmod 700 {path}, or set {ENV_CACHE} to a directory only you can write")
-    return path
+                          f"chmod go-w {path} (or delete it), or set {ENV_CACHE} to a directory only you can write")
+
+
+def cache_entry(root: Path, *parts: str, what: str = "edgekd cache") -> Path:
+    """``root/parts...``, checked before anything reads it: the root and every folder down to the entry are created
+    private (0700) if missing and refused when another user owns or can write them, and so is the entry if it
+    exists. Every cache reader goes through here, so a planted entry in a shared folder is never used."""
+    folder = private_dir(Path(root), what)
+    for part in parts[:-1]:
+        folder = private_dir(folder / part, what)
+    entry = folder / parts[-1]
+    try:
+        info = entry.lstat()
+    except FileNotFoundError:
+        return entry
+    except OSError as exc:
+        raise EdgekdError(f"cannot read the {what} entry {entry}: {exc.strerror or exc}",
+                          f"delete it, or set {ENV_CACHE} to another directory") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise EdgekdError(f"the {what} entry {entry} is a symbolic link", "delete it: edgekd never writes links there")
+    _check_private(entry, info, f"{what} entry")
+    return entry
 
 
 class DataCache:
     """``root/datasets``: ``<sha256 of an archive>/`` (extracted) and ``decoded/<key>/`` (uint8 arrays)."""
 
     def __init__(self, root: Path | None = None) -> None:
-        self.root = (Path(root) if root else default_cache_root()) / "datasets"
+        self.base = Path(root) if root else default_cache_root()
+        self.root = self.base / "datasets"
 
     def entry(self, *parts: str) -> Path:
-        return self.root.joinpath(*parts)
+        """The entry's path, checked (``cache_entry``) before the caller looks inside."""
+        return cache_entry(self.base, "datasets", *parts, what="dataset cache")
 
     @contextmanager
     def staging(self, final: Path) -> Iterator[Path]:

@@ -60,6 +60,8 @@ def read_parquet(path: Path, options: ReadOptions) -> Table:
         raise EdgekdError(f"{path}: label column {schema.names[label]!r} has type {label_type}",
                           "give class ids (integers) or class names (strings)")
     metadata = parquet.metadata
+    if metadata.num_rows == 0:  # as the CSV reader says of a header without rows, before any split is attempted
+        raise EdgekdError(f"{path} has columns but no rows", "add data rows")
     declared = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
     options.limits.check_bytes(max(4 * metadata.num_rows * len(names), declared),
                                f"{path} ({metadata.num_rows} rows x {len(names)} features)", "use fewer rows")

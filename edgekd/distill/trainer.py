@@ -33,6 +33,7 @@ from pydantic import ConfigDict
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from torch import nn
 
+from edgekd.counts import COUNT_LIMITS
 from edgekd.data import Dataset
 from edgekd.distill import loop
 from edgekd.distill.augment import DEFAULT_TEACHING, check_augment
@@ -152,10 +153,50 @@ def validate_config(config: TrainConfig, n_teachers: int = 1) -> None:
     LossMix(config.loss_weights, config.temperature, config.loss_options)  # names and per-loss options
 
 
+# Ranges of the numeric settings, whichever way they arrive (a flag, a --distill-config YAML, the Python API): the
+# epochs share the command line's cap on --epochs (counts.py), so a YAML cannot ask for what the flag refuses.
+LIMITS: dict[str, tuple[float, float]] = {
+    "epochs": COUNT_LIMITS["--epochs"],
+    "batch_size": (1, 65_536),
+    "patience": COUNT_LIMITS["--epochs"],
+    "lr": (0.0, 10.0),
+    "weight_decay": (0.0, 10.0),
+    "min_delta": (0.0, 1.0),
+    "memmap_threshold_mb": (0.0, 1e9),
+}
+
+
+def _check_limits(config: TrainConfig) -> None:
+    for name, (low, high) in LIMITS.items():
+        value = getattr(config, name)
+        if value is not None and not low <= value <= high:  # NaN fails the comparison too
+            raise EdgekdError(f"training setting {name} = {value!r} is outside the accepted range {low:,}..{high:,}",
+                              f"give {name} a value from {low:,} to {high:,}"
+                              + (" (the cap of --epochs)" if name == "epochs" else ""))
+
+
+def _check_device(name: str) -> None:
+    """A named device must exist on this host: refused now, not after a teacher has trained for an hour."""
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise EdgekdError(f"unknown device {name!r}", "use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cpu":
+        return
+    backend = getattr(torch, device.type, None)
+    available = callable(getattr(backend, "is_available", None)) and backend.is_available()
+    count = backend.device_count() if available and callable(getattr(backend, "device_count", None)) else 0
+    if not available or (device.index is not None and device.index >= count):
+        have = f"{count} {device.type} device(s)" if available else f"no {device.type} device"
+        raise EdgekdError(f"training device {name!r}: this host has {have} (torch {torch.__version__})",
+                          "use device: auto (a GPU when there is one, else the CPU) or cpu")
+
+
 def _validate(config: TrainConfig, n_teachers: int) -> None:
-    if config.epochs < 1 or config.batch_size < 1:
-        raise EdgekdError(f"epochs and batch_size must be >= 1, got {config.epochs}, {config.batch_size}",
-                          "pass positive numbers")
+    _check_limits(config)
+    _check_device(config.device)
     check_temperature(config.temperature)
     check_weights(config.loss_weights)
     check_schedule(config.temperature_schedule, "temperature")
@@ -172,15 +213,8 @@ def _validate(config: TrainConfig, n_teachers: int) -> None:
                        for n, w in config.loss_weights.items()})
     if config.lr_schedule not in LR_SCHEDULES:
         raise EdgekdError(f"unknown lr schedule {config.lr_schedule!r}", f"use one of {', '.join(LR_SCHEDULES)}")
-    if config.patience is not None and config.patience < 1:
-        raise EdgekdError(f"patience must be >= 1, got {config.patience}", "or leave it unset to train every epoch")
     if config.teacher_cache not in ("auto", "off"):
         raise EdgekdError(f"teacher_cache must be 'auto' or 'off', got {config.teacher_cache!r}", "use auto")
-    if config.device != "auto":
-        try:
-            torch.device(config.device)
-        except (RuntimeError, ValueError):
-            raise EdgekdError(f"unknown device {config.device!r}", "use auto, cpu, cuda or cuda:N") from None
     if config.amp not in ("auto", "off", "bf16", "fp16"):
         raise EdgekdError(f"amp must be auto, off, bf16 or fp16, got {config.amp!r}", "use auto")
     check_augment(config.augment, config.augment_options, config.teaching)

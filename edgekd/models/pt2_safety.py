@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from unittest import mock
 import torch
 
 from edgekd.errors import EdgekdError
+from edgekd.io import loads_json
 
 TRUST_FIX = "re-export it with torch.export.save from a trusted model, or pass --trust-pickle if you trust its author"
 # Members read as text/JSON by torch.export.load: nothing in them is unpickled.
@@ -44,11 +44,11 @@ def _raw_payloads(members: dict[str, bytes]) -> tuple[set[str], list[str]]:
         if not name.endswith("_config.json") or not name.startswith(("data/weights/", "data/constants/")):
             continue
         folder = name.rsplit("/", 1)[0]
-        try:
-            config = json.loads(blob).get("config", {})
-        except (ValueError, AttributeError):
-            raise EdgekdError(f"torch.export archive member {name} is not valid JSON",
-                              "re-export the teacher with torch.export.save") from None
+        fix = "re-export the teacher with torch.export.save"
+        value = loads_json(blob, f"torch.export archive member {name}", fix)
+        if not isinstance(value, dict):
+            raise EdgekdError(f"torch.export archive member {name} is not a JSON object", fix)
+        config = value.get("config", {})
         for meta in config.values() if isinstance(config, dict) else []:
             path_name = str((meta or {}).get("path_name", ""))
             member = f"{folder}/{path_name}"

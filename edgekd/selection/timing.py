@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 
 from edgekd.backends import Calibration
+from edgekd.data.cache import cache_entry
 from edgekd.errors import EdgekdError
 from edgekd.formats import get_format
-from edgekd.io import sha256_file, write_json
+from edgekd.io import read_json, sha256_file, write_json
 from edgekd.selection.candidates import Candidate
 from edgekd.targets import TargetProfile
 
@@ -126,17 +127,18 @@ class Timer:
         device, version = self._identity()
         key = json.dumps([self.target.name, device, version, candidate.key(self.input_shape, self.num_classes),
                           self.format, self.precision, self.threads], sort_keys=True)
-        return self.cache_dir / "latency" / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+        return cache_entry(self.cache_dir, "latency", f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json",
+                           what="latency cache")
 
     def cached(self, candidate: Candidate) -> Timing | None:
         path = self._path(candidate)
         if path is None or not path.is_file():
             return None
         try:
-            raw = json.loads(path.read_text())
+            raw = read_json(path, "latency cache entry", "")
             return Timing(**{k: raw[k] for k in ("p50", "p90", "p95", "p99", "noise_pct", "runtime_version")},
                           cached=True, confirmed=bool(raw.get("confirmed", False)))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (EdgekdError, KeyError, TypeError):
             return None  # an unreadable entry is measured again, never fatal
 
     def measure(self, candidates: list[Candidate]) -> dict[str, Timing]:

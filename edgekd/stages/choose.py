@@ -5,6 +5,10 @@ so the choice never looks at the test split; speed comes from the benchmark. The
 costs: when the fp32 student itself falls short of ``min_accuracy_ratio`` x the teacher, no precision can meet that
 part, so the choice judges the quantization drop alone and the gate fails the ratio (exit 1, artifacts kept) —
 a weak student is a result to report, not bad input.
+
+The ratio is checked as ``accuracy >= min_accuracy_ratio x the teacher's``, a product, never a quotient: a teacher
+that scores 0 on validation (a broken or untrained teacher file) sets no floor, so every precision meets that part
+and the choice rests on the quantization drop and speed; the report and the gate still show the teacher's 0.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ EPS = 1e-12
 class Candidate:
     measured: Measured
     drop: float  # validation accuracy lost against the fp32 model it was quantized from
-    ratio: float  # validation accuracy / the teacher's
+    val: float  # validation accuracy
 
     @property
     def p50(self) -> float:
@@ -42,20 +46,25 @@ def _candidates(ctx: BuildContext, rows: list[Measured], student_val: float, tea
             continue
         reference = (a.details.get("qat") or {}).get("val_accuracy_fp32_after", student_val)
         val = m.built.val_accuracy or 0.0
-        out.append(Candidate(m, reference - val, val / teacher_val if teacher_val > 0 else 0.0))
+        out.append(Candidate(m, reference - val, val))
     return out
+
+
+def _meets_ratio(value: float, teacher_val: float, ratio: float) -> bool:
+    """``value >= ratio x teacher_val`` (multiplied, so a teacher at 0 accuracy is a floor of 0, not a division)."""
+    return value >= ratio * teacher_val - EPS
 
 
 def _ratio_judged(ctx: BuildContext, student_val: float, teacher_val: float) -> bool:
     """Whether min_accuracy_ratio can decide between precisions: only when the fp32 student meets it."""
     ratio = ctx.target.budgets.min_accuracy_ratio
-    return ratio is not None and teacher_val > 0 and student_val / teacher_val >= ratio - EPS
+    return ratio is not None and _meets_ratio(student_val, teacher_val, ratio)
 
 
-def _meets(ctx: BuildContext, c: Candidate, ratio_judged: bool) -> bool:
+def _meets(ctx: BuildContext, c: Candidate, ratio_judged: bool, teacher_val: float) -> bool:
     b = ctx.target.budgets
     return ((b.max_quantization_drop is None or c.drop <= b.max_quantization_drop + EPS)
-            and (not ratio_judged or c.ratio >= b.min_accuracy_ratio - EPS))
+            and (not ratio_judged or _meets_ratio(c.val, teacher_val, b.min_accuracy_ratio)))
 
 
 def choose_shipped(ctx: BuildContext, rows: list[Measured], student_val: float,
@@ -63,13 +72,16 @@ def choose_shipped(ctx: BuildContext, rows: list[Measured], student_val: float,
     """(paths of the shipped artifacts, why each format shipped what it did, in words)."""
     b, shipped, reasons = ctx.target.budgets, set(), {}
     ratio_judged = _ratio_judged(ctx, student_val, teacher_val)
-    if b.min_accuracy_ratio is not None and not ratio_judged:
+    if b.min_accuracy_ratio is not None and teacher_val <= 0:
+        ctx.say("precision choice: the teacher scores 0 on validation, so min_accuracy_ratio sets no floor; "
+                "precisions are judged on their quantization drop and speed")
+    elif b.min_accuracy_ratio is not None and not ratio_judged:
         ctx.say(f"precision choice: the fp32 student reaches {student_val:.4f} on validation, under "
                 f"min_accuracy_ratio {b.min_accuracy_ratio} x the teacher's {teacher_val:.4f}; precisions are judged "
                 "on their quantization drop alone and the gate will fail the ratio")
     for fmt in ctx.target.runtime.formats:
         candidates = _candidates(ctx, rows, student_val, teacher_val, fmt)
-        meeting = [c for c in candidates if _meets(ctx, c, ratio_judged)]
+        meeting = [c for c in candidates if _meets(ctx, c, ratio_judged, teacher_val)]
         if not meeting:
             best = max(candidates, key=lambda c: c.measured.built.val_accuracy or 0.0)
             raise ContractError(

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from edgekd import __version__
-from edgekd.data.cache import private_dir
+from edgekd.data.cache import cache_entry
 from edgekd.distill.trainer import TrainConfig, TrainResult, train
 from edgekd.errors import EdgekdError
 from edgekd.io import atomic_write
@@ -104,9 +104,8 @@ def teacher_cache_key(data, arch: str, config: TrainConfig, model: nn.Module) ->
 
 def cached_teacher_path(cache_dir: Path, key: str) -> Path:
     """``<cache>/teachers/teacher-<hash>.pt`` in a directory only this user can write (0700; others refused)."""
-    folder = private_dir(Path(cache_dir), "edgekd cache")
-    folder = private_dir(folder / "teachers", "teacher cache")
-    return folder / f"teacher-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    name = f"teacher-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    return cache_entry(Path(cache_dir), "teachers", name, what="teacher cache")
 
 
 def prepare_teachers(ctx: BuildContext, epochs: int) -> Teachers:
