@@ -21,6 +21,7 @@ import io
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -49,6 +50,7 @@ WARMUP_MIN_S = 0.1
 MAX_RUNS = 2000
 # What a manifest or an inputs file may make the runner read or allocate: checked before reading or allocating.
 MAX_MANIFEST_BYTES = 16 << 20
+MAX_MANIFEST_DEPTH = 100  # edgekd's manifests nest 4 levels
 MAX_FILES_PER_ARTIFACT = 16
 MAX_INPUT_BYTES = int(os.environ.get("EDGEKD_RUNNER_MAX_INPUT_BYTES", str(8 << 30)))
 MAX_INPUT_MEMBERS = 64
@@ -380,14 +382,31 @@ def _read_capped(path, limit, what):
         raise RunnerError("cannot read %s %s: %s" % (what, path, _first_line(exc))) from None
 
 
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _load_manifest(manifest_path):
+    """manifest.json decoded, within MAX_MANIFEST_BYTES and MAX_MANIFEST_DEPTH levels of nesting: ``json`` recurses
+    once per level, so a file of ten thousand '[' would be a RecursionError instead of a message (edgekd's own
+    reader, ``edgekd.io.loads_json``, has the same limits; this file may not import edgekd)."""
+    text = _read_capped(manifest_path, MAX_MANIFEST_BYTES, "manifest").decode("utf-8")
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):  # strings are matched whole, so brackets inside them don't count
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(token.group(), 0)
+        if depth > MAX_MANIFEST_DEPTH:
+            raise RunnerError("%s nests more than %d levels deep: not an edgekd manifest"
+                              % (manifest_path, MAX_MANIFEST_DEPTH))
+    return json.loads(text)
+
+
 def find_manifest_entry(artifact):
     """The manifest entry of ``artifact`` from manifest.json beside it, or None when there is none."""
     manifest_path = os.path.join(os.path.dirname(os.path.abspath(artifact)), "manifest.json")
     if not os.path.isfile(manifest_path):
         return None, None
     try:
-        manifest = json.loads(_read_capped(manifest_path, MAX_MANIFEST_BYTES, "manifest").decode("utf-8"))
-    except ValueError as exc:
+        manifest = _load_manifest(manifest_path)
+    except (ValueError, RecursionError) as exc:
         raise RunnerError("cannot read %s: %s" % (manifest_path, _first_line(exc))) from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("artifacts", []), list):
         raise RunnerError("%s is not an edgekd manifest (expected a JSON object with an 'artifacts' list)"
