@@ -230,3 +230,20 @@ def test_a_tensorrt_target_ships_symmetric_int8_qdq_with_per_channel_weights(tmp
     symmetric, per_channel = zero_points_and_weight_scale(TENSORRT_SCHEME)
     assert symmetric == {0} and per_channel == 4
     assert zero_points_and_weight_scale("s8s8")[0] != {0}
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    (["--remote=-oProxyCommand=touch /tmp/pwned"], "is not USER@HOST"),
+    (["--remote", "nv@jetson", "--benchmark-tool=-oProxyCommand=x"], "is not a path"),
+    (["--remote", "nv@jetson", "--benchmark-tool", "/usr/bin/trtexec\nrm -rf ~"], "is not a path"),
+    (["--remote", "nv@jetson", "--ssh-option=-F/tmp/evil"], "not an ssh option"),
+])
+def test_hostile_tensorrt_arguments_never_reach_ssh(tmp_path, monkeypatch, capsys, extra, says):
+    import edgekd.devices.tensorrt as trt
+
+    calls = []
+    monkeypatch.setattr(trt, "_run", lambda *a, **k: calls.append(a))
+    run = device_run_dir(tmp_path, this_machine_as_jetson(tmp_path), "model_int8.onnx", "onnx", tiny_onnx())
+    assert main(["bench", str(run), "--runtime", "tensorrt", *extra]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err and calls == []
