@@ -202,6 +202,18 @@ def test_an_unreadable_photo_is_named(tmp_path):
         load_dataset(str(root), image_size=8, use_cache=False)
 
 
+@pytest.mark.parametrize("damage", ["truncate", "text"])
+def test_every_unreadable_photo_is_named_at_once(tmp_path, damage):
+    root = photo_folders(tmp_path / "photos", "train+val", per_class=4)
+    broken = [root / "train" / "dog" / "IMG_0002.jpg", root / "val" / "owl" / "IMG_0000.jpg",
+              root / "val" / "owl" / "IMG_0003.jpg"]
+    for path in broken:
+        path.write_bytes(path.read_bytes()[:200] if damage == "truncate" else b"not a jpeg at all")
+    with pytest.raises(EdgekdError, match="3 images cannot be read") as caught:
+        load_dataset(str(root), image_size=8, use_cache=False)
+    assert all(str(path) in caught.value.problem for path in broken)
+
+
 def test_every_layout_reads(tmp_path):
     for layout in PHOTO_LAYOUTS:
         data = load_dataset(str(photo_folders(tmp_path / layout, layout, per_class=4)), image_size=8,

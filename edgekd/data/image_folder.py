@@ -230,6 +230,25 @@ def pillow_limits(max_pixels: int) -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = old
 
 
+class Unreadable(EdgekdError):
+    """An image file that cannot be read or decoded: collected while scanning, so one error names them all."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(problem, FIX)
+        self.path = path
+
+
+def unreadable_error(found: list[Unreadable]) -> EdgekdError:
+    """One error for every unreadable image: the first one's message, then the other files by name."""
+    if len(found) == 1:
+        return found[0]
+    found = sorted(found, key=lambda e: e.path)
+    others = ", ".join(e.path for e in found[1:SKIPPED_EXAMPLES])
+    more = f" and {len(found) - SKIPPED_EXAMPLES} more" if len(found) > SKIPPED_EXAMPLES else ""
+    return EdgekdError(f"{len(found)} images cannot be read: {found[0].problem}; also {others}{more}",
+                       "remove or replace these files")
+
+
 def _open(file: ImageFile, max_pixels: int):
     """The image, opened lazily by the one decoder its suffix names, its header size checked against the cap."""
     from PIL import Image
@@ -239,7 +258,7 @@ def _open(file: ImageFile, max_pixels: int):
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         img = None
     except Exception as exc:  # any decoder failure on a user's file is that file's problem, named
-        raise EdgekdError(f"cannot read image {file.path}: {reason(exc)}", FIX) from None
+        raise Unreadable(file.path, f"cannot read image {file.path}: {reason(exc)}") from None
     width, height = img.size if img is not None else (0, 0)
     if img is None or width * height > max_pixels:
         if img is not None:
@@ -252,9 +271,14 @@ def _open(file: ImageFile, max_pixels: int):
 def scan_headers(listing: Listing, options: ReadOptions) -> tuple[str, tuple[int, int] | None]:
     """From headers only: the colour mode for all (``"L"`` if every image is grey, else ``"RGB"``) and, without
     a requested size, the one size all images share (refusing a mix)."""
-    modes, first = set(), None
+    modes, first, unreadable = set(), None, []
     for file in (f for files in listing.files.values() for f in files):
-        with _open(file, options.limits.max_pixels) as img:
+        try:
+            img = _open(file, options.limits.max_pixels)
+        except Unreadable as exc:
+            unreadable.append(exc)
+            continue
+        with img:
             modes.add(img.mode)
             if options.image_size is None:
                 first = first or (file.path, img.size)
@@ -262,6 +286,8 @@ def scan_headers(listing: Listing, options: ReadOptions) -> tuple[str, tuple[int
                     raise EdgekdError(
                         f"image {file.path} is {img.size[0]}x{img.size[1]}, {first[0]} is {first[1][0]}x{first[1][1]}",
                         "resize all images to one size, or request one (--image-size N; in Python image_size=N)")
+    if unreadable:
+        raise unreadable_error(unreadable)
     mode = "L" if modes <= GRAY_MODES and options.channels != 3 else "RGB"
     return mode, None if first is None else (first[1][1], first[1][0])
 
@@ -274,7 +300,7 @@ def decode(file: ImageFile, mode: str, image_size: ImageSize | None, max_pixels:
     except EdgekdError:
         raise
     except Exception as exc:  # truncated or corrupt data behind a valid header
-        raise EdgekdError(f"cannot decode image {file.path}: {reason(exc)}", FIX) from None
+        raise Unreadable(file.path, f"cannot decode image {file.path}: {reason(exc)}") from None
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     if image_size is not None:
@@ -283,11 +309,17 @@ def decode(file: ImageFile, mode: str, image_size: ImageSize | None, max_pixels:
 
 
 def decode_into(out: np.ndarray, files: list[ImageFile], mode: str, options: ReadOptions) -> None:
-    """Decode ``files`` into the rows of ``out`` on a few threads (Pillow and numpy release the GIL)."""
+    """Decode ``files`` into the rows of ``out`` on a few threads (Pillow and numpy release the GIL); every file
+    that fails to decode is named in one error at the end."""
+    unreadable: list[Unreadable] = []
 
     def work(start: int) -> None:
         for i in range(start, min(start + DECODE_CHUNK, len(files))):
-            image = decode(files[i], mode, options.image_size, options.limits.max_pixels)
+            try:
+                image = decode(files[i], mode, options.image_size, options.limits.max_pixels)
+            except Unreadable as exc:
+                unreadable.append(exc)
+                continue
             if image.shape != out.shape[1:]:
                 raise EdgekdError(f"image {files[i].path} decodes to {image.shape}, others to {out.shape[1:]}", FIX)
             out[i] = image
@@ -298,6 +330,8 @@ def decode_into(out: np.ndarray, files: list[ImageFile], mode: str, options: Rea
             future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    if unreadable:
+        raise unreadable_error(unreadable)
 
 
 class DecodedMeta(BaseModel):
