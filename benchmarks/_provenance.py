@@ -34,6 +34,16 @@ RUNTIMES = {"numpy": "numpy", "torch": "torch", "onnxruntime": "onnxruntime", "o
             "ai-edge-litert": "ai_edge_litert", "tflite-runtime": "tflite_runtime", "nncf": "nncf"}
 
 
+OUT_HELP = "default: benchmarks/results/NAME.json (--quick: benchmarks/.cache/quick/NAME.json)"
+
+
+def results_path(name: str, quick: bool) -> Path:
+    """Where a script writes when ``--out`` is not given: ``benchmarks/results/NAME.json``, or for a ``--quick``
+    run the git-ignored ``benchmarks/.cache/quick/NAME.json``, so a quick run never overwrites a real result."""
+    folder = REPO / "benchmarks" / (".cache/quick" if quick else "results")
+    return folder / f"{name}.json"
+
+
 class Provenance(BaseModel):
     """Where, how and from what code one results file was measured."""
 
@@ -135,3 +145,9 @@ def stamped(doc: dict, verdict: Any, provenance: Provenance) -> dict:
     """``doc`` with the keys every results file shares: ``verdict`` (judged), ``quick`` and ``provenance``."""
     return {**doc, "verdict": judged(verdict, provenance), "quick": provenance.quick,
             "provenance": provenance.model_dump()}
+
+
+def appended(doc: dict, verdict: Any, provenance: Provenance) -> dict:
+    """:func:`stamped` for a file that accumulates runs, each carrying its own (judged) provenance: the file-level
+    block describes the last write and judges nothing; ``verdict`` judges each run by that run's own block."""
+    return stamped(doc, verdict, provenance.model_copy(update={"quiet_load": None, "host_busy": False}))
