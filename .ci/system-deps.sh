@@ -4,8 +4,9 @@
 # (tests/test_bench.py starts its own sshd on 127.0.0.1 with throwaway keys, one of them with no sftp subsystem; it
 # never touches the system's sshd service), and QEMU user-mode emulation + mmdebstrap for the emulated aarch64 run
 # (tests/test_emulate.py; a few MB of packages, no binfmt_misc needed: edgekd runs QEMU directly). The emulated
-# root itself is built by the test, once per cache, from the Debian mirror and PyPI (about 10 s on a fast mirror,
-# minutes on a slow one): CI that cannot afford it sets EDGEKD_SKIP_EMULATION=reason and the test says so.
+# root itself (338 MB) is built by the test, once per cache, from the Debian mirror and PyPI (27-66 s measured on a
+# 2-core host with a fast mirror, longer on a slow one): CI that cannot afford it sets EDGEKD_SKIP_EMULATION=reason
+# and the test says so.
 # Chromium (the report.html render check) is large and only used by hand, so it is not installed here.
 set -euo pipefail
 need=()
