@@ -257,11 +257,13 @@ def unpack_env(tarball: Path, dest: Path, core: ArmCore, cores: int) -> Path:
 
 # --------------------------------------------------------------------------------------------- the run
 PROBE_PATH = Path(__file__).with_name("emulate_probe.py")
+XNNPACK_LINE = "Created TensorFlow Lite XNNPACK delegate"  # LiteRT's log line when XNNPACK takes the graph
 EMULATED_RUNS = 20  # timing under emulation means nothing: a few runs, so the runner's JSON is complete
 
 
-def _run_checked(cmd: list[str], what: str, cwd: Path, env: dict[str, str] | None = None) -> None:
-    """Run one runner/probe process; its 'runner error:' line (or last line) is the message when it fails."""
+def _run_checked(cmd: list[str], what: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    """Run one runner/probe process and return its stderr; its 'runner error:' line (or last line) is the message
+    when it fails."""
     from edgekd.bench import _runner_errors
 
     try:
@@ -272,6 +274,7 @@ def _run_checked(cmd: list[str], what: str, cwd: Path, env: dict[str, str] | Non
         errors = _runner_errors(proc.stderr) or proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
         raise EdgekdError(f"{what} failed: {'; '.join(errors)[:500]}",
                           "the runner's message says what to fix; a runtime crash under QEMU is worth an issue")
+    return proc.stderr
 
 
 def compare_logits(host: Any, emulated: Any, labels: Any) -> dict[str, Any]:
@@ -329,13 +332,14 @@ def _missing_runtimes(report: dict[str, Any], artifacts: list[str], versions: di
 
 
 def _run_both(work: Path, root: Path, core: ArmCore, qemu: str, bundle: Any, threads: int) -> tuple[Any, ...]:
-    """(runner results, emulated logits, host logits) for the bundle in ``work``."""
+    """(runner results, emulated logits, host logits, whether LiteRT took XNNPACK under emulation or None without a
+    .tflite) for the bundle in ``work``."""
     from edgekd.bench import parse_reply
 
     env = emulated_env(root, core)
     args = bundle.runner_args("python3", runs=EMULATED_RUNS, warmup=2, threads=threads, json_out="emulated.json")
-    _run_checked(emulated_command(qemu, root, core, "runner.py", [*args[2:], "--no-memory", "--min-time", "0"]),
-                 "the runner under emulation", work, env)
+    log = _run_checked(emulated_command(qemu, root, core, "runner.py", [*args[2:], "--no-memory", "--min-time", "0"]),
+                       "the runner under emulation", work, env)
     results, errors = parse_reply(f"emulated {core.name}", (work / "emulated.json").read_text())
     if errors or not results:
         raise EdgekdError(f"the runner under emulation measured nothing: {'; '.join(errors)[:500]}",
@@ -345,7 +349,8 @@ def _run_both(work: Path, root: Path, core: ArmCore, qemu: str, bundle: Any, thr
                        work / "emulated.npz", "the logits probe under emulation", work, env)
     host = _logits([sys.executable, PROBE_PATH.name, "host.npz", *probe], work / "host.npz",
                    "the logits probe on this host", work, {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
-    return results, emulated, host
+    xnnpack = XNNPACK_LINE in log if any(a.endswith(".tflite") for a in bundle.artifacts) else None
+    return results, emulated, host, xnnpack
 
 
 def bench_emulated(run_dir: str | os.PathLike[str], arch: str = "aarch64", threads: int | None = None,
@@ -372,7 +377,10 @@ def bench_emulated(run_dir: str | os.PathLike[str], arch: str = "aarch64", threa
         root = unpack_env(tarball, Path(tmp) / "root", core, target.device.cores)
         shutil.copyfile(PROBE_PATH, bundle.directory / PROBE_PATH.name)
         say(f"emulate: {', '.join(bundle.artifacts)} on {core.name} (qemu -cpu {core.qemu}), {threads} thread(s)")
-        results, emulated, host = _run_both(bundle.directory, root, core, qemu, bundle, threads)
+        results, emulated, host, xnnpack = _run_both(bundle.directory, root, core, qemu, bundle, threads)
+        if xnnpack is False:
+            say("emulate: WARNING: LiteRT did not create its XNNPACK delegate under emulation: the TFLite kernels "
+                "that ran are not the ones a board would run")
         with np.load(bundle.directory / "eval.npz") as data:
             labels = data["y"]
     comparison = {name: compare_logits(host[name], emulated[name], labels) for name in bundle.artifacts}
@@ -380,6 +388,7 @@ def bench_emulated(run_dir: str | os.PathLike[str], arch: str = "aarch64", threa
                  "qemu": qemu_version(qemu), "cpuinfo": f"{core.name} (CPU part 0x{core.part:03x}), "
                  f"{target.device.cores} processors", "threads": threads,
                  **({"note": core.note} if core.note else {}),
+                 **({"tflite_xnnpack_delegate": xnnpack} if xnnpack is not None else {}),
                  "environment": {k: record[k] for k in ("suite", "python", "wheels", "sha256", "setup_s", "bytes")
                                  if k in record}, "environment_built_now": built,
                  "seconds": round(time.perf_counter() - t0, 1),
