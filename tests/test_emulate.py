@@ -118,6 +118,18 @@ def test_an_emulated_row_never_judges_a_budget(tmp_path):
     assert host["measured_on"]["where"] == "host" and host["measured_on"]["is_target_device"] is True
 
 
+def test_emulated_entry_carries_the_comparison_and_the_label():
+    arm = {"arch": "aarch64", "cpu": "", "cpu_cores": ["Cortex-A72"], "cores": 4, "memory_mb": 24000}
+    compared = emulate.compare_logits(np.eye(3), np.eye(3), np.arange(3))
+    run = emulate.EmulatedRun([runner_result(machine=arm)], {"m.onnx": compared},
+                              {"arch": "aarch64", "core": "Cortex-A72", "qemu_cpu": "cortex-a72", "qemu": "qemu 7.2"})
+    entry = emulate.emulated_entry(run, load_target("rpi4"))
+    assert entry["remote"] == "emulated:aarch64:cortex-a72" and entry["emulation"]["core"] == "Cortex-A72"
+    assert entry["measured_on"]["where"] == "emulated" and entry["measured_on"]["identity"]["rule"] == "emulated"
+    assert "not the device's" in entry["measured_on"]["how"]
+    assert entry["artifacts"][0]["vs_host"] == compared and compared["top1_agreement"] == 1.0
+
+
 def test_emulate_bad_input(tmp_path, capsys):
     run, _ = _stale_run(tmp_path, "x86-cpu")
     assert main(["bench", str(run), "--emulate", "aarch64", "--remote", "pi@host"]) == 2
