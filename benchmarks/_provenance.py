@@ -11,6 +11,7 @@ so it imports no runtime that a script does not already load.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import shlex
@@ -151,3 +152,21 @@ def appended(doc: dict, verdict: Any, provenance: Provenance) -> dict:
     """:func:`stamped` for a file that accumulates runs, each carrying its own (judged) provenance: the file-level
     block describes the last write and judges nothing; ``verdict`` judges each run by that run's own block."""
     return stamped(doc, verdict, provenance.model_copy(update={"quiet_load": None, "host_busy": False}))
+
+
+def add_quick_and_out(parser: argparse.ArgumentParser, quick: dict) -> None:
+    """The two options every benchmark has: ``--quick`` (``quick``'s settings: a check that the script runs) and
+    ``--out``."""
+    parser.add_argument("--quick", action="store_true", help=f"a check that the script runs: {quick}")
+    parser.add_argument("--out", help=OUT_HELP)
+
+
+def parse_quick(parser: argparse.ArgumentParser, argv: list[str] | None, name: str, quick: dict) -> argparse.Namespace:
+    """Parse ``argv``; under ``--quick`` the ``quick`` settings replace the options; ``--out`` defaults by
+    :func:`results_path`."""
+    args = parser.parse_args(argv)
+    if args.quick:
+        for key, value in quick.items():
+            setattr(args, key, value)
+    args.out = args.out or str(results_path(name, args.quick))
+    return args

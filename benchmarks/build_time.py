@@ -3,13 +3,16 @@
     python benchmarks/build_time.py                                  # this checkout, all 60,000 images
     python benchmarks/build_time.py --repo /path/to/older/checkout   # the same build with another edgekd
     python benchmarks/build_time.py --max-train 2000 --epochs 1 --teacher-epochs 1 --runs 20 --label smoke
+    python benchmarks/build_time.py --quick --out /tmp/b.json    # digits, 1 epoch each: checks the script runs
 
 Runs the CLI in a fresh process, exactly as a new user would (default teacher, default epochs, a fresh teacher
 cache so the teacher is trained, not loaded), and reads the run's report.json: ``wall_s`` per stage
 (``stage_times_s``), the whole build, the test accuracies of the teacher, the KD student and the student trained
 alone, and which training optimisations were used. Each run is appended to ``benchmarks/results/build_time.json``
 under ``runs`` (keyed by ``--label``), so "today's build" (``--repo`` at the old commit) and this one sit side by
-side. ``os.getloadavg()`` before and after is recorded: on a shared machine, wall times are noisy.
+side. Each run carries its own provenance block (load before and after, CPU, commit, command); the file's
+verdict, one line per run computed from the runs by :func:`verdict`, says "invalid: host busy" for a run whose host
+was busier than ``QUIET_LOAD``.
 """
 
 from __future__ import annotations
@@ -24,14 +27,18 @@ import time
 from pathlib import Path
 
 from _paths import shared_dataset
+from _provenance import Recorder, add_quick_and_out, appended, judged, parse_quick
+
+from edgekd.io import write_text
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_DATA_NAME = "fashion-mnist"
-RESULTS = ROOT / "results" / "build_time.json"
+QUIET_LOAD = 2.5  # 1-minute load average: the build's two training threads plus half a core of anyone else's
+ROWS = "runs"
+QUICK = {"data": "digits", "max_train": None, "epochs": 1, "teacher_epochs": 1, "runs": 20, "label": "quick"}
 
 
-
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repo", default=str(ROOT.parent), help="edgekd checkout to run (default: this one)")
     p.add_argument("--data", default=str(shared_dataset(DEFAULT_DATA_NAME)))
@@ -46,8 +53,8 @@ def parse_args() -> argparse.Namespace:
                                        "is trained); a second run with the same folder reuses that teacher, to "
                                        "compare the later stages (e.g. --extra=--no-side-by-side)")
     p.add_argument("--python", default=sys.executable)
-    p.add_argument("--out", default=str(RESULTS))
-    return p.parse_args()
+    add_quick_and_out(p, QUICK)
+    return parse_quick(p, argv, "build_time", QUICK)
 
 
 def commit_of(repo: str) -> str:
@@ -70,17 +77,16 @@ def run_build(args: argparse.Namespace) -> dict:
         out, cache = Path(tmp) / "run", Path(args.cache_dir or Path(tmp) / "cache")
         cmd = build_command(args, out, cache)
         env = {**os.environ, "PYTHONPATH": args.repo, "EDGEKD_CACHE": str(cache)}
-        load_before = os.getloadavg()
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=args.repo, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if proc.returncode not in (0, 1):  # 1: built, gate failed (the timing still counts)
             raise SystemExit(f"build failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
         report = json.loads((out / "report.json").read_text())
-    return summarise(report, wall, cmd, proc.returncode, load_before)
+    return summarise(report, wall, cmd, proc.returncode)
 
 
-def summarise(report: dict, wall: float, cmd: list[str], rc: int, load_before) -> dict:
+def summarise(report: dict, wall: float, cmd: list[str], rc: int) -> dict:
     student, teacher = report["student"], report["teacher"]
 
     def epochs(section: dict | None) -> dict | None:
@@ -101,22 +107,35 @@ def summarise(report: dict, wall: float, cmd: list[str], rc: int, load_before) -
                     "distillation": epochs(student.get("distillation")),
                     "trained_alone": epochs(student.get("trained_alone"))},
         "training_optimisations": report.get("training_optimisations"),
-        "cpu": report.get("measured_on", {}).get("cpu"),
-        "loadavg_before": [round(v, 2) for v in load_before], "loadavg_after": [round(v, 2) for v in os.getloadavg()],
     }
 
 
-def main() -> int:
-    args = parse_args()
+def verdict(runs: dict[str, dict]) -> dict[str, str]:
+    """One line per run: its wall time and the KD student's test accuracy against the student trained alone."""
+    out = {}
+    for label, row in runs.items():
+        acc = row["accuracy"]
+        gain = ("" if acc.get("student_alone") is None or acc.get("student_kd") is None
+                else f"; KD student {100 * (acc['student_kd'] - acc['student_alone']):+.2f} points vs alone")
+        line = f"{row['wall_s']:.0f} s wall{gain}"
+        out[label] = judged(line, row["provenance"]) if "provenance" in row else f"{line} (no provenance)"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    recorder = Recorder(quick=args.quick, seeds=[0], quiet_load=QUIET_LOAD)
     label = args.label or commit_of(args.repo)
     print(f"building ({label}): {' '.join(build_command(args, Path('OUT'), Path('CACHE')))}", flush=True)
-    row = {"label": label, "repo": args.repo, "commit": commit_of(args.repo), "full_data": args.max_train is None,
-           **run_build(args)}
+    row = {"label": label, "repo": args.repo, "commit": commit_of(args.repo),
+           "full_data": args.max_train is None and not args.quick, **run_build(args)}
+    provenance = recorder.finish()
+    row["provenance"] = provenance.model_dump()
     path = Path(args.out)
     doc = json.loads(path.read_text()) if path.exists() else {"runs": {}}
     doc["runs"][label] = row
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    doc = appended(doc, verdict(doc["runs"]), provenance)
+    write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
     times = ", ".join(f"{k} {v:.0f}s" for k, v in row["stage_times_s"].items())
     print(f"{label}: {row['wall_s']:.0f}s wall ({times}); accuracy {row['accuracy']}; wrote {path}")
     return 0

@@ -3,6 +3,7 @@ student families: MACs, params, the MAC fit's depth-discounted MACs, MACs scaled
 training?
 
     python benchmarks/capacity_proxy.py           # CIFAR-10 and Fashion-MNIST, 20,000 images each, ~17 min on 2 cores
+    python benchmarks/capacity_proxy.py --quick --out /tmp/c.json   # Fashion-MNIST, 600 images, 3 students, 1 epoch
 
 Among the students inside a latency budget, ``edgekd.selection`` picks the "most capable". This measures what that
 should mean. For each data set a *designed* set of students (``DESIGN``: the same network at full, 3/4 and 1/2
@@ -12,7 +13,8 @@ same teacher (logit KD, cached teaching, ``--epochs`` epochs, seed 0). Every acc
 (the test split is never read). The Spearman rank correlation of each score with the final distilled accuracy says
 which score ranks students better; ``resolution_exponent`` is the descriptive fit acc ~ a + b log MACs + c log(side
 fraction), reported as c / b (how many MAC-doublings one resolution-halving is worth). Writes
-``benchmarks/results/capacity_proxy.json`` with the load average at start and end.
+``benchmarks/results/capacity_proxy.json`` with a provenance block; the verdict (the best-ranking score) is computed
+from the per-data-set rows by :func:`verdict`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
+from _provenance import Recorder, add_quick_and_out, parse_quick, stamped  # noqa: E402
 from kd_quality import default_recipe, teacher_for  # noqa: E402
 
 from edgekd.data import load_dataset  # noqa: E402
@@ -61,9 +63,12 @@ DESIGN: list[tuple[str, dict, float]] = [
     ("resnet", {"width": 1.0, "depth": 1}, 0.5),
 ]
 SCORES = ("macs", "params", "mac_rule", "macs_x_side", "capacity", "proxy")
+ROWS = "datasets"
+QUICK = {"datasets": "fashion-mnist", "max_train": 600, "students": 3, "epochs": 1, "teacher_epochs": 1,
+         "proxy_samples": 200}
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shared", default=str(SHARED), help="the shared datasets folder")
     p.add_argument("--max-train", type=int, default=20_000, help="train+val samples per data set (10 %% validation)")
@@ -72,11 +77,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--teacher-epochs", type=int, default=4)
     p.add_argument("--datasets", default="cifar10,fashion-mnist")
     p.add_argument("--students", type=int, help="only the first N of DESIGN (a quick check)")
-    p.add_argument("--out", default=str(ROOT / "results" / "capacity_proxy.json"))
     p.add_argument("--rescore", action="store_true", help="recompute the scores that need no training (and every "
                    "Spearman) in the --out JSON from its students' configurations, e.g. after the capacity rule "
                    "changed; the accuracies and proxy scores are kept")
-    return p.parse_args()
+    p.add_argument("--cache-dir", default=str(ROOT / ".cache"), help="where the teacher is cached")
+    add_quick_and_out(p, QUICK)
+    return parse_quick(p, argv, "capacity_proxy", QUICK)
 
 
 def designed(input_shape: tuple[int, ...], num_classes: int, limit: int | None) -> list[Candidate]:
@@ -120,7 +126,9 @@ def resolution_exponent(rows: list[dict], side: int) -> float | None:
 
 def run_dataset(name: str, path: str, args, say) -> dict:
     data = load_dataset(path, seed=0, max_train=args.max_train)
-    teacher, info = teacher_for(default_recipe(), data, (32, 64, 128), args.teacher_epochs, say)
+    recipe = default_recipe()
+    recipe.cache_dir = args.cache_dir
+    teacher, info = teacher_for(recipe, data, (32, 64, 128), args.teacher_epochs, say)
     side = min(data.input_shape[1:])
     rows = []
     for cand in designed(data.input_shape, data.num_classes, args.students):
@@ -158,28 +166,36 @@ def rescore(doc: dict) -> dict:
     return summarise(doc)
 
 
+def verdict(datasets: dict) -> str:
+    """The score with the highest Spearman correlation to final accuracy, averaged over the data sets."""
+    mean = {s: float(np.mean([r["spearman_vs_final"][s] for r in datasets.values()])) for s in SCORES}
+    best = max(mean, key=mean.get)
+    students = max(len(r["students"]) for r in datasets.values())
+    return (f"{best} ranks students by final distilled validation accuracy best (mean Spearman {mean[best]:.2f} "
+            f"over {len(datasets)} data set(s) of {students} students each, one seed)")
+
+
 def summarise(doc: dict) -> dict:
     results = doc["datasets"]
     mean = {s: float(np.mean([r["spearman_vs_final"][s] for r in results.values()])) for s in SCORES}
-    best = max(mean, key=mean.get)
-    students = max(len(r["students"]) for r in results.values())
-    doc.update(mean_spearman=mean, best_score=best, capacity_rule=SELECTION_RULE,
-               conclusion=f"{best} ranks students by final distilled validation accuracy best (mean Spearman "
-                          f"{mean[best]:.2f} over {len(results)} data sets of {students} students each, one seed: "
-                          "read the per-data-set values); 'capacity' is edgekd's rule (its resnet MAC weight was "
-                          "fitted on cifar10, so only fashion-mnist's value is out of sample)")
+    doc.pop("conclusion", None)  # written by hand-edited versions of this script; the verdict replaces it
+    doc.update(mean_spearman=mean, best_score=max(mean, key=mean.get), capacity_rule=SELECTION_RULE,
+               caveat="'capacity' is edgekd's rule; its resnet MAC weight was fitted on cifar10, so only "
+                      "fashion-mnist's correlation is out of sample")
     return doc
 
 
-def main() -> int:
-    args = parse_args()
-    t_start, load_start = time.perf_counter(), os.getloadavg()
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    recorder = Recorder(quick=args.quick, seeds=[0])
 
     def say(message: str) -> None:
         print(f"[{time.perf_counter() - t_start:6.0f}s] {message}", flush=True)
 
-    if args.rescore:
+    if args.rescore:  # the measurement's provenance stays; the rescoring's is recorded beside it
         out = rescore(json.loads(Path(args.out).read_text()))
+        out.update(verdict=verdict(out["datasets"]), rescored=recorder.finish().model_dump())
     else:
         shared = Path(args.shared)
         paths = {"cifar10": shared / "cifar10" / "cifar10-jpg.tar.gz", "fashion-mnist": shared / "fashion-mnist"}
@@ -188,11 +204,10 @@ def main() -> int:
                    if name in wanted and path.exists()}
         if not results:
             raise SystemExit(f"no data set under {shared}")
-        out = summarise({"benchmark": "capacity_proxy", "datasets": results, "settings": vars(args),
-                         "load_average": {"start": load_start, "end": os.getloadavg()},
-                         "wall_s": round(time.perf_counter() - t_start, 1)})
+        out = summarise({"benchmark": "capacity_proxy", "datasets": results, "settings": vars(args)})
+        out = stamped(out, verdict(results), recorder.finish())
     write_json(args.out, out)
-    say(f"wrote {args.out}: {out['conclusion']}")
+    say(f"wrote {args.out}: {out['verdict']}")
     return 0
 
 

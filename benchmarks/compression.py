@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
 from _paths import shared_dataset  # noqa: E402
-from _provenance import Recorder, stamped  # noqa: E402
+from _provenance import OUT_HELP, Recorder, results_path, stamped  # noqa: E402
 
 from edgekd.backends.onnx import OnnxBackend, export_onnx_fp32  # noqa: E402
 from edgekd.compress.accuracy_aware import QuantContract, onnx_accuracy_aware_int8  # noqa: E402
@@ -57,7 +57,6 @@ from edgekd.runner import load_session  # noqa: E402
 from edgekd.targets import load_target  # noqa: E402
 from edgekd.timing import measure_interleaved  # noqa: E402
 
-RESULTS = ROOT / "results" / "compression.json"
 CONFIG = {"max_train": 12000, "seed": 0, "teacher_epochs": 3, "student_epochs": 6, "target": "rpi4",
           "prune": {"ratio": 0.4, "steps": 2, "finetune_epochs": 2}, "qat_epochs": 1, "threads": 1,
           "timing": {"rounds": 9, "runs": 100}, "max_test": None}
@@ -72,8 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default=str(shared_dataset("fashion-mnist")))
     p.add_argument("--quick", action="store_true", help="a check that the script runs: 500 images, 1 epoch each")
     p.add_argument("--cache-dir", default=str(ROOT / ".cache"), help="where teacher and student are cached")
-    p.add_argument("--out", default=str(RESULTS))
-    return p.parse_args(argv)
+    p.add_argument("--out", help=OUT_HELP)
+    args = p.parse_args(argv)
+    args.out = args.out or str(results_path("compression", args.quick))
+    return args
 
 
 def log(msg: str) -> None:

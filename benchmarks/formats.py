@@ -1,11 +1,13 @@
 """Every format x precision for one student trained on Fashion-MNIST, measured side by side in one run.
 
     python benchmarks/formats.py              # default size; every choice is printed
+    python benchmarks/formats.py --quick --out /tmp/f.json   # digits, 1 epoch, 200 test images, 20 runs
 
 For each artifact: size, test accuracy (in its real runtime), parity with the PyTorch student (max abs diff,
 top-1 agreement), p50 latency (batch 1, runner.py in a fresh process without torch) and speed against the fp32
 artifact of the same format. Writes ``benchmarks/results/formats.json`` (``data``, ``student``, ``threads``,
-``runs``, ``cpu`` and one row per artifact).
+``runs``, one row per artifact, the provenance block, and the verdict computed from the rows by :func:`verdict`:
+which artifacts failed parity, which precision ran fastest per format; "invalid: host busy" above ``QUIET_LOAD``).
 
 The student is the rpi4 budget's (sized against the default teacher_cnn's MACs), trained alone for a few epochs
 on a subset of the training data and cached under the git-ignored ``benchmarks/.cache/`` (the point here is the
@@ -27,6 +29,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
+sys.path.insert(0, str(ROOT))
+
+from _provenance import Recorder, add_quick_and_out, parse_quick, stamped  # noqa: E402
 
 from edgekd.backends import check_parity  # noqa: E402
 from edgekd.bench import run_local, write_eval_inputs  # noqa: E402
@@ -46,9 +51,12 @@ MATRIX = {
     "openvino": ("fp32", "fp16", "int8"),
     "tflite": ("fp32", "fp16", "dynamic_int8", "int8"),
 }
+QUIET_LOAD = 2.5  # 1-minute load average: training's two threads plus half a core of anyone else's
+ROWS = "rows"
+QUICK = {"data": "digits", "max_train": None, "epochs": 1, "test_samples": 200, "runs": 20}
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--max-train", type=int, default=12000)
@@ -56,9 +64,27 @@ def main() -> int:
     p.add_argument("--test-samples", type=int, default=2000, help="test images evaluated per artifact")
     p.add_argument("--runs", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=str(ROOT / "results" / "formats.json"))
-    args = p.parse_args()
-    if not Path(args.data).exists():
+    p.add_argument("--cache-dir", default=str(ROOT / ".cache"), help="where the trained student is cached")
+    add_quick_and_out(p, QUICK)
+    return parse_quick(p, argv, "formats", QUICK)
+
+
+def verdict(rows: list[dict]) -> dict:
+    """The artifacts that failed parity, and per format the precision with the lowest p50."""
+    fastest = {}
+    for r in rows:
+        best = fastest.get(r["format"])
+        if best is None or r["p50_ms"] < best["p50_ms"]:
+            fastest[r["format"]] = r
+    return {"parity_failed": [f"{r['format']}/{r['precision']}" for r in rows if not r["parity_passed"]],
+            "fastest_precision": {fmt: f"{r['precision']} ({r['speed_vs_fp32']:.2f}x fp32)"
+                                  for fmt, r in fastest.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    recorder = Recorder(quick=args.quick, seeds=[0], quiet_load=QUIET_LOAD)
+    if args.data != "digits" and not Path(args.data).exists():
         print(f"data not found: {args.data} (Fashion-MNIST lives in ../shared/datasets/); falling back to digits")
         args.data = "digits"
     data = load_dataset(args.data, seed=0, max_train=args.max_train)
@@ -70,7 +96,7 @@ def main() -> int:
           f"{choice.macs} MACs (rpi4 budget vs teacher_cnn's {teacher_macs} MACs)")
 
     key = hashlib.sha256(json.dumps([data.fingerprint(), choice.config, args.epochs]).encode()).hexdigest()[:16]
-    cache = ROOT / ".cache" / f"formats-student-{key}.pt"
+    cache = Path(args.cache_dir) / f"formats-student-{key}.pt"
     student = choice.build(data.input_shape, data.num_classes)
     if cache.exists():
         student.load_state_dict(torch.load(cache, weights_only=True))
@@ -125,10 +151,12 @@ def main() -> int:
         print(f"{r['format']:<9} {r['precision']:<13} {r['size_bytes'] / 1024:>9.1f} {r['accuracy']:>9.4f} "
               f"{r['max_abs_diff']:>10.2e} {r['top1_agreement']:>7.2%} {r['p50_ms']:>8.4f} "
               f"{r['speed_vs_fp32']:>7.2f}x {r['noise_pct']:>5.1f}%")
-    write_json(args.out, {"data": data.name, "student": {"config": choice.config, "params": choice.params,
-                                                         "macs": choice.macs, "accuracy": student_acc},
-                          "threads": args.threads, "runs": args.runs, "rows": rows})
-    print(f"\nwrote {args.out}")
+    result = {"data": data.name, "student": {"config": choice.config, "params": choice.params, "macs": choice.macs,
+                                             "accuracy": student_acc},
+              "threads": args.threads, "runs": args.runs, "rows": rows}
+    out = stamped(result, verdict(rows), recorder.finish())
+    write_json(args.out, out)
+    print(f"\nwrote {args.out} (verdict: {out['verdict']})")
     return 0
 
 

@@ -7,13 +7,13 @@ taught by each distillation method (cached and consistent teaching), over severa
 
 Prints every choice, the plan (epochs scaled to ``--budget-minutes`` from a timing of this machine) and a table;
 writes ``benchmarks/results/kd_quality.json`` (keys: ``teacher``, ``student``, ``alone``, ``methods``,
-``selected_on_val``, ``plan``, ...). The data is edgekd's ImageFolder reader on the CIFAR-10 JPEG archive: the
-training folder is split into train and validation (every choice: best epoch, selected method), the test folder
-is scored once per model. Everything trains with the same augmentation (random crop + flip by default), the
-student alone included. ``kd`` uses cached teaching (teacher outputs once, on un-augmented images), ``kd-consistent``
-runs the teacher on the student's augmented view each batch (Beyer et al., CVPR 2022); the other losses use
-``--teaching`` (default: edgekd's ``DEFAULT_TEACHING``). Epoch-time ratios are KD / alone, from runs interleaved
-in this process, so load drifts hit every method alike.
+``selected_on_val``, ``plan``, ``provenance``, and ``verdict``, computed from the rows by :func:`verdict`). The data
+is edgekd's ImageFolder reader on the CIFAR-10 JPEG archive: the training folder is split into train and validation
+(every choice: best epoch, selected method), the test folder is scored once per model. Everything trains with the
+same augmentation (random crop + flip by default), the student alone included. ``kd`` uses cached teaching (teacher
+outputs once, on un-augmented images), ``kd-consistent`` runs the teacher on the student's augmented view each batch
+(Beyer et al., CVPR 2022); the other losses use ``--teaching`` (default: edgekd's ``DEFAULT_TEACHING``). Epoch-time
+ratios are KD / alone, from runs interleaved in this process, so load drifts hit every method alike.
 
 The teacher is ``teacher_cnn`` widths (32,64,128) (~39 M MACs at 32x32), trained here (and cached under the
 git-ignored ``benchmarks/.cache/``, keyed by its configuration and the data; the script says when it reuses it).
@@ -36,6 +36,9 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
+sys.path.insert(0, str(ROOT))
+
+from _provenance import OUT_HELP, Recorder, results_path, stamped  # noqa: E402
 
 from edgekd.data import load_dataset  # noqa: E402
 from edgekd.distill.augment import DEFAULT_TEACHING, TEACHING_MODES  # noqa: E402
@@ -60,6 +63,7 @@ METHODS: dict[str, tuple[dict[str, float], dict[str, dict], str | None]] = {
 }
 TEACHER_SHARE = 0.25  # of the budget, when the teacher must be trained (not found in the cache)
 QUICK = {"max_train": 3000, "epochs": 1, "seeds": 1, "teacher_epochs": 1}
+ROWS = ("methods", "alone", "student", "teacher")  # verdict(*[doc[key] for key in ROWS])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -82,8 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "average < 1), else 1 (measured: on oversubscribed cores 2 threads ran ~10x slower)")
     p.add_argument("--quick", action="store_true", help=f"validation run: {QUICK}, no budget scaling")
     p.add_argument("--cache-dir", default=str(ROOT / ".cache"), help="where the trained teacher is cached")
-    p.add_argument("--out", default=str(ROOT / "results" / "kd_quality.json"))
+    p.add_argument("--out", help=OUT_HELP)
     args = p.parse_args(argv)
+    args.out = args.out or str(results_path("kd_quality", args.quick))
     if args.quick:
         for k, v in QUICK.items():
             setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
@@ -279,7 +284,8 @@ def print_table(teacher_acc: float, alone: dict, methods: dict, selected: str) -
     print(f"\nselected on validation: {selected}")
 
 
-def verdict_of(methods: dict, alone: dict, choice, teacher_macs: int) -> dict:
+def verdict(methods: dict, alone: dict, student: dict, teacher: dict) -> dict:
+    """The done-when of distillation, from the method rows against the alone row and the two models' MACs."""
     if not methods:
         return {}
     best = max(methods, key=lambda m: methods[m]["accuracy_mean"])
@@ -290,7 +296,7 @@ def verdict_of(methods: dict, alone: dict, choice, teacher_macs: int) -> dict:
         "gain_ge_0_5_points_and_above_spread": b["gain_vs_alone_points"] >= 0.5 and
         b["accuracy_mean"] - alone["accuracy_mean"] > spread,
         "ratio_to_teacher_ge_0_97": b["ratio_to_teacher"] >= 0.97,
-        "macs_le_tenth_of_teacher": choice.macs <= teacher_macs / 10,
+        "macs_le_tenth_of_teacher": student["macs"] <= teacher["macs"] / 10,
     }
 
 
@@ -299,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads <= 0:
         args.threads = min(2, os.cpu_count() or 1) if os.getloadavg()[0] < 1.0 else 1
     torch.set_num_threads(args.threads)
-    t_start, load_start = time.perf_counter(), os.getloadavg()
+    t_start = time.perf_counter()
+    recorder = Recorder(quick=args.quick, seeds=list(range(args.seeds)))
 
     def say(message: str) -> None:
         print(f"[{time.perf_counter() - t_start:6.0f}s] {message}", flush=True)
@@ -345,12 +352,10 @@ def main(argv: list[str] | None = None) -> int:
         "teacher": {"accuracy": teacher_acc, "macs": teacher_macs, "params": count_params(teacher),
                     "arch": "teacher_cnn", "widths": list(widths), **teacher_info},
         "student": {"macs": choice.macs, "params": choice.params, "family": choice.family, "config": choice.config},
-        "alone": alone, "methods": methods, "selected_on_val": selected,
-        "verdict": verdict_of(methods, alone, choice, teacher_macs), "choices": choices, "plan": plan,
-        "settings": {**vars(args), "quick": args.quick}, "threads": torch.get_num_threads(),
-        "loadavg": {"start": load_start, "end": os.getloadavg()},
-        "wall_time_s": round(time.perf_counter() - t_start, 1),
+        "alone": alone, "methods": methods, "selected_on_val": selected, "choices": choices, "plan": plan,
+        "settings": vars(args), "threads": torch.get_num_threads(),
     }
+    result = stamped(result, verdict(*[result[key] for key in ROWS]), recorder.finish())
     write_json(args.out, result)
     say(f"wrote {args.out}")
     return 0

@@ -39,11 +39,10 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
-from _provenance import Recorder, stamped  # noqa: E402
+from _provenance import OUT_HELP, Recorder, results_path, stamped  # noqa: E402
 
 from edgekd.io import write_json  # noqa: E402
 
-RESULTS = HERE / "results" / "runner_vs_benchmark_app.json"
 RUNNER = REPO / "edgekd" / "runner.py"
 TOLERANCE = 0.15
 QUIET_LOAD = 2.5  # 1-minute load average: the tools' threads (2 by default) plus half a core of anyone else's
@@ -136,8 +135,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="1 round of 1 s: checks the script runs")
     parser.add_argument("--cache-dir", default=str(HERE / ".cache" / "runner_vs_benchmark_app"),
                         help="where the IR is cached")
-    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--out", help=OUT_HELP)
     args = parser.parse_args(argv)
+    args.out = args.out or str(results_path("runner_vs_benchmark_app", args.quick))
     if args.quick:
         args.rounds, args.seconds = 1, 1.0
     return args

@@ -1,7 +1,7 @@
 """One teacher, two files: a torchvision ResNet-18 state dict and its ONNX export give the same student.
 
     python benchmarks/teacher_formats.py                 # CIFAR-10, 20,000 train+val images, two rpi4 builds
-    python benchmarks/teacher_formats.py --max-train 3000 --teacher-epochs 1 --epochs 1 --out /tmp/tf.json  # smoke
+    python benchmarks/teacher_formats.py --quick --out /tmp/tf.json   # 500 images, 1 epoch, x86-cpu: checks it runs
 
 A user arrives with a network trained elsewhere, as weights (``--teacher resnet18.pt --teacher-arch
 torchvision:resnet18``) or as ONNX (``--teacher resnet18.onnx``). ``examples/make_resnet18_teacher.py`` trains the
@@ -11,7 +11,8 @@ logit KD with cached teaching (the ONNX teacher's outputs are computed once by o
 and augmentation. "The same student within noise": the two students' test accuracies differ by less than twice the
 standard error of a paired difference (sqrt(discordant) / n, McNemar), computed from the per-sample predictions of
 their PyTorch fp32 models (``reference_logits`` in each run's eval.npz). The teachers' recorded test logits are
-compared too (max |diff|, top-1 agreement). Writes ``benchmarks/results/teacher_formats.json``.
+compared too (max |diff|, top-1 agreement). Writes ``benchmarks/results/teacher_formats.json`` with a provenance
+block; the verdict is computed from the comparison by :func:`verdict`.
 """
 
 from __future__ import annotations
@@ -35,22 +36,26 @@ sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
 from _paths import shared_dataset  # noqa: E402
+from _provenance import Recorder, add_quick_and_out, parse_quick, stamped  # noqa: E402
 
 from edgekd.io import write_json  # noqa: E402
 
 ARCH = "torchvision:resnet18"
+ROWS = "comparison"
+QUICK = {"max_train": 500, "teacher_epochs": 1, "epochs": 1, "target": "x86-cpu", "runs": 10}
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(shared_dataset("cifar10") / "cifar10-jpg.tar.gz"))
     p.add_argument("--max-train", type=int, default=20000, help="train+val images (the teacher's and the builds')")
     p.add_argument("--teacher-epochs", type=int, default=5)
     p.add_argument("--epochs", type=int, default=4, help="student epochs in each build")
     p.add_argument("--target", default="rpi4")
+    p.add_argument("--runs", type=int, default=50, help="benchmark runs per artifact in each build")
     p.add_argument("--cache-dir", default=str(ROOT / ".cache"))
-    p.add_argument("--out", default=str(ROOT / "results" / "teacher_formats.json"))
-    return p.parse_args()
+    add_quick_and_out(p, QUICK)
+    return parse_quick(p, argv, "teacher_formats", QUICK)
 
 
 def make_teacher(args: argparse.Namespace, say) -> tuple[Path, Path, dict]:
@@ -77,7 +82,7 @@ def build(args: argparse.Namespace, teacher: Path, arch: str | None, out: Path, 
     cmd = [sys.executable, "-m", "edgekd", "build", "--target", args.target, "--data", args.data,
            "--teacher", str(teacher), *(["--teacher-arch", arch] if arch else []), "--normalization", "imagenet",
            "--max-train", str(args.max_train), "--epochs", str(args.epochs), "--teaching", "cached",
-           "--losses", "kd=0.7,ce=0.3", "--runs", "50", "--out", str(out), "--cache-dir", str(cache),
+           "--losses", "kd=0.7,ce=0.3", "--runs", str(args.runs), "--out", str(out), "--cache-dir", str(cache),
            "--no-progress"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "EDGEKD_CACHE": str(cache)})
@@ -114,13 +119,22 @@ def compare(a: dict, b: dict) -> dict:
             "teacher_max_abs_logit_diff": float(np.abs(a["teacher_logits"] - b["teacher_logits"]).max()),
             "teacher_top1_agreement": float((a["teacher_logits"].argmax(1) == b["teacher_logits"].argmax(1)).mean()),
             "student_accuracy_diff": diff, "student_top1_agreement": float((pa == pb).mean()),
-            "paired_standard_error": se, "within_noise": abs(diff) <= 2 * se,
+            "paired_standard_error": se,
             "rule": "|accuracy(pt) - accuracy(onnx)| <= 2 x sqrt(discordant predictions) / n (McNemar's SE)"}
 
 
-def main() -> int:
-    args = parse_args()
+def verdict(comparison: dict) -> str:
+    """Whether the two students (state-dict and ONNX teacher) score the same within twice the paired SE."""
+    diff, se = comparison["student_accuracy_diff"], comparison["paired_standard_error"]
+    within = abs(diff) <= 2 * se
+    return (f"the same student {'within' if within else 'NOT within'} noise: {100 * diff:+.2f} points "
+            f"(2 x paired SE {200 * se:.2f})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     t_start = time.perf_counter()
+    recorder = Recorder(quick=args.quick, seeds=[0])
 
     def say(message: str) -> None:
         print(f"[{time.perf_counter() - t_start:6.0f}s] {message}", flush=True)
@@ -137,9 +151,8 @@ def main() -> int:
         result = compare(runs["state_dict"], runs["onnx"])
     out = {"benchmark": "teacher_formats", "data": args.data, "max_train": args.max_train, "target": args.target,
            "student_epochs": args.epochs, "teacher_training": teacher,
-           "builds": {name: summary(run) for name, run in runs.items()}, "comparison": result,
-           "cpu": runs["onnx"]["report"].get("measured_on", {}).get("cpu"), "wall_s": round(time.perf_counter()
-                                                                                          - t_start, 1)}
+           "builds": {name: summary(run) for name, run in runs.items()}, "comparison": result}
+    out = stamped(out, verdict(result), recorder.finish())
     write_json(args.out, out)
     print(f"{'teacher file':<12} {'teacher acc':>11} {'student fp32':>12} {'shipped':>8} {'wall s':>7}")
     for name, s in out["builds"].items():
@@ -147,7 +160,7 @@ def main() -> int:
               f"{s['student']['accuracy_shipped']:>8.4f} {s['wall_s']:>7.0f}")
     print(f"students: diff {100 * result['student_accuracy_diff']:+.2f} points, paired SE "
           f"{100 * result['paired_standard_error']:.2f}, agreement {result['student_top1_agreement']:.4f} -> "
-          f"{'within noise' if result['within_noise'] else 'NOT within noise'}; wrote {args.out}")
+          f"{out['verdict']}; wrote {args.out}")
     return 0
 
 

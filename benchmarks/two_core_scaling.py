@@ -30,11 +30,10 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
-from _provenance import Recorder, stamped  # noqa: E402
+from _provenance import OUT_HELP, Recorder, results_path, stamped  # noqa: E402
 
 from edgekd.io import write_json  # noqa: E402
 
-RESULTS = ROOT / "results" / "two_core_scaling.json"
 QUIET_LOAD = 2.5  # 1-minute load average: this script's two busy threads plus half a core of anyone else's
 ROWS = "models"
 BATCH = 64
@@ -135,8 +134,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=5.0, help="the timed window of every setting")
     p.add_argument("--quick", action="store_true", help="the first student, 1 round of 1 s: checks the script runs")
-    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--out", help=OUT_HELP)
     args = p.parse_args(argv)
+    args.out = args.out or str(results_path("two_core_scaling", args.quick))
     if args.quick:
         args.rounds, args.seconds = 1, 1.0
     return args
