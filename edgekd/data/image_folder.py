@@ -96,9 +96,9 @@ class Layout:
 class Listing:
     classes: list[str]
     files: dict[str, list[ImageFile]]  # role (SPLITS order) -> files in class, then name order
-    layout: Layout = Layout("train/ + test/", {"train": "train", "test": "test"})
-    skipped: int = 0  # entries that are not images (other files, sub-folders)
-    skipped_examples: tuple[str, ...] = ()  # the first few, relative to the root (folders end in "/")
+    layout: Layout
+    skipped: int  # entries that are not images (other files, sub-folders)
+    skipped_examples: tuple[str, ...]  # the first few, relative to the root (folders end in "/")
     split: dict | None = None  # how class folders were split (splits.describe_three_way)
 
 
