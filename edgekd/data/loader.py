@@ -204,7 +204,7 @@ def _split_off_given_val(raw: RawData, labels: Labels) -> np.ndarray | None:
     """A validation split the data came with (encoded with test, so one class list): its ids, taken off y_test."""
     if raw.x_val is None:
         return None
-    n_test = len(raw.x_test)
+    n_test = len(raw.y_test)
     y_val = labels.y_test[n_test:]
     labels.y_test = labels.y_test[:n_test]
     if len(y_val) == 0 or len(y_val) != len(raw.x_val):
