@@ -148,7 +148,8 @@ def _package(ctx: BuildContext, stage: Path, teachers: Teachers, choice: Student
     shipped, reasons = choose_shipped(ctx, [m for m in measured if m.built.role == "student"],
                                       accuracy(compressed.student, data.x_val, data.y_val),
                                       accuracy(teachers.primary.model, data.x_val, data.y_val))
-    ctx.say(f"accuracy (test): teacher {scores.teacher:.4f}, KD student {scores.student:.4f}"
+    scored = f"{data.meta['evaluation_split']}/, no separate test" if data.meta.get("evaluation_split") else "test"
+    ctx.say(f"accuracy ({scored}): teacher {scores.teacher:.4f}, KD student {scores.student:.4f}"
             + (f", student alone {scores.alone:.4f}" if scores.alone is not None else ""))
     eval_inputs = {**manifest["eval_inputs"], "samples": int(len(data.y_test))}
     return make_report(ctx, teachers, choice, distilled, compressed, measured, shipped, reasons, scores,
