@@ -77,6 +77,7 @@ class LatencyDetail(Latency):
     block_medians: list[NonNeg] = []
     noise_pct: NonNeg = 0.0
     runs: NonNegInt = 0
+    blocks: NonNegInt = 0  # the gate sizes a baseline's noise by it
     processes: list[ProcessQuantiles] = []  # the between-process spread a stored baseline's gate row needs
 
 
@@ -84,6 +85,7 @@ class Machine(_Open):
     arch: str
     cpu: str = ""
     cores: NonNegInt | None = None
+    cpu_flags: list[str] | None = None  # device_identity compares them with a target's: names, never other values
 
 
 # ============================================================================================ runner result

@@ -209,6 +209,9 @@ GATE_CASES = [
     ("target-traversal", lambda r: r.__setitem__("target", "../../etc"), "target"),
     ("artifact-path-traversal", _first("path", "../../model.onnx"), "not a plain file name"),
     ("bad-sha256", _first("sha256", "z" * 64), "sha256"),
+    # found by tests/test_property_readers.py (issue 27): fields the gate reads must be typed in the schema
+    ("cpu-flags-not-names", lambda r: r["measured_on"].__setitem__("cpu_flags", [None]), "cpu_flags"),
+    ("cpu-flags-a-number", lambda r: r["measured_on"].__setitem__("cpu_flags", 1), "cpu_flags"),
 ]
 
 
@@ -220,6 +223,15 @@ def test_gate_refuses_a_hostile_report(case_id, edit, match, tmp_path, capsys):
     code = main(["gate", str(path), "--target", "x86-cpu"])
     assert_one_message(code, capsys.readouterr().err, match)
     assert snapshot(tmp_path) == before
+
+
+def test_gate_refuses_a_baseline_whose_block_count_is_not_a_count(tmp_path, capsys):
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(make_report()))
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps(_report_with(lambda r: r["artifacts"][0]["latency_ms_detail"].update(blocks="x"))))
+    code = main(["gate", str(report), "--target", "x86-cpu", "--baseline", str(baseline)])
+    assert_one_message(code, capsys.readouterr().err, "blocks")
 
 
 def test_gate_refuses_a_report_that_is_a_list(tmp_path, capsys):
