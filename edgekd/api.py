@@ -41,7 +41,7 @@ from edgekd.stages.export import reference_artifacts, student_artifacts
 from edgekd.stages.manifest import write_manifest
 from edgekd.stages.measure import measure
 from edgekd.stages.report import TestScores, make_report
-from edgekd.stages.student import choose_student
+from edgekd.stages.student import choose_student, rank_by_accuracy, record_cost_share
 from edgekd.stages.teacher import Teachers, epochs_for, prepare_teachers
 from edgekd.targets import load_target, require_extras
 
@@ -112,12 +112,15 @@ def build(options: BuildOptions) -> BuildResult:
             choice = choose_student(ctx)
         with ctx.timed("teacher"):
             teachers = prepare_teachers(ctx, teacher_epochs)
+        with ctx.timed("student_accuracy"):  # --selection auto: the finalists ranked by a short distillation
+            choice = rank_by_accuracy(ctx, config, teachers, choice)
         with ctx.timed("distill"):
             distilled = distill(ctx, config, teachers, choice)
         stage = run.staging
         report = _package(ctx, stage, teachers, choice, distilled)
         report["stage_times_s"] = ctx.stage_times_s
         report["build_time_s"] = round(time.perf_counter() - t_start, 2)
+        record_cost_share(report)
         report["gate"] = evaluate_gate(report, ctx.target, strict=options.strict).to_dict()
         Report.model_validate_json(dumps(report))  # a writer bug fails here, never in the gate that reads it
         write_json(stage / "report.json", report)

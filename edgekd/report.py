@@ -48,7 +48,7 @@ def _selection_lines(sel: dict[str, Any] | None) -> list[str]:
         return []
     out = [f"- Selection by {sel['mode']}: {sel['why']}"]
     if sel["mode"] != "latency":
-        return out + _preflight_lines(sel)
+        return out + _accuracy_lines(sel) + _preflight_lines(sel)
     out.append(f"- Latency budget {_budget_words(sel)} at p{sel['percentile']} ({sel['budget_source']}), "
                f"timed as {sel['format']} {sel['precision']} on {sel['measured_on']}; {sel['measured']} measured, "
                f"{sel['reused']} reused from the cache, {sel['predicted_only']} predicted only, "
@@ -65,7 +65,30 @@ def _selection_lines(sel: dict[str, Any] | None) -> list[str]:
         out.append(f"| {c['name']} | {c['params']:,} | {c['macs']:,} | {_num(lat.get('value'), '.4f')} "
                    f"| {_num(lat.get('noise_pct'), '.1f')} | {_num(c.get('predicted_ms'), '.4f')} "
                    f"| {_num(c.get('capacity'), '.4g')} | {c['status']}: {c['reason']} |")
-    return out + [""] + _preflight_lines(sel)
+    return out + [""] + _accuracy_lines(sel) + _preflight_lines(sel)
+
+
+def _accuracy_lines(sel: dict[str, Any]) -> list[str]:
+    """The accuracy search (--selection auto): which rule chose the student and why, and every finalist."""
+    acc = sel.get("accuracy")
+    if not acc:
+        return []
+    cost = (f"{acc['time_s']:.1f} s" + (f" = {acc['pct_of_build']:.1f} % of the build" if acc.get("pct_of_build")
+                                        is not None else "")
+            + (f", capped at {acc['cap_s']:.1f} s ({100 * acc['share']:.0f} % of the expected "
+               f"{acc['expected_build_s']:.0f} s)" if acc.get("cap_s") is not None else ""))
+    out = [f"- Chosen by {sel.get('chosen_by') or sel['mode']}: {sel.get('chosen_why') or acc['why']}",
+           f"- Accuracy search ({'ran' if acc['ran'] else 'did not run'}: {cost}): {acc['rule']}; "
+           f"{acc['val_samples']} validation samples, test split {acc['test_split']}."]
+    if not acc["ran"]:
+        return out + [f"- Not run: {acc['why']}"]
+    out += ["", "| finalist | why a finalist | params | MACs | latency ms | proxy val accuracy (steps) | step ms "
+                "| verdict |", "|---|---|---|---|---|---|---|---|"]
+    for c in acc["candidates"]:
+        scores = ", ".join(f"{s['val_accuracy']:.4f} ({s['steps']})" for s in c["scores"]) or "-"
+        out.append(f"| {c['name']} | {c['why']} | {c['params']:,} | {c['macs']:,} | {_num(c.get('latency_ms'), '.4f')} "
+                   f"| {scores} | {_num(c.get('step_ms'), '.1f')} | {c['status']} |")
+    return out + [""]
 
 
 def _preflight_lines(sel: dict[str, Any]) -> list[str]:

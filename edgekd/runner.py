@@ -1123,8 +1123,9 @@ def benchmark(artifact, inputs, runs=DEFAULT_RUNS, warmup=DEFAULT_WARMUP, thread
     """Everything the device reports about one artifact, as a JSON-ready dict.
 
     ``versus``: another artifact (the teacher, or a baseline) to time this one against, interleaved
-    (compare_latency). ``processes`` > 1: that interleaved timing runs in as many fresh processes; without
-    ``versus``, the latency is also measured in processes - 1 fresh ones (``latency_ms.processes``)."""
+    (compare_latency). ``processes`` > 1: that interleaved timing runs in as many fresh processes (and each one's
+    quantiles of the artifact are ``latency_ms.processes``); without ``versus``, the latency is also measured in
+    processes - 1 fresh ones (``latency_ms.processes``)."""
     _check_counts(runs, warmup, threads, blocks, min_time_s, max_runs, processes)
     entry, contents = verify_artifact(artifact) if verify else (None, None)
     if versus and verify:
@@ -1176,6 +1177,8 @@ def benchmark(artifact, inputs, runs=DEFAULT_RUNS, warmup=DEFAULT_WARMUP, thread
     if versus and processes > 1:
         children = timing_processes(artifact, inputs, threads, processes, versus, verify, preprocess, **timing)
         result["versus"] = versus_over_processes(children, versus, verify)
+        # the artifact's own samples in each of those processes: what a stored-number baseline compares later
+        latency["processes"] = [process_quantiles(c["samples_ms"]) for c in children]
     elif versus:
         result["versus"] = measure_versus(session, versus, data["x"], threads, verify, min_time_s, max_runs)
     result.update(evaluate(session, data))

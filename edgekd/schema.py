@@ -307,6 +307,46 @@ class ShippedPrediction(_Closed):
     meets_stated_budget: bool | None = None
 
 
+class AccuracyScore(_Closed):
+    rung: NonNegInt
+    steps: NonNegInt
+    val_accuracy: Fraction
+
+
+class AccuracyCandidate(_Open):
+    """One finalist of the accuracy search: its proxy accuracy at each rung it reached, its measured latency."""
+
+    name: str
+    family: str
+    config: dict[str, Any]
+    params: NonNegInt
+    macs: NonNegInt
+    why: str
+    latency_ms: NonNeg | None = None
+    status: Literal["chosen", "eliminated", "not trained"]
+    proxy_accuracy: Fraction | None = None
+    scores: list[AccuracyScore] = []
+    step_ms: NonNeg | None = None
+    train_s: NonNeg | None = None
+
+
+class AccuracySearch(_Open):
+    """``--selection auto``: the finalists ranked by a short distillation (``selection/accuracy_search.py``)."""
+
+    ran: bool
+    why: str
+    rule: str
+    share: Fraction  # of the build's expected time, at most
+    finalists: NonNegInt
+    val_samples: NonNegInt
+    test_split: Literal["never read"]
+    expected_build_s: NonNeg | None = None
+    cap_s: NonNeg | None = None
+    time_s: NonNeg
+    pct_of_build: NonNeg | None = None
+    candidates: list[AccuracyCandidate] = []
+
+
 class Selection(_Open):
     """How the student was chosen (``edgekd.selection``, ``stages/student.py``)."""
 
@@ -324,6 +364,9 @@ class Selection(_Open):
     candidates: list[SelectionCandidate] = []
     preflight: list[PreflightCheck] = []
     shipped_prediction: ShippedPrediction | None = None
+    accuracy: AccuracySearch | None = None
+    chosen_by: Literal["mac", "latency", "accuracy"] | None = None  # the rule that chose the shipped student
+    chosen_why: str | None = None
 
 
 class StudentSection(_Open):

@@ -410,3 +410,51 @@ def test_the_report_shows_every_candidate_the_plot_and_predicted_vs_measured(tmp
     assert "stated x headroom 0.8" in md and "drift from selection" in md
     page = render_html(report)
     assert "Student selection" in page and "latency vs capacity" in page
+
+
+def test_a_fitting_student_the_latency_search_never_timed_is_timed_and_becomes_a_finalist(tmp_path):
+    """Issue 30: the MAC-selected student fitted the budget but was never chosen for lack of a timing."""
+    from edgekd.selection.finalists import fitting_from_record, of_candidate, pick, time_candidates
+
+    cands, _ = _candidates((1, 16, 16), 10, 300_000)
+    ms = dict(zip((c.name for c in cands), _synthetic_ms(cands), strict=True))
+    budget = float(np.median(list(ms.values()))) * 1.1
+    timer = FakeTimer(load_target("x86-cpu"), (1, 16, 16), 10, np.zeros((4, 1, 16, 16), np.float32), tmp_path)
+    sel = select_by_latency(cands, timer, budget, 95, log=lambda m: None)
+    fits = [c for c in cands if ms[c.name] * 1.1 * 1.01 <= budget]
+    untimed = [c for c in fits if c.name not in sel.timings]
+    assert untimed  # the latency search stops once nothing untimed beats its choice by capacity
+    mac = min(untimed, key=lambda c: c.macs)  # stands in for the MAC rule's pick: fits, never timed
+    chosen = sel.ranked[0]
+    timed = time_candidates(cands, sel, timer, budget, 95, [mac])
+    assert mac.name in timed and mac.name in sel.timings and sel.ranked[0] is chosen  # the latency choice stands
+    rows = {r["name"]: r for r in sel.record["candidates"]}
+    assert rows[mac.name]["latency_ms"]["source"] == "measured" and rows[mac.name]["status"] == "accepted"
+    fitting = fitting_from_record(sel.record)
+    assert {mac.name, chosen.name} <= {f.name for f in fitting}
+    finalists = pick(of_candidate(sel.ranked[0], "latency rule"), fitting, of_candidate(mac))
+    assert finalists[0].name == sel.ranked[0].name and finalists[1].name == mac.name
+    groups = {(f.family, f.config.get("resolution"), f.config.get("depth")) for f in finalists}
+    assert len({f.family for f in finalists}) == 2 and len(groups) >= 3  # families, resolutions, depths
+
+
+@pytest.mark.slow
+def test_an_auto_build_ranks_its_finalists_by_proxy_accuracy_and_says_which_rule_chose(tmp_path):
+    """--selection auto on digits (MAC budget: the target states no student latency budget): the accuracy search
+    runs inside its cost cap, the student shipped is the one it chose, the report says which rule chose and why."""
+    from edgekd.api import BuildOptions, build
+
+    path = _target(tmp_path, latency_ms=None, max_params=40_000)
+    lines: list[str] = []
+    report = build(BuildOptions(target=str(path), data="digits", out=tmp_path / "run", epochs=6, teacher_epochs=4,
+                                runs=20, warmup=2, progress=False, teacher_cache=None, log=lines.append)).report
+    sel = report["student"]["selection"]
+    acc = sel["accuracy"]
+    assert sel["mode"] == "mac" and sel["chosen_by"] in ("mac", "accuracy") and sel["chosen_why"]
+    assert acc["pct_of_build"] <= 100 * acc["share"] + 5 and acc["time_s"] <= acc["cap_s"] * 2 + 1
+    if acc["ran"]:
+        chosen = next(c for c in acc["candidates"] if c["status"] == "chosen")
+        assert report["student"]["config"] == chosen["config"] and len(acc["candidates"]) >= 2
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert f"Chosen by {sel['chosen_by']}" in md
+    assert "Accuracy search" in (tmp_path / "run" / "report.html").read_text()

@@ -19,6 +19,10 @@ from edgekd.schema import RunnerResult
 from edgekd.stages.context import BuildContext
 from edgekd.stages.export import Built
 
+# A student's timing against its teacher repeats in this many fresh processes: the spread between processes is what
+# a later gate against this report as a stored baseline (``edgekd gate --baseline``) needs to judge a slowdown.
+TIMING_PROCESSES = 3
+
 
 @dataclass
 class Measured:
@@ -46,7 +50,7 @@ def measure(ctx: BuildContext, stage: Path, built: list[Built], manifest: dict[s
         if b.role == "student" and teachers:
             versus = teachers[teacher_format_for(b.artifact.format, teachers, ctx.target.runtime.format)]
         result = run_local(b.artifact.path, eval_path, ctx.options.runs, ctx.options.warmup, ctx.threads,
-                           plugins=plugins, versus=versus)
+                           plugins=plugins, versus=versus, processes=TIMING_PROCESSES if versus else 1)
         RunnerResult.model_validate(result)  # the runner's numbers are checked like a device's would be
         out.append(Measured(b, entries[b.artifact.path.name], result))
     return out

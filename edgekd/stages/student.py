@@ -2,7 +2,9 @@
 
 The choice is by MACs (``models/budget.py``) or by latency measured on the target's runtime (``edgekd.selection``):
 ``--selection auto`` measures when the target states a student latency budget, runs on a CPU runtime, and the
-timings can be taken where it matters (this host is the device, or ``--device USER@HOST``).
+timings can be taken where it matters (this host is the device, or ``--device USER@HOST``). Then, once the teacher
+is ready, ``--selection auto`` ranks the students that fit by the accuracy a short distillation reaches
+(``rank_by_accuracy``, ``selection/accuracy_search.py``) whenever that fits its cost bound.
 
 Pre-flight: the chosen student, with random weights, exported in every format x precision the target ships, loaded
 in each real runtime, run once, its operators checked against the target's delegate — so a conversion or delegate
@@ -13,20 +15,27 @@ next best is tried (at most ``MAX_PREFLIGHT``); when none passes the build stops
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from edgekd.backends import Calibration
+from edgekd.distill.trainer import TrainConfig
 from edgekd.errors import EdgekdError
 from edgekd.models.budget import StudentChoice, count_macs, ranked_students
 from edgekd.selection.candidates import candidate_name
 from edgekd.stages.context import BuildContext
+from edgekd.stages.teacher import Teachers
 from edgekd.targets import TargetProfile
+
+if TYPE_CHECKING:
+    from edgekd.selection.accuracy_search import Finalist
 
 MAX_PREFLIGHT = 3  # candidates tried before the build gives up: a delegate gap usually rejects a whole family
 CPU_DELEGATES = ("none", "xnnpack")
@@ -111,13 +120,115 @@ def ranked_by_latency(ctx: BuildContext, why: str) -> tuple[list[StudentChoice],
                   None if o.teacher_cache is None else Path(o.teacher_cache), o.device,
                   host_is_device=o.device is None and _host_is_device(ctx), threads=ctx.threads)
     sel = select_by_latency(candidates, timer, budget_ms, percentile, log=ctx.say)
-    record = {**sel.record, "why": why, "budget_source": source, "stated_budget_ms": stated_ms, "headroom": headroom,
-              "enumerated": enumerated}
+    mac = _mac_selected(ctx) if o.selection == "auto" else None
+    if mac is not None:  # the accuracy search's finalists must have been timed to be finalists
+        from edgekd.selection.finalists import time_candidates
+
+        must = [c for c in candidates if c.name == mac.name]
+        timed = time_candidates(candidates, sel, timer, budget_ms, percentile, must)
+        ctx.say(f"selection: {len(timed)} more candidate(s) timed for the accuracy search's finalists")
+    record = {**sel.record, "mac_selected": mac and mac.name, "why": why, "budget_source": source,
+              "stated_budget_ms": stated_ms, "headroom": headroom, "enumerated": enumerated}
     rule = (f"latency p{percentile} <= {budget_ms:.4g} ms measured ({stated_ms:.4g} ms x headroom {headroom}); "
             f"then {CAPACITY_RULE}")
     choices = [StudentChoice(c.family, c.config, c.params, c.macs, t.student_budget.max_params,
                              t.student_budget.max_macs, enumerated, len(sel.ranked), rule) for c in sel.ranked]
     return choices, record
+
+
+def _mac_selected(ctx: BuildContext) -> Finalist | None:
+    """What ``--selection mac`` would choose (before pre-flight), a finalist whenever it fits the latency budget;
+    None when nothing fits the MAC budget."""
+    from edgekd.selection.accuracy_search import Finalist
+
+    data = ctx.data
+    try:
+        best = ranked_students(data.input_shape, data.num_classes, ctx.target.student_budget,
+                               teacher_macs_before_training(ctx))[0]
+    except EdgekdError:
+        return None
+    return Finalist(best.family, best.config, best.params, best.macs, why="the MAC-selected student")
+
+
+def finalists(ctx: BuildContext, base: Finalist, record: dict[str, Any], max_macs: int | None) -> list[Finalist]:
+    """The accuracy search's finalists, ``base`` (the budget's own choice, after pre-flight) first: in latency mode
+    the candidates timed inside the budget, in MAC mode every family and resolution inside the MAC limits."""
+    from edgekd.selection import enumerate_candidates
+    from edgekd.selection.finalists import fitting_from_record, of_candidate, pick
+    from edgekd.selection.search import mac_capacity
+
+    data = ctx.data
+    if record["mode"] == "latency":
+        fitting = fitting_from_record(record)
+        mac = next((f for f in fitting if f.name == record.get("mac_selected")), None)
+    else:
+        found, _ = enumerate_candidates(data.input_shape, data.num_classes, ctx.target.student_budget, max_macs)
+        fitting = [of_candidate(c) for c in sorted(found, key=mac_capacity, reverse=True)]
+        mac = None  # MAC mode: the base is the MAC-selected student
+    return pick(base, fitting, mac)
+
+
+def rank_by_accuracy(ctx: BuildContext, config: TrainConfig, teachers: Teachers, choice: StudentChoice
+                     ) -> StudentChoice:
+    """``--selection auto``: the finalist reaching the best proxy accuracy (``selection.accuracy_search``) when the
+    search fits its cost bound, else ``choice``; the record says which rule chose the student and why."""
+    from edgekd.selection.accuracy_search import ETA, RULE, Finalist, search
+    from edgekd.selection.finalists import fitting_from_record
+
+    record = dict(choice.selection or {})
+    if ctx.options.selection != "auto" or not record:
+        return choice
+    latency = next((f.latency_ms for f in (fitting_from_record(record) if record["mode"] == "latency" else [])
+                    if f.name == candidate_name(choice.family, choice.config)), None)
+    base = Finalist(choice.family, choice.config, choice.params, choice.macs,
+                    why=f"the budget's own choice ({record['mode']} rule, passed pre-flight)", latency_ms=latency)
+    more = functools.partial(finalists, ctx, base, record, choice.max_macs)
+    outcome = search(base, more, ctx.data, config, teachers.models, functools.partial(expected_build_s, ctx, config),
+                     log=ctx.say)
+    record["accuracy"] = outcome.record
+    record["chosen_by"], record["chosen_why"] = record["mode"], outcome.record["why"]
+    if outcome.chosen is None or outcome.chosen.name == base.name:
+        return dataclasses.replace(choice, selection=record)
+    checks = record["preflight"] = list(record.get("preflight", []))
+    for f in outcome.ranking[:MAX_PREFLIGHT]:
+        if f.name == base.name:
+            break
+        check = preflight(ctx, StudentChoice(f.family, f.config, f.params, f.macs, 0, None, 0, 0))
+        checks.append(check)
+        if check["passed"]:
+            record["chosen_by"] = "accuracy"
+            record["chosen_why"] = outcome.record["why"] if f is outcome.chosen else (
+                f"{f.name}: the best proxy accuracy that passed pre-flight")
+            ctx.say(f"student (by proxy accuracy): {f.name} -> {f.params} params, {f.macs} MACs")
+            _mark_accuracy_choice(record, f.name)
+            return dataclasses.replace(choice, family=f.family, config=f.config, params=f.params, macs=f.macs,
+                                       rule=RULE.format(eta=ETA), selection=record)
+    record["chosen_why"] = "the better finalists failed pre-flight: the budget's own choice stands"
+    return dataclasses.replace(choice, selection=record)
+
+
+def _mark_accuracy_choice(record: dict[str, Any], name: str) -> None:
+    """The latency search's rows: the accuracy winner becomes the chosen one (the shipped artifact is compared with
+    its timing), the candidate the latency rule chose an accepted one."""
+    for row in record.get("candidates", []):
+        if row["name"] == name:
+            row.update(status="chosen", reason=f"{row['reason'].split(', less capable')[0]}; the best proxy accuracy")
+        elif row["status"] == "chosen":
+            row.update(status="accepted", reason="inside the budget, most capable, lower proxy accuracy")
+
+
+def expected_build_s(ctx: BuildContext, config: TrainConfig, step_s: float) -> float:
+    """What the build has taken so far plus its distillation at ``step_s`` per step (both runs with --baseline);
+    export and benchmark are left out, so the estimate and the cost cap it sets err low."""
+    steps = config.epochs * math.ceil(len(ctx.data.y_train) / config.batch_size)
+    return sum(ctx.stage_times_s.values()) + steps * step_s * (2 if ctx.options.baseline else 1)
+
+
+def record_cost_share(report: dict[str, Any]) -> None:
+    """The accuracy search's cost as a share of the whole build, once the build's time is known."""
+    acc = ((report.get("student") or {}).get("selection") or {}).get("accuracy")
+    if acc and report.get("build_time_s"):
+        acc["pct_of_build"] = round(100.0 * acc.get("time_s", 0.0) / report["build_time_s"], 2)
 
 
 def _check_artifact(ctx: BuildContext, artifact: Any, x: np.ndarray) -> dict[str, Any]:
