@@ -8,8 +8,10 @@ runtime versions on each side, the emulator and CPU model, and the set-up time o
 (``--from-nothing`` builds it in an empty cache, so that time is from nothing: mmdebstrap root + aarch64 wheels).
 ``--control-cpu max`` (the default) runs them once more on QEMU's default ``max`` CPU (SME on) and records its
 agreement with the target core's run: why the core is always pinned. Rows are kept per ``--label`` in
-``benchmarks/results/arm_parity.json`` (a label measured again replaces its row). Timing under emulation is QEMU's,
-so none is reported.
+``benchmarks/results/arm_parity.json`` (a label measured again replaces its row), each with its provenance; the
+file's ``verdict`` is recomputed from all rows. Timing under emulation is QEMU's, so none is reported. ``--quick``
+skips the control run (it still needs RUN_DIR, QEMU and mmdebstrap, so tests/test_emulate.py's slow end-to-end test
+stands in for it in CI).
 """
 
 from __future__ import annotations
@@ -17,12 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,26 +28,32 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
+from _provenance import Recorder, add_quick_and_out, appended, parse_quick  # noqa: E402
+
 from edgekd.bundle import load_run  # noqa: E402
 from edgekd.emulate import bench_emulated, compare_logits, host_versions  # noqa: E402
 from edgekd.io import write_json  # noqa: E402
-from edgekd.runner import describe_machine  # noqa: E402
 
-OUT = ROOT / "results" / "arm_parity.json"
-
-
-def _git(*args: str) -> str:
-    proc = subprocess.run(["git", *args], cwd=ROOT.parent, capture_output=True, text=True)
-    return proc.stdout.strip()
+ROWS = "rows"
+QUICK = {"control_cpu": ""}  # the target core's run only (the checks are the same; no control on QEMU's max)
+AGREE = 0.99  # below this top-1 agreement with the target core's run, the control CPU changed the answers
 
 
-def provenance(started: float) -> dict:
-    machine = describe_machine()
-    return {"commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain", "--", "edgekd")),
-            "command": shlex.join([Path(sys.executable).name, *sys.argv]), "cpu": machine["cpu"],
-            "cpu_flags": machine["cpu_flags"], "cores": machine["cores"], "python": platform.python_version(),
-            "load_average": machine["load_average"], "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "wall_s": round(time.perf_counter() - started, 1)}
+def verdict(rows: dict[str, dict]) -> dict[str, str]:
+    """Per build: bit-exact on the emulated core, or how far from it; and whether the control CPU changed it."""
+    out = {}
+    for label, row in rows.items():
+        arts, core = row["artifacts"], row["emulation"]["core"]
+        names = ", ".join(a["artifact"] for a in arts)
+        text = (f"bit-exact on emulated {core} ({names})" if all(a["bit_exact"] for a in arts) else
+                f"on emulated {core} ({names}): top-1 agreement >= {min(a['top1_agreement'] for a in arts):.4f}, "
+                f"max |logit diff| {max(a['max_abs_logit_diff'] for a in arts):.3g}")
+        changed = [f"{a['artifact']} ({a['control_vs_target_core']['top1_agreement']:.3f})" for a in arts
+                   if (a.get("control_vs_target_core") or {}).get("top1_agreement", 1.0) < AGREE]
+        if changed:
+            text += f"; QEMU's max CPU changes {', '.join(changed)}: the core must be pinned"
+        out[label] = text
+    return out
 
 
 def built_from(run_dir: Path, command: str | None) -> dict:
@@ -91,7 +95,7 @@ def measure(run_dir: Path, threads: int, command: str | None, control_cpu: str |
             "machine_emulated": run.results[0]["machine"], "artifacts": rows}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run directory written by `edgekd build --target rpi4`")
     parser.add_argument("--label", required=True, help="the row's name, e.g. 'rpi4 fashion-mnist'")
@@ -102,23 +106,25 @@ def main() -> int:
     parser.add_argument("--control-cpu", default="max",
                         help="also run on this QEMU CPU model and compare with the target core's run (default max, "
                              "which enables SME; '' to skip)")
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
-    started = time.perf_counter()
+    add_quick_and_out(parser, QUICK)
+    args = parse_quick(parser, argv, "arm_parity", QUICK)
+    recorder = Recorder(quick=args.quick)  # no timing is judged: no quiet-load threshold
     with tempfile.TemporaryDirectory(prefix="arm-parity-cache-") as fresh:
         if args.from_nothing:
             os.environ["EDGEKD_CACHE"] = fresh
         row = measure(args.run_dir, args.threads, args.build_command, args.control_cpu or None)
-    row["provenance"] = provenance(started)
-    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results.setdefault("what", __doc__.splitlines()[0])
-    results.setdefault("rows", {})[args.label] = row
-    write_json(args.out, results)
+    provenance = recorder.finish()
+    row["provenance"] = provenance.model_dump()
+    out = Path(args.out)
+    doc = json.loads(out.read_text()) if out.is_file() else {}
+    rows = {**doc.get(ROWS, {}), args.label: row}
+    doc = appended({"what": __doc__.splitlines()[0], ROWS: rows}, verdict(rows), provenance)
+    write_json(out, doc)
     for r in row["artifacts"]:
         print(f"{args.label}: {r['artifact']:<22} host {r['accuracy_host']:.4f} emulated {r['accuracy_emulated']:.4f} "
               f"agreement {r['top1_agreement']:.4f} max|diff| {r['max_abs_logit_diff']:.3g} "
               f"({row['emulation']['core']}, {r['runtime_emulated']})")
-    print(f"wrote {args.out}")
+    print(f"wrote {out} (verdict: {doc['verdict'][args.label]})")
     return 0
 
 
