@@ -129,8 +129,9 @@ def load_yaml(text: str, what: str, fix: str) -> Any:
 
     if len(text) > MAX_FILE_BYTES:
         raise EdgekdError(f"{what} is {len(text):,} characters, more than the {MAX_FILE_BYTES:,} edgekd reads", fix)
-    loader = _DepthLimitedLoader(text)
+    loader = None
     try:
+        loader = _DepthLimitedLoader(text)  # its reader refuses control characters here, before parsing
         return loader.get_single_data()
     except _TooDeep:
         raise EdgekdError(f"{what} nests more than {MAX_DEPTH} levels deep", fix) from None
@@ -141,7 +142,8 @@ def load_yaml(text: str, what: str, fix: str) -> Any:
     except (ValueError, TypeError, OverflowError) as exc:  # a tagged scalar its constructor refuses (!!int 0x)
         raise EdgekdError(f"{what} holds a value YAML cannot convert ({_first_line(exc)})", fix) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 class _TooDeep(Exception):

@@ -225,6 +225,8 @@ DATA_CASES = [
     Hostile("idx-not-gzip", _idx(_gz_images(b"not gzip at all")), "cannot be read"),
     Hostile("idx-labels-2d", _idx(_set(LABELS, idx_bytes(np.zeros((40, 2))))), "labels must have 1 dim"),
     Hostile("idx-count-mismatch", _idx(_set(LABELS, idx_bytes(np.zeros(39)))), "40 train images but 39 labels"),
+    Hostile("idx-test-images-other-shape", _idx(_set("t10k-images-idx3-ubyte", idx_bytes(np.zeros((8, 2, 6))))),
+            "test samples have shape \\(1, 2, 6\\), training samples \\(1, 6, 6\\)"),  # issue 27, property tests
     # .npz: member headers read from the zip first; never unpickled
     Hostile("npz-not-a-zip", _bytes_file("d.npz", b"PK\x03\x04 this is not a zip"), "cannot read"),
     Hostile("npz-truncated", lambda r: _bytes_file("d.npz", _npz()(r / "src").read_bytes()[:300])(r),

@@ -57,6 +57,7 @@ def load_dataset(
         raw.x_train, raw.x_test = (resize_batch(x, size, limits) for x in (raw.x_train, raw.x_test))
         if raw.x_val is not None:
             raw.x_val = resize_batch(raw.x_val, size, limits)
+    _check_sample_shapes(raw, spec)
     _check_finite(raw, spec)
     train_idx, x_val_raw, y_val = _train_and_val(raw, labels, y_val_given, seed, val_fraction, max_train)
     sample = math.prod(raw.x_train.shape[1:])
@@ -163,6 +164,15 @@ def _check_counts(raw: RawData, labels: Labels, spec: str) -> None:
                               "give one label per sample")
     if len(np.unique(labels.y_train)) < 2:
         raise EdgekdError(f"data '{spec}': the training split holds a single class", "give at least two classes")
+
+
+def _check_sample_shapes(raw: RawData, spec: str) -> None:
+    """Every split's samples have the training split's shape, whichever reader made them (an IDX test file of
+    2x4 images beside 4x4 training images would otherwise load, and fail deep in training or export)."""
+    for split, x in (("test", raw.x_test), ("validation", raw.x_val)):
+        if x is not None and tuple(x.shape[1:]) != tuple(raw.x_train.shape[1:]):
+            raise EdgekdError(f"data '{spec}': {split} samples have shape {tuple(x.shape[1:])}, training samples "
+                              f"{tuple(raw.x_train.shape[1:])}", "give every split the same sample shape")
 
 
 def _check_finite(raw: RawData, spec: str) -> None:
