@@ -72,20 +72,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--accuracy-epochs", type=int, default=2)
     p.add_argument("--data", default=str(shared_dataset("fashion-mnist")),
                    help="Fashion-MNIST, for the equal-accuracy check (--quick: the built-in digits)")
-    p.add_argument("--quick", action="store_true", help="digits' 8x8 shape only, 0.3 s blocks, no compile, the "
-                   "equal-accuracy check on 300 digits images: checks the script runs")
+    p.add_argument("--no-teachers", action="store_true", help="the students' rows only")
+    p.add_argument("--quick", action="store_true", help="digits' 8x8 shape, students only, 0.3 s blocks, no compile, "
+                   "the equal-accuracy check on 300 digits images: checks the script runs")
     p.add_argument("--out", help=OUT_HELP)
     args = p.parse_args(argv)
     args.out = args.out or str(results_path("train_throughput", args.quick))
     if args.quick:
-        args.shapes, args.seconds, args.rounds, args.no_compile = "digits", 0.3, 1, True
+        args.shapes, args.seconds, args.rounds, args.no_compile, args.no_teachers = "digits", 0.3, 1, True, True
         args.accuracy_samples, args.accuracy_epochs, args.data = 300, 1, "digits"
     return args
 
 
-def models_for(shape: tuple[int, ...]) -> list[tuple[str, str, dict]]:
-    """(row name, architecture, config): both default teachers and the targets' students."""
+def models_for(shape: tuple[int, ...], teachers: bool = True) -> list[tuple[str, str, dict]]:
+    """(row name, architecture, config): both default teachers (unless ``teachers`` is false) and the targets'
+    students."""
     rows = [("teacher_cnn (old default)", "teacher_cnn", {}), ("teacher_resnet (default)", "teacher_resnet", {})]
+    rows = rows if teachers else []
     teacher_macs = count_macs(build_model(default_teacher_arch(shape), shape, 10), shape)
     seen: set[str] = set()
     for target in TARGETS:
@@ -174,7 +177,7 @@ def profiled_shape(args) -> str:
 
 def profile_student(args) -> dict:
     shape = SHAPES[profiled_shape(args)]
-    name, arch, config = models_for(shape)[2]
+    name, arch, config = models_for(shape, teachers=False)[0]  # the rpi4 student
     torch.manual_seed(0)
     model = build_model(arch, shape, 10, **config)
     x, y = torch.randn(64, *shape), torch.randint(0, 10, (64,))
@@ -250,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for key in args.shapes.split(","):
         shape = SHAPES[key]
-        for name, arch, config in models_for(shape):
+        for name, arch, config in models_for(shape, not args.no_teachers):
             print(f"{key} {name} {config} ...", flush=True)
             row = {"name": f"{name} @ {key} {'x'.join(map(str, shape))}", "data": key, "arch": arch,
                    "config": config, **measure_model(key, shape, arch, config, args)}
