@@ -8,7 +8,8 @@ a weak student is a result to report, not bad input.
 
 The ratio is checked as ``accuracy >= min_accuracy_ratio x the teacher's``, a product, never a quotient: a teacher
 that scores 0 on validation (a broken or untrained teacher file) sets no floor, so every precision meets that part
-and the choice rests on the quantization drop and speed; the report and the gate still show the teacher's 0.
+and the choice rests on the quantization drop and speed. The report keeps the teacher's 0 for a person to see; the
+gate (``edgekd/gate.py``) reads the ratio from the report on its own terms.
 """
 
 from __future__ import annotations
