@@ -124,17 +124,18 @@ def read_json_object(path: str | os.PathLike[str], what: str, fix: str) -> dict[
 
 
 def load_yaml(text: str, what: str, fix: str) -> Any:
-    """``yaml.safe_load`` with the JSON limits: size, and nesting depth counted as the nodes are composed."""
+    """``yaml.safe_load`` with the JSON limits (size, nesting depth) and a cap on the value it expands to: aliases
+    (``*a``) reuse a node, so ten lines of them can stand for a billion values ("billion laughs")."""
     from edgekd.errors import EdgekdError
 
     if len(text) > MAX_FILE_BYTES:
         raise EdgekdError(f"{what} is {len(text):,} characters, more than the {MAX_FILE_BYTES:,} edgekd reads", fix)
     loader = None
     try:
-        loader = _DepthLimitedLoader(text)  # its reader refuses control characters here, before parsing
+        loader = _BoundedLoader(text)  # its reader refuses control characters here, before parsing
         return loader.get_single_data()
-    except _TooDeep:
-        raise EdgekdError(f"{what} nests more than {MAX_DEPTH} levels deep", fix) from None
+    except _TooLarge as exc:
+        raise EdgekdError(f"{what} {exc}", fix) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -146,25 +147,47 @@ def load_yaml(text: str, what: str, fix: str) -> Any:
             loader.dispose()
 
 
-class _TooDeep(Exception):
+MAX_YAML_VALUES = 1_000_000  # values a YAML document may expand to, aliases counted at their full size
+
+
+class _TooLarge(Exception):
     pass
 
 
-class _DepthLimitedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing nesting past ``MAX_DEPTH`` (its composer recurses once per level)."""
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, measuring each node as it is composed: how deep and how many values it expands to
+    (an alias counts as the whole node it names), refused past ``MAX_DEPTH`` or ``MAX_YAML_VALUES``."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+        self._shape: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) once expanded
 
     def compose_node(self, parent, index):  # noqa: ANN001, ANN201 - PyYAML's signature
         self._depth += 1
         try:
-            if self._depth > MAX_DEPTH:
-                raise _TooDeep
-            return super().compose_node(parent, index)
+            if self._depth > MAX_DEPTH:  # the composer recurses per level: stop before Python's limit
+                raise _TooLarge(f"nests more than {MAX_DEPTH} levels deep")
+            alias = self.check_event(yaml.AliasEvent)
+            node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
+        if not alias:
+            self._shape[id(node)] = self._measure(node)
+        elif id(node) not in self._shape:  # an alias to a node still being composed: one that holds itself
+            raise _TooLarge("holds itself through an alias (a cycle no setting can be)")
+        return node
+
+    def _measure(self, node: yaml.Node) -> tuple[int, int]:
+        children = node.value if isinstance(node, yaml.SequenceNode) else (
+            [item for pair in node.value for item in pair] if isinstance(node, yaml.MappingNode) else [])
+        shapes = [self._shape[id(child)] for child in children]
+        values, depth = 1 + sum(v for v, _ in shapes), 1 + max((d for _, d in shapes), default=0)
+        if depth > MAX_DEPTH:
+            raise _TooLarge(f"nests more than {MAX_DEPTH} levels deep once its aliases are expanded")
+        if values > MAX_YAML_VALUES:
+            raise _TooLarge(f"expands to more than {MAX_YAML_VALUES:,} values (aliases repeat what they name)")
+        return values, depth
 
 
 def _first_line(exc: BaseException) -> str:

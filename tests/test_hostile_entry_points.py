@@ -125,6 +125,9 @@ def _distill(text: str) -> Callable[[Path], list[str]]:
 DEEP_JSON = "[" * 50_000 + "]" * 50_000
 DEEP_OBJECT = '{"a": ' * 50_000 + "1" + "}" * 50_000
 DEEP_YAML = "epochs: " + "[" * 50_000 + "]" * 50_000
+# "Billion laughs": each line repeats the one before nine times through aliases, 9^9 values from ten lines.
+YAML_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True))
 NO_CUDA = pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this host has CUDA")
 
 BUILD_CASES = [
@@ -149,6 +152,10 @@ BUILD_CASES = [
     Case("calibrate-target-dotdot", lambda t: ["calibrate", "--target", _target_yaml(t, "..")], "slug"),
     # issue 27: the --distill-config YAML is read through the same limits and validated with the flags' caps
     Case("distill-config-deeply-nested", _distill(DEEP_YAML), "nests more than 100 levels deep"),
+    Case("distill-config-alias-bomb", _distill(YAML_BOMB), "expands to more than 1,000,000 values"),
+    Case("distill-config-alias-cycle", _distill("loss_options: &a {x: *a}"), "holds itself through an alias"),
+    Case("target-alias-bomb", lambda t: [*BUILD[:2], _file(t / "t.yaml", YAML_BOMB), "--no-progress"],
+         "expands to more than 1,000,000 values"),
     Case("distill-config-huge-epochs", _distill("epochs: 1000000000000"),
          "epochs = 1000000000000 is outside the accepted range 1..10,000"),
     Case("distill-config-huge-batch", _distill("batch_size: 1000000000"), "batch_size = 1000000000 is outside"),

@@ -160,6 +160,7 @@ TARGET = yaml.safe_load(open(load_target("x86-cpu").path))
     JSON_VALUES.map(yaml.safe_dump),
     st.builds(nested, st.integers(0, 3000), st.sampled_from("[{")),
     st.sampled_from(["name: !!int 0x", "a: !!python/object:os.system x", "a: &a [*a]", "- !!binary '@@'",
+                     "a: &a [x, x, x, x]\nb: &b [*a, *a, *a, *a]\nc: &c [*b, *b, *b, *b]\nd: [*c, *c, *c, *c]",
                      "name: !!timestamp 2001-99-99", "? [1]\n: 2", "\x00", "name: x\nname: y"]),
     st.text(max_size=200),
 ))
