@@ -32,7 +32,7 @@ import numpy as np
 
 from edgekd import device_identity
 from edgekd.errors import EdgekdError
-from edgekd.io import atomic_write, write_json, write_text
+from edgekd.io import atomic_write, loads_json, write_json, write_text
 from edgekd.targets import TargetProfile
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
@@ -371,9 +371,9 @@ def parse_reply(where: str, text: str) -> tuple[list[dict[str, Any]], list[str]]
     if len(text) > MAX_REPLY_BYTES:
         raise RemoteError(f"{where}: the runner's JSON is {len(text)} bytes, more than {MAX_REPLY_BYTES}")
     try:
-        payload = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RemoteError(f"{where}: the runner's JSON is unreadable ({exc})") from None
+        payload = loads_json(text, f"{where}: the runner's JSON", "")
+    except EdgekdError as exc:  # too large, too deep or not JSON: that host's error
+        raise RemoteError(exc.problem) from None
     results = payload.get("results", [payload]) if isinstance(payload, dict) else None
     if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
         raise RemoteError(f"{where}: the runner's JSON is not a result or a list of results")

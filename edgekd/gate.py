@@ -192,6 +192,18 @@ def _check(name: str, artifact: str | None, measured: float | None, budget: floa
     return BudgetCheck(name, artifact, float(measured), float(budget), unit, comparison, status, device_bound, note)
 
 
+def _accuracy_ratio_check(name: str, accuracy: float | None, teacher_acc: float | None,
+                          budget: float) -> BudgetCheck:
+    """accuracy / teacher's >= budget. A teacher that scored 0 sets no floor (any accuracy is >= budget x 0): the row
+    passes and says why, instead of dividing by zero or claiming the teacher's accuracy is missing."""
+    if teacher_acc == 0 and accuracy is not None:
+        return BudgetCheck("min_accuracy_ratio", name, None, float(budget), "x teacher", ">=", PASS, False,
+                           "the teacher scored 0 on the test split: the ratio sets no accuracy floor")
+    ratio = accuracy / teacher_acc if teacher_acc and accuracy is not None else None
+    return _check("min_accuracy_ratio", name, ratio, budget, "x teacher", ">=",
+                  note="" if teacher_acc is not None else "the report has no teacher accuracy")
+
+
 @dataclass(frozen=True)
 class DeviceMeasurement:
     """The row whose latency/memory judge an artifact's device budgets, and whether it counts as the device."""
@@ -257,9 +269,7 @@ def evaluate_gate(report: dict[str, Any], target: TargetProfile, strict: bool = 
         if b.model_size_kb is not None:
             checks.append(_check("model_size_kb", name, a["size_bytes"] / 1024, b.model_size_kb, "KiB", "<="))
         if b.min_accuracy_ratio is not None:
-            ratio = a["accuracy"] / teacher_acc if teacher_acc and a["accuracy"] is not None else None
-            checks.append(_check("min_accuracy_ratio", name, ratio, b.min_accuracy_ratio, "x teacher", ">=",
-                                 note="" if teacher_acc else "the report has no teacher accuracy"))
+            checks.append(_accuracy_ratio_check(name, a["accuracy"], teacher_acc, b.min_accuracy_ratio))
         if b.max_quantization_drop is not None:
             # Against the fp32 model the artifact was quantized from: the student, or a QAT model (its own).
             reference = a.get("reference_accuracy", student.get("accuracy"))

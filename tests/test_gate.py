@@ -482,3 +482,12 @@ def evaluate_gate_dict(report: dict, target: str) -> list[dict]:
     from edgekd.gate import evaluate_gate
 
     return evaluate_gate(report, load_target(target)).to_dict()["checks"]
+
+
+def test_a_teacher_that_scored_zero_sets_no_accuracy_floor(target_file):
+    """min_accuracy_ratio against a teacher at 0: the row passes and says why (it called the teacher's accuracy
+    missing and left the row unverified)."""
+    report = make_report()
+    report["teacher"]["accuracy"] = 0.0
+    rows = [c for c in evaluate_gate(report, load_target(target_file)).checks if c.name == "min_accuracy_ratio"]
+    assert rows and all(c.status == PASS and "the teacher scored 0" in c.note for c in rows)

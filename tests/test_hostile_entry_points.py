@@ -433,7 +433,8 @@ def test_a_malformed_device_reply_is_that_hosts_error_and_the_others_merge(run, 
     assert [e["remote"] for e in merged] == ["pi@good"] and merged[0]["artifacts"][0]["path"] == "model_fp32.onnx"
 
 
-@pytest.mark.parametrize("reply", ["not json", "[1, 2]", '{"results": "x"}', '{"results": [{"artifact": 1}]}'])
+@pytest.mark.parametrize("reply", ["not json", "[1, 2]", '{"results": "x"}', '{"results": [{"artifact": 1}]}',
+                                   "[" * 50_000 + "]" * 50_000])  # a reply nested past any parser's recursion
 def test_unreadable_device_replies_are_host_errors(reply, run, monkeypatch):
     before = _json(run / "report.json")
     monkeypatch.setattr(bench, "_run", _fake_ssh({"pi@a": reply}, []))
