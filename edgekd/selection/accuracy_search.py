@@ -132,6 +132,8 @@ class Proxy:
     def close(self) -> None:
         self.run.cache = None  # shared: closed once by the search
         self.run.close()
+        for module in (self.run.model, *self.run.teachers):  # as train() leaves them: the build goes on on the CPU
+            module.to(device="cpu")
 
 
 def proxy_subset(data: Dataset, samples: int, seed: int) -> Dataset:
