@@ -1,7 +1,7 @@
 """One teacher, two files: a torchvision ResNet-18 state dict and its ONNX export give the same student.
 
     python benchmarks/teacher_formats.py                 # CIFAR-10, 20,000 train+val images, two rpi4 builds
-    python benchmarks/teacher_formats.py --quick --out /tmp/tf.json   # 500 images, 1 epoch, x86-cpu: checks it runs
+    python benchmarks/teacher_formats.py --quick --out /tmp/tf.json   # tiny 16x16 images, x86-cpu: checks it runs
 
 A user arrives with a network trained elsewhere, as weights (``--teacher resnet18.pt --teacher-arch
 torchvision:resnet18``) or as ONNX (``--teacher resnet18.onnx``). ``examples/make_resnet18_teacher.py`` trains the
@@ -42,7 +42,8 @@ from edgekd.io import write_json  # noqa: E402
 
 ARCH = "torchvision:resnet18"
 ROWS = "comparison"
-QUICK = {"max_train": 500, "teacher_epochs": 1, "epochs": 1, "target": "x86-cpu", "runs": 10}
+QUICK = {"data": "tiny 3x16x16 images made here", "max_train": 400, "teacher_epochs": 2, "epochs": 3,
+         "target": "x86-cpu", "runs": 10}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,6 +57,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache-dir", default=str(ROOT / ".cache"))
     add_quick_and_out(p, QUICK)
     return parse_quick(p, argv, "teacher_formats", QUICK)
+
+
+def tiny_images(folder: Path, classes: int = 4, side: int = 16) -> str:
+    """--quick's data: a small learnable RGB set (each class its own mean image) as an .npz of uint8 pixels. The
+    CIFAR-10 builds score 10,000 test images per artifact, minutes on a busy host; these score 100."""
+    rng = np.random.default_rng(0)
+    centers = rng.integers(40, 215, (classes, side, side, 3))
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, classes, n)
+        return np.clip(centers[y] + rng.normal(0, 25, (n, side, side, 3)), 0, 255).astype(np.uint8), y
+
+    (x_train, y_train), (x_test, y_test) = split(450), split(100)
+    path = folder / "tiny-images.npz"
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return str(path)
 
 
 def make_teacher(args: argparse.Namespace, say) -> tuple[Path, Path, dict]:
@@ -139,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     def say(message: str) -> None:
         print(f"[{time.perf_counter() - t_start:6.0f}s] {message}", flush=True)
 
+    if args.quick:
+        args.data = tiny_images(Path(args.cache_dir))
     if not Path(args.data).exists():
         raise SystemExit(f"data {args.data} not found (../shared/datasets/cifar10/cifar10-jpg.tar.gz)")
     pt, onnx, teacher = make_teacher(args, say)
