@@ -271,6 +271,47 @@ def latency_distribution_plot(report: dict[str, Any]) -> str | None:
     return _png(fig)
 
 
+def int8_divergence_plot(divergence: dict[str, Any], top: int = 15) -> str | None:
+    """The layers where plain int8 diverged most (``edgekd.compress.int8_divergence``): weight and activation
+    SQNR per layer, worst first, with the threshold under which an output counts as drifting."""
+    layers = [la for la in divergence.get("layers") or [] if isinstance(la, dict)][:top]
+    if not layers:
+        return None
+    fig = _figure(7.5, 1.2 + 0.32 * len(layers))
+    ax = fig.add_subplot()
+    y = np.arange(len(layers))
+    for offset, key, label, colour in ((-0.2, "weight_sqnr_db", "weights", "#4c72b0"),
+                                       (0.2, "activation_sqnr_db", "activations", "#dd8452")):
+        values = [la.get(key) if isinstance(la.get(key), (int, float)) else np.nan for la in layers]
+        ax.barh(y + offset, values, height=0.38, label=label, color=colour)
+    threshold = divergence.get("threshold_db")
+    if isinstance(threshold, (int, float)):
+        ax.axvline(threshold, color="#c44e52", linestyle="--", label=f"threshold {threshold:g} dB")
+    ax.set_yticks(y, [_plain(f"{la.get('layer')} ({la.get('op_type')})") for la in layers], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("SQNR, dB (median channel; lower = more quantization noise)")
+    ax.set_title(_plain(f"Where plain int8 diverges from fp32: {divergence.get('artifact', '?')}, worst first"))
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(True, axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def int8_divergence_section(report: dict[str, Any]) -> list[str]:
+    """One plot per artifact whose plain int8 broke its contract and was explained (accuracy_aware.int8_divergence)."""
+    out = []
+    for a in report.get("artifacts", []):
+        divergence = (a.get("accuracy_aware") or {}).get("int8_divergence")
+        b64 = int8_divergence_plot(divergence) if isinstance(divergence, dict) else None
+        if b64:
+            note = (f"Plain int8 broke the accuracy contract; measured over {_e(divergence.get('samples'))} "
+                    f"calibration samples with {_e(divergence.get('tool'))}. First layer whose output fell below "
+                    f"the threshold: {_e(divergence.get('first_below_threshold') or 'none')}. "
+                    "<code>edgekd explain-int8 RUN</code> ranks every layer.")
+            out += [f"<h2>int8 divergence: {_e(a.get('path'))}</h2>", _img(b64, "int8 divergence per layer"),
+                    f"<p class=note>{note}</p>"]
+    return out
+
+
 def per_class_accuracy(eval_inputs: str | os.PathLike[str] | None) -> dict[str, dict[str, float]]:
     """Per-class accuracy of the teacher and the PyTorch student, from eval.npz (labels + recorded outputs)."""
     if not eval_inputs or not Path(eval_inputs).is_file():
@@ -480,6 +521,7 @@ def render_html(report: dict[str, Any], eval_inputs: str | os.PathLike[str] | No
         f"{'-' if s.get('kd_gain') is None else format(100 * s['kd_gain'], '+.2f') + ' points'}.</p>",
         *chart_html,
         *selection_section(report),
+        *int8_divergence_section(report),
         "<h2>Measured on devices</h2>",
         device_table(report),
         device_detail_html(report),

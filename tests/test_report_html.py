@@ -66,3 +66,19 @@ def test_degrades_gracefully_without_samples_or_eval(tmp_path):
     text = write_html(report, tmp_path / "report.html").read_text()
     assert len(_images(text)) == 1  # accuracy vs latency still drawn
     assert "No raw latency samples" in text and "No per-class data" in text and "No device results yet" in text
+
+
+def test_an_explained_int8_contract_failure_is_plotted(tmp_path):
+    """accuracy_aware.int8_divergence (edgekd.compress.int8_divergence) becomes a per-layer SQNR plot."""
+    report = make_report()
+    plain = len(_images(write_html(report, tmp_path / "plain.html").read_text()))
+    layers = [{"layer": "features.$x^{$", "op_type": "Conv", "weight_sqnr_db": 1.2, "activation_sqnr_db": 4.6,
+               "output_sqnr_db": -1.7, "rank": 1},
+              {"layer": "classifier", "op_type": "Gemm", "weight_sqnr_db": 45.0, "activation_sqnr_db": None,
+               "output_sqnr_db": 35.0, "rank": 2}]
+    report["artifacts"][1]["accuracy_aware"] = {"int8_divergence": {
+        "artifact": "q1.onnx", "samples": 64, "threshold_db": 20.0, "first_below_threshold": "features.$x^{$",
+        "tool": "onnxruntime qdq_loss_debug", "layers": layers}}
+    text = write_html(report, tmp_path / "report.html").read_text()
+    assert "int8 divergence: model_int8.onnx" in text and "First layer whose output fell below" in text
+    assert len(_images(text)) == plain + 1
