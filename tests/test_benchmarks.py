@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,9 @@ def test_benchmark_modules_import(path, monkeypatch):
     """Module-level code (imports between benchmarks included) runs; main() is not called."""
     monkeypatch.syspath_prepend(str(path.parent))
     spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # a dataclass looks its module up while it is created
+    spec.loader.exec_module(module)
 
 
 def test_the_shared_teacher_recipe_keys_the_teacher_cache(monkeypatch):
