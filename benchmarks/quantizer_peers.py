@@ -37,7 +37,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -65,7 +65,8 @@ class Student:
     target: str
     train: tuple[str, ...] = ()
     quick_train: tuple[str, ...] = ("--max-train", "400", "--epochs", "1", "--teacher-epochs", "1")
-    extra: dict = field(default_factory=dict)
+    formats: tuple[str, ...] = FORMATS
+    why_fewer_formats: str = ""  # recorded in every row of a format left out
 
 
 # The student is the budget's MAC choice: --selection auto's accuracy search ranks students, which is not what is
@@ -75,7 +76,13 @@ SHORT = ("--max-train", "4000", "--epochs", "3", "--teacher-epochs", "1")  # min
 STUDENTS = (
     Student("digits", "digits", "x86-cpu"),  # the demo: `edgekd build --target x86-cpu` at its defaults
     Student("fashion-mnist", str(shared_dataset("fashion-mnist")), "rpi4", SHORT),
-    Student("cifar10", str(shared_dataset("cifar10") / "cifar10-jpg.tar.gz"), "rpi4", SHORT),
+    # With all three formats this short CIFAR-10 build stops at export: edgekd's own OpenVINO int8 (nncf.quantize)
+    # agrees with the float student on 97.92 % of top-1 answers, under the build's 98 % parity floor (val accuracy
+    # 0.42: int8 flips answers an undertrained student is unsure of), so it ships no OpenVINO artifact to compare.
+    Student("cifar10", str(shared_dataset("cifar10") / "cifar10-jpg.tar.gz"), "rpi4", SHORT,
+            formats=("onnx", "tflite"),
+            why_fewer_formats="edgekd's OpenVINO int8 of this short CIFAR-10 build broke the build's parity floor "
+                              "(top-1 agreement 97.92 % < 98 %), so the build stops; built without OpenVINO"),
 )
 
 
@@ -90,20 +97,21 @@ def private_dir(path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ students
-def all_formats_target(name: str, cache: Path) -> Path:
-    """The shipped profile with ``runtime.also`` widened to every format, so each peer has the run's fp32 artifact."""
+def all_formats_target(name: str, cache: Path, formats: tuple[str, ...] = FORMATS) -> Path:
+    """The shipped profile with ``runtime.also`` widened to ``formats``, so each peer has the run's fp32 artifact."""
     import yaml
 
     profile = yaml.safe_load((TARGETS / f"{name}.yaml").read_text())
     runtime = profile["runtime"]
-    runtime["also"] = [f for f in FORMATS if f != runtime["format"]]
-    path = private_dir(cache / "targets") / f"{name}-all-formats.yaml"
+    runtime["also"] = [f for f in formats if f != runtime["format"]]
+    label = "all-formats" if set(formats) == set(FORMATS) else "-".join(formats)
+    path = private_dir(cache / "targets") / f"{name}-{label}.yaml"
     path.write_text(yaml.safe_dump(profile, sort_keys=False))
     return path
 
 
 def build_command(student: Student, quick: bool, cache: Path) -> tuple[list[str], Path]:
-    target = all_formats_target(student.target, cache)
+    target = all_formats_target(student.target, cache, student.formats)
     flags = student.quick_train if quick else student.train
     out = cache / "runs" / f"{student.name}{'-quick' if quick else ''}"
     cmd = ["edgekd", "build", "--target", str(target), "--data", student.data, "--out", str(out),
@@ -473,6 +481,11 @@ def measure_student(student: Student, built: dict, peers: tuple[Peer, ...], thre
         y = np.asarray(npz["y"])
     rows = []
     for fmt in FORMATS:
+        if fmt not in student.formats:
+            rows += [{"model": student.name, "peer": p.tool, "setting": p.setting, "format": fmt,
+                      "version": peer_version(p.package), "status": "not compared",
+                      "reason": student.why_fewer_formats} for p in peers if p.format == fmt]
+            continue
         made = [(peer, *make_peer(peer, run, work, x)) for peer in peers if peer.format == fmt]
         for peer, _, info in made:
             log(f"{student.name} {peer.name}: {info['status']} {info.get('reason', '')}")
@@ -533,14 +546,15 @@ def summary(rows: list[dict]) -> dict:
         if r["peer"] == "edgekd":
             continue
         if r["status"] != "ok":
-            failed.append({"model": r["model"], "peer": r["peer"], "setting": r["setting"], "reason": r["reason"]})
+            failed.append({"model": r["model"], "peer": r["peer"], "setting": r["setting"], "status": r["status"],
+                           "reason": r["reason"]})
             continue
         mine = edgekd[(r["model"], r["format"])]
         verdict, why = judge({**r, "edgekd_accuracy": mine["accuracy"]})
         judged.append({"model": r["model"], "peer": r["peer"], "setting": r["setting"], "format": r["format"],
                        "edgekd": verdict, "why": why})
     counts = {k: sum(j["edgekd"] == k for j in judged) for k in ("ahead", "level", "behind", "trade-off")}
-    return {"counts": {**counts, "peer_failed": len(failed)}, "rows": judged, "failed": failed,
+    return {"counts": {**counts, "peer_not_measured": len(failed)}, "rows": judged, "not_measured": failed,
             "behind": [j for j in judged if j["edgekd"] == "behind"],
             "rule": f"a peer is more/less accurate when McNemar p < {ALPHA}; faster/slower when its interleaved "
                     f"latency ratio to edgekd is >= {SPEED_MARGIN:.0%} off and its sign-test 95 % interval "

@@ -48,9 +48,9 @@ def test_summary_says_where_edgekd_is_ahead_level_or_behind(peers):
     by = {r["peer"]: r["edgekd"] for r in out["rows"]}
     assert by == {"same": "level", "faster": "behind", "better": "behind", "worse": "ahead", "slower": "ahead",
                   "noisy": "level", "trade": "trade-off"}
-    assert out["counts"] == {"ahead": 2, "level": 2, "behind": 2, "trade-off": 1, "peer_failed": 1}
+    assert out["counts"] == {"ahead": 2, "level": 2, "behind": 2, "trade-off": 1, "peer_not_measured": 1}
     assert {r["peer"] for r in out["behind"]} == {"faster", "better"}
-    assert out["failed"][0]["reason"] == "RuntimeError: boom"
+    assert out["not_measured"][0]["reason"] == "RuntimeError: boom"
 
 
 def test_mcnemar_is_the_two_sided_binomial_test_on_the_discordant_samples(peers):
