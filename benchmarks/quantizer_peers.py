@@ -465,6 +465,11 @@ def row_from(result: dict, info: dict, fp32_pred, edgekd_pred, y) -> dict:
             "runtime": result["runtime"]}
 
 
+# What the manifest says about how edgekd made its int8 (the ONNX scheme is timed on this host among faithful ones)
+EDGEKD_SETTINGS = ("scheme", "scheme_p50_ms", "scheme_choice", "reduce_range", "kernel_deviation", "per_channel",
+                   "quant_format", "quantizer")
+
+
 def measure_student(student: Student, built: dict, peers: tuple[Peer, ...], threads: int, quick: bool,
                     work_root: Path) -> list[dict]:
     """Every peer's artifact from the run's fp32 files, measured by the runner against edgekd's shipped int8."""
@@ -504,7 +509,7 @@ def measure_student(student: Student, built: dict, peers: tuple[Peer, ...], thre
         edgekd = results[Path(mine["path"]).name]
         edgekd_pred = np.asarray(edgekd["predictions"])
         base = {"peer": "edgekd", "setting": "shipped", "format": fmt, "version": peer_version("edgekd"),
-                "status": "ok", "settings": {k: mine.get(k) for k in ("scheme", "quantizer", "details") if k in mine}}
+                "status": "ok", "settings": {k: mine[k] for k in EDGEKD_SETTINGS if k in mine}}
         rows.append({"model": student.name, **row_from(edgekd, base, fp32_pred, edgekd_pred, y)})
         for slug, info in ok:
             rows.append({"model": student.name, **row_from(results[slug], info, fp32_pred, edgekd_pred, y)})
