@@ -55,6 +55,13 @@ def _plain(value: Any) -> str:
     return str(value).replace("$", r"\$")
 
 
+def _legend_outside(ax) -> None:
+    """One legend entry per label (a label drawn several times shows once), right of the axes."""
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
 def _img(b64: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
@@ -99,9 +106,7 @@ def accuracy_latency_plot(report: dict[str, Any]) -> str:
     ax.set_ylabel("test accuracy, %")
     ax.set_title("Accuracy vs latency (up and left is better)")
     ax.grid(True, which="both", alpha=0.3)
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))
-    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _legend_outside(ax)
     return _png(fig)
 
 
@@ -138,9 +143,7 @@ def selection_plot(sel: dict[str, Any]) -> str:
     ax.set_title(_plain(f"Student candidates on {sel.get('measured_on', '?')}: {sel.get('format')} "
                         f"{sel.get('precision')}"))
     ax.grid(True, which="both", alpha=0.3)
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))
-    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _legend_outside(ax)
     return _png(fig)
 
 
@@ -214,9 +217,7 @@ def accuracy_pareto_plot(sel: dict[str, Any], budget: float | None) -> str | Non
     ax.set_ylabel("proxy accuracy (validation, last rung reached)")
     ax.set_title("Finalists of the accuracy search (up and left is better)")
     ax.grid(True, which="both", alpha=0.3)
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))
-    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _legend_outside(ax)
     return _png(fig)
 
 
