@@ -543,6 +543,15 @@ def judge(row: dict) -> tuple[str, str]:
     return "trade-off", why
 
 
+# The benchmarks' shared contract (tests/test_benchmarks_quick.py): the file's verdict recomputes from these rows.
+ROWS = "rows"
+
+
+def verdict(rows: list[dict]) -> dict:
+    """The file's verdict: how many peer settings edgekd is ahead of, level with or behind (from ``summary``)."""
+    return summary(rows)["counts"]
+
+
 def summary(rows: list[dict]) -> dict:
     """Where edgekd's shipped int8 is ahead, level or behind each peer, computed from the rows."""
     edgekd = {(r["model"], r["format"]): r for r in rows if r["peer"] == "edgekd" and r["status"] == "ok"}

@@ -49,7 +49,6 @@ LEGACY = {
     "compression.json": "compression.py",
     "formats.json": "formats.py",
     "formats_before_after.json": "formats.py at two commits (no script writes this file)",
-    "gate_noise.json": "gate_noise.py",
     "kd_quality.json": "kd_quality.py",
     "latency_selection.json": "latency_selection.py",
     "runner_vs_benchmark_app.json": "runner_vs_benchmark_app.py",

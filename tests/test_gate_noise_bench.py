@@ -31,9 +31,9 @@ def _summary(false_alarms: int, detected: dict[float, int], total: int = 20) -> 
 
 def test_verdict_is_issue_36s_bar_and_a_busy_host_voids_it(gate_noise):
     good = {1.15: 3, 1.3: 10, 1.5: 19, 2.0: 20}  # 1.15x and 1.3x are reported, not judged
-    assert gate_noise.verdict(_summary(1, good)) == "pass"
-    assert gate_noise.verdict(_summary(2, good)) == "fail: latency_ms_p50: 2/20 false alarms"
-    assert gate_noise.verdict(_summary(0, {**good, 1.5: 18})) == "fail: 1.5x detected 18/20"
+    assert gate_noise.summary_verdict(_summary(1, good)) == "pass"
+    assert gate_noise.summary_verdict(_summary(2, good)) == "fail: latency_ms_p50: 2/20 false alarms"
+    assert gate_noise.summary_verdict(_summary(0, {**good, 1.5: 18})) == "fail: 1.5x detected 18/20"
     quiet = [{"load_1min": 1.7, "load_1min_after": 1.8}]
     busy = [{"load_1min": 1.7, "load_1min_after": gate_noise.QUIET_LOAD + 0.1}]
     assert gate_noise.overall_verdict(_summary(0, good), quiet, False) == "pass"
@@ -61,4 +61,4 @@ def test_quick_mode_measures_all_three_modes_with_provenance(gate_noise, tmp_pat
     if max(loads) > doc["quiet_load"]:
         assert doc["verdict"] == "invalid: host busy"
     else:
-        assert doc["verdict"] == gate_noise.verdict(doc)
+        assert doc["verdict"] == gate_noise.summary_verdict(doc)
