@@ -29,8 +29,8 @@ from edgekd.gate import evaluate_gate
 from edgekd.io import dumps, sha256_file, write_json, write_text
 from edgekd.models.budget import StudentChoice
 from edgekd.models.teachers import predict_logits
-from edgekd.report import render_markdown
-from edgekd.report_html import write_html
+from edgekd.render_html import write_html
+from edgekd.render_md import render_markdown
 from edgekd.rundir import check_out, check_unlocked, claim, resolve_out
 from edgekd.schema import Report
 from edgekd.stages.choose import choose_shipped

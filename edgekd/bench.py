@@ -481,8 +481,8 @@ def report_target(report: dict[str, Any]) -> TargetProfile | None:
 def refresh_report(run_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
     """Recompute ``gate`` with the merged device results and rewrite report.json, report.md and report.html."""
     from edgekd.gate import evaluate_gate
-    from edgekd.report import render_markdown
-    from edgekd.report_html import write_html
+    from edgekd.render_html import write_html
+    from edgekd.render_md import render_markdown
 
     target = report_target(report)
     if target is None:

@@ -133,8 +133,8 @@ def test_finalists_are_the_base_the_mac_student_then_one_per_group():
 
 
 def test_the_report_says_which_rule_chose_the_student_and_plots_the_finalists(halving):
-    from edgekd.report import render_markdown
-    from edgekd.report_html import render_html
+    from edgekd.render_html import render_html
+    from edgekd.render_md import render_markdown
     from edgekd.schema import Report
     from edgekd.stages.student import record_cost_share
     from tests.factories import make_report

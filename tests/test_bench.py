@@ -35,7 +35,7 @@ from edgekd.bench import (
 from edgekd.cli import main
 from edgekd.errors import EdgekdError
 from edgekd.gate import evaluate_gate
-from edgekd.report import REPORT_SCHEMA_VERSION, render_markdown
+from edgekd.render_md import REPORT_SCHEMA_VERSION, render_markdown
 from edgekd.runner import describe_machine
 from edgekd.targets import load_target
 

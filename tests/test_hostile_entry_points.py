@@ -551,10 +551,10 @@ def test_a_teacher_at_zero_validation_accuracy_does_not_break_the_precision_choi
 def test_class_names_are_drawn_as_text_never_as_math(tmp_path):
     """Class 6: names that matplotlib would parse as math text ($x^{$) are data: the page and its three plots are
     written, and a selection plot with such a host name too."""
-    from test_report_html import _images
-    from test_report_html import make_report as html_report
+    from test_render_html import _images
+    from test_render_html import make_report as html_report
 
-    from edgekd.report_html import selection_plot, write_html
+    from edgekd.render_html import selection_plot, write_html
 
     report = html_report()
     report["data"]["classes"] = ["$x^{$", "a $ b $ c", r"$\frac{1}{0}$"]

@@ -379,8 +379,8 @@ def test_cli_refuses_a_device_that_ssh_could_read_as_an_option(capsys):
 
 def test_the_report_shows_every_candidate_the_plot_and_predicted_vs_measured(tmp_path):
     from edgekd.models.budget import StudentChoice
-    from edgekd.report import render_markdown
-    from edgekd.report_html import render_html
+    from edgekd.render_html import render_html
+    from edgekd.render_md import render_markdown
     from edgekd.schema import Report
     from edgekd.stages.report import selection_section
     from tests.factories import make_report

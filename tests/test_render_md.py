@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from factories import make_report
 
-from edgekd.report import comparison_table, render_markdown
+from edgekd.render_md import comparison_table, render_markdown
 
 
 def test_markdown_has_every_model_and_says_where_it_was_measured():

@@ -8,7 +8,7 @@ import re
 import factories
 import numpy as np
 
-from edgekd.report_html import per_class_accuracy, write_html
+from edgekd.render_html import per_class_accuracy, write_html
 
 
 def make_report() -> dict:

@@ -21,7 +21,7 @@ import numpy as np
 
 from edgekd.devices.report_rows import html_section as device_detail_html
 from edgekd.io import write_text
-from edgekd.report import _budget_words, _drift_words, _num, _pct
+from edgekd.render_md import _budget_words, _drift_words, _num, _pct
 
 
 def _colour(fmt: str) -> str:
