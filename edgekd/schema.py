@@ -347,11 +347,30 @@ class AccuracySearch(_Open):
     candidates: list[AccuracyCandidate] = []
 
 
+class Predictor(_Open):
+    """The latency predictor the search fitted on its timings (``selection/predictor.py``)."""
+
+    kind: str
+    summary: str
+
+
+# The fields a latency search always records: the renderers read them without a fallback.
+_LATENCY_FIELDS = ("budget_ms", "percentile", "format", "precision", "measured_on", "measured", "reused", "time_s",
+                   "predictor")
+
+
 class Selection(_Open):
-    """How the student was chosen (``edgekd.selection``, ``stages/student.py``)."""
+    """How the student was chosen (``edgekd.selection``, ``stages/student.py``); the report's section is assembled
+    by ``stages/report.selection_section`` alone. In latency mode the search's fields are required."""
 
     mode: Literal["mac", "latency"]
     why: str
+    format: str | None = None  # latency mode: the format x precision the candidates were timed as
+    precision: str | None = None
+    budget_source: str = "not recorded"  # which budget of the target: student_budget.latency_ms | budgets...
+    predicted_only: NonNegInt | None = None  # candidates never timed (None: not recorded)
+    predictor: Predictor | None = None
+    mac_selected: str | None = None  # the MAC rule's student, when it was a finalist of the accuracy search
     budget_ms: NonNeg | None = None  # what candidates were selected under: stated_budget_ms x headroom
     stated_budget_ms: NonNeg | None = None  # what the shipped student must meet
     headroom: Annotated[float, Field(gt=0, le=1)] | None = None
@@ -367,6 +386,13 @@ class Selection(_Open):
     accuracy: AccuracySearch | None = None
     chosen_by: Literal["mac", "latency", "accuracy"] | None = None  # the rule that chose the shipped student
     chosen_why: str | None = None
+
+    @model_validator(mode="after")
+    def _latency_search_is_recorded(self) -> Selection:
+        missing = [f for f in _LATENCY_FIELDS if getattr(self, f) is None] if self.mode == "latency" else []
+        if missing:
+            raise ValueError(f"a latency selection must record {', '.join(missing)}")
+        return self
 
 
 class StudentSection(_Open):
@@ -420,6 +446,112 @@ class TrainingOptimisations(_Closed):
     side_by_side_threads: PosInt | None = None
 
 
+class GateCheck(_Open):
+    """One budget row of the gate (``gate.BudgetCheck``)."""
+
+    name: str
+    artifact: str | None = None
+    measured: float | None = None
+    budget: float | None = None
+    unit: str = ""
+    comparison: str = ""
+    status: Literal["pass", "fail", "unverified"]
+    device_bound: bool = False
+    note: str = ""
+    margin: float | None = None
+
+
+class RegressionRow(_Open):
+    """One metric of one shipped artifact against the baseline (``gate.RegressionCheck``)."""
+
+    metric: str
+    artifact: str
+    baseline: float | None = None
+    current: float | None = None
+    unit: str = ""
+    status: Literal["pass", "fail", "unverified"]
+    threshold: str = ""
+    noise: str = ""
+    note: str = ""
+    mdr_pct: float | None = None
+    ratio_interval: tuple[float, float] | None = None
+    ratio: float | None = None
+    p_value: Fraction | None = None
+    counts: dict[str, NonNegInt] | None = None
+    change_pct: float | None = None
+
+
+class Gate(_Open):
+    """The gate's verdict on the report's own budgets (``gate.GateResult.to_dict``), recomputed by ``edgekd bench``
+    when device results arrive. Rows older edgekd did not record default to empty."""
+
+    passed: bool
+    strict: bool = False
+    violations: list[str] = []
+    unverified: list[str] = []
+    checks: list[GateCheck] = []
+    baseline: str | None = None
+    regressions: list[RegressionRow] = []
+
+
+class DeviceLatency(_Open):
+    """A device row's latency quantiles: the ones the runner reported (older entries may hold fewer)."""
+
+    p50: NonNeg | None = None
+    p90: NonNeg | None = None
+    p95: NonNeg | None = None
+    p99: NonNeg | None = None
+    mean: NonNeg | None = None
+    std: NonNeg | None = None
+
+
+class DeviceArtifact(_Open):
+    """One of the report's artifacts measured on a device (``bench.device_entry``); the gate counts it only when its
+    sha256 is the report's artifact's."""
+
+    path: str
+    format: str | None = None
+    precision: str | None = None
+    sha256: Sha256 | None = None
+    sha256_verified: bool | None = None  # None: not recorded
+    runtime: str | None = None
+    latency_ms: DeviceLatency = DeviceLatency()
+    latency_ms_detail: LatencyDetail | None = None
+    peak_memory_mb: NonNeg | None = None
+    accuracy: Fraction | None = None
+
+
+class DeviceMachine(Machine):
+    is_target_device: bool = False  # not recorded: not the target device
+    identity: dict[str, Any] | None = None  # which device_identity rule matched, with its reasons
+
+
+class LeftOut(_Closed):
+    path: str | None
+    why: str
+
+
+class DeviceResult(_Open):
+    """One ``device_results[]`` entry: a device (or this host, or an emulator) and each artifact's numbers there."""
+
+    remote: str
+    measured_on: DeviceMachine
+    measured_at: str = ""
+    artifacts: list[DeviceArtifact] = []
+    errors: list[str] = []
+    left_out: list[LeftOut] = []
+
+
+class TrainingRun(_Closed):
+    """Where the students trained: torchrun's world size and backend (1 and null in one process), the KD run's
+    device and precision (fp16 always with a GradScaler)."""
+
+    world_size: PosInt
+    backend: Literal["gloo", "nccl"] | None = None
+    device: str
+    precision: Literal["fp32", "bf16", "fp16"]
+
+
 class Report(_Open):
     schema_version: int
     edgekd_version: str
@@ -439,8 +571,9 @@ class Report(_Open):
     stage_times_s: dict[str, NonNeg] = {}
     build_time_s: NonNeg | None = None
     training_optimisations: TrainingOptimisations | None = None
-    gate: dict[str, Any] | None = None
-    device_results: list[dict[str, Any]] = []
+    training: TrainingRun | None = None
+    gate: Gate | None = None  # None: not evaluated yet (the build sets it before publishing)
+    device_results: list[DeviceResult] = []
 
     @field_validator("schema_version")
     @classmethod
@@ -497,6 +630,13 @@ def read(kind: str, path: str | os.PathLike[str], label: str | None = None, fix:
     label = label or str(path)
     fix = fix or "pass a file written by this version of edgekd"
     return validate(kind, read_json_object(path, label, fix), f"{label}", fix)
+
+
+def as_report(report: Report | dict[str, Any], label: str = "report") -> Report:
+    """The model the gate and the renderers read: a ``Report`` as it is, a decoded report.json validated first."""
+    if isinstance(report, Report):
+        return report
+    return validate("report", report, label, "rebuild it with this edgekd (`edgekd build`)")  # type: ignore[return-value]
 
 
 def dump(model: BaseModel) -> dict[str, Any]:
