@@ -16,7 +16,16 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from edgekd.errors import EdgekdError
 
@@ -200,6 +209,7 @@ class Manifest(_Open):
     eval_inputs: ManifestFile
     session_plugins: list[SessionPlugin] = []
     preprocessing: dict[str, Any] | None = None
+    tokenizer: dict[str, Any] | None = None  # text: vocab.txt + tokenizer.json, their sha256, the settings
     artifacts: list[ManifestEntry]
 
 
@@ -494,15 +504,9 @@ class Gate(_Open):
     regressions: list[RegressionRow] = []
 
 
-class DeviceLatency(_Open):
-    """A device row's latency quantiles: the ones the runner reported (older entries may hold fewer)."""
-
-    p50: NonNeg | None = None
-    p90: NonNeg | None = None
-    p95: NonNeg | None = None
-    p99: NonNeg | None = None
-    mean: NonNeg | None = None
-    std: NonNeg | None = None
+# A device row's latency: Latency's quantiles, each optional (the ones the runner reported; older entries hold fewer).
+DeviceLatency = create_model("DeviceLatency", __base__=_Open,
+                             **{name: (NonNeg | None, None) for name in Latency.model_fields})
 
 
 class DeviceArtifact(_Open):
