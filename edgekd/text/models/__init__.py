@@ -122,4 +122,4 @@ def _lcm(a: int, b: int) -> int:
     return a * b // math.gcd(a, b)
 
 
-from edgekd.text.models import cnn  # noqa: E402,F401 - each family file registers itself
+from edgekd.text.models import cnn, lstm, transformer  # noqa: E402,F401 - each family file registers itself
