@@ -63,7 +63,8 @@ def start(options: BuildOptions) -> BuildContext:
     check_unlocked(out)
     check_build_counts(options)
     data = load_dataset(options.data, seed=options.seed, max_train=options.max_train,
-                        label_column=options.label_column, image_size=options.image_size,
+                        label_column=options.label_column, text_column=options.text_column,
+                        image_size=options.image_size,
                         crop_fraction=options.crop_fraction, normalization=_normalization(options),
                         cache_dir=options.teacher_cache, use_cache=options.teacher_cache is not None)
     ctx = BuildContext(options, target, data, out)
@@ -144,7 +145,7 @@ def _package(ctx: BuildContext, stage: Path, teachers: Teachers, choice: Student
     student_logits = predict_logits(compressed.student, data.x_test)
     scores = TestScores.of(ctx, teacher_logits, student_logits, distilled, compressed)
     eval_path = write_eval_inputs(stage / "eval.npz", data.x_test, data.y_test, teacher_logits, student_logits,
-                                  data.raw_test, data.source_test)
+                                  data.raw_test, data.source_test, data.test_texts)
     manifest = write_manifest(ctx, stage, built, calib_manifest, eval_path)
     with ctx.timed("benchmark"):
         measured = measure(ctx, stage, built, manifest, eval_path)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from edgekd import device_identity
+from edgekd.data.inputs import model_input
 from edgekd.errors import EdgekdError
 from edgekd.io import atomic_write, loads_json, write_json, write_text
 from edgekd.targets import TargetProfile
@@ -40,10 +41,13 @@ RUNNER_PATH = Path(__file__).with_name("runner.py")
 
 def write_eval_inputs(path: Path, x: np.ndarray, y: np.ndarray, teacher_logits: np.ndarray | None = None,
                       reference_logits: np.ndarray | None = None, raw: np.ndarray | None = None,
-                      source: np.ndarray | None = None) -> Path:
-    """The evaluation inputs a device needs: normalised x, labels and the teacher's recorded outputs; and the
-    raw samples (``raw`` at the model's size, ``source`` before a resize) the runner pre-processes itself."""
-    arrays = {"x": x.astype(np.float32), "y": y.astype(np.int64)}
+                      source: np.ndarray | None = None, texts: list[str] | None = None) -> Path:
+    """The evaluation inputs a device needs: normalised x (or int32 token ids), labels and the teacher's recorded
+    outputs; and the raw samples (``raw`` at the model's size, ``source`` before a resize; ``text``: the raw strings)
+    the runner pre-processes (tokenizes) itself."""
+    arrays = {"x": model_input(x), "y": y.astype(np.int64)}
+    if texts is not None:  # a unicode array: loads without pickle
+        arrays["text"] = np.asarray(texts, dtype=str)
     if raw is not None:
         arrays["raw"] = np.ascontiguousarray(raw)
     if isinstance(source, list):  # photos of different sizes: one flat buffer and each sample's shape

@@ -135,11 +135,14 @@ def _check_out(out: Path, run_dir: Path) -> None:
                           "pick a new directory, or remove it yourself")
 
 
-def requirements_text(entries: list[dict[str, Any]], report: dict[str, Any]) -> str:
+def requirements_text(entries: list[dict[str, Any]], report: dict[str, Any], text: bool = False) -> str:
     versions = {a.get("format"): a.get("runtime_version") for a in report.get("artifacts", [])}
     lines = ["# What runner.py needs on the device besides Python 3.9+: numpy and the runtime of each artifact.",
              "# Install with: pip install -r requirements-device.txt",
              "numpy>=1.21"]
+    if text:
+        lines.append("# text: runner.py tokenizes raw strings itself (pure Python over vocab.txt): no tokenizers "
+                     "package needed")
     for fmt in dict.fromkeys(e["format"] for e in entries):
         spec = get_format(fmt)
         package, note = spec.device_requirement, spec.device_note
@@ -149,7 +152,8 @@ def requirements_text(entries: list[dict[str, Any]], report: dict[str, Any]) -> 
     return "\n".join(lines) + "\n"
 
 
-def readme_text(bundle: Bundle, report: dict[str, Any], entries: list[dict[str, Any]], run_dir: Path) -> str:
+def readme_text(bundle: Bundle, report: dict[str, Any], entries: list[dict[str, Any]], run_dir: Path,
+                text: bool = False) -> str:
     rows = "\n".join(f"  {e['path']:<28} {e['format']:<9} {e['precision']:<5} {e.get('role', 'student'):<18} "
                      f"sha256 {e['sha256'][:16]}..." for e in entries)
     return f"""edgekd device bundle for target '{report.get('target')}'
@@ -173,7 +177,14 @@ Other files: manifest.json (sha256 of every file, input shape and normalisation)
 float32 inputs, y: labels, teacher_logits / reference_logits: the PyTorch teacher's and student's outputs),
 runner.py, requirements-device.txt, {MARKER} (what this bundle holds).
 Exit code of runner.py: 0 all measured, 2 an error (one line on stderr says what to fix).
-"""
+{_text_usage(entries) if text else ""}"""
+
+
+def _text_usage(entries: list[dict[str, Any]]) -> str:
+    """A text build: how to classify raw strings on the device."""
+    return (f"\nText: vocab.txt + tokenizer.json are the tokenizer (sha256 in manifest.json). Classify raw strings:\n"
+            f"  python3 runner.py {entries[0]['path']} --text \"a sentence to classify\" [--text-file FILE]\n"
+            "It prints each text's class and the tokenize and inference time (ms), measured separately.\n")
 
 
 def _copy_verified(run_dir: Path, item: dict[str, Any], stage: Path, what: str) -> None:
@@ -222,6 +233,10 @@ def make_bundle(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | N
         module = (manifest.get("preprocessing") or {}).get("module")
         if module:
             _copy_verified(run_dir, module, stage, "the pre-processing module")
+        tokenizer = manifest.get("tokenizer")
+        for key in ("vocab", "settings") if tokenizer else ():  # text: the runner tokenizes raw strings with these
+            _copy_verified(run_dir, {"path": tokenizer[f"{key}_file"], "sha256": tokenizer[f"{key}_sha256"]}, stage,
+                           f"the tokenizer's {key} file")
         shutil.copyfile(run_dir / eval_name, stage / "eval.npz")
         shutil.copyfile(RUNNER_PATH, stage / "runner.py")
         bundled_manifest = {**manifest, "artifacts": entries, "session_plugins": plugins,
@@ -229,8 +244,8 @@ def make_bundle(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | N
         write_json(stage / "manifest.json", bundled_manifest)
         bundle = Bundle(out, tar_path, [e["path"] for e in entries], threads or target_threads(report),
                         plugins=[p["path"] for p in plugins])
-        write_text(stage / "requirements-device.txt", requirements_text(entries, report))
-        write_text(stage / "README.txt", readme_text(bundle, report, entries, run_dir))
+        write_text(stage / "requirements-device.txt", requirements_text(entries, report, bool(tokenizer)))
+        write_text(stage / "README.txt", readme_text(bundle, report, entries, run_dir, bool(tokenizer)))
         files = sorted(p.name for p in stage.iterdir())
         bundle.files = [*files, MARKER]
         write_json(stage / MARKER, {

@@ -6,6 +6,7 @@ included) and the runtime of the artifact's format (onnxruntime, openvino, ai_ed
 Never torch. Python 3.9+.
 
     python3 runner.py ARTIFACT --inputs EVAL.npz [--runs N] [--warmup N] [--threads N] [--json OUT]
+    python3 runner.py TEXT_ARTIFACT --text "a raw sentence" [--text-file FILE] [--json OUT]
 
 EVAL.npz holds ``x`` (normalised float32, NCHW or N x F), ``y`` (labels) and optionally ``teacher_logits`` and
 ``reference_logits`` (the PyTorch model's outputs, for parity). The artifact's sha256 is checked against the
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import time
 import traceback
+import unicodedata
 import zipfile
 
 if sys.version_info < (3, 9):  # pragma: no cover - only on old devices
@@ -120,6 +122,10 @@ class Session:
         return np.concatenate([self.run(x[i : i + step]) for i in range(0, len(x), step)])
 
 
+ONNX_INPUT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int32)": np.int32,
+                    "tensor(int64)": np.int64}
+
+
 @register_session
 class OnnxSession(Session):
     format = "onnx"
@@ -142,10 +148,10 @@ class OnnxSession(Session):
             raise RunnerError("onnxruntime cannot load %s: %s" % (path, _first_line(exc))) from None
         inp = self.sess.get_inputs()[0]
         self.input_name = inp.name
-        if inp.type not in ("tensor(float)", "tensor(float16)"):
-            raise RunnerError("%s takes %s input '%s'; the runner feeds normalised float32 (re-export the model "
-                              "with a float input)" % (os.path.basename(path), inp.type, inp.name))
-        self.input_dtype = np.float16 if "float16" in inp.type else np.float32
+        if inp.type not in ONNX_INPUT_TYPES:
+            raise RunnerError("%s takes %s input '%s'; the runner feeds normalised float32 or int32 token ids "
+                              "(re-export the model with such an input)" % (os.path.basename(path), inp.type, inp.name))
+        self.input_dtype = ONNX_INPUT_TYPES[inp.type]
         self.input_shape = list(inp.shape)
         self.static_batch = isinstance(inp.shape[0], int)
         self.runtime_version = ort.__version__
@@ -185,9 +191,10 @@ class OpenVinoSession(Session):
             raise RunnerError("openvino cannot load %s: %s" % (path, _first_line(exc))) from None
         self.request = self.compiled.create_infer_request()
         element = model.inputs[0].get_element_type()
-        if not element.is_real():
-            raise RunnerError("%s takes %s input; the runner feeds normalised float32 (re-export the model with a "
-                              "float input)" % (os.path.basename(path), element.get_type_name()))
+        if not (element.is_real() or element.get_type_name() in ("i32", "i64")):
+            raise RunnerError("%s takes %s input; the runner feeds normalised float32 or int32 token ids (re-export "
+                              "the model with such an input)" % (os.path.basename(path), element.get_type_name()))
+        self.input_dtype = np.float32 if element.is_real() else np.dtype(element.to_dtype())
         shape = model.inputs[0].get_partial_shape()
         self.input_shape = [d.get_length() if d.is_static else -1 for d in shape]
         self.static_batch = shape[0].is_static
@@ -204,7 +211,7 @@ class OpenVinoSession(Session):
             np.copyto(tensor.data, x, casting="same_kind")
             self.request.infer()
         else:  # first call, or a new batch size on a dynamic-batch model
-            self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+            self.request.infer({0: np.ascontiguousarray(x, dtype=self.input_dtype)})
         return np.array(self.request.get_output_tensor(0).data, dtype=np.float32)
 
 
@@ -247,7 +254,7 @@ class TfliteSession(Session):
         if list(x.shape) != self.input_shape:
             raise RunnerError("input shape %s does not match the model's %s" % (list(x.shape), self.input_shape))
         dtype = self.inp["dtype"]
-        if np.issubdtype(dtype, np.integer):
+        if np.issubdtype(dtype, np.integer) and np.issubdtype(x.dtype, np.floating):  # token ids go in as they are
             scale, zero = self.inp["quantization"]
             info = np.iinfo(dtype)
             q = x / scale  # TFLite's QUANTIZE rounds half away from zero (np.round would round half to even)
@@ -507,6 +514,168 @@ def verify_inputs(inputs, artifact, sha256):
                           "changed, refusing to score on them" % (os.path.basename(inputs),
                                                                   str(recorded.get("sha256"))[:12], sha256[:12]))
     return True
+
+
+# ----------------------------------------------------------------------------------------------- text
+# A text artifact takes int32 token ids. The encoder below repeats edgekd's training-side tokenizer
+# (edgekd/text/tokenizer.py: Hugging Face tokenizers' BertNormalizer + BertPreTokenizer + WordPiece) in pure Python
+# over the bundled vocab.txt, so a board needs neither `tokenizers` nor torch; tests/text checks both give the same
+# ids. The manifest's `tokenizer` names the two files and their sha256, checked before they are read.
+MAX_TEXT_BYTES = 64 << 20
+MAX_TEXTS = 100000
+TOKENIZER_FORMAT = "edgekd-wordpiece-1"
+CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+              (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+
+
+def _is_bert_punctuation(ch):
+    return (ch.isascii() and not ch.isalnum() and 33 <= ord(ch) <= 126) or unicodedata.category(ch).startswith("P")
+
+
+def _bert_normalize(text, settings):
+    """BertNormalizer: drop NUL/U+FFFD/control characters, whitespace to ' ', space out CJK ideographs, strip
+    accents (NFD, drop non-spacing marks), lower-case: in the order `tokenizers` applies them."""
+    out = []
+    for ch in text:
+        if ch in ("\x00", "\ufffd") or (ch not in "\t\n\r" and unicodedata.category(ch).startswith("C")):
+            continue
+        if ch in "\t\n\r" or ch.isspace():
+            out.append(" ")
+        elif any(lo <= ord(ch) <= hi for lo, hi in CJK_RANGES):
+            out.append(" %s " % ch)
+        else:
+            out.append(ch)
+    text = "".join(out)
+    if settings.get("strip_accents", True):
+        text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+    return text.lower() if settings.get("lowercase", True) else text
+
+
+def _bert_words(text):
+    """BertPreTokenizer: split on whitespace, and every punctuation character is a word of its own."""
+    words = []
+    for chunk in text.split():
+        start = 0
+        for i, ch in enumerate(chunk):
+            if _is_bert_punctuation(ch):
+                if i > start:
+                    words.append(chunk[start:i])
+                words.append(ch)
+                start = i + 1
+        if start < len(chunk):
+            words.append(chunk[start:])
+    return words
+
+
+class WordPieceEncoder:
+    """Greedy longest-match WordPiece over a vocab.txt: text -> int32 ids [1, max_len], padded with [PAD] (0)."""
+
+    def __init__(self, vocab, settings):
+        self.vocab = {token: i for i, token in enumerate(vocab)}
+        self.settings = settings
+        self.max_len = int(settings["max_len"])
+        self.prefix = settings.get("continuing_prefix", "##")
+        self.max_chars = int(settings.get("max_input_chars_per_word", 100))
+        self.unk = self.vocab[settings.get("unk_token", "[UNK]")]
+
+    def _word_ids(self, word):
+        if len(word) > self.max_chars:
+            return [self.unk]
+        ids, start = [], 0
+        while start < len(word):
+            end = len(word)
+            while end > start:
+                piece = word[start:end] if start == 0 else self.prefix + word[start:end]
+                if piece in self.vocab:
+                    ids.append(self.vocab[piece])
+                    break
+                end -= 1
+            if end == start:
+                return [self.unk]
+            start = end
+        return ids
+
+    def ids(self, text):
+        """Every token id of ``text``, untruncated."""
+        out = []
+        for word in _bert_words(_bert_normalize(text, self.settings)):
+            out.extend(self._word_ids(word))
+        return out
+
+    def encode(self, text):
+        ids = self.ids(text)[: self.max_len]
+        x = np.zeros((1, self.max_len), np.int32)
+        x[0, : len(ids)] = ids
+        return x
+
+
+def load_text_encoder(artifact, verify=True):
+    """The WordPiece encoder the manifest beside ``artifact`` names, its files checked by sha256 first."""
+    manifest, _ = find_manifest_entry(artifact)
+    spec = (manifest or {}).get("tokenizer")
+    if not isinstance(spec, dict):
+        raise RunnerError("%s was not built for text: the manifest beside it names no tokenizer (--text and "
+                          "--text-file need a text artifact)" % os.path.basename(artifact))
+    base, contents = os.path.dirname(os.path.abspath(artifact)), {}
+    for key in ("vocab_file", "settings_file"):
+        name, expected = spec.get(key), spec.get(key.replace("_file", "_sha256"))
+        if not isinstance(name, str) or os.path.basename(name) != name or not _is_sha256(expected):
+            raise RunnerError("the manifest's tokenizer lists %s without a file name beside it and its sha256" % key)
+        content = _read_capped(os.path.join(base, name), MAX_TEXT_BYTES, "tokenizer file")
+        if verify and hashlib.sha256(content).hexdigest() != expected:
+            raise RunnerError("sha256 mismatch for %s: the tokenizer file was changed or corrupted, refusing to use "
+                              "it" % name)
+        contents[key] = content.decode("utf-8")
+    settings = json.loads(contents["settings_file"])
+    if not isinstance(settings, dict) or settings.get("format") != TOKENIZER_FORMAT:
+        raise RunnerError("the tokenizer settings are not %s (a newer edgekd? copy its runner.py)" % TOKENIZER_FORMAT)
+    vocab = contents["vocab_file"].split("\n")[:-1]
+    return WordPieceEncoder(vocab, settings), manifest
+
+
+def read_texts(text, text_file):
+    """The strings to classify: ``--text`` ones, then one per non-empty line of ``--text-file`` (UTF-8)."""
+    texts = list(text or [])
+    if text_file:
+        content = _read_capped(text_file, MAX_TEXT_BYTES, "text file")
+        try:
+            texts += [line for line in content.decode("utf-8-sig").splitlines() if line.strip()]
+        except UnicodeDecodeError as exc:
+            raise RunnerError("%s is not UTF-8 text: %s" % (text_file, _first_line(exc))) from None
+    if not texts or len(texts) > MAX_TEXTS:
+        raise RunnerError("give 1..%d texts to classify (--text TEXT or --text-file FILE), got %d"
+                          % (MAX_TEXTS, len(texts)))
+    return texts
+
+
+def classify_texts(artifact, texts, threads=1, verify=True):
+    """Tokenize each raw string here, run the artifact on it, and time both per text (batch 1)."""
+    encoder, manifest = load_text_encoder(artifact, verify)
+    entry, contents = verify_artifact(artifact) if verify else (None, None)
+    session = load_session(artifact, threads, (entry or {}).get("precision"), contents)
+    classes = manifest.get("classes") or []
+    session.run(encoder.encode(texts[0]))  # warm-up: the first inference allocates
+    rows, tokenize_ms, inference_ms = [], [], []
+    for text in texts:
+        t0 = time.perf_counter_ns()
+        x = encoder.encode(text)
+        t1 = time.perf_counter_ns()
+        logits = np.asarray(session.run(x), np.float64)[0]
+        t2 = time.perf_counter_ns()
+        tokenize_ms.append((t1 - t0) / 1e6)
+        inference_ms.append((t2 - t1) / 1e6)
+        p = np.exp(logits - logits.max())
+        k = int(p.argmax())
+        rows.append({"text": text[:200], "class": classes[k] if k < len(classes) else str(k), "index": k,
+                     "probability": float(p[k] / p.sum()), "tokens": int((x != 0).sum()),
+                     "truncated": len(encoder.ids(text)) > encoder.max_len})
+    keep = ("p50", "p95", "mean")
+    return {"runner_version": RUNNER_VERSION, "artifact": os.path.basename(artifact),
+            "sha256_verified": entry is not None, "threads": threads, "texts": len(texts),
+            "tokenizer": {"vocab_size": len(encoder.vocab), "max_len": encoder.max_len},
+            "tokenize_ms": {k: percentiles(tokenize_ms)[k] for k in keep},
+            "inference_ms": {k: percentiles(inference_ms)[k] for k in keep},
+            "predictions": rows, "torch_imported": "torch" in sys.modules}
 
 
 # ----------------------------------------------------------------------------------------------- measuring
@@ -937,8 +1106,9 @@ def _memory_probe(artifact, inputs, threads, runs, verify=False):
     """
     _import_runtime(artifact_format(artifact))
     x = read_first_samples(inputs, MEMORY_PROBE_SAMPLES)
-    if x.dtype != np.float32 or x.ndim < 2 or len(x) == 0:
-        raise RunnerError("inputs 'x' must be a non-empty float32 batch, got %s %s" % (x.dtype, list(x.shape)))
+    if x.dtype not in (np.float32, np.int32) or x.ndim < 2 or len(x) == 0:
+        raise RunnerError("inputs 'x' must be a non-empty float32 (or int32 token id) batch, got %s %s"
+                          % (x.dtype, list(x.shape)))
     gc.collect()
     precise = _reset_peak_rss()
     baseline = _proc_status_mb()[0] if precise else peak_rss_mb()
@@ -974,10 +1144,11 @@ def _check_inputs(data, path):
     if "x" not in data:
         raise RunnerError("inputs %s lack the array 'x' (they hold %s)" % (path, sorted(data) or "nothing"))
     x = data["x"]
-    if x.dtype != np.float32:
+    if x.dtype not in (np.float32, np.int32):
         hint = ("normalise them the way the manifest's 'normalization' says, then x.astype(np.float32)"
                 if not np.issubdtype(x.dtype, np.floating) else "save them as x.astype(np.float32)")
-        raise RunnerError("inputs 'x' must be float32 (normalised as the manifest says), got %s: %s" % (x.dtype, hint))
+        raise RunnerError("inputs 'x' must be float32 (normalised as the manifest says) or int32 token ids, got %s: "
+                          "%s" % (x.dtype, hint))
     if x.ndim < 2:
         raise RunnerError("inputs 'x' must be a batch (N, ...) of samples, got shape %s" % (list(x.shape),))
     if len(x) == 0:
@@ -993,6 +1164,9 @@ def _check_inputs(data, path):
         if key in data and (len(data[key]) != len(x) or data[key].dtype.kind not in "uif"):
             raise RunnerError("'%s' must hold %d numeric samples like x, got %s %s"
                               % (key, len(x), data[key].dtype, list(data[key].shape)))
+    if "text" in data and (data["text"].shape != (len(x),) or data["text"].dtype.kind != "U"):
+        raise RunnerError("'text' must hold %d strings (one per sample of x), got %s %s"
+                          % (len(x), data["text"].dtype, list(data["text"].shape)))
     if "source_data" in data:
         data["source"] = _ragged(data.pop("source_data"), data.pop("source_shapes", None), len(x))
     for key in ("teacher_logits", "reference_logits"):
@@ -1071,6 +1245,8 @@ def preprocess_inputs(data, artifact, verify=True):
     the model inputs and what was measured, or (None, None) when the inputs carry no raw samples.
     """
     manifest, _ = find_manifest_entry(artifact)
+    if "text" in data and (manifest or {}).get("tokenizer"):
+        return tokenize_inputs(data, artifact, verify)
     spec = (manifest or {}).get("preprocessing") or {}
     raw, module_entry = data.get("raw"), spec.get("module") or {}
     source = data.get("source") if spec.get("applies_to") == "source" else None
@@ -1102,6 +1278,24 @@ def preprocess_inputs(data, artifact, verify=True):
     return x, {"applies_to": "source" if n_source else "raw", "samples": len(x), "samples_from_source": n_source,
                "ms": {k: stats[k] for k in ("p50", "p95", "mean")},
                "max_abs_diff_vs_build": float(np.abs(x - data["x"]).max())}
+
+
+def tokenize_inputs(data, artifact, verify=True):
+    """Text: the raw test strings tokenized here by the bundled vocabulary, each timed, as the app would."""
+    encoder, _ = load_text_encoder(artifact, verify)
+    times, rows = [], []
+    for text in data["text"]:
+        t0 = time.perf_counter_ns()
+        rows.append(encoder.encode(str(text))[0])
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+    x = np.stack(rows)
+    if x.shape != data["x"].shape:
+        raise RunnerError("tokenizing the raw texts gives shape %s, the model inputs are %s"
+                          % (list(x.shape), list(data["x"].shape)))
+    stats = percentiles(times)
+    return x, {"applies_to": "text", "samples": len(x), "ms": {k: stats[k] for k in ("p50", "p95", "mean")},
+               "ids_equal_build": bool(np.array_equal(x, data["x"])),
+               "max_abs_diff_vs_build": float(np.abs(x.astype(np.int64) - data["x"]).max())}
 
 
 def _check_counts(runs, warmup, threads, blocks, min_time_s, max_runs, processes=1):
@@ -1227,7 +1421,11 @@ def main(argv=None):
         description="edgekd standalone benchmark runner (numpy + runtime only). With several artifacts the JSON is "
                     "{'results': [...]} and an artifact that fails gets {'artifact', 'error'} there.")
     parser.add_argument("artifact", nargs="+", help="artifact(s): .onnx, .xml (OpenVINO IR) or .tflite")
-    parser.add_argument("--inputs", required=True, help="EVAL.npz with x, y[, teacher_logits, reference_logits]")
+    parser.add_argument("--inputs", help="EVAL.npz with x, y[, teacher_logits, reference_logits]")
+    parser.add_argument("--text", action="append", metavar="TEXT",
+                        help="a text artifact: classify this raw string (repeatable), tokenized here by the bundled "
+                             "vocab.txt; reports tokenize and inference time per text")
+    parser.add_argument("--text-file", metavar="FILE", help="like --text, one text per line of a UTF-8 file")
     parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="minimum timed runs (default %(default)s)")
     parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="minimum warm-up runs")
     parser.add_argument("--blocks", type=int, default=DEFAULT_BLOCKS, help="measurement blocks (noise = spread)")
@@ -1253,7 +1451,16 @@ def main(argv=None):
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--timing-probe", choices=("artifact", "versus"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if (args.inputs is None) == (args.text is None and args.text_file is None):
+        parser.error("give --inputs EVAL.npz, or --text/--text-file for a text artifact")
     try:
+        if args.inputs is None:
+            for plugin in args.session_plugin:
+                load_plugin(plugin, args.artifact[0], verify=not args.no_verify)
+            out = classify_texts(args.artifact[0], read_texts(args.text, args.text_file), args.threads,
+                                 verify=not args.no_verify)
+            _write_json(args.json, out) if args.json else print(json.dumps(out, indent=2))
+            return 0
         for plugin in args.session_plugin:
             load_plugin(plugin, args.artifact[0], verify=not args.no_verify)
         if args.memory_probe is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.data.inputs import model_input
 
 @dataclass(frozen=True)
 class Interleaved:
@@ -35,7 +36,7 @@ def measure_interleaved(artifacts: dict[str, tuple[Path, str | None]], x: np.nda
     """``artifacts``: name -> (path, precision). Every session is loaded and warmed before the first timed block."""
     from edgekd.runner import load_session, measure_latency
 
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    x = model_input(x)
     sessions = {k: load_session(str(p), threads, precision) for k, (p, precision) in artifacts.items()}
     for session in sessions.values():
         measure_latency(session, x, runs=10, warmup=10, blocks=1, min_time_s=0)

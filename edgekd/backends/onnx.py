@@ -86,7 +86,7 @@ class ArrayDataReader:
     def get_next(self):
         if self.i >= len(self.x):
             return None
-        item = {self.input_name: self.x[self.i : self.i + 1].astype(np.float32)}
+        item = {self.input_name: model_input(self.x[self.i : self.i + 1])}
         self.i += 1
         return item
 
@@ -157,7 +157,7 @@ def kernel_deviation(int8: Path, x: np.ndarray, threads: int = 1) -> float:
     """
     import onnxruntime as ort
 
-    sample = np.ascontiguousarray(x[:256], dtype=np.float32)
+    sample = model_input(x[:256])
 
     def logits(level) -> np.ndarray:
         opts = ort.SessionOptions()
@@ -245,7 +245,8 @@ class OnnxBackend:
 
     def export(self, model: nn.Module, sample: np.ndarray, path: Path, precision: str,
                calibration: Calibration | None) -> Artifact:
-        details: dict = {"layout": "NCHW" if sample.ndim == 4 else "NF", "input_dtype": "float32", "opset": 18}
+        details: dict = {"layout": "NCHW" if sample.ndim == 4 else "NF", "input_dtype": input_dtype_name(sample),
+                         "opset": 18}
         if precision == "fp32":
             export_onnx_fp32(model, sample, path)
         else:
@@ -341,7 +342,7 @@ class SchemeMemo:
         from edgekd.io import sha256_file
         from edgekd.selection.timing import host_identity  # imported here: selection imports the backends
 
-        calib = hashlib.sha256(np.ascontiguousarray(calibration.x, dtype=np.float32).tobytes()).hexdigest()
+        calib = hashlib.sha256(model_input(calibration.x).tobytes()).hexdigest()
         parts = [sha256_file(fp32), calib, host_identity(), onnxruntime.__version__, threads, self.schemes,
                  "kernel-checked"]  # entries from before the kernel check chose among unchecked schemes
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
@@ -365,6 +366,7 @@ class SchemeMemo:
 
     def _checked(self) -> Path:
         from edgekd.data.cache import cache_entry
+from edgekd.data.inputs import input_dtype_name, model_input
 
         return cache_entry(Path(self.root), "onnx_int8_scheme", self.path.name, what="ONNX int8 scheme memo")
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from edgekd.backends import Artifact, Calibration, require
 from edgekd.backends.onnx import export_onnx_fp32
+from edgekd.data.inputs import input_dtype_name
 from edgekd.errors import EdgekdError
 
 
@@ -47,7 +48,7 @@ class OpenVinoBackend:
         ov = require("openvino", "openvino", "openvino", "OpenVINO IR export")
         if precision not in self.precisions:
             raise EdgekdError(f"OpenVINO has no precision '{precision}'", f"use one of {self.precisions}")
-        details: dict = {"layout": "NCHW" if sample.ndim == 4 else "NF", "input_dtype": "float32"}
+        details: dict = {"layout": "NCHW" if sample.ndim == 4 else "NF", "input_dtype": input_dtype_name(sample)}
         with tempfile.TemporaryDirectory() as tmp:
             ov_model = ov.convert_model(str(export_onnx_fp32(model, sample, Path(tmp) / "model.onnx")))
         if precision == "int8":

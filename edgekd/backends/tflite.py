@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from edgekd.backends import Artifact, Calibration, require
+from edgekd.data.inputs import model_input
 from edgekd.errors import EdgekdError
 
 _QUANT_OPS = {"QUANTIZE", "DEQUANTIZE"}
@@ -129,7 +130,7 @@ def convert_fp32(model: nn.Module, sample: np.ndarray, path: Path) -> str:
         raise EdgekdError(
             "a TorchScript model cannot be converted to TFLite (litert-torch needs torch.export)",
             "pass the model as a torch.export archive (.pt2) or a state_dict with its architecture")
-    x = torch.from_numpy(np.ascontiguousarray(sample[:1], dtype=np.float32))
+    x = torch.from_numpy(model_input(sample[:1]))
     with quiet() as log:
         try:
             litert_torch.convert(model.eval(), (x,)).export(str(path))
@@ -257,7 +258,7 @@ def _calibrate(fp32: Path, manager, calibration: Calibration) -> dict:
     signatures = _interpreter_cls()(model_path=str(fp32)).get_signature_list()
     key = next(iter(signatures))
     input_name = signatures[key]["inputs"][0]
-    x = calibration.x.astype(np.float32, copy=False)
+    x = model_input(calibration.x)
     samples = [{input_name: x[i : i + 1]} for i in range(len(x))]  # AEQ walks the list twice (count, run)
     calib = calibrator.Calibrator(str(fp32), num_threads=1, qsv_update_func=_global_min_max)
     calib.calibrate({key: samples}, manager)

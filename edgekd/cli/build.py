@@ -63,8 +63,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from edgekd.gate import format_table
 
     options = BuildOptions(
-        target=args.target, data=args.data, label_column=args.label_column, image_size=args.image_size,
-        crop_fraction=args.crop_fraction, normalization=args.normalization,
+        target=args.target, data=args.data, label_column=args.label_column, text_column=args.text_column,
+        image_size=args.image_size, crop_fraction=args.crop_fraction, normalization=args.normalization,
         teacher=(args.teacher or [None])[0], teacher_arch=args.teacher_arch,
         extra_teachers=(args.teacher or [])[1:], distill=_distill_settings(args),
         resume=not args.no_resume,
@@ -108,7 +108,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     check_counts({"--samples": args.samples})
     target = load_target(args.target)
     data = load_dataset(args.data, seed=args.seed, label_column=args.label_column, image_size=args.image_size,
-                        crop_fraction=args.crop_fraction, normalization=args.normalization)
+                        crop_fraction=args.crop_fraction, normalization=args.normalization,
+                        text_column=args.text_column)
     samples = args.samples or target.calibration.samples
     out = Path(args.out or f"calibration/{data.name}-{target.name}.npz")
     manifest = save_calibration_set(build_calibration_set(data, samples, args.seed), out)
@@ -141,6 +142,9 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                    help="'digits' (built in) or a path: IDX dir, ImageFolder dir, .npz, CSV/TSV, Parquet, or an "
                         ".tar.gz/.zip of one (unpacked safely into the cache); see docs/data.md")
     p.add_argument("--label-column", help="the class column of a CSV/Parquet table")
+    p.add_argument("--text-column", help="text data: the column of raw strings in a CSV/Parquet table (or a folder "
+                                          "of train.csv + test.csv), tokenized by a WordPiece vocabulary trained "
+                                          "on the training split; see docs/data.md")
     p.add_argument("--image-size", type=_image_size, metavar="N|HxW",
                    help="resize photos (shorter side) and centre-crop to this size, e.g. the teacher's 224")
     p.add_argument("--crop-fraction", type=float, default=1.0,

@@ -29,6 +29,7 @@ import numpy as np
 
 from edgekd.backends import Calibration
 from edgekd.compress.int8_divergence import DEFAULT_SAMPLES, Divergence, explain_onnx
+from edgekd.data.inputs import model_input
 from edgekd.errors import ContractError, EdgekdError
 
 # Ops whose inputs onnxruntime's QDQ quantizer quantizes and that carry most of the compute (and the error).
@@ -132,7 +133,7 @@ def _contract_unmet(what: str, contract: QuantContract, attempts: list[Attempt],
 
 
 def _check_sets(eval_sets: Sequence[EvalSet]) -> list[EvalSet]:
-    sets = [(np.ascontiguousarray(x, dtype=np.float32), np.asarray(y)) for x, y in eval_sets]
+    sets = [(model_input(x), np.asarray(y)) for x, y in eval_sets]
     if not sets or any(len(y) == 0 for _, y in sets):
         raise EdgekdError("accuracy-aware quantization needs a non-empty evaluation split",
                           "pass the validation split (x_val, y_val)")
@@ -239,7 +240,7 @@ def _latency_cost(timing_x: np.ndarray | None, threads: int, fp32: tuple[Path, s
     paths = {"fp32": fp32, "plain_int8": (plain, "int8")}
     if shipped is not None:
         paths["shipped"] = (shipped, "int8")
-    latency = _measure_interleaved(paths, np.ascontiguousarray(timing_x, dtype=np.float32), threads)
+    latency = _measure_interleaved(paths, model_input(timing_x), threads)
     latency.setdefault("shipped", latency["plain_int8"])
     return latency, latency["shipped"] / latency["plain_int8"] - 1.0
 

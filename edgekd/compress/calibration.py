@@ -12,6 +12,7 @@ import numpy as np
 
 from edgekd.backends import Calibration
 from edgekd.data import Dataset
+from edgekd.data.inputs import model_input
 from edgekd.errors import EdgekdError
 from edgekd.io import atomic_write, read_json_object, sha256_file, write_json
 
@@ -82,7 +83,7 @@ def load_calibration_set(path: str | Path, input_shape: tuple[int, ...],
     if data_fingerprint is not None and made_for is not None and made_for != data_fingerprint:
         raise EdgekdError(f"calibration set {path} was made from other data (fingerprint {made_for}, this build's "
                           f"data is {data_fingerprint}): its inputs are normalised for that data", fix)
-    return Calibration(x.astype(np.float32), source)
+    return Calibration(model_input(x), source)
 
 
 def _check_declared_size(path: Path, fix: str) -> None:

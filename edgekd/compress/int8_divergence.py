@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekd.data.inputs import model_input
 from edgekd.errors import EdgekdError
 
 DEFAULT_THRESHOLD_DB = 20.0  # int8 per-channel weights sit near 40 dB; 20 dB is 10 % noise in amplitude
@@ -99,7 +100,7 @@ class _Samples:
 
     def __init__(self, input_name: str, x: np.ndarray) -> None:
         self._items: Iterator[dict[str, np.ndarray]] = iter(
-            [{input_name: np.ascontiguousarray(x[i:i + 1], dtype=np.float32)} for i in range(len(x))])
+            [{input_name: model_input(x[i:i + 1])} for i in range(len(x))])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._items, None)
@@ -238,4 +239,4 @@ def explain(fmt: str, fp32: Path, int8: Path, samples: np.ndarray,
     if explainer is None:
         raise EdgekdError(f"no per-layer int8 explanation for the {fmt} format yet (have: {', '.join(EXPLAINERS)})",
                           "explain the run's ONNX int8 artifact, or build one with the onnx format")
-    return explainer(fp32, int8, np.asarray(samples, dtype=np.float32), threshold_db)
+    return explainer(fp32, int8, model_input(samples), threshold_db)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from edgekd.data.inputs import input_dtype_name
 from edgekd.errors import EdgekdError
 
 # Named statistics in [0, 1] units (x = raw / scale), as torchvision and timm document them.
@@ -62,6 +64,10 @@ class Dataset:
     # runner re-does the pre-processing from these on the device and times it.
     raw_test: np.ndarray | None = None
     source_test: np.ndarray | list[np.ndarray] | None = None  # all test samples, or the first ones (ragged)
+    # Text (edgekd.text): the tokenizer that made the int32 ids (trained on the training split) and the raw test
+    # strings, which the runner re-tokenizes on the device. None for images and tables.
+    tokenizer: Any = None
+    test_texts: list[str] | None = None
 
     def preprocessing(self) -> dict:
         """What turns ``source_test`` (else ``raw_test``) into ``x_test``: the manifest's ``preprocessing``."""
@@ -83,6 +89,19 @@ class Dataset:
     def is_image(self) -> bool:
         return self.x_train.ndim == 4
 
+    @property
+    def is_text(self) -> bool:
+        return self.tokenizer is not None
+
+    @property
+    def input_dtype(self) -> str:
+        """What the model takes: ``"float32"`` (normalised images/features) or ``"int32"`` (token ids)."""
+        return input_dtype_name(self.x_train)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer.vocab) if self.tokenizer is not None else 0
+
     def fingerprint(self) -> str:
         """A short hash of the data and split, to key caches (e.g. a trained default teacher)."""
         digest = hashlib.sha256()
@@ -96,7 +115,8 @@ class Dataset:
             "name": self.name,
             "source": self.source,
             "input_shape": list(self.input_shape),
-            "layout": self.layout if self.is_image else "NF",
+            "layout": self.layout if self.is_image or self.is_text else "NF",
+            "input_dtype": self.input_dtype,
             "classes": self.classes,
             "splits": {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)},
             "normalization": self.normalization.to_dict(),

@@ -32,7 +32,7 @@ def load_dataset(
     spec: str | os.PathLike = "digits", *, seed: int = 0, val_fraction: float = 0.1, max_train: int | None = None,
     label_column: str | None = None, image_size: int | tuple[int, int] | None = None, crop_fraction: float = 1.0,
     normalization: object = None, test_fraction: float = 0.2, cache_dir: str | os.PathLike | None = None,
-    use_cache: bool = True,
+    use_cache: bool = True, text_column: str | None = None,
 ) -> Dataset:
     """Load ``spec``: ``digits`` or a path whose layout (IDX, ImageFolder, .npz, CSV, Parquet, archive) is detected.
 
@@ -42,12 +42,15 @@ def load_dataset(
     ``resolve_normalization``). ``test_fraction``: the stratified test share of a single table or of a folder of
     class folders (whose validation share is ``val_fraction`` of the rest, stratified too). ``cache_dir``/
     ``use_cache``: where archives are unpacked and decoded images kept (default ``$EDGEKD_CACHE/datasets``).
+    ``text_column``: the table (or folder of ``train.csv`` + ``test.csv``) is text: that column is tokenized
+    (``edgekd.text``) into int32 ids by a tokenizer trained on the training split only.
     """
     limits = DataLimits.from_env()
     size = image_size_option(image_size, crop_fraction)
     options = ReadOptions(limits, label_column, size, _channels_wanted(normalization),
                           DataCache(Path(cache_dir) if cache_dir else None) if use_cache else None,
-                          seed=seed, test_fraction=test_fraction, val_fraction=val_fraction)
+                          seed=seed, test_fraction=test_fraction, val_fraction=val_fraction,
+                          text_column=text_column)
     spec = os.fspath(spec)
     name, fmt, raw = _read(spec, options, seed)
     labels, test_split, y_val_given = _labels_and_test_split(raw, spec, limits, test_fraction, seed)
@@ -63,14 +66,20 @@ def load_dataset(
     sample = math.prod(raw.x_train.shape[1:])
     limits.check_bytes(4 * sample * (len(train_idx) + len(y_val) + len(labels.y_test)),
                        f"data '{spec}' as float32", "pass max_train (CLI: --max-train) or a smaller image_size")
-    raw_train = raw.x_train[train_idx]
-    norm, norm_source = resolve_normalization(normalization, raw_train, raw.scale)
-    meta = {"seed": seed, "val_fraction": val_fraction, "format": fmt, "labels": labels.encoding,
-            "normalization_source": norm_source, **raw.meta}
+    meta = {"seed": seed, "val_fraction": val_fraction, "format": fmt, "labels": labels.encoding, **raw.meta}
     if test_split:
         meta["test_split"] = test_split
     if raw.splits_from:
         meta["splits_from"] = _splits_from(raw.splits_from, val_fraction, seed)
+    if text_column is not None:
+        from edgekd.text.data import text_dataset
+
+        if normalization is not None:
+            raise EdgekdError("normalization applies to images and tables; text becomes token ids", "drop it")
+        return text_dataset(name, spec, raw, labels, train_idx, x_val_raw, y_val, meta, options.cache)
+    raw_train = raw.x_train[train_idx]
+    norm, norm_source = resolve_normalization(normalization, raw_train, raw.scale)
+    meta["normalization_source"] = norm_source
     if size is not None:
         meta["preprocess"] = size.describe()
     return Dataset(
@@ -108,11 +117,15 @@ def _channels_wanted(normalization: object) -> int | None:
 
 
 def _read(spec: str, options: ReadOptions, seed: int) -> tuple[str, str, RawData]:
-    if spec == "digits":
+    if spec == "digits" and options.text_column is None:
         return "digits", "digits", read_digits(seed)
     path = Path(spec)
     if not path.exists():
         raise EdgekdError(f"data path not found: {spec}", f"pass 'digits' or a path to {known_layouts()}")
+    if options.text_column is not None:
+        from edgekd.text import data as text_data
+
+        return path.stem if path.is_file() else path.name, "text", text_data.read(path, options)
     fmt = find_format(path)
     if fmt is None:
         raise EdgekdError(f"data path {path} is in none of the known layouts", f"use {known_layouts()}")

@@ -19,13 +19,22 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def example_input(model: nn.Module, input_shape: tuple[int, ...], batch: int = 1) -> torch.Tensor:
+    """A batch ``model`` takes: float zeros, or, for a model that declares integer inputs (a text model's
+    ``input_dtype = torch.int32``: token ids), ids of 1 ([UNK]) so no sequence is all padding."""
+    dtype = getattr(model, "input_dtype", torch.float32)
+    if dtype.is_floating_point:
+        return torch.zeros((batch, *input_shape), dtype=dtype)
+    return torch.ones((batch, *input_shape), dtype=dtype)
+
+
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates for one sample (batch 1): FLOPs of matmuls and convolutions / 2."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros((1, *input_shape)))
+            model(example_input(model, input_shape))
     finally:
         model.train(was_training)
     return int(counter.get_total_flops() // 2)

@@ -24,6 +24,7 @@ class BuildOptions:
     target: str
     data: str = "digits"
     label_column: str | None = None  # the class column of a CSV/Parquet table
+    text_column: str | None = None  # text data: the column of raw strings (edgekd.text), tokenized into int32 ids
     image_size: int | tuple[int, int] | None = None  # photos resized (shorter side) + centre-cropped to this
     crop_fraction: float = 1.0
     normalization: Any = None  # None/"fit": train statistics; "imagenet"/"inception"; or explicit mean/std

@@ -58,6 +58,19 @@ def preprocessing(ctx: BuildContext, stage: Path) -> dict[str, Any] | None:
             "module": {"path": PREPROCESS_MODULE, "sha256": sha256_file(stage / PREPROCESS_MODULE)}}
 
 
+def tokenizer(ctx: BuildContext, stage: Path) -> dict[str, Any] | None:
+    """Text: vocab.txt + tokenizer.json written beside the artifacts, with the sha256 the runner checks before it
+    tokenizes raw strings with them (runner.py's pure-Python WordPiece encoder)."""
+    tok = ctx.data.tokenizer
+    if tok is None:
+        return None
+    from edgekd.text.tokenizer import SETTINGS_FILE, VOCAB_FILE
+
+    hashes = tok.save(stage)
+    return {**tok.describe(), "vocab_sha256": hashes[VOCAB_FILE], "settings_sha256": hashes[SETTINGS_FILE],
+            "device_encoder": "runner.py (pure Python WordPiece: numpy only, no tokenizers package)"}
+
+
 def write_manifest(ctx: BuildContext, stage: Path, built: list[Built], calibration: dict[str, Any],
                    eval_path: Path) -> dict[str, Any]:
     data = ctx.data
@@ -65,8 +78,8 @@ def write_manifest(ctx: BuildContext, stage: Path, built: list[Built], calibrati
         "manifest_version": MANIFEST_SCHEMA_VERSION,
         "edgekd_version": __version__,
         "target": ctx.target.name,
-        "input": {"shape": [1, *data.input_shape], "dtype": "float32",
-                  "layout": "NCHW" if data.is_image else "NF", "name": "input"},
+        "input": {"shape": [1, *data.input_shape], "dtype": data.input_dtype,
+                  "layout": data.describe()["layout"], "name": "input"},
         "output": {"shape": [1, data.num_classes], "dtype": "float32", "name": "logits", "kind": "logits"},
         "normalization": data.describe()["normalization"],
         "classes": data.classes,
@@ -74,6 +87,7 @@ def write_manifest(ctx: BuildContext, stage: Path, built: list[Built], calibrati
         "calibration": calibration,
         "eval_inputs": {"path": eval_path.name, "sha256": sha256_file(eval_path)},
         "preprocessing": preprocessing(ctx, stage),
+        "tokenizer": tokenizer(ctx, stage),
         "session_plugins": session_plugins(built, stage),
         "artifacts": [manifest_entry(b) for b in built],
     }

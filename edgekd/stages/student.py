@@ -176,7 +176,7 @@ def rank_by_accuracy(ctx: BuildContext, config: TrainConfig, teachers: Teachers,
     from edgekd.selection.finalists import fitting_from_record
 
     record = dict(choice.selection or {})
-    if ctx.options.selection != "auto" or not record:
+    if ctx.options.selection != "auto" or not record or ctx.data.is_text:  # its finalists are image candidates
         return choice
     latency = next((f.latency_ms for f in (fitting_from_record(record) if record["mode"] == "latency" else [])
                     if f.name == candidate_name(choice.family, choice.config)), None)
@@ -278,7 +278,12 @@ def choose_student(ctx: BuildContext) -> StudentChoice:
     """The best feasible student that passes pre-flight, with the record of the search (``choice.selection``)."""
     data, budget = ctx.data, ctx.target.student_budget
     mode, why = selection_mode(ctx)
-    if mode == "latency":
+    if data.is_text:  # the text registry's widths; the latency search enumerates image candidates
+        from edgekd.text.students import ranked_students as ranked_text
+
+        mode, why = "mac", "text: the text family's widths sized by the budget"
+        ranked, record = ranked_text(data, budget, teacher_macs_before_training(ctx)), {"mode": "mac", "why": why}
+    elif mode == "latency":
         ranked, record = ranked_by_latency(ctx, why)
     else:
         ranked = ranked_students(data.input_shape, data.num_classes, budget, teacher_macs_before_training(ctx))

@@ -165,6 +165,10 @@ def default_teacher_model(options, data) -> tuple[str, nn.Module]:
     """The untrained teacher edgekd trains when the user gives no file: ``--teacher-arch`` (an edgekd architecture,
     with ``--teacher-config``) or the default for the data. Anything that cannot take the data is bad input, found
     before any training (the student stage builds this first, for its MACs)."""
+    if data.is_text and not options.teacher_arch:
+        from edgekd.text.students import default_teacher
+
+        return default_teacher(data)
     arch = options.teacher_arch or default_teacher_arch(data.input_shape)
     if split_arch(arch) is not None:
         raise EdgekdError(f"--teacher-arch {arch} without --teacher: edgekd trains only its own architectures from "
