@@ -11,12 +11,15 @@ when it is empty or an earlier edgekd run, under a lock (``edgekd.rundir``).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekd import distributed as ranks
 from edgekd.backends import Calibration
 from edgekd.bench import write_eval_inputs
 from edgekd.compress.calibration import build_calibration_set, load_calibration_set, save_calibration_set
@@ -36,7 +39,7 @@ from edgekd.schema import Report
 from edgekd.stages.choose import choose_shipped
 from edgekd.stages.compress import compress
 from edgekd.stages.context import DEFAULT_CACHE, BuildContext, BuildOptions
-from edgekd.stages.distill import distill, distill_config
+from edgekd.stages.distill import distill, distill_config, training_record
 from edgekd.stages.export import reference_artifacts, student_artifacts
 from edgekd.stages.manifest import write_manifest
 from edgekd.stages.measure import measure
@@ -98,9 +101,16 @@ def calibration_set(ctx: BuildContext, stage: Path) -> tuple[Calibration, dict]:
 
 def build(options: BuildOptions) -> BuildResult:
     """Student (by MACs or measured latency) + pre-flight -> teacher -> KD -> compression -> artifacts -> parity
-    -> benchmark -> report -> gate."""
+    -> benchmark -> report -> gate.
+
+    Under torchrun (``edgekd.distributed``) every rank trains (teacher, KD and alone students, data-parallel);
+    rank 0 alone claims the run directory, chooses the student and does everything after training, and every
+    rank returns its report (the other ranks log nothing: rank 0 says it once).
+    """
     t_start = time.perf_counter()
-    ctx = start(options)
+    if not ranks.is_main():
+        options = dataclasses.replace(options, log=lambda message: None)
+    ctx = ranks.main_first(lambda: start(options))  # rank 0 loads (and caches) the data before the others read it
     teacher_epochs, student_epochs = epochs_for(options, len(ctx.data.y_train))
     if min(teacher_epochs, student_epochs) < 1:
         raise EdgekdError("--epochs must be >= 1", "pass a positive number of epochs")
@@ -108,28 +118,37 @@ def build(options: BuildOptions) -> BuildResult:
     validate_config(config, 1 + len(options.extra_teachers))  # bad settings fail before any training
     if options.calibration:  # a bad calibration file fails here too, not after training
         load_calibration_set(options.calibration, ctx.data.input_shape, ctx.data.fingerprint())
-    with claim(ctx.out, ctx.target.name) as run:  # locked for the whole build; staging removed on any exit
+    # locked for the whole build (by rank 0 under torchrun); staging removed on any exit
+    with claim(ctx.out, ctx.target.name) if ranks.is_main() else contextlib.nullcontext() as run:
         with ctx.timed("student_choice"):  # and pre-flight: a conversion failure costs seconds, not a teacher
-            choice = choose_student(ctx)
+            choice = ranks.from_main(lambda: choose_student(ctx))
         with ctx.timed("teacher"):
             teachers = prepare_teachers(ctx, teacher_epochs)
         with ctx.timed("student_accuracy"):  # --selection auto: the finalists ranked by a short distillation
-            choice = rank_by_accuracy(ctx, config, teachers, choice)
+            choice = ranks.from_main(lambda: rank_by_accuracy(ctx, config, teachers, choice))
         with ctx.timed("distill"):
             distilled = distill(ctx, config, teachers, choice)
-        stage = run.staging
-        report = _package(ctx, stage, teachers, choice, distilled)
-        report["stage_times_s"] = ctx.stage_times_s
-        report["build_time_s"] = round(time.perf_counter() - t_start, 2)
-        record_cost_share(report)
-        report["gate"] = evaluate_gate(report, ctx.target, strict=options.strict).to_dict()
-        Report.model_validate_json(dumps(report))  # a writer bug fails here, never in the gate that reads it
-        write_json(stage / "report.json", report)
-        write_text(stage / "report.md", render_markdown(report))
-        write_html(report, stage / "report.html")
-        run.commit()
+        report = ranks.from_main(lambda: _finish(ctx, run, teachers, choice, distilled, t_start))
     ctx.say(f"done in {report['build_time_s']:.0f}s: {ctx.out}/ (report.json, report.md, report.html, manifest.json)")
     return BuildResult(ctx.out, report)
+
+
+def _finish(ctx: BuildContext, run, teachers: Teachers, choice: StudentChoice, distilled, t_start: float) -> dict:
+    """Everything after training, done once: package, report, gate, and the run directory swapped in."""
+    options = ctx.options
+    stage = run.staging
+    report = _package(ctx, stage, teachers, choice, distilled)
+    report["training"] = training_record(distilled)
+    report["stage_times_s"] = ctx.stage_times_s
+    report["build_time_s"] = round(time.perf_counter() - t_start, 2)
+    record_cost_share(report)
+    report["gate"] = evaluate_gate(report, ctx.target, strict=options.strict).to_dict()
+    Report.model_validate_json(dumps(report))  # a writer bug fails here, never in the gate that reads it
+    write_json(stage / "report.json", report)
+    write_text(stage / "report.md", render_markdown(report))
+    write_html(report, stage / "report.html")
+    run.commit()
+    return report
 
 
 def _package(ctx: BuildContext, stage: Path, teachers: Teachers, choice: StudentChoice, distilled) -> dict:

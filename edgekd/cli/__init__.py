@@ -3,6 +3,9 @@
 Exit codes: 0 ok; 1 a gate failed (build, gate); 2 bad input (one message naming the problem and the fix; nothing
 half-written); 3 an internal error (a bug: one line on stderr and a log file with the traceback; ``--debug``
 prints it); 130 interrupted; 143 terminated (SIGTERM). Staging directories are removed on every exit path.
+
+Under torchrun (``torchrun ... -m edgekd build``) each rank runs this, and every rank exits with rank 0's code:
+rank 0 says what went wrong once; another rank speaks only for a failure of its own, naming its rank.
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ class _VersionAction(argparse.Action):
 class Terminated(BaseException):
     """SIGTERM, raised in the main thread so every ``finally`` (staging directories, locks) runs."""
 
+    exit_code = 143
+
 
 def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
     raise Terminated()
@@ -100,30 +105,57 @@ def _log_internal_error(exc: BaseException) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    rank = _rank_note(args)
     try:
-        return args.func(args)
+        with _session(args):
+            return args.func(args)
     except EdgekdError as exc:
-        print(f"edgekd: error: {exc.problem}", file=sys.stderr)
+        print(f"edgekd: error{rank}: {exc.problem}", file=sys.stderr)
         if exc.fix:
             print(f"  fix: {exc.fix}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("edgekd: interrupted; nothing was written to the run directory", file=sys.stderr)
-        return 130
-    except Terminated:
-        print("edgekd: terminated; nothing was written to the run directory", file=sys.stderr)
-        return 143
+    except (KeyboardInterrupt, Terminated) as exc:
+        code = 130 if isinstance(exc, KeyboardInterrupt) else Terminated.exit_code
+        if not rank:  # under torchrun the others were stopped with rank 0: it speaks for them
+            stopped = "interrupted" if code == 130 else "terminated"
+            under = _rank_note(args, quiet_rank=None) != ""  # a torchrun build
+            print(f"edgekd: {stopped}; nothing was written to the run directory"
+                  + (" (torchrun stops every rank when one fails: a failed rank said why above)" if under else ""),
+                  file=sys.stderr)
+        return code
     except Exception as exc:  # noqa: BLE001 - a bug, not bad input: its own exit code and a log
+        from edgekd.distributed import MainFailed
+
+        if isinstance(exc, MainFailed):  # rank 0 failed and said why; this rank exits with its code
+            return exc.exit_code
         log = _log_internal_error(exc)
         if args.debug:
             traceback.print_exc()
-        print(f"edgekd: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+        print(f"edgekd: internal error{rank}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
               f"(a bug in edgekd or a library, not your input); traceback in {log}; rerun with --debug to print it",
               file=sys.stderr)
         return INTERNAL_ERROR
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _session(args: argparse.Namespace):
+    """``edgekd build`` under torchrun joins the job's process group (``edgekd.distributed``); else nothing."""
+    import contextlib
+
+    from edgekd.distributed import session, under_torchrun
+
+    return session() if args.command == "build" and under_torchrun() else contextlib.nullcontext()
+
+
+def _rank_note(args: argparse.Namespace, quiet_rank: int | None = 0) -> str:
+    """' (rank N of W)' on a torchrun build's ranks (but ``quiet_rank``: rank 0 speaks for the job)."""
+    from edgekd.distributed import under_torchrun
+
+    if args.command != "build" or not under_torchrun() or os.environ["RANK"] == str(quiet_rank):
+        return ""
+    return f" (rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']})"
 
 
 def _main_thread() -> bool:

@@ -60,6 +60,7 @@ def _distill_settings(args: argparse.Namespace) -> dict:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from edgekd.api import BuildOptions, build
+    from edgekd.distributed import is_main
     from edgekd.gate import format_table
 
     options = BuildOptions(
@@ -86,9 +87,10 @@ def cmd_build(args: argparse.Namespace) -> int:
 
         options.teacher_cache = DEFAULT_CACHE
     result = build(options)
-    print((result.out_dir / "report.md").read_text())
     gate = result.report["gate"]
-    print(format_table(_gate_from_dict(gate)) if gate["checks"] else "")
+    if is_main():  # under torchrun every rank has the report; rank 0 shows it
+        print((result.out_dir / "report.md").read_text())
+        print(format_table(_gate_from_dict(gate)) if gate["checks"] else "")
     return 0 if gate["passed"] else 1
 
 

@@ -3,7 +3,9 @@
 A checkpoint holds model, loss-mix (adapters), optimizer, scheduler, grad-scaler and RNG states plus the
 best-so-far weights and the history, so a resumed run continues exactly where the killed one stopped and ends
 with bit-identical weights. The key covers the config, the data, the initial student weights and the teachers'
-weights: a changed config starts afresh instead of resuming a stale run.
+weights: a changed config starts afresh instead of resuming a stale run. Under torchrun rank 0 writes it (the
+unwrapped model's state, so any world size can read it) and hands it to every rank on resume; the key holds the
+world size, since a different one shards, steps and schedules the data differently: it starts afresh.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from edgekd import distributed as ranks
 from edgekd.data import Dataset
 from edgekd.distill.augment import View, build_augment, teacher_cached
 from edgekd.distill.checkpoint import checkpoint_path, load_checkpoint, run_key, save_checkpoint
@@ -37,19 +37,31 @@ MIN_STEPS_TO_TUNE = 300  # below this many training steps the fast path's timing
 
 
 def distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
+    """Training is shared by several ranks (torchrun, outside rank 0's own work)."""
+    return ranks.world().size > 1
 
 
 def pick_device(spec: str) -> torch.device:
     if spec != "auto":
         return torch.device(spec)
     if torch.cuda.is_available():
-        if distributed():  # torchrun sets LOCAL_RANK: this process's GPU on its own machine
-            index = int(os.environ.get("LOCAL_RANK", dist.get_rank())) % torch.cuda.device_count()
-        else:
-            index = torch.cuda.current_device()
-        return torch.device("cuda", index)
+        if ranks.world().backend == "nccl":  # torchrun's LOCAL_RANK: this process's GPU on its own machine
+            return torch.device("cuda", ranks.world().local_rank % torch.cuda.device_count())
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+def precision(amp: torch.dtype | None) -> str:
+    """What the report calls the training precision: fp32, or the autocast dtype (fp16 always with a GradScaler)."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "fp32") if amp else "fp32"
+
+
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A batch on the training device; to a GPU through pinned memory, so the copy does not block the host."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def amp_dtype(spec: str, device: torch.device) -> torch.dtype | None:
@@ -105,7 +117,7 @@ class Run:
 
     @property
     def distributed(self) -> bool:
-        return self.world > 1 or distributed()
+        return self.world > 1
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext()
@@ -117,6 +129,7 @@ class Run:
         for part in (self.student_taps, self.runner, self.cache):
             if part is not None:
                 part.close()
+        self.net = None  # DDP's gradient hooks go with it: rank 0 goes on training the model alone (QAT, pruning)
 
 
 @dataclass
@@ -140,7 +153,7 @@ class State:
 def make_run(model: nn.Module, data: Dataset, config: Any, teachers: list[nn.Module],
              transform: Transform | None, fast_plan: dict | None = None) -> Run:
     """Device, loss mix, feature taps and teacher runner; the model and teachers are moved to the device."""
-    world, rank = (dist.get_world_size(), dist.get_rank()) if distributed() else (1, 0)
+    world, rank = ranks.world().size, ranks.world().rank
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     base = config.loss_weights if teachers else {"ce": 1.0}
@@ -155,12 +168,28 @@ def make_run(model: nn.Module, data: Dataset, config: Any, teachers: list[nn.Mod
     for t in teachers:
         t.to(device)
     if getattr(config, "fast", False):
-        apply_plan(run, FastPlan.from_state(fast_plan) if fast_plan else choose_fast_plan(run))
+        apply_plan(run, FastPlan.from_state(fast_plan) if fast_plan else shared_fast_plan(run))
+    gpu_channels_last(run)
     if mix.student_paths():
         run.student_taps = FeatureTaps(model, mix.student_paths(), role="student")
     if run.need_teacher:
         run.runner = TeacherRunner(teachers, mix.teacher_paths())
     return run
+
+
+def gpu_channels_last(run: Run) -> None:
+    """Images train in channels_last on a GPU (its tensor cores read NHWC); inputs follow per batch."""
+    if run.device.type == "cuda" and run.data.is_image and len(run.data.input_shape) == 3:
+        run.model.to(memory_format=torch.channels_last)
+        run.memory_format = torch.channels_last
+        run.optimisations = sorted({*run.optimisations, "channels_last"})
+
+
+def shared_fast_plan(run: Run) -> FastPlan:
+    """Rank 0's timed choice on every rank: timings differ between processes, the ranks' training must not."""
+    if not run.distributed:
+        return choose_fast_plan(run)
+    return FastPlan.from_state(ranks.from_main(lambda: choose_fast_plan(run).to_state()))
 
 
 def choose_fast_plan(run: Run) -> FastPlan:
@@ -193,7 +222,7 @@ def probe_shapes(run: Run) -> None:
     Skipped when training alone, so that path runs exactly as it always has (QAT observers see no probe).
     """
     model, mix = run.model, run.mix
-    probe = torch.from_numpy(np.ascontiguousarray(run.data.x_train[:2])).to(run.device)
+    probe = to_device(run.data.x_train[:2], run.device)
     student_shapes: dict[str, torch.Size] = {}
     teacher_shapes: dict[str, torch.Size] = {}
     if run.teachers:
@@ -271,7 +300,7 @@ def resume(run: Run, checkpoint_dir: str | Path | None, key_extra: str) -> State
         return state
     state.ckpt = checkpoint_path(checkpoint_dir, run_key(run.config, run.data, run.model, run.teachers, run.world,
                                                          key_extra))
-    saved = load_checkpoint(state.ckpt)
+    saved = ranks.from_main(lambda: load_checkpoint(state.ckpt))  # rank 0's file, on every rank and machine
     if saved is None:
         return state
     run.model.load_state_dict(saved["model"])
@@ -290,11 +319,12 @@ def resume(run: Run, checkpoint_dir: str | Path | None, key_extra: str) -> State
     state.elapsed_before = saved["elapsed_s"]
     if saved.get("fast_plan"):  # the resumed run trains as the killed one did, whatever timing says today
         apply_plan(run, FastPlan.from_state(saved["fast_plan"]))
+        gpu_channels_last(run)
     return state
 
 
 def save(run: Run, state: State, epoch: int) -> None:
-    """Checkpoint after ``epoch`` (rank 0 writes; every rank waits so none runs ahead of the file)."""
+    """Checkpoint after ``epoch`` (rank 0 writes atomically; every rank waits so none runs ahead of the file)."""
     if state.ckpt is None:
         return
     if run.rank == 0:
@@ -309,8 +339,7 @@ def save(run: Run, state: State, epoch: int) -> None:
             "elapsed_s": state.elapsed_before + time.perf_counter() - state.start,
             "fast_plan": run.plan.to_state() if run.plan else None,
         })
-    if run.distributed:
-        dist.barrier()
+    ranks.barrier()
 
 
 def epoch_order(run: Run, epoch: int) -> np.ndarray:
@@ -322,8 +351,8 @@ def epoch_order(run: Run, epoch: int) -> np.ndarray:
 
 def train_step(run: Run, idx: np.ndarray, temperature: float, state: State) -> torch.Tensor:
     """One optimisation step on the samples ``idx``; returns [loss * n, n, term_i * n...] for the epoch sums."""
-    xb = torch.from_numpy(run.data.x_train[idx]).to(run.device)
-    yb = torch.from_numpy(run.data.y_train[idx]).to(run.device)
+    xb = to_device(run.data.x_train[idx], run.device)
+    yb = to_device(run.data.y_train[idx], run.device)
     if run.transform is not None:
         xb = run.transform(xb, run.generator)
     view = run.augment(xb, yb, run.generator) if run.augment is not None else View(xb, yb)
@@ -387,7 +416,8 @@ def run_epoch(run: Run, state: State, epoch: int, on_batch: Callable[[int, int],
         if on_batch is not None:
             on_batch(min(i + run.per_rank_batch, len(order)), len(order))
     if run.distributed:
-        dist.all_reduce(sums)
+        sums = ranks.all_reduce_sum(sums)
+        ranks.broadcast_module(run.model)  # the same weights on every rank: the same validation, best, stopping
     val_acc = val_accuracy(run)
     if run.student_taps:
         run.student_taps.take()  # drop what validation captured
@@ -421,13 +451,11 @@ def val_accuracy(run: Run) -> float:
     correct = 0
     with torch.inference_mode():
         for i in range(0, len(y), 512):
-            xb = torch.from_numpy(np.ascontiguousarray(x[i : i + 512])).to(run.device)
+            xb = to_device(x[i : i + 512], run.device)
             if run.memory_format is not torch.contiguous_format:
                 xb = xb.contiguous(memory_format=run.memory_format)
             correct += int((run.model(xb).argmax(1).cpu().numpy() == y[i : i + 512]).sum())
-    counts = torch.tensor([correct, len(y)], dtype=torch.float64)
-    if run.world > 1:
-        dist.all_reduce(counts)
+    counts = ranks.all_reduce_sum(torch.tensor([correct, len(y)], dtype=torch.float64))
     return float(counts[0] / counts[1]) if counts[1] > 0 else 0.0
 
 
@@ -437,7 +465,7 @@ def details(run: Run, state: State) -> dict[str, Any]:
         "teacher_outputs": run.outputs_mode, "feature_pairs": [list(p) for p in run.mix.feature_pairs()],
         "resumed_from_epoch": state.resumed_from, "checkpoint": str(state.ckpt) if state.ckpt else None,
         "world_size": run.world, "device": str(run.device),
-        "amp": str(run.amp).replace("torch.", "") if run.amp else None,
+        "amp": str(run.amp).replace("torch.", "") if run.amp else None, "precision": precision(run.amp),
         "optimisations": list(run.optimisations),
         "fast_plan": run.plan.to_state() if run.plan else None,
     }

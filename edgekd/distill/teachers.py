@@ -3,7 +3,9 @@
 When inputs don't change between epochs (no augmentation), the teachers' logits and tapped features are the
 same every epoch, so they are computed in one pass and the teacher costs nothing afterwards. Above a size
 threshold the cache lives in ``.npy`` files opened with ``mmap_mode`` (the OS pages them in), so a large
-feature map cache never has to fit in RAM. Several teachers' soft targets are combined here too.
+feature map cache never has to fit in RAM. Under torchrun each rank computes its contiguous shard of the
+cache and every rank gathers the whole, batch by batch (each rank's sampler draws from all samples, and on
+several machines there is no file every rank can read). Several teachers' soft targets are combined here too.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgekd import distributed as ranks
 from edgekd.distill.taps import FeatureTaps
 from edgekd.errors import EdgekdError
 
@@ -115,13 +118,12 @@ class TeacherCache:
                                                         shape=(n, *shape))
             else:
                 arrays[key] = np.empty((n, *shape), np.float32)
-        for start in range(0, n, batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size])).to(device)
-            logits, feats = runner(xb)
-            for i, z in enumerate(logits):
-                arrays[f"logits{i}"][start : start + len(xb)] = z.cpu().numpy()
-            for k, v in feats.items():
-                arrays[f"feat:{k}"][start : start + len(xb)] = v.float().cpu().numpy()
+        if ranks.world().size > 1:
+            _fill_sharded(runner, x, device, specs, arrays, batch_size)
+        else:
+            for start in range(0, n, batch_size):
+                xb = torch.from_numpy(np.ascontiguousarray(x[start : start + batch_size])).to(device)
+                _store(arrays, start, *runner(xb))
         if use_memmap:  # flush, then reopen read-only: the OS pages rows in as batches ask for them
             for i, key in enumerate(specs):
                 arrays[key].flush()
@@ -132,13 +134,45 @@ class TeacherCache:
                    f"memory ({total_mb:.1f} MB)", tmp_dir)
 
     def batch(self, idx: np.ndarray, device: torch.device) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        from edgekd.distill.loop import to_device
+
         order = np.sort(idx)  # sorted reads are sequential on a memmap; then restore the batch's order
         inverse = np.argsort(np.argsort(idx))
-        logits = [torch.from_numpy(np.asarray(z[order])[inverse]).to(device) for z in self.logits]
-        feats = {k: torch.from_numpy(np.asarray(v[order])[inverse]).to(device) for k, v in self.features.items()}
+        logits = [to_device(np.asarray(z[order])[inverse], device) for z in self.logits]
+        feats = {k: to_device(np.asarray(v[order])[inverse], device) for k, v in self.features.items()}
         return logits, feats
 
     def close(self) -> None:
         self.logits, self.features = [], {}
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _store(arrays: dict[str, np.ndarray], start: int, logits: list[torch.Tensor],
+           feats: dict[str, torch.Tensor]) -> None:
+    for i, z in enumerate(logits):
+        arrays[f"logits{i}"][start : start + len(z)] = z.float().cpu().numpy()
+    for k, v in feats.items():
+        arrays[f"feat:{k}"][start : start + len(v)] = v.float().cpu().numpy()
+
+
+def _fill_sharded(runner: TeacherRunner, x: np.ndarray, device: torch.device, specs: dict[str, tuple],
+                  arrays: dict[str, np.ndarray], batch_size: int) -> None:
+    """This rank's shard through the teachers, every rank's rows gathered: step s of each rank in one all_gather.
+
+    A rank whose shard is used up sends zeros (the rows no one reads), so every rank joins every step.
+    """
+    first, stop, per = ranks.shard(len(x))
+    sizes = [int(np.prod(shape)) for shape in specs.values()]
+    for offset in range(0, per, batch_size):
+        mine = np.ascontiguousarray(x[min(first + offset, stop) : min(first + offset + batch_size, stop)])
+        flat = torch.zeros(batch_size, sum(sizes))
+        if len(mine):
+            logits, feats = runner(torch.from_numpy(mine).to(device))
+            outputs = [z.float() for z in logits] + [v.float() for v in feats.values()]
+            flat[: len(mine)] = torch.cat([o.reshape(len(mine), -1).cpu() for o in outputs], dim=1)
+        for rank, rows in enumerate(ranks.all_gather(flat)):
+            start = rank * per + offset
+            count = max(0, min(batch_size, per - offset, len(x) - start))
+            for key, part in zip(specs, torch.split(rows[:count], sizes, dim=1), strict=True):
+                arrays[key][start : start + count] = part.reshape(count, *specs[key]).numpy()

@@ -11,10 +11,13 @@ What it adds around a plain loop, and why:
 * Several teachers: soft targets mixed by fixed weights or per-sample confidence (``teachers.py``).
 * Schedules for temperature, loss weights (per epoch) and learning rate (per step); early stopping on val.
 * Checkpoints each epoch (``checkpoint.py``) so a killed run resumes to bit-identical weights.
-* Under ``torchrun`` (an initialised process group) the student is wrapped in DistributedDataParallel, data is
-  sharded with a DistributedSampler, metrics are all-reduced and only rank 0 writes files. On a GPU the
-  forward passes run under bf16/fp16 autocast. Each rank builds the full teacher cache itself (samples move
-  between shards from epoch to epoch); with data too large for that, pass ``teacher_cache="off"``.
+* Under ``torchrun`` (``edgekd/distributed.py``) the model is wrapped in DistributedDataParallel, data is
+  sharded with a DistributedSampler (reseeded each epoch), metrics are all-reduced and rank 0's BatchNorm
+  statistics broadcast before validation, so every rank takes the same best-epoch and early-stopping decisions;
+  rank 0 alone chooses the CPU fast plan and reads and writes checkpoints (a checkpoint holds the unwrapped
+  model). Each rank computes its shard of the teacher cache and all of them gather the whole (samples move
+  between shards from epoch to epoch). On a GPU the forward passes run under bf16 autocast (fp16 with a
+  GradScaler where bf16 is unsupported), images in channels_last, batches copied from pinned memory.
 """
 
 from __future__ import annotations

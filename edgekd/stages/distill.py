@@ -4,6 +4,7 @@ Both runs use the same configuration, epochs, seed and initial weights, and chec
 so that a killed build resumes both of them mid-way. On the CPU they train side by side, half the cores each
 (``distill/side_by_side.py``: a small student's step does not scale across cores). ``kd_gain`` compares these
 two students before any compression, so it measures distillation and nothing else.
+Under torchrun both train data-parallel on every rank, one after the other (``edgekd.distributed``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pydantic
 import torch
 from torch import nn
 
+from edgekd import distributed as ranks
 from edgekd.distill.augment import build_augment
 from edgekd.distill.loop import distributed, pick_device
 from edgekd.distill.side_by_side import threads_per_run, train_side_by_side
@@ -110,3 +112,10 @@ def side_by_side_threads(ctx: BuildContext, config: TrainConfig) -> int | None:
     on_cpu = pick_device(config.device).type == "cpu"
     threads = threads_per_run()
     return threads if ctx.options.side_by_side and on_cpu and threads >= 1 and not distributed() else None
+
+
+def training_record(distilled: Distilled) -> dict:
+    """How the KD student trained, for the report: world size and backend of the job, device and precision."""
+    job, details = ranks.job_world(), distilled.kd.details
+    return {"world_size": job.size, "backend": job.backend, "device": details.get("device", "cpu"),
+            "precision": details.get("precision", "fp32")}

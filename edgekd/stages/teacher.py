@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from edgekd import __version__
+from edgekd import distributed as ranks
 from edgekd.data.cache import cache_entry
 from edgekd.distill.trainer import TrainConfig, TrainResult, train
 from edgekd.errors import EdgekdError
@@ -134,7 +135,11 @@ def load_user_teacher(ctx: BuildContext, path: str) -> Teacher:
 
 
 def prepare_teacher(ctx: BuildContext, epochs: int) -> tuple[Teacher, TrainResult | None]:
-    """The user's teacher, or a default one trained here (cached by data, architecture, epochs and seed)."""
+    """The user's teacher, or a default one trained here (cached by data, architecture, epochs and seed).
+
+    Under torchrun rank 0 reads and writes the cache (its weights reach the other ranks in ``from_main``), and
+    all the ranks train a teacher that is not cached, data-parallel.
+    """
     options, data = ctx.options, ctx.data
     if options.teacher:
         return load_user_teacher(ctx, options.teacher), None
@@ -143,22 +148,33 @@ def prepare_teacher(ctx: BuildContext, epochs: int) -> tuple[Teacher, TrainResul
     config = teacher_config(options, epochs)
     cache = None
     if options.teacher_cache is not None:
-        cache = cached_teacher_path(options.teacher_cache, teacher_cache_key(data, arch, config, model))
-        if cache.exists():
-            try:
-                model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
-                model.eval()
-                ctx.say(f"teacher: default '{arch}' loaded from cache {cache} (trained earlier on this data)")
-                return Teacher(model, "trained-default (cached)", arch, f"default {arch}, cached at {cache}",
-                               dict(options.teacher_config)), None
-            except Exception as exc:  # noqa: BLE001 - a bad cache entry is retrained, never fatal
-                ctx.say(f"teacher: ignoring unreadable cache {cache} ({type(exc).__name__}); retraining")
+        cache, weights = ranks.from_main(lambda: cached_teacher(ctx, arch, config, model))
+        if weights is not None:
+            model.load_state_dict(weights)  # rank 0's model has them already
+            model.eval()
+            ctx.say(f"teacher: default '{arch}' loaded from cache {cache} (trained earlier on this data)")
+            return Teacher(model, "trained-default (cached)", arch, f"default {arch}, cached at {cache}",
+                           dict(options.teacher_config)), None
     ctx.say(f"teacher: none given, training the default '{arch}' on {data.name} for {epochs} epochs")
     result = train(model, data, config, progress=options.progress)
-    if cache is not None:
+    if cache is not None and ranks.is_main():
         atomic_write(cache, lambda p: torch.save(result.model.state_dict(), p))
     return Teacher(result.model, "trained-default", arch, f"default {arch} trained by edgekd",
                    dict(options.teacher_config)), result
+
+
+def cached_teacher(ctx: BuildContext, arch: str, config: TrainConfig, model: nn.Module) -> tuple[Path, dict | None]:
+    """Where this teacher is cached, and its weights (loaded into ``model``) when a readable entry is there."""
+    cache = cached_teacher_path(ctx.options.teacher_cache, teacher_cache_key(ctx.data, arch, config, model))
+    if not cache.exists():
+        return cache, None
+    try:
+        weights = torch.load(cache, map_location="cpu", weights_only=True)
+        model.load_state_dict(weights)
+        return cache, weights
+    except Exception as exc:  # noqa: BLE001 - a bad cache entry is retrained, never fatal
+        ctx.say(f"teacher: ignoring unreadable cache {cache} ({type(exc).__name__}); retraining")
+        return cache, None
 
 
 def default_teacher_model(options, data) -> tuple[str, nn.Module]:
