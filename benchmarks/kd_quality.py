@@ -23,9 +23,14 @@ Resumable: each finished run (teacher, then every method x seed) is kept in a st
 ``benchmarks/.cache/`` keyed by a hash of the recipe and the data (not the commit), and every epoch is checkpointed
 there; a restarted command skips finished runs (and says so) and resumes a killed one mid-way. The results file is
 rewritten after every run, so a killed measurement leaves honest partial evidence: its verdict is
-"incomplete: k/n runs" until every run has finished. Runs are interleaved (seed by seed, every method in turn) so
-load drifts hit every method alike; ``epoch_time_ratio_vs_alone`` is KD / alone epoch time, and the verdict says
-whether every run's host load stayed under ``QUIET_LOAD`` (accuracy does not depend on load; that ratio does).
+"incomplete: k/n runs" until every run has finished. In a shared checkout, give a long measurement ``--out`` under
+``benchmarks/.cache/`` (a file in ``benchmarks/results/`` rewritten for hours leaves docs/measurements.md stale), then
+run the same command without ``--out`` once it has finished: every run is in the state, so that writes the results
+file in the time it takes to load the data and the cached teacher.
+
+Runs are interleaved (seed by seed, every method in turn) so load drifts hit every method alike;
+``epoch_time_ratio_vs_alone`` is KD / alone epoch time, and the verdict says whether every run's host load stayed
+under ``QUIET_LOAD`` (accuracy does not depend on load; that ratio does).
 """
 
 from __future__ import annotations

@@ -141,6 +141,9 @@ def kd_quality(data: dict[str, Any]) -> list[str]:
              for name, m in data.get("methods", {}).items()]
     lines = [f"Teacher {fmt(dig(data, 'teacher', 'arch'))}: test {fmt(dig(data, 'teacher', 'accuracy'))}; "
              f"method selected on validation: {fmt(data.get('selected_on_val'))}.", ""]
+    if "progress" in data:  # measured at convergence (issue 31): finished runs and the verdict from them
+        lines += [f"Runs finished: {fmt(dig(data, 'progress', 'done'))}/{fmt(dig(data, 'progress', 'expected'))}; "
+                  f"verdict: {fmt(data.get('verdict'))}.", ""]
     return lines + table(["method", "test acc mean", "sd", "val acc mean", "gain vs alone (points)",
                           "epoch time vs alone"], rows)
 
@@ -202,6 +205,7 @@ RENDERERS: dict[str, Renderer] = {
     "two_core_scaling": two_core_scaling,
     "formats": formats,
     "kd_quality": kd_quality,
+    "kd_quality_fashion_mnist": kd_quality,
     "latency_selection": latency_selection,
     "gate_noise": gate_noise,
 }
