@@ -93,9 +93,13 @@ def load_hf_teacher(path: str | os.PathLike, *, vocab_path: str | os.PathLike | 
         model, info = AutoModelForSequenceClassification.from_pretrained(
             str(root), local_files_only=True, trust_remote_code=False, use_safetensors=True,
             attn_implementation="eager", output_loading_info=True)
+    except ImportError as exc:  # transformers imports its model classes lazily, and they import their own deps
+        cause = exc.__cause__ or exc  # the class's own import error, e.g. a dependency that fails to load
+        raise EdgekdError(f"transformers cannot import the model class of {root}: {_first_line(cause)}",
+                          "repair the Python environment (e.g. a torchvision built for another torch: reinstall "
+                          "the one matching torch, or uninstall it)") from None
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise EdgekdError(f"cannot load the Hugging Face model in {root}: {first}",
+        raise EdgekdError(f"cannot load the Hugging Face model in {root}: {_first_line(exc)}",
                           "give a directory saved with save_pretrained(safe_serialization=True) from a "
                           "*ForSequenceClassification model") from None
     untrained = [k for k in info.get("missing_keys", []) if "classifier" in k or "score" in k]
@@ -159,3 +163,7 @@ def read_teacher_vocab(vocab_file: Path, root: Path) -> TeacherVocab:
         except (OSError, UnicodeDecodeError, ValueError, AttributeError):
             pass  # unreadable tokenizer settings: BERT's default (uncased) applies
     return TeacherVocab(vocab_file, lowercase, len(tokens))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

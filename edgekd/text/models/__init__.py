@@ -36,7 +36,10 @@ class TextStudentFamily:
     builder: TextBuilder
     widths: tuple[int, ...] = DEFAULT_WIDTHS
     width_multiple: int = 8  # widths are rounded to a multiple of this (and of the target's channel multiple)
-    int8: str = ""  # one line: what converts to int8 and what stays float (the table is in the family's file)
+    # TFLite ops the static int8 recipe (ai-edge-quantizer static_wi8_ai8) leaves in float for this family, as the
+    # converted artifact reports them (backends.tflite.describe "float_ops"); the table is in the family's file and
+    # tests/text/test_text_models.py converts each family to check it
+    int8_float_ops: tuple[str, ...] = ()
 
     def build(self, *, vocab_size: int, num_classes: int, max_len: int, width: int) -> nn.Module:
         return self.builder(vocab_size=vocab_size, num_classes=num_classes, max_len=max_len, width=width)
@@ -60,10 +63,10 @@ TEXT_STUDENTS: dict[str, TextStudentFamily] = {}
 
 
 def register_text_family(name: str, *, widths: tuple[int, ...] = DEFAULT_WIDTHS, width_multiple: int = 8,
-                         int8: str = "") -> Callable[[TextBuilder], TextBuilder]:
+                         int8_float_ops: tuple[str, ...] = ()) -> Callable[[TextBuilder], TextBuilder]:
     """Register a text student family under ``name`` (its builder takes keyword arguments only)."""
     def deco(fn: TextBuilder) -> TextBuilder:
-        TEXT_STUDENTS[name] = TextStudentFamily(name, fn, tuple(widths), width_multiple, int8)
+        TEXT_STUDENTS[name] = TextStudentFamily(name, fn, tuple(widths), width_multiple, tuple(int8_float_ops))
         return fn
 
     return deco

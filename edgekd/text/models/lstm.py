@@ -7,6 +7,18 @@ bidirectional sequence LSTM ops differ per runtime) to depend on. Each step keep
 token is ``[PAD]`` (``h = m*h_new + (1-m)*h``), which makes it exactly a packed sequence: the forward direction
 carries its last real state through the trailing padding, the backward one starts from zeros at the last real
 token. The classifier reads both final states, as Tang et al.'s does (concatenate, ReLU layer, linear).
+
+Export, measured on int32 ids with torch 2.13, onnxruntime 1.32, litert-torch 0.10.0 and ai-edge-quantizer 0.10.0
+(static_wi8_ai8, float I/O); tests/text/test_text_models.py repeats the checks (the int8 float ops: slow tests).
+
+| format | ops (besides reshapes) | precision shipped |
+| --- | --- | --- |
+| ONNX | Gather, Gemm, MatMul, Sigmoid, Tanh, Mul, Add, Sub, Split, Concat (no LSTM op) | fp32, parity 1e-6 |
+| TFLite | EMBEDDING_LOOKUP, FULLY_CONNECTED, LOGISTIC, TANH, MUL, ADD, SUB, SLICE, CONCATENATION, CAST | fp32 |
+| TFLite int8 | the same + QUANTIZE/DEQUANTIZE | int8 but EMBEDDING_LOOKUP, CAST |
+
+The unrolled graph has ~50 ops a step: conversion took about a minute at max_len 32 on a loaded 2-core host (ONNX
+export as long), growing linearly with max_len.
 """
 
 from __future__ import annotations
@@ -57,6 +69,7 @@ class TextBiLSTM(nn.Module):
         return self.head(torch.cat([self.forward_lstm(x, mask), self.backward_lstm(x, mask)], dim=1))
 
 
-@register_text_family("text_bilstm", widths=(16, 24, 32, 48, 64, 96, 128, 192))
+@register_text_family("text_bilstm", widths=(16, 24, 32, 48, 64, 96, 128, 192),
+                      int8_float_ops=("CAST", "EMBEDDING_LOOKUP"))
 def _text_bilstm(*, vocab_size: int, num_classes: int, max_len: int, width: int) -> nn.Module:
     return TextBiLSTM(vocab_size, num_classes, max_len, width)
