@@ -49,7 +49,11 @@ class TeacherVocab:
 
     path: Path
     lowercase: bool
-    size: int
+    tokens: tuple[str, ...]  # id = position, as the text tokenizer takes them
+
+    @property
+    def size(self) -> int:
+        return len(self.tokens)
 
 
 class HFTextTeacher(nn.Module):
@@ -162,7 +166,7 @@ def read_teacher_vocab(vocab_file: Path, root: Path) -> TeacherVocab:
             lowercase = bool(json.loads(tokenizer_config.read_text(encoding="utf-8")).get("do_lower_case", True))
         except (OSError, UnicodeDecodeError, ValueError, AttributeError):
             pass  # unreadable tokenizer settings: BERT's default (uncased) applies
-    return TeacherVocab(vocab_file, lowercase, len(tokens))
+    return TeacherVocab(vocab_file, lowercase, tuple(tokens))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -46,7 +46,8 @@ def test_default_teacher_is_a_larger_transformer_with_taps():
 
 def test_hf_directory_loads_as_a_teacher_with_its_vocab(tmp_path):
     teacher = load_hf_teacher(save_tiny_bert(tmp_path))
-    assert teacher.vocab.path == tmp_path / "vocab.txt" and teacher.vocab.size == len(VOCAB)
+    assert teacher.vocab.path == tmp_path / "vocab.txt" and teacher.vocab.tokens == tuple(VOCAB)
+    assert teacher.vocab.lowercase and teacher.vocab.size == len(VOCAB)
     assert teacher.num_labels == 3 and teacher.max_len == 24
     with torch.no_grad():
         logits = teacher(ids())
