@@ -1,6 +1,8 @@
-"""Shared fixtures: tiny data made in the test, and an isolated cache for default teachers."""
+"""Shared fixtures: tiny data made in the test, and an isolated cache for default teachers; ``--cpu-durations``."""
 
 from __future__ import annotations
+
+import resource
 
 import numpy as np
 import pytest
@@ -33,3 +35,38 @@ def toy_data() -> Dataset:
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path_factory.getbasetemp() / "edgekd-cache"))
+
+
+# ------------------------------------------------------------------------------------- CPU seconds per test
+def pytest_addoption(parser):
+    parser.addoption("--cpu-durations", type=int, metavar="N",
+                     help="list the N tests that used the most CPU seconds (this process and the subprocesses it "
+                          "waited for, setup included): on a shared, loaded host, --durations' wall time measures "
+                          "the neighbours too")
+
+
+_CPU_TIMES = pytest.StashKey[list]()
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if not item.config.getoption("cpu_durations"):
+        yield
+        return
+    start = _cpu_seconds()
+    yield
+    item.config.stash.setdefault(_CPU_TIMES, []).append((_cpu_seconds() - start, item.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    n = config.getoption("cpu_durations")
+    if not n:
+        return
+    terminalreporter.write_sep("=", f"{n} most CPU seconds (user + system, subprocesses included)")
+    for seconds, nodeid in sorted(config.stash.get(_CPU_TIMES, []), reverse=True)[:n]:
+        terminalreporter.write_line(f"{seconds:8.1f}s cpu  {nodeid}")
