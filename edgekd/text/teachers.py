@@ -13,8 +13,10 @@ a ``pytorch_model.bin`` or other pickle is refused, never opened), then transfor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,9 +96,10 @@ def load_hf_teacher(path: str | os.PathLike, *, vocab_path: str | os.PathLike | 
         raise EdgekdError("a Hugging Face teacher needs the package 'transformers', which is not installed",
                           "pip install transformers safetensors") from None
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            str(root), local_files_only=True, trust_remote_code=False, use_safetensors=True,
-            attn_implementation="eager", output_loading_info=True)
+        with _quiet_transformers():
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                str(root), local_files_only=True, trust_remote_code=False, use_safetensors=True,
+                attn_implementation="eager", output_loading_info=True)
     except ImportError as exc:  # transformers imports its model classes lazily, and they import their own deps
         cause = exc.__cause__ or exc  # the class's own import error, e.g. a dependency that fails to load
         raise EdgekdError(f"transformers cannot import the model class of {root}: {_first_line(cause)}",
@@ -171,3 +174,20 @@ def read_teacher_vocab(vocab_file: Path, root: Path) -> TeacherVocab:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No progress bars or warnings from transformers while loading: edgekd reports what matters itself (a missing
+    head is an error above); the user's settings come back afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
