@@ -29,13 +29,12 @@ from edgekd.data.dataset import data_notes
 from edgekd.distill.trainer import accuracy, validate_config
 from edgekd.errors import EdgekdError
 from edgekd.gate import evaluate_gate
-from edgekd.io import dumps, sha256_file, write_json, write_text
+from edgekd.io import sha256_file
 from edgekd.models.budget import StudentChoice
 from edgekd.models.teachers import predict_logits
-from edgekd.render_html import write_html
-from edgekd.render_md import render_markdown
+from edgekd.publish import publish
 from edgekd.rundir import check_out, check_unlocked, claim, resolve_out
-from edgekd.schema import Report
+from edgekd.schema import Report, dump
 from edgekd.stages.choose import choose_shipped
 from edgekd.stages.compress import compress
 from edgekd.stages.context import DEFAULT_CACHE, BuildContext, BuildOptions
@@ -43,8 +42,8 @@ from edgekd.stages.distill import distill, distill_config, training_record
 from edgekd.stages.export import reference_artifacts, student_artifacts
 from edgekd.stages.manifest import write_manifest
 from edgekd.stages.measure import measure
-from edgekd.stages.report import TestScores, make_report
-from edgekd.stages.student import choose_student, rank_by_accuracy, record_cost_share
+from edgekd.stages.report import TestScores, complete, make_report
+from edgekd.stages.student import choose_student, rank_by_accuracy
 from edgekd.stages.teacher import Teachers, epochs_for, prepare_teachers
 from edgekd.targets import load_target, require_extras
 
@@ -134,24 +133,18 @@ def build(options: BuildOptions) -> BuildResult:
 
 
 def _finish(ctx: BuildContext, run, teachers: Teachers, choice: StudentChoice, distilled, t_start: float) -> dict:
-    """Everything after training, done once: package, report, gate, and the run directory swapped in."""
-    options = ctx.options
+    """Everything after training, done once: package, report, gate, publish, and the run directory swapped in;
+    the report as report.json holds it."""
     stage = run.staging
-    report = _package(ctx, stage, teachers, choice, distilled)
-    report["training"] = training_record(distilled)
-    report["stage_times_s"] = ctx.stage_times_s
-    report["build_time_s"] = round(time.perf_counter() - t_start, 2)
-    record_cost_share(report)
-    report["gate"] = evaluate_gate(report, ctx.target, strict=options.strict).to_dict()
-    Report.model_validate_json(dumps(report))  # a writer bug fails here, never in the gate that reads it
-    write_json(stage / "report.json", report)
-    write_text(stage / "report.md", render_markdown(report))
-    write_html(report, stage / "report.html")
+    report = complete(_package(ctx, stage, teachers, choice, distilled), choice, training_record(distilled),
+                      ctx.stage_times_s, round(time.perf_counter() - t_start, 2))
+    report.gate = evaluate_gate(report, ctx.target, strict=ctx.options.strict).to_model()
+    publish(report, stage)  # report.json, report.md, report.html: the one writer, shared with `edgekd bench`
     run.commit()
-    return report
+    return dump(report)
 
 
-def _package(ctx: BuildContext, stage: Path, teachers: Teachers, choice: StudentChoice, distilled) -> dict:
+def _package(ctx: BuildContext, stage: Path, teachers: Teachers, choice: StudentChoice, distilled) -> Report:
     """compress -> export + parity -> manifest -> benchmark -> choose -> report, all inside the staging dir."""
     data = ctx.data
     calibration, calib_manifest = calibration_set(ctx, stage)

@@ -33,7 +33,8 @@ import numpy as np
 from edgekd import device_identity
 from edgekd.data.inputs import model_input
 from edgekd.errors import EdgekdError
-from edgekd.io import atomic_write, loads_json, write_json, write_text
+from edgekd.io import atomic_write, loads_json
+from edgekd.schema import Report, as_report
 from edgekd.targets import TargetProfile
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
@@ -468,11 +469,12 @@ def merge_device_results(report: dict[str, Any], entries: list[dict[str, Any]]) 
     return {**report, "device_results": kept + checked}
 
 
-def report_target(report: dict[str, Any]) -> TargetProfile | None:
+def report_target(report: Report | dict[str, Any]) -> TargetProfile | None:
     """The report's target profile (its recorded path first, then the shipped name), or None when neither loads."""
     from edgekd.targets import load_target
 
-    for spec in (report.get("target_path"), report.get("target")):
+    report = as_report(report)
+    for spec in (report.target_path, report.target):
         if not spec:
             continue
         try:
@@ -482,23 +484,21 @@ def report_target(report: dict[str, Any]) -> TargetProfile | None:
     return None
 
 
-def refresh_report(run_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
-    """Recompute ``gate`` with the merged device results and rewrite report.json, report.md and report.html."""
-    from edgekd.gate import evaluate_gate
-    from edgekd.render_html import write_html
-    from edgekd.render_md import render_markdown
+def refresh_report(run_dir: Path, report: Report | dict[str, Any]) -> Report:
+    """Recompute ``gate`` with the merged device results and publish report.json, report.md and report.html
+    (``publish.publish``: the same writer as ``edgekd build``)."""
+    from edgekd.gate import check_report, evaluate_gate
+    from edgekd.publish import publish
 
+    report = check_report(report, f"{run_dir / 'report.json'} with the device results merged")
     target = report_target(report)
     if target is None:
-        write_json(run_dir / "report.json", report)
+        publish(report, run_dir)
         raise EdgekdError(f"device results merged into {run_dir / 'report.json'}, but its target "
-                          f"'{report.get('target')}' cannot be loaded, so the gate was not recomputed",
+                          f"'{report.target}' cannot be loaded, so the gate was not recomputed",
                           "restore the target file the report names (target_path), then run `edgekd bench` again")
-    report = {**report, "gate": evaluate_gate(report, target).to_dict()}
-    write_json(run_dir / "report.json", report)
-    write_text(run_dir / "report.md", render_markdown(report))
-    write_html(report, run_dir / "report.html")
-    return report
+    report.gate = evaluate_gate(report, target).to_model()
+    return publish(report, run_dir)
 
 
 def bench_remote(run_dir: str | os.PathLike[str], remotes: list[str], ssh: SshConfig | None = None,
@@ -555,12 +555,13 @@ def _where(entry: dict[str, Any]) -> str:
 
 
 def _merge_and_refresh(run_dir: Path, report: dict[str, Any], entries: list[dict[str, Any]], say: Any) -> None:
-    merged = merge_device_results(report, entries)
-    for entry in merged["device_results"][-len(entries):]:
-        for item in entry.get("left_out") or []:
-            say(f"  {entry['remote']}: {item['path']} left out of the report: {item['why']}")
-    gate = refresh_report(run_dir, merged)["gate"]
-    say(f"refreshed {run_dir}/report.json gate ({'PASSED' if gate['passed'] else 'FAILED'}), report.md and "
+    """The entries merged into the run's report (as report.json holds it), then the gate and the three files."""
+    refreshed = refresh_report(run_dir, merge_device_results(report, entries))
+    for entry in refreshed.device_results[-len(entries):]:
+        for item in entry.left_out:
+            say(f"  {entry.remote}: {item.path} left out of the report: {item.why}")
+    passed = refreshed.gate is not None and refreshed.gate.passed
+    say(f"refreshed {run_dir}/report.json gate ({'PASSED' if passed else 'FAILED'}), report.md and "
         "report.html with the device results")
 
 

@@ -36,7 +36,8 @@ import numpy as np
 from edgekd import device_identity, gate_stats
 from edgekd.devices.gate_rules import device_tool_checks
 from edgekd.errors import EdgekdError
-from edgekd.io import atomic_write
+from edgekd.io import atomic_write, dumps
+from edgekd.schema import ArtifactRow, DeviceArtifact, Gate, Report, StudentSection, as_report
 from edgekd.targets import TargetProfile
 
 PASS, FAIL, UNVERIFIED = "pass", "fail", "unverified"
@@ -126,6 +127,10 @@ class GateResult:
     def passed(self) -> bool:
         return not self.failures and not self.regression_failures
 
+    def to_model(self) -> Gate:
+        """report.json's ``gate``, as the schema declares it."""
+        return Gate.model_validate_json(dumps(self.to_dict()))
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "passed": self.passed,
@@ -165,18 +170,18 @@ def _pct(x: float | None) -> str:
 
 
 # ============================================================================================ report checks
-def check_report(report: Any, label: str, expected_target: str | None = None) -> dict[str, Any]:
-    """Refuse a report this gate cannot judge correctly, saying exactly why: it must be a valid ``schema.Report``
-    (version, finite numbers, a shipped artifact with an accuracy...) for the expected target."""
-    from edgekd.schema import validate
-
-    if not isinstance(report, dict) or "target" not in report:
+def check_report(report: Any, label: str, expected_target: str | None = None) -> Report:
+    """The ``schema.Report`` this gate judges, refused with exactly why when it cannot be judged correctly: a valid
+    report (version, finite numbers, a shipped artifact with an accuracy...) for the expected target."""
+    if isinstance(report, dict) and "target" not in report:
         raise EdgekdError(f"{label} is not an edgekd report (no 'target' field)", "pass a report.json from edgekd")
-    validate("report", report, label, "rebuild it with this edgekd (`edgekd build`)")
-    if expected_target is not None and report["target"] != expected_target:
-        raise EdgekdError(f"{label} is for target '{report['target']}', not '{expected_target}'",
-                          f"gate it with --target {report['target']}, or use a report built for {expected_target}")
-    return report
+    if not isinstance(report, (dict, Report)):
+        raise EdgekdError(f"{label} is not an edgekd report (not a JSON object)", "pass a report.json from edgekd")
+    model = as_report(report, label)
+    if expected_target is not None and model.target != expected_target:
+        raise EdgekdError(f"{label} is for target '{model.target}', not '{expected_target}'",
+                          f"gate it with --target {model.target}, or use a report built for {expected_target}")
+    return model
 
 
 # ============================================================================================ budgets
@@ -208,137 +213,145 @@ def _accuracy_ratio_check(name: str, accuracy: float | None, teacher_acc: float 
 class DeviceMeasurement:
     """The row whose latency/memory judge an artifact's device budgets, and whether it counts as the device."""
 
-    row: dict[str, Any]
+    row: DeviceArtifact | ArtifactRow
     on_device: bool
     where: str  # which identity rule matched, or why not
 
+    @property
+    def extra(self) -> dict[str, Any]:
+        """The row's fields the schema leaves open: a device tool's records (``devices/gate_rules.py``)."""
+        return self.row.model_extra or {}
 
-def _same_artifact(row: dict[str, Any], artifact: dict[str, Any]) -> str | None:
+
+def _same_artifact(row: DeviceArtifact, artifact: ArtifactRow) -> str | None:
     """Why a device row may not stand for ``artifact`` (sha256 differs or was not verified), or None."""
-    want, got = artifact.get("sha256"), row.get("sha256")
-    if not want or not got:
+    if not row.sha256:
         return "no sha256 to compare"
-    if got != want:
-        return f"sha256 {str(got)[:12]}... is not the report's {str(want)[:12]}..."
-    if row.get("sha256_verified") is False:
+    if row.sha256 != artifact.sha256:
+        return f"sha256 {row.sha256[:12]}... is not the report's {artifact.sha256[:12]}..."
+    if row.sha256_verified is False:
         return "the runner did not verify the file's sha256"
     return None
 
 
-def _device_measurement(report: dict[str, Any], artifact: dict[str, Any],
-                        target: TargetProfile) -> DeviceMeasurement:
+def _device_measurement(report: Report, artifact: ArtifactRow, target: TargetProfile) -> DeviceMeasurement:
     """The newest ``device_results[]`` entry on the target with this very artifact wins; else the build's host."""
     refused = []
-    for entry in reversed(report.get("device_results") or []):
-        identity = device_identity.from_measured_on(target, entry.get("measured_on") or {})
-        row = next((r for r in entry.get("artifacts") or [] if r.get("path") == artifact["path"]), None)
+    for entry in reversed(report.device_results):
+        row = next((r for r in entry.artifacts if r.path == artifact.path), None)
         if row is None:
             continue
+        identity = device_identity.from_measured_on(target, entry.measured_on.model_dump(mode="json"))
         if not identity.is_target:
-            refused.append(f"{entry.get('remote', '?')} is {identity.summary()}")
+            refused.append(f"{entry.remote} is {identity.summary()}")
             continue
         problem = _same_artifact(row, artifact)
         if problem:
-            refused.append(f"{entry.get('remote', '?')} ignored: {problem}")
+            refused.append(f"{entry.remote} ignored: {problem}")
             continue
-        return DeviceMeasurement(row, True, f"{entry.get('remote', '?')} is {identity.summary()}")
-    host = device_identity.from_measured_on(target, report["measured_on"])
+        return DeviceMeasurement(row, True, f"{entry.remote} is {identity.summary()}")
+    host = device_identity.from_measured_on(target, report.measured_on.model_dump(mode="json"))
     return DeviceMeasurement(artifact, host.is_target, "; ".join([f"build host is {host.summary()}", *refused]))
 
 
-def evaluate_gate(report: dict[str, Any], target: TargetProfile, strict: bool = False,
-                  baseline: dict[str, Any] | None = None, max_regression_pct: float = DEFAULT_MAX_REGRESSION_PCT,
+def evaluate_gate(report: Report | dict[str, Any], target: TargetProfile, strict: bool = False,
+                  baseline: Report | dict[str, Any] | None = None,
+                  max_regression_pct: float = DEFAULT_MAX_REGRESSION_PCT,
                   max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP, baseline_label: str = "baseline",
                   labels: np.ndarray | None = None, same_job: dict[str, dict[str, Any]] | None = None) -> GateResult:
-    """Check ``report`` against every budget of ``target``, and against ``baseline`` when one is given.
+    """Check ``report`` against every budget of ``target``, and against ``baseline`` when one is given (a decoded
+    report.json is validated into the model first).
 
     ``labels``: the eval inputs' labels (``eval_labels``), for the paired accuracy test against the baseline.
     ``same_job``: the baseline's artifacts timed against this report's in this job (``compare_to_baseline``).
     """
-    check_report(report, "report")
-    student, teacher = report["student"], report["teacher"]
-    shipped = [a for a in report["artifacts"] if a.get("shipped", True)]
-    sb, b = target.student_budget, target.budgets
-    checks = [_check("params", None, student.get("params"), sb.max_params, "params", "<=")]
-    if sb.max_macs is not None:  # a latency-budgeted target may set no MAC limit
-        checks.append(_check("macs", None, student.get("macs"), sb.max_macs, "MACs", "<="))
-    teacher_acc = teacher.get("accuracy")
-    teacher_p50 = (teacher.get("latency_ms") or {}).get("p50")
-    for a in shipped:
-        name = a["path"]
-        if b.model_size_kb is not None:
-            checks.append(_check("model_size_kb", name, a["size_bytes"] / 1024, b.model_size_kb, "KiB", "<="))
-        if b.min_accuracy_ratio is not None:
-            checks.append(_accuracy_ratio_check(name, a["accuracy"], teacher_acc, b.min_accuracy_ratio))
-        if b.max_quantization_drop is not None:
-            # Against the fp32 model the artifact was quantized from: the student, or a QAT model (its own).
-            reference = a.get("reference_accuracy", student.get("accuracy"))
-            drop = None if reference is None or a["accuracy"] is None else reference - a["accuracy"]
-            checks.append(_check("max_quantization_drop", name, drop, b.max_quantization_drop, "accuracy", "<="))
-        if b.max_latency_ratio_to_teacher is not None:
-            ratio, note = latency_ratio_to_teacher(a, teacher_p50)
-            checks.append(_check("max_latency_ratio_to_teacher", name, ratio, b.max_latency_ratio_to_teacher,
-                                 "x teacher p50", "<=", note=note))
-        device = _device_measurement(report, a, target)
-        if b.latency_ms_p95 is not None:
-            checks.append(_check("latency_ms_p95", name, (device.row.get("latency_ms") or {}).get("p95"),
-                                 b.latency_ms_p95, "ms", "<=", True, device.on_device, device.where))
-        if b.peak_memory_mb is not None:
-            checks.append(_check("peak_memory_mb", name, device.row.get("peak_memory_mb"), b.peak_memory_mb, "MB",
-                                 "<=", True, device.on_device, device.where))
-        checks += device_tool_checks(device, target, name)
+    report = check_report(report, "report")
+    checks = _student_checks(report.student, target) + [c for a in report.shipped
+                                                         for c in _artifact_checks(report, a, target)]
     regressions: list[RegressionCheck] = []
     if baseline is not None:
         regressions = compare_to_baseline(report, baseline, max_regression_pct, max_accuracy_drop, labels, same_job)
     return GateResult(checks, strict, regressions, baseline_label if baseline is not None else None)
 
 
+def _student_checks(student: StudentSection, target: TargetProfile) -> list[BudgetCheck]:
+    sb = target.student_budget
+    checks = [_check("params", None, student.params, sb.max_params, "params", "<=")]
+    if sb.max_macs is not None:  # a latency-budgeted target may set no MAC limit
+        checks.append(_check("macs", None, student.macs, sb.max_macs, "MACs", "<="))
+    return checks
+
+
+def _artifact_checks(report: Report, a: ArtifactRow, target: TargetProfile) -> list[BudgetCheck]:
+    """Every budget of one shipped artifact: hardware-independent ones, then the device's (on the device only)."""
+    b, name, checks = target.budgets, a.path, []
+    if b.model_size_kb is not None:
+        checks.append(_check("model_size_kb", name, a.size_bytes / 1024, b.model_size_kb, "KiB", "<="))
+    if b.min_accuracy_ratio is not None:
+        checks.append(_accuracy_ratio_check(name, a.accuracy, report.teacher.accuracy, b.min_accuracy_ratio))
+    if b.max_quantization_drop is not None:
+        # Against the fp32 model the artifact was quantized from: the student, or a QAT model (its own).
+        reference = report.student.accuracy if a.reference_accuracy is None else a.reference_accuracy
+        drop = None if a.accuracy is None else reference - a.accuracy
+        checks.append(_check("max_quantization_drop", name, drop, b.max_quantization_drop, "accuracy", "<="))
+    if b.max_latency_ratio_to_teacher is not None:
+        ratio, note = latency_ratio_to_teacher(a, report.teacher.latency_ms.p50)
+        checks.append(_check("max_latency_ratio_to_teacher", name, ratio, b.max_latency_ratio_to_teacher,
+                             "x teacher p50", "<=", note=note))
+    device = _device_measurement(report, a, target)
+    if b.latency_ms_p95 is not None:
+        checks.append(_check("latency_ms_p95", name, device.row.latency_ms.p95, b.latency_ms_p95, "ms", "<=", True,
+                             device.on_device, device.where))
+    if b.peak_memory_mb is not None:
+        checks.append(_check("peak_memory_mb", name, device.row.peak_memory_mb, b.peak_memory_mb, "MB", "<=", True,
+                             device.on_device, device.where))
+    return checks + device_tool_checks(device, target, name)
+
+
 # ============================================================================================ latency
-def latency_ratio_to_teacher(a: dict[str, Any], teacher_p50: float | None) -> tuple[float | None, str]:
+def latency_ratio_to_teacher(a: ArtifactRow, teacher_p50: float | None) -> tuple[float | None, str]:
     """Student / teacher latency and where it comes from: the interleaved timing of the two in one process when the
     report has one; else (reports of older runners) the two separate runs' p50, which the note says."""
-    paired = a.get("latency_vs_teacher")
+    paired = a.latency_vs_teacher
     if paired:
-        low, high = paired["ratio_interval_95"]
-        return paired["ratio"], (f"interleaved with {paired['teacher_artifact']} in one process, "
-                                 f"{paired['pairs']} pairs, 95 % interval {low:.3g}-{high:.3g}")
-    reference_p50 = a.get("teacher_p50_ms_same_runtime") or teacher_p50
-    p50 = (a.get("latency_ms") or {}).get("p50")
-    if not reference_p50 or p50 is None:
+        low, high = paired.ratio_interval_95
+        return paired.ratio, (f"interleaved with {paired.teacher_artifact} in one process, "
+                              f"{paired.pairs} pairs, 95 % interval {low:.3g}-{high:.3g}")
+    reference_p50 = a.teacher_p50_ms_same_runtime or teacher_p50
+    if not reference_p50:
         return None, "no teacher latency"
-    return p50 / reference_p50, "p50 of two separate runs (no interleaved timing in this report)"
+    return a.latency_ms.p50 / reference_p50, "p50 of two separate runs (no interleaved timing in this report)"
 
 
-def latency_samples(row: dict[str, Any]) -> tuple[np.ndarray, int] | None:
+def latency_samples(row: ArtifactRow) -> tuple[np.ndarray, int] | None:
     """The timed batch-1 samples of an artifact row and the number of blocks they were taken in, if recorded."""
-    detail = row.get("latency_ms_detail") or {}
-    samples = detail.get("samples_ms")
-    if not samples:
+    detail = row.latency_ms_detail
+    if detail is None or not detail.samples_ms:
         return None
-    blocks = int(detail.get("blocks") or len(detail.get("block_medians") or []) or 1)
-    return np.asarray(samples, dtype=np.float64), max(1, min(blocks, len(samples)))
+    blocks = int(detail.blocks or len(detail.block_medians) or 1)
+    return np.asarray(detail.samples_ms, dtype=np.float64), max(1, min(blocks, len(detail.samples_ms)))
 
 
-def process_quantiles(row: dict[str, Any], quantile: float) -> list[float] | None:
+def process_quantiles(row: ArtifactRow, quantile: float) -> list[float] | None:
     """One quantile in each process the runner measured the row in (``--processes``), if it used several."""
-    processes = (row.get("latency_ms_detail") or {}).get("processes") or []
-    values = [p.get(f"p{quantile:g}") for p in processes]
+    processes = [] if row.latency_ms_detail is None else row.latency_ms_detail.processes
+    values = [getattr(p, f"p{quantile:g}", None) for p in processes]
     return [float(v) for v in values] if len(values) >= 2 and all(v for v in values) else None
 
 
 # ============================================================================================ baseline
-def hardware_differences(report: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+def hardware_differences(report: Report, baseline: Report) -> list[str]:
     """The measured_on fields that differ: latency and memory from such runs measure the machines, not the model."""
-    now, then = report.get("measured_on") or {}, baseline.get("measured_on") or {}
+    now, then = report.measured_on.model_dump(mode="json"), baseline.measured_on.model_dump(mode="json")
     return [f"{k} {then.get(k)!r} (baseline) vs {now.get(k)!r} (report)" for k in HARDWARE_KEYS
             if now.get(k) != then.get(k)]
 
 
-def artifact_key(a: dict[str, Any]) -> tuple[str, str, str]:
-    return (str(a.get("path")), str(a.get("format")), str(a.get("precision")))
+def artifact_key(a: ArtifactRow) -> tuple[str, str, str]:
+    return (a.path, a.format, a.precision)
 
 
-def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
+def compare_to_baseline(report: Report | dict[str, Any], baseline: Report | dict[str, Any],
                         max_regression_pct: float = DEFAULT_MAX_REGRESSION_PCT,
                         max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
                         labels: np.ndarray | None = None,
@@ -349,16 +362,17 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
     this job (``edgekd.gate_same_job``); its latency rows then come from that, not from the stored numbers."""
     if max_regression_pct < 0 or max_accuracy_drop < 0:
         raise EdgekdError("--max-regression and --max-accuracy-drop must be >= 0", "e.g. --max-regression 10")
-    by_key = {artifact_key(a): a for a in baseline["artifacts"]}
+    report, baseline = check_report(report, "report"), check_report(baseline, "baseline")
+    by_key = {artifact_key(a): a for a in baseline.artifacts}
     hw = hardware_differences(report, baseline)
     pairing = eval_pairing(report, baseline, labels)
     rows: list[RegressionCheck] = []
-    for a in (a for a in report["artifacts"] if a.get("shipped", True)):
-        name = a["path"]
+    for a in report.shipped:
+        name = a.path
         old = by_key.get(artifact_key(a))
         if old is None:
             rows.append(RegressionCheck("artifact", name, None, None, "", UNVERIFIED, "-",
-                                        note=f"the baseline has no {a['format']} {a['precision']} artifact '{name}'"))
+                                        note=f"the baseline has no {a.format} {a.precision} artifact '{name}'"))
             continue
         if same_job is not None and name in same_job:
             rows += interleaved_regressions(name, same_job[name], max_regression_pct)
@@ -370,14 +384,15 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any],
     return rows
 
 
-def latency_regressions(name: str, a: dict, old: dict, max_pct: float, hw: list[str]) -> list[RegressionCheck]:
+def latency_regressions(name: str, a: ArtifactRow, old: ArtifactRow, max_pct: float, hw: list[str]
+                        ) -> list[RegressionCheck]:
     """One row per quantile (p5, p50, p95), each against the same quantile of the baseline, with the MDR."""
     allowed = f"+{max_pct:g} %"
-    old_lat, new_lat = old.get("latency_ms") or {}, a.get("latency_ms") or {}
 
     def refused(why: str) -> list[RegressionCheck]:
-        return [RegressionCheck(m, name, old_lat.get(f"p{q:g}"), new_lat.get(f"p{q:g}"), "ms", UNVERIFIED, allowed,
-                                note=why) for m, q in LATENCY_METRICS]
+        return [RegressionCheck(m, name, getattr(old.latency_ms, f"p{q:g}", None),
+                                getattr(a.latency_ms, f"p{q:g}", None), "ms", UNVERIFIED, allowed, note=why)
+                for m, q in LATENCY_METRICS]
 
     if hw:
         return refused("baseline measured on different hardware: " + "; ".join(hw) +
@@ -462,10 +477,11 @@ def interleaved_regressions(name: str, versus: dict[str, Any], max_pct: float) -
     return rows
 
 
-def _memory_regression(name: str, a: dict, old: dict, max_pct: float, hw: list[str]) -> RegressionCheck:
-    before, after = old.get("peak_memory_mb"), a.get("peak_memory_mb")
+def _memory_regression(name: str, a: ArtifactRow, old: ArtifactRow, max_pct: float, hw: list[str]
+                       ) -> RegressionCheck:
+    before, after = old.peak_memory_mb, a.peak_memory_mb
     allowed = f"+{max_pct:g} %"
-    judged_before, judged_after = ((r.get("memory") or {}).get("judged") for r in (old, a))
+    judged_before, judged_after = (((r.model_extra or {}).get("memory") or {}).get("judged") for r in (old, a))
     if hw:
         return RegressionCheck("peak_memory_mb", name, before, after, "MB", UNVERIFIED, allowed,
                                note="baseline measured on different hardware: " + "; ".join(hw))
@@ -481,8 +497,8 @@ def _memory_regression(name: str, a: dict, old: dict, max_pct: float, hw: list[s
                            f"+-{MEMORY_NOISE_MB:g} MB between identical runs")
 
 
-def _size_regression(name: str, a: dict, old: dict, max_pct: float) -> RegressionCheck:
-    before, after = float(old["size_bytes"]) / 1024, float(a["size_bytes"]) / 1024
+def _size_regression(name: str, a: ArtifactRow, old: ArtifactRow, max_pct: float) -> RegressionCheck:
+    before, after = float(old.size_bytes) / 1024, float(a.size_bytes) / 1024
     regressed = after > before * (1 + max_pct / 100)
     return RegressionCheck("model_size_kb", name, before, after, "KiB", FAIL if regressed else PASS,
                            f"+{max_pct:g} %", "none (deterministic)")
@@ -499,29 +515,28 @@ class EvalPairing:
     samples: int | None = None  # the test size, for the unpaired fallback
 
 
-def eval_pairing(report: dict[str, Any], baseline: dict[str, Any], labels: np.ndarray | None) -> EvalPairing:
-    """Paired when both reports scored the same eval inputs (sha256) and their labels are at hand."""
-    now, then = (r.get("eval_inputs") or {} for r in (report, baseline))
-    samples = now.get("samples") or ((report.get("data") or {}).get("splits") or {}).get("test")
-    if now.get("sha256") and then.get("sha256") and now["sha256"] != then["sha256"]:
-        return EvalPairing(None, False, f"scored on different eval inputs (sha256 {then['sha256'][:12]}... in the "
-                                        f"baseline, {now['sha256'][:12]}... now): accuracies are not comparable")
-    if not now.get("sha256") or not then.get("sha256"):
-        side = "report" if not now.get("sha256") else "baseline"
-        return EvalPairing(None, True, f"unpaired: the {side} does not record its eval inputs' sha256", samples)
+def eval_pairing(report: Report, baseline: Report, labels: np.ndarray | None) -> EvalPairing:
+    """Paired when both reports scored the same eval inputs (sha256: the schema requires it) and their labels are
+    at hand."""
+    now, then = report.eval_inputs, baseline.eval_inputs
+    samples = now.samples or (report.data.get("splits") or {}).get("test")
+    if now.sha256 != then.sha256:
+        return EvalPairing(None, False, f"scored on different eval inputs (sha256 {then.sha256[:12]}... in the "
+                                        f"baseline, {now.sha256[:12]}... now): accuracies are not comparable")
     if labels is None:
         return EvalPairing(None, True, "unpaired: the eval inputs' labels were not found beside the report", samples)
     return EvalPairing(np.asarray(labels), True, "", samples)
 
 
-def accuracy_regression(name: str, a: dict, old: dict, max_drop: float, pairing: EvalPairing) -> RegressionCheck:
+def accuracy_regression(name: str, a: ArtifactRow, old: ArtifactRow, max_drop: float, pairing: EvalPairing
+                        ) -> RegressionCheck:
     """Exact McNemar on the same inputs when possible; two independent proportions otherwise (said in the note)."""
-    before, after = old.get("accuracy"), a.get("accuracy")
+    before, after = old.accuracy, a.accuracy
     allowed = f"-{max_drop:g} accuracy"
     if before is None or after is None or not pairing.comparable:
         why = pairing.why if not pairing.comparable else "accuracy not measured in both reports"
         return RegressionCheck("accuracy", name, before, after, "", UNVERIFIED, allowed, note=why)
-    pred_old, pred_new = old.get("predictions"), a.get("predictions")
+    pred_old, pred_new = old.predictions, a.predictions
     n = len(pairing.labels) if pairing.labels is not None else 0
     if pairing.labels is not None and pred_old is not None and pred_new is not None \
             and len(pred_old) == len(pred_new) == n:
@@ -540,8 +555,9 @@ def _accuracy_status(drop: float, max_drop: float, significant: bool) -> tuple[s
                         "but could be chance")
 
 
-def _paired_accuracy(name: str, old: dict, a: dict, max_drop: float, labels: np.ndarray) -> RegressionCheck:
-    test = gate_stats.mcnemar_exact(labels, np.asarray(old["predictions"]), np.asarray(a["predictions"]))
+def _paired_accuracy(name: str, old: ArtifactRow, a: ArtifactRow, max_drop: float, labels: np.ndarray
+                     ) -> RegressionCheck:
+    test = gate_stats.mcnemar_exact(labels, np.asarray(old.predictions), np.asarray(a.predictions))
     status, note = _accuracy_status(test.drop, max_drop, test.p_value < gate_stats.ALPHA_ONE_SIDED)
     noise = (f"paired, exact McNemar p={test.p_value:.4g} (b={test.b} right before and wrong now, c={test.c} the "
              f"reverse, n={test.n})")
@@ -684,17 +700,15 @@ def load_report(path: str | Path, label: str = "report") -> dict[str, Any]:
     return report
 
 
-def eval_labels(report_path: str | Path, report: dict[str, Any]) -> np.ndarray | None:
-    """Labels ``y`` of the report's eval inputs (``eval_inputs.path`` beside it), only if the file's sha256 is the
-    one the report records: the paired accuracy test must see the very inputs the predictions were made on."""
+def eval_labels(report_path: str | Path, report: Report | dict[str, Any]) -> np.ndarray | None:
+    """Labels ``y`` of the report's eval inputs (``eval_inputs.path`` beside it: a plain name, the schema checks),
+    only if the file's sha256 is the one the report records: the paired accuracy test must see the very inputs the
+    predictions were made on."""
     from edgekd.io import sha256_file
 
-    info = report.get("eval_inputs") or {}
-    name = str(info.get("path") or "")
-    if not name or Path(name).name != name or not info.get("sha256"):
-        return None
-    path = Path(report_path).parent / name
-    if not path.is_file() or sha256_file(path) != info["sha256"]:
+    info = check_report(report, "report").eval_inputs
+    path = Path(report_path).parent / info.path
+    if not path.is_file() or sha256_file(path) != info.sha256:
         return None
     try:
         with np.load(path, allow_pickle=False) as npz:

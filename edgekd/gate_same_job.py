@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import EdgekdError
+from edgekd.schema import ArtifactRow, Report
 
 DEFAULT_PROCESSES = 6  # even: each artifact goes first in half of them
 MAX_PROCESSES = 64  # the runner's cap
 
 
-def load_baseline_run(directory: str | Path, target: str) -> tuple[Path, dict[str, Any]]:
+def load_baseline_run(directory: str | Path, target: str) -> tuple[Path, Report]:
     """The baseline run directory and its validated report, for ``target``; every way it is unusable is exit 2."""
     from edgekd.gate import check_report, load_report
 
@@ -35,8 +36,7 @@ def load_baseline_run(directory: str | Path, target: str) -> tuple[Path, dict[st
         if not (run / name).is_file():
             raise EdgekdError(f"baseline run {run} has no {name}: it is not an edgekd run directory", fix)
     report = load_report(run / "report.json", "baseline")
-    check_report(report, f"baseline {run / 'report.json'}", expected_target=target)
-    return run, report
+    return run, check_report(report, f"baseline {run / 'report.json'}", expected_target=target)
 
 
 def _plugins(run_dir: Path) -> list[Path]:
@@ -48,15 +48,15 @@ def _plugins(run_dir: Path) -> list[Path]:
             if isinstance(p, dict) and isinstance(p.get("path"), str) and Path(p["path"]).name == p["path"]]
 
 
-def _check_verified(side: str, record: dict[str, Any], row: dict[str, Any]) -> None:
-    if not record.get("sha256_verified") or record.get("sha256") != row.get("sha256"):
-        raise EdgekdError(f"the {side} artifact {row['path']} is not the one its report.json describes (the runner "
+def _check_verified(side: str, record: dict[str, Any], row: ArtifactRow) -> None:
+    if not record.get("sha256_verified") or record.get("sha256") != row.sha256:
+        raise EdgekdError(f"the {side} artifact {row.path} is not the one its report.json describes (the runner "
                           f"verified sha256 {str(record.get('sha256'))[:12]}..., the report records "
-                          f"{str(row.get('sha256'))[:12]}...)", "gate the run directories as `edgekd build` wrote them")
+                          f"{row.sha256[:12]}...)", "gate the run directories as `edgekd build` wrote them")
 
 
-def measure_same_job(report_path: str | Path, report: dict[str, Any], baseline_dir: Path,
-                     baseline: dict[str, Any], processes: int = DEFAULT_PROCESSES,
+def measure_same_job(report_path: str | Path, report: Report, baseline_dir: Path,
+                     baseline: Report, processes: int = DEFAULT_PROCESSES,
                      log: Any = None) -> dict[str, dict[str, Any]]:
     """Per shipped artifact with a counterpart in the baseline run: the runner's ``versus`` record of the two
     timed interleaved in ``processes`` fresh processes (``edgekd.gate.compare_to_baseline``'s ``same_job``)."""
@@ -65,23 +65,23 @@ def measure_same_job(report_path: str | Path, report: dict[str, Any], baseline_d
     from edgekd.schema import validate
 
     run_dir = Path(report_path).parent
-    inputs = run_dir / str((report.get("eval_inputs") or {}).get("path") or "eval.npz")
+    inputs = run_dir / report.eval_inputs.path
     if not inputs.is_file():
         raise EdgekdError(f"the run's eval inputs {inputs} are missing: the baseline is timed on them",
                           "gate the run directory as `edgekd build` wrote it")
-    threads = int((report.get("measured_on") or {}).get("threads") or 1)
+    threads = report.measured_on.threads
     say = log or (lambda message: print(message, file=sys.stderr))
-    by_key = {artifact_key(a): a for a in baseline["artifacts"]}
+    by_key = {artifact_key(a): a for a in baseline.artifacts}
     out: dict[str, dict[str, Any]] = {}
-    for row in (a for a in report["artifacts"] if a.get("shipped", True)):
+    for row in report.shipped:
         old = by_key.get(artifact_key(row))
         if old is None:
             continue  # compare_to_baseline says so in its row
-        say(f"timing {row['path']} against the baseline's in {processes} fresh processes ({threads} thread(s))")
-        result = run_local(run_dir / row["path"], inputs, threads=threads, memory=False, plugins=_plugins(run_dir),
-                           versus=baseline_dir / old["path"], processes=processes)
-        validate("runner_result", result, f"the runner's result for {row['path']}", "report this as a bug")
+        say(f"timing {row.path} against the baseline's in {processes} fresh processes ({threads} thread(s))")
+        result = run_local(run_dir / row.path, inputs, threads=threads, memory=False, plugins=_plugins(run_dir),
+                           versus=baseline_dir / old.path, processes=processes)
+        validate("runner_result", result, f"the runner's result for {row.path}", "report this as a bug")
         _check_verified("current", result, row)
         _check_verified("baseline", result["versus"], old)
-        out[row["path"]] = result["versus"]
+        out[row.path] = result["versus"]
     return out

@@ -239,6 +239,8 @@ class ArtifactRow(_Open):
     latency_vs_teacher: LatencyVersusTeacher | None = None
     parity: dict[str, Any] | None = None
     scheme: str | None = None  # ONNX int8: u8s8 | s8s8 | u8s7 | s8s7 (7-bit weights: onnxruntime's reduce_range)
+    float_ops: list[str] | None = None  # TFLite int8: ops still computing in float (a text model's EMBEDDING_LOOKUP)
+    precision_detail: str | None = None  # the precision shipped, in words, where int8 is not all-int8
     reduce_range: bool | None = None
     seven_bit_for_device: bool | None = None  # 7-bit because the target may be x86 without VNNI, not this host
     kernel_deviation: dict[str, NonNeg] | None = None  # per scheme tried: this host's int8 kernels vs the QDQ graph
@@ -405,6 +407,25 @@ class Selection(_Open):
         return self
 
 
+class BudgetFit(_Open):
+    """The budget the student was chosen under (``models.budget.StudentChoice.to_dict``)."""
+
+    candidates_fitting: NonNegInt
+    max_params: NonNegInt
+    max_macs: NonNegInt | None = None  # None: no MAC limit
+    rule: str = ""
+
+
+class Distillation(_Open):
+    """The KD run's summary (``distill.trainer.TrainResult.summary``): the fields report.md states."""
+
+    loss_weights: dict[str, float]
+    temperature: NonNeg
+    best_epoch: NonNegInt
+    epochs: NonNegInt
+    teacher_time_share: NonNeg
+
+
 class StudentSection(_Open):
     family: str
     config: dict[str, Any]
@@ -414,8 +435,9 @@ class StudentSection(_Open):
     accuracy_before_compression: Fraction | None = None
     accuracy_trained_alone: Fraction | None = None
     kd_gain: Annotated[float, Field(ge=-1, le=1)] | None = None
-    budget_fit: dict[str, Any]
-    distillation: dict[str, Any]
+    macs_ratio_to_teacher: NonNeg | None = None
+    budget_fit: BudgetFit
+    distillation: Distillation
     selection: Selection | None = None
 
 
@@ -519,8 +541,7 @@ class DeviceArtifact(_Open):
     sha256: Sha256 | None = None
     sha256_verified: bool | None = None  # None: not recorded
     runtime: str | None = None
-    latency_ms: DeviceLatency = DeviceLatency()
-    latency_ms_detail: LatencyDetail | None = None
+    latency_ms: DeviceLatency = DeviceLatency()  # latency_ms_detail stays open: device tools record less
     peak_memory_mb: NonNeg | None = None
     accuracy: Fraction | None = None
 

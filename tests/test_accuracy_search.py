@@ -133,20 +133,21 @@ def test_finalists_are_the_base_the_mac_student_then_one_per_group():
 
 
 def test_the_report_says_which_rule_chose_the_student_and_plots_the_finalists(halving):
+    from edgekd.models.budget import StudentChoice
     from edgekd.render_html import render_html
     from edgekd.render_md import render_markdown
-    from edgekd.schema import Report
-    from edgekd.stages.student import record_cost_share
+    from edgekd.schema import Report, dump
+    from edgekd.stages.report import selection_section
     from tests.factories import make_report
 
     record = copy.deepcopy(halving.record)
     for i, c in enumerate(record["candidates"]):
         c["macs"] = 10_000 * (i + 1)  # the test's finalists were never sized
     report = make_report()
-    report["student"]["selection"] = {"mode": "mac", "why": "test", "accuracy": record,
-                                      "chosen_by": "accuracy", "chosen_why": halving.record["why"]}
+    choice = StudentChoice("mlp", {}, 1, 1, 1, None, 1, 1, selection={
+        "mode": "mac", "why": "test", "accuracy": record, "chosen_by": "accuracy", "chosen_why": halving.record["why"]})
     report["build_time_s"] = 10 * halving.record["time_s"]
-    record_cost_share(report)
+    report["student"]["selection"] = dump(selection_section(choice, [], report["build_time_s"]))
     Report.model_validate(report)
     assert report["student"]["selection"]["accuracy"]["pct_of_build"] == pytest.approx(10.0)
     md = render_markdown(report)

@@ -16,6 +16,7 @@ import yaml
 from factories import LABELS, N_TEST, make_report, predictions
 
 from edgekd.cli import main
+from edgekd.errors import EdgekdError
 from edgekd.gate import FAIL, PASS, UNVERIFIED, check_report, compare_to_baseline, eval_labels, evaluate_gate
 from edgekd.schema import REPORT_SCHEMA_VERSION
 from edgekd.targets import load_target
@@ -335,10 +336,12 @@ def test_eval_labels_come_from_the_verified_inputs_beside_the_report(tmp_path):
     from edgekd.io import sha256_file
 
     np.savez_compressed(tmp_path / "eval.npz", x=np.zeros((N_TEST, 4), np.float32), y=LABELS)
-    report = {"eval_inputs": {"path": "eval.npz", "sha256": sha256_file(tmp_path / "eval.npz")}}
-    assert np.array_equal(eval_labels(tmp_path / "report.json", report), LABELS)
-    assert eval_labels(tmp_path / "report.json", {"eval_inputs": {"path": "eval.npz", "sha256": "0" * 64}}) is None
-    assert eval_labels(tmp_path / "report.json", {"eval_inputs": {"path": "../eval.npz", "sha256": "0"}}) is None
+    inputs = {"path": "eval.npz", "sha256": sha256_file(tmp_path / "eval.npz"), "samples": N_TEST}
+    assert np.array_equal(eval_labels(tmp_path / "report.json", make_report(eval_inputs=inputs)), LABELS)
+    other = make_report(eval_inputs={**inputs, "sha256": "0" * 64})
+    assert eval_labels(tmp_path / "report.json", other) is None
+    with pytest.raises(EdgekdError, match="not a plain file name"):  # the schema refuses a path outside the run
+        eval_labels(tmp_path / "report.json", {**other, "eval_inputs": {**inputs, "path": "../eval.npz"}})
 
 
 def test_different_hardware_refuses_latency_and_memory(tmp_path, target_file, capsys):

@@ -555,6 +555,7 @@ def test_class_names_are_drawn_as_text_never_as_math(tmp_path):
     from test_render_html import make_report as html_report
 
     from edgekd.render_html import selection_plot, write_html
+    from edgekd.schema import Selection
 
     report = html_report()
     report["data"]["classes"] = ["$x^{$", "a $ b $ c", r"$\frac{1}{0}$"]
@@ -565,6 +566,11 @@ def test_class_names_are_drawn_as_text_never_as_math(tmp_path):
              reference_logits=np.eye(3, dtype=np.float32)[[0, 1, 1, 1, 2, 2]])
     path = write_html(report, tmp_path / "report.html", tmp_path / "eval.npz")
     assert len(_images(path.read_text())) == 3
-    sel = {"percentile": 95, "budget_ms": 1.0, "measured_on": "$host^{$", "format": "onnx", "precision": "int8",
-           "candidates": [{"status": "chosen", "latency_ms": {"value": 0.5}, "macs": 1000, "name": "$mlp_{$"}]}
+    sel = Selection.model_validate({
+        "mode": "latency", "why": "test", "percentile": 95, "budget_ms": 1.0, "measured_on": "$host^{$",
+        "format": "onnx", "precision": "int8", "measured": 1, "reused": 0, "time_s": 1.0,
+        "predictor": {"kind": "none", "summary": "too few timings"},
+        "candidates": [{"status": "chosen", "reason": "fits", "family": "mlp", "config": {}, "params": 10,
+                        "macs": 1000, "name": "$mlp_{$", "latency_ms": {
+                            "p50": 0.5, "p95": 0.5, "noise_pct": 1.0, "value": 0.5, "source": "measured"}}]})
     assert base64.b64decode(selection_plot(sel)).startswith(b"\x89PNG")

@@ -381,7 +381,7 @@ def test_the_report_shows_every_candidate_the_plot_and_predicted_vs_measured(tmp
     from edgekd.models.budget import StudentChoice
     from edgekd.render_html import render_html
     from edgekd.render_md import render_markdown
-    from edgekd.schema import Report
+    from edgekd.schema import ArtifactRow, Report, dump
     from edgekd.stages.report import selection_section
     from tests.factories import make_report
 
@@ -398,7 +398,7 @@ def test_the_report_shows_every_candidate_the_plot_and_predicted_vs_measured(tmp
     record["format"] = shipped["format"]
     c = sel.ranked[0]
     choice = StudentChoice(c.family, c.config, c.params, c.macs, 100_000, None, 1, 1, selection=record)
-    report["student"]["selection"] = selection_section(choice, [{**shipped, "shipped": True}])
+    report["student"]["selection"] = dump(selection_section(choice, [ArtifactRow.model_validate(shipped)]))
     Report.model_validate(report)
     shipped_prediction = report["student"]["selection"]["shipped_prediction"]
     assert shipped_prediction["measured_ms"] == shipped["latency_ms"]["p95"]

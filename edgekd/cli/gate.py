@@ -27,16 +27,16 @@ from edgekd.gate import (
 )
 from edgekd.gate_same_job import DEFAULT_PROCESSES, MAX_PROCESSES
 from edgekd.io import write_text
+from edgekd.schema import Report
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
     from edgekd.targets import load_target
 
-    report = load_report(args.report)
-    check_report(report, f"report {args.report}")
-    target_spec = args.target or report.get("target_path") or report["target"]
+    report = check_report(load_report(args.report), f"report {args.report}")
+    target_spec = args.target or report.target_path or report.target
     if not args.target and not os.path.exists(str(target_spec)):
-        target_spec = report["target"]
+        target_spec = report.target
     target = load_target(target_spec)
     check_report(report, f"report {args.report}", expected_target=target.name)
 
@@ -50,8 +50,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
         if not Path(args.baseline).exists():
             raise EdgekdError(f"baseline not found: {args.baseline}",
                               "create it from an accepted report with --update-baseline")
-        baseline = load_report(args.baseline, "baseline")
-        check_report(baseline, f"baseline {args.baseline}", expected_target=target.name)
+        baseline = check_report(load_report(args.baseline, "baseline"), f"baseline {args.baseline}",
+                                expected_target=target.name)
 
     result = evaluate_gate(report, target, strict=args.strict, baseline=baseline,
                            max_regression_pct=args.max_regression, max_accuracy_drop=args.max_accuracy_drop,
@@ -60,7 +60,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return _write_outputs(args, result, target.name)
 
 
-def _gate_against_run(args: argparse.Namespace, report: dict[str, Any], target: Any) -> int:
+def _gate_against_run(args: argparse.Namespace, report: Report, target: Any) -> int:
     """--baseline-run: the baseline's artifacts re-measured in this job, interleaved with the report's."""
     from edgekd.gate_same_job import load_baseline_run, measure_same_job
 

@@ -63,7 +63,7 @@ def device_tool_checks(device: DeviceMeasurement, target: TargetProfile, artifac
     judges the artifact carries a delegation (Android) or layer precisions (TensorRT); else nothing."""
     if not target.runtime.require_full_delegation:
         return []
-    row = device.row
+    row = device.extra  # the device tool's records: fields the report schema leaves open
     if row.get("delegation"):
         return [_delegation_check(row, device, artifact)]
     if row.get("layer_precisions"):

@@ -14,8 +14,9 @@ import torch
 from edgekd import __version__
 from edgekd.distill.fast import cpu_name
 from edgekd.gate_stats import median_interval
+from edgekd.io import dumps
 from edgekd.models.budget import StudentChoice, count_macs, count_params
-from edgekd.schema import REPORT_SCHEMA_VERSION
+from edgekd.schema import REPORT_SCHEMA_VERSION, ArtifactRow, Report, Selection, ShippedPrediction, TrainingRun
 from edgekd.stages.compress import Compressed
 from edgekd.stages.context import BuildContext
 from edgekd.stages.distill import Distilled
@@ -24,7 +25,7 @@ from edgekd.stages.teacher import Teachers
 
 # Manifest-entry details copied into the artifact's report row.
 _DETAIL_KEYS = ("scheme", "scheme_p50_ms", "reduce_range", "seven_bit_for_device", "kernel_deviation", "layout",
-                "input_dtype", "input_quantization", "output_quantization", "accuracy_aware", "qat")
+                "input_dtype", "input_quantization", "output_quantization", "accuracy_aware", "qat", "float_ops")
 
 
 @dataclass
@@ -78,6 +79,8 @@ def artifact_row(m: Measured, scores: TestScores, macs: int, params: int) -> dic
         "reference_accuracy": scores.qat if b.reference == "qat" else scores.student,
         **{k: e[k] for k in _DETAIL_KEYS if k in e},
     }
+    if e["precision"] == "int8" and e.get("float_ops"):  # e.g. a text model's embedding lookup stays float
+        row["precision_detail"] = f"int8 weights and activations; in float: {', '.join(e['float_ops'])}"
     if b.role == "student":
         row["parity"] = b.checks["parity"]
         row["operators"] = b.checks.get("operators")
@@ -117,26 +120,36 @@ def student_section(choice: StudentChoice, distilled: Distilled, compressed: Com
     }
 
 
-def selection_section(choice: StudentChoice, rows: list[dict]) -> dict | None:
-    """The selection's record, with what it expected of the shipped artifact against what the benchmark measured."""
-    sel = choice.selection
-    if not sel or sel.get("mode") != "latency":
-        return sel
-    pct = sel["percentile"]
-    row = next((r for r in rows if r["format"] == sel["format"] and r.get("shipped")), None)
-    chosen = next((c for c in sel["candidates"] if c["status"] == "chosen"), None)
-    if row is None or chosen is None:
-        return sel
-    measured = float(row["latency_ms"][f"p{pct}"])
-    predicted = chosen.get("predicted_ms")
-    timed = (chosen.get("latency_ms") or {}).get("value")
-    stated = sel.get("stated_budget_ms")
-    return {**sel, "shipped_prediction": {
-        "artifact": row["path"], "percentile": pct, "selection_ms": timed, "predicted_ms": predicted,
-        "measured_ms": measured,
-        "error_pct": None if predicted is None or measured <= 0 else 100.0 * (predicted - measured) / measured,
-        "drift_pct": None if not timed else 100.0 * (measured - timed) / timed,
-        "stated_budget_ms": stated, "meets_stated_budget": None if stated is None else measured <= stated}}
+def selection_section(choice: StudentChoice, rows: list[ArtifactRow], build_time_s: float | None = None
+                      ) -> Selection | None:
+    """``student.selection``, assembled here alone: the search's record (``choice.selection``), what it expected of
+    the shipped artifact against what the benchmark measured, and the accuracy search's share of the build."""
+    if not choice.selection:
+        return None
+    sel = Selection.model_validate_json(dumps(choice.selection))
+    if sel.accuracy is not None and build_time_s:
+        sel.accuracy.pct_of_build = round(100.0 * sel.accuracy.time_s / build_time_s, 2)
+    if sel.mode == "latency":
+        sel.shipped_prediction = shipped_prediction(sel, rows)
+    return sel
+
+
+def shipped_prediction(sel: Selection, rows: list[ArtifactRow]) -> ShippedPrediction | None:
+    """The latency search's chosen candidate (timed on random weights, and predicted) against the shipped artifact
+    in the searched format, at the search's percentile; None when either is missing."""
+    pct = sel.percentile
+    row = next((r for r in rows if r.format == sel.format and r.shipped), None)
+    chosen = next((c for c in sel.candidates if c.status == "chosen"), None)
+    if row is None or chosen is None or pct is None:
+        return None
+    measured = float(getattr(row.latency_ms, f"p{pct}"))
+    predicted, stated = chosen.predicted_ms, sel.stated_budget_ms
+    timed = None if chosen.latency_ms is None else chosen.latency_ms.value
+    return ShippedPrediction(
+        artifact=row.path, percentile=pct, selection_ms=timed, predicted_ms=predicted, measured_ms=measured,
+        error_pct=None if predicted is None or measured <= 0 else 100.0 * (predicted - measured) / measured,
+        drift_pct=None if not timed else 100.0 * (measured - timed) / timed,
+        stated_budget_ms=stated, meets_stated_budget=None if stated is None else measured <= stated)
 
 
 def stage_waterfall(primary: str, rows: list[dict], teacher: dict, unpruned: dict | None, choice: StudentChoice,
@@ -180,7 +193,8 @@ def compare_with_teacher(row: dict, t_row: dict, versus: dict | None) -> None:
 
 def make_report(ctx: BuildContext, teachers: Teachers, choice: StudentChoice, distilled: Distilled,
                 compressed: Compressed, measured: list[Measured], shipped: set[str], reasons: dict[str, str],
-                scores: TestScores, calibration: dict, eval_inputs: dict) -> dict[str, Any]:
+                scores: TestScores, calibration: dict, eval_inputs: dict) -> Report:
+    """report.json's model, every number from this run; ``complete`` adds the timings once the build ends."""
     shape, primary = ctx.data.input_shape, ctx.target.runtime.format
     macs, params = count_macs(compressed.student, shape), count_params(compressed.student)
     rows = [artifact_row(m, scores, macs, params) for m in measured if m.built.role == "student"]
@@ -212,9 +226,24 @@ def make_report(ctx: BuildContext, teachers: Teachers, choice: StudentChoice, di
         "artifacts": rows, "precision_choice": reasons,
     }
     report["stages"] = stage_waterfall(primary, rows, teacher, unpruned, choice, scores)
-    if choice.selection:
-        report["student"]["selection"] = selection_section(choice, rows)
     report["training_optimisations"] = training_optimisations(ctx, teachers, distilled)
+    return as_model(report)
+
+
+def as_model(report: dict[str, Any]) -> Report:
+    """The assembled report as a ``schema.Report`` (numpy values become plain numbers first); a field that does not
+    validate is a bug of this module, raised here before anything is written."""
+    return Report.model_validate_json(dumps(report))
+
+
+def complete(report: Report, choice: StudentChoice, training: dict[str, Any], stage_times_s: dict[str, float],
+             build_time_s: float) -> Report:
+    """What only the end of the build knows: where the students trained (``stages.distill.training_record``), the
+    stage times, and the selection with its share of the build."""
+    report.training = TrainingRun.model_validate_json(dumps(training))
+    report.stage_times_s = dict(stage_times_s)
+    report.build_time_s = build_time_s
+    report.student.selection = selection_section(choice, report.artifacts, build_time_s)
     return report
 
 

@@ -224,13 +224,6 @@ def expected_build_s(ctx: BuildContext, config: TrainConfig, step_s: float) -> f
     return sum(ctx.stage_times_s.values()) + steps * step_s * (2 if ctx.options.baseline else 1)
 
 
-def record_cost_share(report: dict[str, Any]) -> None:
-    """The accuracy search's cost as a share of the whole build, once the build's time is known."""
-    acc = ((report.get("student") or {}).get("selection") or {}).get("accuracy")
-    if acc and report.get("build_time_s"):
-        acc["pct_of_build"] = round(100.0 * acc.get("time_s", 0.0) / report["build_time_s"], 2)
-
-
 def _check_artifact(ctx: BuildContext, artifact: Any, x: np.ndarray) -> dict[str, Any]:
     """Load in the real runtime, run once, check the operators against the delegate; raises with the reason."""
     from edgekd.runner import RunnerError, load_session
