@@ -679,6 +679,48 @@ def write_schemas(folder: Path) -> list[Path]:
     return written
 
 
+# docs/architecture.md's list of report.json keys sits between these lines, generated from docs/schema.
+REPORT_KEYS_BEGIN = "<!-- report keys: generated from docs/schema/report.schema.json by `python -m edgekd.schema` -->"
+REPORT_KEYS_END = "<!-- end of report keys -->"
+
+
+def _shape(prop: dict[str, Any], defs: dict[str, Any], depth: int) -> str:
+    """A property's keys in the doc's notation: ``{a, b?}`` for a declared object, ``[]`` for a list of them."""
+    options = [o for o in prop.get("anyOf", [prop]) if o.get("type") != "null"]
+    prop = options[0] if len(options) == 1 else {}
+    if prop.get("type") == "array":
+        return "[]" + _shape(prop.get("items", {}), defs, depth)
+    if isinstance(prop.get("additionalProperties"), dict) and "$ref" in prop["additionalProperties"]:
+        return "{*: " + _shape(prop["additionalProperties"], defs, depth) + "}"  # keyed by name (e.g. by format)
+    if "$ref" in prop and depth < 4:
+        model = defs[prop["$ref"].rsplit("/", 1)[-1]]
+        required = set(model.get("required", []))
+        keys = [f"{name}{'' if name in required else '?'}{_shape(sub, defs, depth + 1)}"
+                for name, sub in model.get("properties", {}).items()]
+        return "{" + ", ".join(keys) + (", ..." if model.get("additionalProperties") else "") + "}"
+    return ""
+
+
+def report_keys_doc(schema: dict[str, Any]) -> str:
+    """The report.json keys, one top-level key a line (``?``: optional, ``...``: open to more keys), from the
+    generated JSON schema: what docs/architecture.md states can then never drift from what the code validates."""
+    required, defs = set(schema["required"]), schema.get("$defs", {})
+    lines = [f"  - `{name}{'' if name in required else '?'}{_shape(prop, defs, 1)}`"
+             for name, prop in schema["properties"].items()]
+    return "\n".join([REPORT_KEYS_BEGIN, *lines, REPORT_KEYS_END])
+
+
+def write_report_keys(doc: Path, schema_file: Path) -> None:
+    """Replace the generated block of ``doc`` with the keys of ``schema_file``."""
+    text = doc.read_text(encoding="utf-8")
+    start, end = text.index(REPORT_KEYS_BEGIN), text.index(REPORT_KEYS_END) + len(REPORT_KEYS_END)
+    block = report_keys_doc(json.loads(schema_file.read_text(encoding="utf-8")))
+    doc.write_text(text[:start] + block + text[end:], encoding="utf-8")
+
+
 if __name__ == "__main__":
-    for p in write_schemas(Path(__file__).resolve().parent.parent / "docs" / "schema"):
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    for p in write_schemas(docs / "schema"):
         print(f"wrote {p}")
+    write_report_keys(docs / "architecture.md", docs / "schema" / "report.schema.json")
+    print(f"wrote the report keys of {docs / 'architecture.md'}")

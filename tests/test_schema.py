@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgekd.errors import EdgekdError
-from edgekd.schema import SCHEMAS, validate, write_schemas
+from edgekd.schema import SCHEMAS, report_keys_doc, validate, write_schemas
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "schema"
 
@@ -20,6 +20,20 @@ def test_docs_schema_files_are_current(tmp_path):
         assert json.loads(committed.read_text()) == json.loads(path.read_text()), (
             f"{committed} is stale: run `python -m edgekd.schema`")
     assert {p.stem.split(".")[0] for p in DOCS.glob("*.schema.json")} == set(SCHEMAS)
+
+
+def test_architecture_doc_lists_the_report_keys_of_docs_schema():
+    """docs/architecture.md's report keys are generated from docs/schema (itself checked against the models above):
+    a key the schema gains, loses or makes optional shows in the doc, or this fails."""
+    schema = json.loads((DOCS / "report.schema.json").read_text())
+    block = report_keys_doc(schema)
+    assert block in (DOCS.parent / "architecture.md").read_text(), (
+        "docs/architecture.md's report keys are stale: run `python -m edgekd.schema`")
+    assert "  - `student{" in block and "selection?{" in block and "budget_source?" in block
+    schema["properties"]["new_key"] = {"type": "string"}
+    schema["required"].remove("created")
+    changed = report_keys_doc(schema)
+    assert "  - `new_key?`" in changed and "  - `created?`" in changed and changed not in block
 
 
 def _entry(**changes):
