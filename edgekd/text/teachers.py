@@ -14,6 +14,7 @@ a ``pytorch_model.bin`` or other pickle is refused, never opened), then transfor
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 from collections.abc import Iterator
@@ -91,7 +92,7 @@ def load_hf_teacher(path: str | os.PathLike, *, vocab_path: str | os.PathLike | 
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     try:
-        from transformers import AutoModelForSequenceClassification
+        AutoModelForSequenceClassification = import_transformers().AutoModelForSequenceClassification
     except ImportError:
         raise EdgekdError("a Hugging Face teacher needs the package 'transformers', which is not installed",
                           "pip install transformers safetensors") from None
@@ -116,6 +117,21 @@ def load_hf_teacher(path: str | os.PathLike, *, vocab_path: str | os.PathLike | 
                           "fine-tune it for your labels and save it with save_pretrained, then pass that directory")
     max_len = int(config.get("max_position_embeddings") or 512)
     return HFTextTeacher(model, vocab, max_len)
+
+
+def import_transformers() -> Any:
+    """``import transformers``, torchvision first through edgekd's shim: transformers imports torchvision whenever it
+    is installed, and PyPI's torchvision is a CUDA build whose compiled ops fail to load beside a CPU torch."""
+    if importlib.util.find_spec("torchvision") is not None:
+        from edgekd.models.arch_libraries import import_torchvision
+
+        try:
+            import_torchvision()
+        except (ImportError, OSError, RuntimeError):
+            pass  # transformers' model import then fails and load_hf_teacher says how to repair the environment
+    import transformers  # lazy: optional [text] extra
+
+    return transformers
 
 
 def check_hf_directory(root: Path) -> dict[str, Any]:

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from edgekd.errors import EdgekdError
-from edgekd.text.teachers import default_text_teacher, load_hf_teacher
+from edgekd.text.teachers import default_text_teacher, import_transformers, load_hf_teacher
 
-transformers = pytest.importorskip("transformers")
+pytest.importorskip("transformers")
+transformers = import_transformers()
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "movie", "the", "a", "##s", "not"]
 
