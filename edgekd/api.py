@@ -66,7 +66,7 @@ def start(options: BuildOptions) -> BuildContext:
     check_build_counts(options)
     data = load_dataset(options.data, seed=options.seed, max_train=options.max_train,
                         label_column=options.label_column, text_column=options.text_column,
-                        image_size=options.image_size,
+                        text_vocab=_text_vocab(options), image_size=options.image_size,
                         crop_fraction=options.crop_fraction, normalization=_normalization(options),
                         cache_dir=options.teacher_cache, use_cache=options.teacher_cache is not None)
     ctx = BuildContext(options, target, data, out)
@@ -75,6 +75,15 @@ def start(options: BuildOptions) -> BuildContext:
     for note in data_notes(data.describe()):
         ctx.say(note)
     return ctx
+
+
+def _text_vocab(options: BuildOptions) -> object:
+    """Text data with a Hugging Face teacher directory: its vocabulary tokenizes the data (None: trained here)."""
+    if options.text_column is None:
+        return None
+    from edgekd.text.data import teacher_vocabulary
+
+    return teacher_vocabulary(options.teacher)
 
 
 def _normalization(options: BuildOptions) -> object:

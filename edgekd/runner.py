@@ -577,6 +577,9 @@ class WordPieceEncoder:
         self.prefix = settings.get("continuing_prefix", "##")
         self.max_chars = int(settings.get("max_input_chars_per_word", 100))
         self.unk = self.vocab[settings.get("unk_token", "[UNK]")]
+        # A BERT teacher's vocabulary: [CLS] ... [SEP] around every text, [SEP] kept last when a text is cut.
+        self.first = [self.vocab[settings["cls_token"]]] if settings.get("cls_token") else []
+        self.last = [self.vocab[settings["sep_token"]]] if settings.get("sep_token") else []
 
     def _word_ids(self, word):
         if len(word) > self.max_chars:
@@ -597,13 +600,15 @@ class WordPieceEncoder:
 
     def ids(self, text):
         """Every token id of ``text``, untruncated."""
-        out = []
+        out = list(self.first)
         for word in _bert_words(_bert_normalize(text, self.settings)):
             out.extend(self._word_ids(word))
-        return out
+        return out + self.last
 
     def encode(self, text):
-        ids = self.ids(text)[: self.max_len]
+        ids = self.ids(text)
+        if len(ids) > self.max_len:
+            ids = ids[: self.max_len - len(self.last)] + self.last
         x = np.zeros((1, self.max_len), np.int32)
         x[0, : len(ids)] = ids
         return x
@@ -675,7 +680,7 @@ def classify_texts(artifact, texts, threads=1, verify=True):
             "tokenizer": {"vocab_size": len(encoder.vocab), "max_len": encoder.max_len},
             "tokenize_ms": {k: percentiles(tokenize_ms)[k] for k in keep},
             "inference_ms": {k: percentiles(inference_ms)[k] for k in keep},
-            "predictions": rows, "torch_imported": "torch" in sys.modules}
+            "predictions": rows, "torch_imported": sys.modules.get("torch") is not None}
 
 
 # ----------------------------------------------------------------------------------------------- measuring

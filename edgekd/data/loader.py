@@ -32,7 +32,7 @@ def load_dataset(
     spec: str | os.PathLike = "digits", *, seed: int = 0, val_fraction: float = 0.1, max_train: int | None = None,
     label_column: str | None = None, image_size: int | tuple[int, int] | None = None, crop_fraction: float = 1.0,
     normalization: object = None, test_fraction: float = 0.2, cache_dir: str | os.PathLike | None = None,
-    use_cache: bool = True, text_column: str | None = None,
+    use_cache: bool = True, text_column: str | None = None, text_vocab: object = None,
 ) -> Dataset:
     """Load ``spec``: ``digits`` or a path whose layout (IDX, ImageFolder, .npz, CSV, Parquet, archive) is detected.
 
@@ -43,7 +43,8 @@ def load_dataset(
     class folders (whose validation share is ``val_fraction`` of the rest, stratified too). ``cache_dir``/
     ``use_cache``: where archives are unpacked and decoded images kept (default ``$EDGEKD_CACHE/datasets``).
     ``text_column``: the table (or folder of ``train.csv`` + ``test.csv``) is text: that column is tokenized
-    (``edgekd.text``) into int32 ids by a tokenizer trained on the training split only.
+    (``edgekd.text``) into int32 ids by a tokenizer trained on the training split only, or by ``text_vocab``
+    (``edgekd.text.data.TeacherVocabulary``: a Hugging Face teacher's vocabulary).
     """
     limits = DataLimits.from_env()
     size = image_size_option(image_size, crop_fraction)
@@ -76,7 +77,7 @@ def load_dataset(
 
         if normalization is not None:
             raise EdgekdError("normalization applies to images and tables; text becomes token ids", "drop it")
-        return text_dataset(name, spec, raw, labels, train_idx, x_val_raw, y_val, meta, options.cache)
+        return text_dataset(name, spec, raw, labels, train_idx, x_val_raw, y_val, meta, options.cache, text_vocab)
     raw_train = raw.x_train[train_idx]
     norm, norm_source = resolve_normalization(normalization, raw_train, raw.scale)
     meta["normalization_source"] = norm_source

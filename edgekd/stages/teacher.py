@@ -125,8 +125,13 @@ def load_user_teacher(ctx: BuildContext, path: str) -> Teacher:
     if path in ctx.loaded_teachers:
         return ctx.loaded_teachers[path]
     o, data = ctx.options, ctx.data
-    teacher = load_teacher(path, data.input_shape, data.num_classes, o.teacher_arch, o.teacher_config,
-                           o.trust_pickle, data.normalization, data.classes)
+    if data.is_text and Path(path).is_dir():  # a Hugging Face model directory
+        from edgekd.text.students import load_text_teacher
+
+        teacher = load_text_teacher(path, data)
+    else:
+        teacher = load_teacher(path, data.input_shape, data.num_classes, o.teacher_arch, o.teacher_config,
+                               o.trust_pickle, data.normalization, data.classes)
     ctx.say(f"teacher: {teacher.description}" + (f" ({teacher.config.get('output')}, reads "
                                                   f"{teacher.config.get('reads')})" if "reads" in teacher.config
                                                  else ""))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from edgekd.data.parquet_table import SUFFIXES as PARQUET_SUFFIXES
 from edgekd.data.parquet_table import _is_text, _open
 from edgekd.data.tables import labels_from_text, sibling_test_file
 from edgekd.errors import EdgekdError
-from edgekd.text.tokenizer import train_tokenizer
+from edgekd.text.tokenizer import TextTokenizer, from_vocab, train_tokenizer
 
 MAX_TEXT_CHARS = 100_000  # one row's text: a longer one is a document, not a sample, and would only be cut
 SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
@@ -169,18 +170,49 @@ def check_texts(texts: list[str], column: str | None, path: Path) -> None:
                           f"{MAX_TEXT_CHARS}", "split long documents into samples before building")
 
 
+@dataclass(frozen=True)
+class TeacherVocabulary:
+    """A Hugging Face teacher's WordPiece vocabulary: the data is tokenized with it, for teacher and student alike."""
+
+    tokens: tuple[str, ...]
+    lowercase: bool
+    max_len: int  # the teacher's position embeddings
+    source: str
+
+
+def teacher_vocabulary(teacher: str | None) -> TeacherVocabulary | None:
+    """The vocabulary of ``--teacher DIR`` when DIR is a Hugging Face model directory (checked as plain files, nothing
+    imported), else None: the tokenizer is then trained on the training split."""
+    if not teacher or not Path(teacher).is_dir():
+        return None
+    from edgekd.text.teachers import check_hf_directory, read_teacher_vocab
+
+    root = Path(teacher)
+    config = check_hf_directory(root)
+    vocab = read_teacher_vocab(root / "vocab.txt", root)
+    return TeacherVocabulary(vocab.tokens, vocab.lowercase, int(config.get("max_position_embeddings") or 512),
+                             f"the teacher's vocabulary ({root.name}/vocab.txt)")
+
+
+def _tokenizer(train_texts: list[str], cache: DataCache | None, given: TeacherVocabulary | None) -> TextTokenizer:
+    if given is None:
+        return train_tokenizer(train_texts, cache=cache)
+    return from_vocab(list(given.tokens), given.lowercase, train_texts, given.max_len, given.source)
+
+
 def text_dataset(name: str, spec: str, raw: RawData, labels: Labels, train_idx: np.ndarray, x_val_raw: np.ndarray,
-                 y_val: np.ndarray, meta: dict, cache: DataCache | None) -> Dataset:
+                 y_val: np.ndarray, meta: dict, cache: DataCache | None, given: TeacherVocabulary | None = None
+                 ) -> Dataset:
     """The splits tokenized by a WordPiece vocabulary trained on the training split only (not validation, not
-    test): int32 ids, no normalisation (``Normalization`` is the identity, recorded as such)."""
+    test), or by a Hugging Face teacher's: int32 ids, no normalisation (``Normalization`` is the identity)."""
     train_texts = [str(t) for t in raw.x_train[train_idx]]
-    tokenizer = train_tokenizer(train_texts, cache=cache)
+    tokenizer = _tokenizer(train_texts, cache, given)
     splits = {"train": train_texts, "val": [str(t) for t in x_val_raw], "test": [str(t) for t in raw.x_test]}
-    encoded = {split: tokenizer.encode(texts) for split, texts in splits.items()}
-    lengths = {split: [len(ids) for ids in tokenizer.token_ids(texts)] for split, texts in splits.items()}
+    ids = {split: tokenizer.token_ids(texts) for split, texts in splits.items()}
+    encoded = {split: tokenizer.pad(rows) for split, rows in ids.items()}
     meta = {**meta, "normalization_source": "none (token ids)", "tokenizer": tokenizer.describe(),
-            "truncated_fraction": {s: round(float(np.mean(np.asarray(n) > tokenizer.max_len)), 4)
-                                   for s, n in lengths.items()}}
+            "truncated_fraction": {split: round(float(np.mean([len(r) > tokenizer.max_len for r in rows])), 4)
+                                   for split, rows in ids.items()}}
     return Dataset(name=name, source=spec, classes=labels.classes,
                    x_train=encoded["train"], y_train=labels.y_train[train_idx],
                    x_val=encoded["val"], y_val=y_val, x_test=encoded["test"], y_test=labels.y_test,

@@ -15,11 +15,13 @@ import torch
 from torch import nn
 
 from edgekd.data import Dataset
+from edgekd.errors import EdgekdError
 from edgekd.models.budget import StudentChoice
 from edgekd.models.students import ARCHITECTURES
+from edgekd.models.teachers import Teacher
 from edgekd.targets import StudentBudget
 from edgekd.text.models import TEXT_STUDENTS, build_text_student, ranked_text_students
-from edgekd.text.teachers import DEFAULT_TEXT_TEACHER, default_text_teacher
+from edgekd.text.teachers import DEFAULT_TEXT_TEACHER, default_text_teacher, load_hf_teacher
 
 TEXT_RULE = "the widest width of the text family inside max_params and max_macs (MACs, then params)"
 
@@ -62,3 +64,26 @@ def default_teacher(data: Dataset) -> tuple[str, nn.Module]:
     """The default text teacher for ``data``, untrained, and its architecture name (part of its cache key)."""
     model = default_text_teacher(data.vocab_size, data.num_classes, int(data.input_shape[0]))
     return DEFAULT_TEXT_TEACHER, mark_text(model).train()
+
+
+def load_text_teacher(path: str, data: Dataset) -> Teacher:
+    """``--teacher DIR``: a local Hugging Face sequence classifier (``text.teachers.load_hf_teacher``: safetensors
+    only, offline, no remote code), checked against the data: its vocabulary tokenized it, and its labels must be
+    the data's classes."""
+    model = load_hf_teacher(path)
+    config = model.model.config
+    if model.vocab.size != data.vocab_size:
+        raise EdgekdError(f"the data was tokenized with a {data.vocab_size}-token vocabulary, the teacher {path} has "
+                          f"{model.vocab.size}", "build with --teacher DIR so the data is tokenized by its vocab.txt")
+    if model.num_labels != data.num_classes:
+        raise EdgekdError(f"the Hugging Face teacher {path} has {model.num_labels} labels, the data "
+                          f"{data.num_classes} classes ({', '.join(data.classes)})",
+                          "fine-tune the teacher on these classes, or pass the matching --label-column")
+    names = [str((config.id2label or {}).get(i, f"LABEL_{i}")) for i in range(model.num_labels)]
+    if names != [f"LABEL_{i}" for i in range(len(names))] and [n.lower() for n in names] != [
+            c.lower() for c in data.classes]:
+        raise EdgekdError(f"the Hugging Face teacher {path} labels its outputs {names}, the data's classes are "
+                          f"{data.classes} (sorted)", "save the teacher with id2label in the data's class order")
+    kind = str(getattr(config, "model_type", "transformer"))
+    return Teacher(mark_text(model), "huggingface", f"hf:{kind}", f"Hugging Face {kind} from {path}",
+                   {"max_position_embeddings": model.max_len})

@@ -13,6 +13,7 @@ and the settings.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -49,6 +50,8 @@ class TokenizerSettings:
     unk_token: str = UNK
     truncation: str = "right"
     format: str = FORMAT
+    cls_token: str | None = None  # set for a BERT teacher's vocabulary: [CLS] ids... [SEP], as it was fine-tuned
+    sep_token: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,11 +60,16 @@ class TokenizerSettings:
 class TextTokenizer:
     """A trained vocabulary and its settings: ``encode(texts) -> int32 [N, max_len]``."""
 
-    def __init__(self, vocab: list[str], settings: TokenizerSettings) -> None:
-        if vocab[:2] != [PAD, UNK]:
-            raise EdgekdError(f"a tokenizer vocabulary must start with {PAD}, {UNK}", "retrain the tokenizer")
-        self.vocab, self.settings = vocab, settings
+    def __init__(self, vocab: list[str], settings: TokenizerSettings, source: str = "the training split only"
+                 ) -> None:
+        wanted = [t for t in (settings.unk_token, settings.cls_token, settings.sep_token) if t]
+        if vocab[:1] != [PAD] or not set(wanted) <= set(vocab):
+            raise EdgekdError(f"a tokenizer vocabulary must start with {PAD} and hold {', '.join(wanted)}",
+                              "retrain the tokenizer, or give a BERT-style WordPiece vocab.txt")
+        self.vocab, self.settings, self.source = vocab, settings, source
         self._hf = _hf_tokenizer(vocab, settings)
+        index = {t: i for i, t in enumerate(vocab)}
+        self._ends = ([index[settings.cls_token]], [index[settings.sep_token]]) if settings.cls_token else ([], [])
 
     @property
     def max_len(self) -> int:
@@ -74,14 +82,20 @@ class TextTokenizer:
         return hashlib.sha256(self.vocab_text().encode("utf-8")).hexdigest()
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:
-        """Ids of each text, untruncated and unpadded."""
-        return [enc.ids for enc in self._hf.encode_batch(list(texts))]
+        """Ids of each text (between [CLS] and [SEP] when the settings name them), untruncated and unpadded."""
+        first, last = self._ends
+        return [first + enc.ids + last for enc in self._hf.encode_batch(list(texts))]
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """int32 [N, max_len]: ids cut at max_len, padded with [PAD] (0)."""
-        out = np.zeros((len(texts), self.max_len), TOKEN_DTYPE)
-        for row, ids in zip(out, self.token_ids(texts), strict=True):
-            ids = ids[: self.max_len]
+        return self.pad(self.token_ids(texts))
+
+    def pad(self, token_ids: list[list[int]]) -> np.ndarray:
+        """``token_ids`` as int32 [N, max_len]: cut at max_len, padded with [PAD] (0)."""
+        out = np.zeros((len(token_ids), self.max_len), TOKEN_DTYPE)
+        last = self._ends[1]
+        for row, ids in zip(out, token_ids, strict=True):
+            ids = ids[: self.max_len - len(last)] + last if len(ids) > self.max_len else ids  # [SEP] stays last
             row[: len(ids)] = ids
         return out
 
@@ -95,7 +109,7 @@ class TextTokenizer:
     def describe(self) -> dict:
         """The manifest's / describe()'s ``tokenizer`` record (file hashes are added where the files are written)."""
         return {**self.settings.to_dict(), "vocab_file": VOCAB_FILE, "settings_file": SETTINGS_FILE,
-                "vocab_sha256": self.vocab_sha256(), "trained_on": "the training split only",
+                "vocab_sha256": self.vocab_sha256(), "trained_on": self.source,
                 "trainer": f"tokenizers {_tokenizers().__version__} WordPiece"}
 
 
@@ -144,6 +158,17 @@ def _train(texts: list[str], vocab_size: int) -> TextTokenizer:
     lengths = [len(enc.ids) for enc in hf.encode_batch(texts)]
     settings = TokenizerSettings(vocab_size=len(vocab), max_len=choose_max_len(lengths))
     return TextTokenizer(vocab, settings)
+
+
+def from_vocab(tokens: list[str], lowercase: bool, texts: list[str], max_len_cap: int, source: str
+               ) -> TextTokenizer:
+    """A given vocabulary (a Hugging Face teacher's vocab.txt), so student and teacher read the same ids: [CLS] and
+    [SEP] around each text when the vocabulary has them, ``max_len`` from the training texts within the teacher's
+    position embeddings."""
+    ends = {"cls_token": "[CLS]", "sep_token": "[SEP]"} if {"[CLS]", "[SEP]"} <= set(tokens) else {}
+    probe = TextTokenizer(list(tokens), TokenizerSettings(len(tokens), MIN_LEN, lowercase, lowercase, **ends), source)
+    max_len = min(choose_max_len([len(ids) for ids in probe.token_ids(texts)]), max_len_cap)
+    return TextTokenizer(list(tokens), dataclasses.replace(probe.settings, max_len=max_len), source)
 
 
 def choose_max_len(lengths: list[int]) -> int:
