@@ -2,6 +2,7 @@
 
     python benchmarks/build_time.py                                  # this checkout, all 60,000 images
     python benchmarks/build_time.py --repo /path/to/older/checkout   # the same build with another edgekd
+    python benchmarks/build_time.py --device cuda [--nproc 8]        # on this host's GPU(s), torchrun for N > 1
     python benchmarks/build_time.py --max-train 2000 --epochs 1 --teacher-epochs 1 --runs 20 --label smoke
     python benchmarks/build_time.py --quick --out /tmp/b.json    # digits, a few epochs: checks the script runs
 
@@ -12,7 +13,8 @@ alone, and which training optimisations were used. Each run is appended to ``ben
 under ``runs`` (keyed by ``--label``), so "today's build" (``--repo`` at the old commit) and this one sit side by
 side. Each run carries its own provenance block (load before and after, CPU, commit, command); the file's
 verdict, one line per run computed from the runs by :func:`verdict`, says "invalid: host busy" for a run whose host
-was busier than ``QUIET_LOAD``.
+was busier than ``QUIET_LOAD``. ``--device cuda`` trains on this host's GPU (the row labelled with the GPU's name,
+``--nproc N``: N processes under torchrun, one GPU each); ``--device cpu`` (the default) hides any GPU from the build.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                        "is trained); a second run with the same folder reuses that teacher, to "
                                        "compare the later stages (e.g. --extra=--no-side-by-side)")
     p.add_argument("--python", default=sys.executable)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="train on the CPU (any GPU hidden from the build) or on this host's GPU(s)")
+    p.add_argument("--nproc", type=int, default=1, help="processes under torchrun (--standalone), one GPU each")
     add_quick_and_out(p, QUICK)
     return parse_quick(p, argv, "build_time", QUICK)
 
@@ -63,8 +68,24 @@ def commit_of(repo: str) -> str:
     return proc.stdout.strip() or "unknown"
 
 
+def device_of(args: argparse.Namespace) -> dict:
+    """What the build trains on, for the row and its default label; --device cuda without a GPU stops here."""
+    if args.device == "cpu":
+        from edgekd.distill.fast import cpu_name
+
+        return {"kind": "cpu", "name": cpu_name(), "processes": args.nproc}
+    import torch
+
+    if not torch.cuda.is_available() or torch.cuda.device_count() < args.nproc:
+        raise SystemExit(f"--device cuda --nproc {args.nproc}: this host has {torch.cuda.device_count()} GPU(s)")
+    return {"kind": "cuda", "name": torch.cuda.get_device_name(0), "processes": args.nproc,
+            "torch": torch.__version__, "cuda": torch.version.cuda}
+
+
 def build_command(args: argparse.Namespace, out: Path, cache: Path) -> list[str]:
-    cmd = [args.python, "-m", "edgekd", "build", "--target", args.target, "--data", args.data, "--baseline",
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.nproc)] \
+        if args.nproc > 1 else []
+    cmd = [args.python, *launcher, "-m", "edgekd", "build", "--target", args.target, "--data", args.data, "--baseline",
            "--out", str(out), "--cache-dir", str(cache), "--no-progress"]
     for flag, value in (("--max-train", args.max_train), ("--epochs", args.epochs),
                         ("--teacher-epochs", args.teacher_epochs), ("--runs", args.runs)):
@@ -78,6 +99,8 @@ def run_build(args: argparse.Namespace) -> dict:
         out, cache = Path(tmp) / "run", Path(args.cache_dir or Path(tmp) / "cache")
         cmd = build_command(args, out, cache)
         env = {**os.environ, "PYTHONPATH": args.repo, "EDGEKD_CACHE": str(cache)}
+        if args.device == "cpu":
+            env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU row stays one on a GPU host
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=args.repo, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -108,6 +131,7 @@ def summarise(report: dict, wall: float, cmd: list[str], rc: int) -> dict:
                     "distillation": epochs(student.get("distillation")),
                     "trained_alone": epochs(student.get("trained_alone"))},
         "training_optimisations": report.get("training_optimisations"),
+        "training": report.get("training"),  # world size, backend, device and precision of the students' training
     }
 
 
@@ -126,9 +150,11 @@ def verdict(runs: dict[str, dict]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     recorder = Recorder(quick=args.quick, seeds=[0], quiet_load=QUIET_LOAD)
-    label = args.label or commit_of(args.repo)
+    device = device_of(args)
+    label = args.label or commit_of(args.repo) + ("" if args.device == "cpu" else
+                                                  f"-{args.nproc}x-{device['name'].replace(' ', '-')}")
     print(f"building ({label}): {' '.join(build_command(args, Path('OUT'), Path('CACHE')))}", flush=True)
-    row = {"label": label, "repo": args.repo, "commit": commit_of(args.repo),
+    row = {"label": label, "repo": args.repo, "commit": commit_of(args.repo), "device": device,
            "full_data": args.max_train is None and not args.quick, **run_build(args)}
     provenance = recorder.finish()
     row["provenance"] = provenance.model_dump()

@@ -26,7 +26,7 @@ from edgekd.compress.calibration import build_calibration_set, load_calibration_
 from edgekd.counts import check_build_counts
 from edgekd.data import load_dataset
 from edgekd.data.dataset import data_notes
-from edgekd.distill.trainer import accuracy, validate_config
+from edgekd.distill.trainer import TrainConfig, accuracy, validate_config
 from edgekd.errors import EdgekdError
 from edgekd.gate import evaluate_gate
 from edgekd.io import sha256_file
@@ -61,8 +61,9 @@ def start(options: BuildOptions) -> BuildContext:
     target = load_target(options.target)
     require_extras(target)  # a missing runtime stops the build before any data loading or training
     out = resolve_out(options.out, target.name)
-    check_out(out)  # a folder of the user's own files is refused before any data loading or training
-    check_unlocked(out)
+    if ranks.is_main():  # under torchrun rank 0 alone writes --out (and may hold its lock by now)
+        check_out(out)  # a folder of the user's own files is refused before any data loading or training
+        check_unlocked(out)
     check_build_counts(options)
     data = load_dataset(options.data, seed=options.seed, max_train=options.max_train,
                         label_column=options.label_column, text_column=options.text_column,
@@ -107,6 +108,19 @@ def calibration_set(ctx: BuildContext, stage: Path) -> tuple[Calibration, dict]:
     return calib, {**manifest, "file": "calibration.npz"}
 
 
+def checked_start(options: BuildOptions) -> tuple[BuildContext, int, TrainConfig]:
+    """``start``, then every setting checked: bad input fails here, before any training."""
+    ctx = start(options)
+    teacher_epochs, student_epochs = epochs_for(options, len(ctx.data.y_train))
+    if min(teacher_epochs, student_epochs) < 1:
+        raise EdgekdError("--epochs must be >= 1", "pass a positive number of epochs")
+    config = distill_config(ctx, student_epochs)
+    validate_config(config, 1 + len(options.extra_teachers))  # bad settings fail before any training
+    if options.calibration:  # a bad calibration file fails here too, not after training
+        load_calibration_set(options.calibration, ctx.data.input_shape, ctx.data.fingerprint())
+    return ctx, teacher_epochs, config
+
+
 def build(options: BuildOptions) -> BuildResult:
     """Student (by MACs or measured latency) + pre-flight -> teacher -> KD -> compression -> artifacts -> parity
     -> benchmark -> report -> gate.
@@ -118,14 +132,8 @@ def build(options: BuildOptions) -> BuildResult:
     t_start = time.perf_counter()
     if not ranks.is_main():
         options = dataclasses.replace(options, log=lambda message: None)
-    ctx = ranks.main_first(lambda: start(options))  # rank 0 loads (and caches) the data before the others read it
-    teacher_epochs, student_epochs = epochs_for(options, len(ctx.data.y_train))
-    if min(teacher_epochs, student_epochs) < 1:
-        raise EdgekdError("--epochs must be >= 1", "pass a positive number of epochs")
-    config = distill_config(ctx, student_epochs)
-    validate_config(config, 1 + len(options.extra_teachers))  # bad settings fail before any training
-    if options.calibration:  # a bad calibration file fails here too, not after training
-        load_calibration_set(options.calibration, ctx.data.input_shape, ctx.data.fingerprint())
+    # rank 0 first: it caches the data the others then read, and bad input is one message
+    ctx, teacher_epochs, config = ranks.main_first(lambda: checked_start(options))
     # locked for the whole build (by rank 0 under torchrun); staging removed on any exit
     with claim(ctx.out, ctx.target.name) if ranks.is_main() else contextlib.nullcontext() as run:
         with ctx.timed("student_choice"):  # and pre-flight: a conversion failure costs seconds, not a teacher

@@ -252,3 +252,15 @@ def all_reduce_sum(tensor: Any) -> Any:
     total = tensor.to(device)
     dist.all_reduce(total)
     return total.cpu()
+
+
+# How gloo and nccl say that a peer is gone (they raise plain RuntimeErrors): a rank that failed or was stopped.
+_LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "gloo/transport", "NCCL", "Timed out")
+
+
+def lost_peer(exc: BaseException) -> bool:
+    """Under torchrun: a collective failed because another rank went away (its own message says why), not a bug."""
+    import torch.distributed as dist
+
+    return isinstance(exc, RuntimeError) and (
+        isinstance(exc, dist.DistError) or any(marker in str(exc) for marker in _LOST_PEER))

@@ -124,10 +124,15 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         return code
     except Exception as exc:  # noqa: BLE001 - a bug, not bad input: its own exit code and a log
-        from edgekd.distributed import MainFailed
+        from edgekd.distributed import MainFailed, lost_peer
 
         if isinstance(exc, MainFailed):  # rank 0 failed and said why; this rank exits with its code
             return exc.exit_code
+        job = _rank_note(args, quiet_rank=None)  # " (rank N of W)" on every rank of a torchrun build
+        if job and lost_peer(exc):
+            print(f"edgekd: stopped{job}: another rank of this torchrun job failed or went away (its own message "
+                  f"says why): {str(exc).splitlines()[0][:200]}", file=sys.stderr)
+            return INTERNAL_ERROR
         log = _log_internal_error(exc)
         if args.debug:
             traceback.print_exc()
