@@ -7,6 +7,7 @@ can never disagree about the build, the device results or the gate, and there is
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from edgekd.io import dumps
@@ -16,13 +17,14 @@ REPORT_FILES = ("report.json", "report.md", "report.html")
 
 
 def _staged(path: Path, text: str) -> Path:
-    """``text`` in a hidden temporary file beside ``path``, flushed to disk: only a rename is left to do."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.publish")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    """``text`` in a hidden temporary file beside ``path`` (``mkstemp``: private, 0600, as ``io.atomic_write``
+    makes every file of a run), flushed to disk: only a rename is left to do."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
-    return tmp
+    return Path(tmp)
 
 
 def publish(report: Report, run_dir: str | os.PathLike[str]) -> Report:

@@ -45,7 +45,7 @@ def _drift_words(shipped: ShippedPrediction) -> str:
     words = f"drift from selection {_num(shipped.drift_pct, '+.1f')} %"
     if shipped.meets_stated_budget is not None:
         verdict = "meets" if shipped.meets_stated_budget else "MISSES"
-        words += f", {verdict} the stated {shipped.stated_budget_ms:.3g} ms"
+        words += f", {verdict} the stated {_num(shipped.stated_budget_ms, '.3g')} ms"
     return words
 
 
@@ -138,12 +138,12 @@ def _preprocess_lines(report: Report) -> list[str]:
     """Pre-processing the runner did itself from raw samples, per shipped artifact, beside inference."""
     lines = []
     for a in report.shipped:
-        pre = (a.model_extra or {}).get("preprocess")
+        pre = a.preprocess
         if pre:
-            steps = "resize + crop + normalisation" if pre["applies_to"] == "source" else "normalisation"
-            lines.append(f"- Pre-processing on the device ({steps}, {a.path}): p50 {pre['ms']['p50']:.4f} ms "
+            steps = "resize + crop + normalisation" if pre.applies_to == "source" else "normalisation"
+            lines.append(f"- Pre-processing on the device ({steps}, {a.path}): p50 {pre.ms.p50:.4f} ms "
                          f"per sample beside inference p50 {a.latency_ms.p50:.4f} ms; matches the build's "
-                         f"inputs to {pre['max_abs_diff_vs_build']:.2g}.")
+                         f"inputs to {pre.max_abs_diff_vs_build:.2g}.")
     return lines
 
 

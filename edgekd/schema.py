@@ -214,6 +214,18 @@ class Manifest(_Open):
 
 
 # ============================================================================================ report
+class PreprocessTiming(_Open):
+    p50: NonNeg
+
+
+class Preprocess(_Open):
+    """What the runner did itself from raw samples before inference (resize, crop, normalise, or tokenize)."""
+
+    applies_to: str  # raw | source | text
+    ms: PreprocessTiming
+    max_abs_diff_vs_build: NonNeg  # against the inputs the build computed
+
+
 class ArtifactRow(_Open):
     path: PlainName
     format: str
@@ -244,6 +256,7 @@ class ArtifactRow(_Open):
     reduce_range: bool | None = None
     seven_bit_for_device: bool | None = None  # 7-bit because the target may be x86 without VNNI, not this host
     kernel_deviation: dict[str, NonNeg] | None = None  # per scheme tried: this host's int8 kernels vs the QDQ graph
+    preprocess: Preprocess | None = None
 
     @model_validator(mode="after")
     def _shipped_is_measured(self) -> ArtifactRow:

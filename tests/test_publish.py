@@ -142,7 +142,7 @@ def test_the_full_report_exercises_every_section_and_many_optional_fields():
     assert ("device_results", 0, "artifacts", 0, "sha256_verified") in OPTIONAL
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sets(st.sampled_from(OPTIONAL), max_size=25))
 def test_a_report_that_passes_the_schema_renders_markdown(dropped):
     report = _without(dropped)
@@ -194,6 +194,7 @@ def test_publish_writes_the_three_files_from_one_validated_model(tmp_path):
     assert (run / "report.md").read_text() == render_markdown(written)
     assert (run / "report.html").read_text() == render_html(written, run / "eval.npz")
     assert sorted(p.name for p in run.iterdir()) == sorted(REPORT_FILES)  # no temporary file left
+    assert {(run / name).stat().st_mode & 0o777 for name in REPORT_FILES} == {0o600}  # private, as every run file
 
 
 def test_publish_leaves_the_old_files_when_rendering_or_validation_fails(tmp_path, monkeypatch):
