@@ -140,10 +140,13 @@ def _preprocess_lines(report: Report) -> list[str]:
     for a in report.shipped:
         pre = a.preprocess
         if pre:
-            steps = "resize + crop + normalisation" if pre.applies_to == "source" else "normalisation"
+            steps = {"source": "resize + crop + normalisation", "text": "tokenizing the raw text with vocab.txt"
+                     }.get(pre.applies_to, "normalisation")
             lines.append(f"- Pre-processing on the device ({steps}, {a.path}): p50 {pre.ms.p50:.4f} ms "
                          f"per sample beside inference p50 {a.latency_ms.p50:.4f} ms; matches the build's "
                          f"inputs to {pre.max_abs_diff_vs_build:.2g}.")
+        if a.precision_detail:  # int8 that is not all int8 (a text model's embedding lookup)
+            lines.append(f"- Precision shipped ({a.path}): {a.precision_detail}.")
     return lines
 
 
