@@ -42,11 +42,16 @@ sys.path.insert(0, str(ROOT))
 from _paths import shared_dataset  # noqa: E402
 from _provenance import OUT_HELP, Recorder, results_path, stamped  # noqa: E402
 
-from edgekd.backends.onnx import OnnxBackend, export_onnx_fp32  # noqa: E402
-from edgekd.compress.accuracy_aware import QuantContract, onnx_accuracy_aware_int8  # noqa: E402
+from edgekd.backends.onnx import (  # noqa: E402
+    OnnxBackend,
+    export_onnx_fp32,
+    onnx_accuracy_aware_int8,
+    qat_kd_onnx_int8,
+)
+from edgekd.compress.accuracy_aware import QuantContract  # noqa: E402
 from edgekd.compress.calibration import build_calibration_set  # noqa: E402
 from edgekd.compress.prune import PruneConfig, prune_structured  # noqa: E402
-from edgekd.compress.qat import QatConfig, qat_kd_onnx_int8  # noqa: E402
+from edgekd.compress.qat import QatConfig  # noqa: E402
 from edgekd.data import load_dataset  # noqa: E402
 from edgekd.distill.trainer import TrainConfig, train  # noqa: E402
 from edgekd.errors import ContractError  # noqa: E402

@@ -38,6 +38,7 @@ from typing import Any
 
 from edgekd.data.cache import default_cache_root, private_dir
 from edgekd.errors import EdgekdError
+from edgekd.formats import FORMATS
 from edgekd.io import sha256_file, write_json
 from edgekd.targets import TargetProfile
 
@@ -48,7 +49,7 @@ DEBS = ("python3", "libstdc++6", "libgomp1")  # python3.11 and what the runtimes
 PYTHON_TAG = "3.11"  # bookworm's python3: the wheels must be built for it
 GLIBC_MINOR = 36  # bookworm's glibc 2.36: manylinux_2_17 .. 2_36 wheels run on it
 SITE = "opt/edgekd-site"  # where the wheels go inside the root
-RUNTIME_PACKAGES = {"onnx": "onnxruntime", "tflite": "ai-edge-litert", "openvino": "openvino"}
+RUNTIME_PACKAGES = {name: spec.device_requirement for name, spec in FORMATS.items()}  # the built-in formats' rows
 INSTALL_HINT = "apt-get install qemu-user-static mmdebstrap (Debian/Ubuntu; .ci/system-deps.sh does it)"
 
 _V80 = "fp asimd evtstrm crc32 cpuid"

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgekd.errors import EdgekdError
+from edgekd.formats import EXTRA_INCLUDES, FORMATS, extra_modules, get_format
 from edgekd.io import load_yaml
 from edgekd.schema import TARGET_NAME_PATTERN
 
@@ -59,8 +60,6 @@ class DeviceSpec(_Strict):
     @classmethod
     def _pattern_compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            import re
-
             try:
                 re.compile(value)
             except re.error as exc:
@@ -106,8 +105,6 @@ class RuntimeSpec(_Strict):
 
 
 def _check_format(value: str) -> str:
-    from edgekd.formats import FORMATS
-
     if value not in FORMATS:
         raise ValueError(f"unknown format '{value}' (known: {', '.join(FORMATS)})")
     return value
@@ -297,9 +294,8 @@ def _parse(file: Traversable | Path) -> TargetProfile:
 # ------------------------------------------------------------------------------------------------ extras
 def required_extras(target: TargetProfile) -> list[str]:
     """The fewest extras that build every format the target ships (an extra another one includes is dropped)."""
-    from edgekd.formats import EXTRA_INCLUDES, get_format
-
-    needed = list(dict.fromkeys(get_format(fmt).extra for fmt in target.runtime.formats if get_format(fmt).extra))
+    needed = list(dict.fromkeys(get_format(fmt).extra.name for fmt in target.runtime.formats
+                                if get_format(fmt).extra is not None))
     covered = {sub for extra in needed for sub in EXTRA_INCLUDES.get(extra, ())}
     return [extra for extra in needed if extra not in covered]
 
@@ -309,8 +305,6 @@ def install_command(extras: list[str]) -> str:
 
 
 def _absent_modules(extra: str) -> list[str]:
-    from edgekd.formats import extra_modules
-
     return [module for module in extra_modules(extra) if importlib.util.find_spec(module) is None]
 
 

@@ -1,8 +1,9 @@
-"""A/B latency in the real runtime, interleaved: the one timing helper behind every "is this one faster?" choice.
+"""A/B latency in the real runtime, interleaved: the one timing helper behind every "is this one faster?" choice,
+and the identity of the host a timing was measured on (timings compare only on one host: the cache keys hold it).
 
-Used by the ONNX int8 scheme choice, the accuracy-aware quantization's latency cost and pruning's keep-or-reject
-verdict. Each round measures one block of every artifact, in alternating order, so drift (other processes,
-frequency, thermal state) hits all of them alike; per-round ratios then cancel it.
+``measure_interleaved`` is used by the ONNX int8 scheme choice, the accuracy-aware quantization's latency cost
+and pruning's keep-or-reject verdict. Each round measures one block of every artifact, in alternating order, so
+drift (other processes, frequency, thermal state) hits all of them alike; per-round ratios then cancel it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.data.inputs import model_input
+from edgekd.runner import describe_machine, load_session, measure_latency
+
 
 @dataclass(frozen=True)
 class Interleaved:
@@ -34,8 +37,6 @@ class Interleaved:
 def measure_interleaved(artifacts: dict[str, tuple[Path, str | None]], x: np.ndarray, threads: int = 1,
                         rounds: int = 5, runs: int = 60) -> Interleaved:
     """``artifacts``: name -> (path, precision). Every session is loaded and warmed before the first timed block."""
-    from edgekd.runner import load_session, measure_latency
-
     x = model_input(x)
     sessions = {k: load_session(str(p), threads, precision) for k, (p, precision) in artifacts.items()}
     for session in sessions.values():
@@ -47,3 +48,9 @@ def measure_interleaved(artifacts: dict[str, tuple[Path, str | None]], x: np.nda
             stats, _ = measure_latency(sessions[k], x, runs=runs, warmup=5, blocks=1)
             p50s[k].append(stats["p50"])
     return Interleaved(p50s)
+
+
+def host_identity() -> str:
+    """This machine as the runner describes it: architecture, CPU model, cores, host name."""
+    m = describe_machine()
+    return f"host:{m['arch']}|{m['cpu']}|{m['cores']}|{m['hostname']}"

@@ -11,8 +11,8 @@ from conftest import make_dataset
 from torch import nn
 
 from edgekd.backends import Calibration
-from edgekd.backends.onnx import export_onnx_fp32
-from edgekd.compress.accuracy_aware import QuantContract, onnx_accuracy_aware_int8
+from edgekd.backends.onnx import export_onnx_fp32, onnx_accuracy_aware_int8
+from edgekd.compress.accuracy_aware import QuantContract
 from edgekd.distill.trainer import TrainConfig, train
 from edgekd.errors import ContractError, EdgekdError
 
@@ -100,7 +100,7 @@ def test_bad_contract_and_empty_split():
 @pytest.mark.slow
 def test_openvino_accuracy_control_meets_tight_contract(hostile, tmp_path):
     pytest.importorskip("nncf")
-    from edgekd.compress.accuracy_aware import openvino_accuracy_aware_int8
+    from edgekd.backends.openvino import openvino_accuracy_aware_int8
 
     data, fp32, calib = hostile
     r = openvino_accuracy_aware_int8(fp32, tmp_path / "m.xml", calib, (data.x_val, data.y_val), QuantContract(0.01),

@@ -6,7 +6,8 @@ import pytest
 from test_accuracy_aware import make_hostile
 
 from edgekd.backends import Calibration
-from edgekd.compress.accuracy_aware import QuantContract, tflite_accuracy_aware_int8
+from edgekd.backends.tflite import tflite_accuracy_aware_int8
+from edgekd.compress.accuracy_aware import QuantContract
 from edgekd.errors import ContractError
 
 pytest.importorskip("ai_edge_quantizer")

@@ -136,7 +136,8 @@ def test_cli_names_a_run_without_an_explainable_pair(explainable_run, tmp_path, 
 
 def test_a_broken_int8_contract_names_the_layer_where_int8_diverged(tmp_path):
     from edgekd.backends import Calibration
-    from edgekd.compress.accuracy_aware import QuantContract, onnx_accuracy_aware_int8
+    from edgekd.backends.onnx import onnx_accuracy_aware_int8
+    from edgekd.compress.accuracy_aware import QuantContract
     from edgekd.errors import ContractError
     from edgekd.runner import load_session
 

@@ -7,7 +7,8 @@ import torch
 from conftest import make_dataset
 
 from edgekd.backends import Calibration
-from edgekd.compress.qat import FakeQuantLayer, QatConfig, fold_batchnorm, prepare_qat, qat_kd_onnx_int8, strip_qat
+from edgekd.backends.onnx import qat_kd_onnx_int8
+from edgekd.compress.qat import FakeQuantLayer, QatConfig, fold_batchnorm, prepare_qat, strip_qat
 from edgekd.distill.trainer import TrainConfig, train
 from edgekd.errors import EdgekdError
 from edgekd.models.students import build_model

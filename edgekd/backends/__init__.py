@@ -11,30 +11,17 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from torch import nn
 
-from edgekd.errors import ContractError, EdgekdError, MissingDependencyError
-
-if TYPE_CHECKING:
-    from edgekd.compress.accuracy_aware import AccuracyAwareResult, QuantJob
-    from edgekd.targets import TargetProfile
-
-
-@dataclass
-class Calibration:
-    """Real inputs the quantizer observes, and where they came from (recorded with every int8 artifact)."""
-
-    x: np.ndarray
-    source: dict[str, Any]
-
-    def __post_init__(self) -> None:
-        if len(self.x) == 0:
-            raise EdgekdError("the calibration set is empty", "build one with `edgekd calibrate` (N >= 1)")
-        if not np.isfinite(self.x).all():
-            raise EdgekdError("the calibration set contains NaN or infinite values", "rebuild it from clean data")
+from edgekd.compress.accuracy_aware import AccuracyAwareResult, QuantJob
+from edgekd.compress.calibration import Calibration as Calibration  # re-exported: every backend takes one
+from edgekd.errors import ContractError, MissingDependencyError
+from edgekd.formats import get_format
+from edgekd.runner import RunnerError, load_session
+from edgekd.targets import TargetProfile
 
 
 @dataclass
@@ -47,8 +34,6 @@ class Artifact:
 
     @property
     def runtime(self) -> str:
-        from edgekd.formats import get_format
-
         return get_format(self.format).runtime
 
 
@@ -109,8 +94,6 @@ class Parity:
 
 def check_parity(artifact: Artifact, reference: np.ndarray, inputs: np.ndarray, threads: int = 1) -> Parity:
     """Run the artifact in its real runtime and compare it with the PyTorch model's outputs."""
-    from edgekd.runner import RunnerError, load_session
-
     try:
         outputs = load_session(str(artifact.path), threads, artifact.precision).run_batched(inputs)
     except RunnerError as exc:

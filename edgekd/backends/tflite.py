@@ -19,17 +19,22 @@ Layout: the artifact keeps the NCHW input PyTorch has (``layout`` in the details
 The converter turns it into NHWC inside the graph with one leading op (a free RESHAPE for 1-channel images, a
 TRANSPOSE otherwise), which every delegate supports; NHWC I/O would save that op but make a batch ambiguous to
 feed whenever C equals H or W.
+
+Its accuracy-aware int8 search (AEQ ``no_quantize`` recipe entries per op, on the generic search of
+``edgekd.compress.accuracy_aware``) lives here too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +43,11 @@ import torch
 from torch import nn
 
 from edgekd.backends import Artifact, Calibration, require
+from edgekd.compress import accuracy_aware as aa
 from edgekd.data.inputs import model_input
 from edgekd.errors import EdgekdError
+from edgekd.runner import load_session
+from edgekd.targets import TargetProfile
 
 _QUANT_OPS = {"QUANTIZE", "DEQUANTIZE"}
 # Ops with no arithmetic: they carry whatever dtype flows through them.
@@ -59,11 +67,11 @@ class TfliteBackend:
         self.integer_io = integer_io
 
     @classmethod
-    def from_target(cls, target) -> TfliteBackend:
+    def from_target(cls, target: TargetProfile) -> TfliteBackend:
         return cls(integer_io=target.runtime.integer_io)
 
     def list_operators(self, path: Path) -> dict[str, int]:
-        from ai_edge_litert.interpreter import OpResolverType
+        from ai_edge_litert.interpreter import OpResolverType  # lazy: optional heavy dependency (the tflite extra)
 
         with quiet():
             interp = _interpreter_cls()(model_path=str(path),
@@ -73,9 +81,7 @@ class TfliteBackend:
             counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
         return counts
 
-    def accuracy_aware_int8(self, job):
-        from edgekd.compress.accuracy_aware import tflite_accuracy_aware_int8
-
+    def accuracy_aware_int8(self, job: aa.QuantJob) -> aa.AccuracyAwareResult:
         return tflite_accuracy_aware_int8(job.model, job.sample, job.out, job.calibration, [job.val], job.contract,
                                           integer_io=self.integer_io, max_float_fraction=job.max_float_fraction,
                                           threads=job.threads, timing_x=job.timing_x, log=job.log)
@@ -179,9 +185,9 @@ def quantize(fp32: Path, out: Path, precision: str, calibration: Calibration | N
     DEQUANTIZE before and a QUANTIZE after each. ``qsvs``: calibration results to reuse (from ``calibrate``).
     """
     aeq = _import("ai_edge_quantizer", "ai-edge-quantizer", "TFLite quantization")
-    from ai_edge_quantizer import qtyping, recipe, recipe_manager
-    from ai_edge_quantizer.algorithm_manager import AlgorithmName
-    from ai_edge_quantizer.quantizer import Quantizer
+    from ai_edge_quantizer import qtyping, recipe, recipe_manager  # lazy: optional heavy (the tflite extra)
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName  # lazy: optional heavy (the tflite extra)
+    from ai_edge_quantizer.quantizer import Quantizer  # lazy: optional heavy (the tflite extra)
 
     manager = recipe_manager.RecipeManager()
     details: dict[str, Any] = {}
@@ -228,7 +234,7 @@ def quantize(fp32: Path, out: Path, precision: str, calibration: Calibration | N
 def calibrate(fp32: Path, calibration: Calibration) -> dict:
     """The static int8 recipe's calibration results for ``fp32``, to pass to several ``quantize`` calls."""
     _import("ai_edge_quantizer", "ai-edge-quantizer", "TFLite quantization")
-    from ai_edge_quantizer import recipe, recipe_manager
+    from ai_edge_quantizer import recipe, recipe_manager  # lazy: optional heavy dependency (the tflite extra)
 
     manager = recipe_manager.RecipeManager()
     manager.load_quantization_recipe(recipe.static_wi8_ai8())
@@ -239,7 +245,7 @@ def calibrate(fp32: Path, calibration: Calibration) -> dict:
 def op_scopes(path: Path, op_names: Sequence[str]) -> list[tuple[str, str]]:
     """(op name, scope) of the ops of ``op_names`` in the main graph, in graph order; the scope is what AEQ
     recipes match (the op's output tensor names, ';'-joined with a trailing ';')."""
-    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfu
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfu  # lazy: optional heavy (the tflite extra)
 
     model = tfu.read_model(str(path))
     graph = model.subgraphs[0]
@@ -253,7 +259,7 @@ def op_scopes(path: Path, op_names: Sequence[str]) -> list[tuple[str, str]]:
 
 def _calibrate(fp32: Path, manager, calibration: Calibration) -> dict:
     """Min/max of every tensor over all calibration samples, fed one at a time (the graph has batch 1)."""
-    from ai_edge_quantizer import calibrator
+    from ai_edge_quantizer import calibrator  # lazy: optional heavy dependency (the tflite extra)
 
     signatures = _interpreter_cls()(model_path=str(fp32)).get_signature_list()
     key = next(iter(signatures))
@@ -308,13 +314,122 @@ def describe(path: Path, sample: np.ndarray, precision: str) -> dict[str, Any]:
 
 def _model_key(model: nn.Module, sample: np.ndarray) -> str:
     """Content hash of the model (structure + weights) and input shape: a changed model never hits the cache."""
-    import hashlib
-
     digest = hashlib.sha256(f"{type(model).__qualname__}|{model!r}|{sample.shape[1:]}".encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ accuracy-aware int8
+# The ops ai-edge-quantizer's static int8 recipe quantizes that carry the compute (and the error).
+TFLITE_SENSITIVE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL",
+                        "CONV_3D", "EMBEDDING_LOOKUP")
+
+
+def _tflite_label(index: int, op: str, scope: str) -> str:
+    """A readable name for an op: its type and the module path of its first output tensor (litert-torch names
+    tensors after the nn.Module stack, e.g. '...TwoConv/torch.nn.modules.conv.Conv2d_c1')."""
+    tail = scope.rstrip(";").rsplit("/", 1)[-1].split(";")[0].rsplit(".", 1)[-1]
+    return f"{op}#{index} {tail}"
+
+
+def _tflite_ranked(score: Callable[[list[str]], aa.Scored], labels: list[str], plain: aa.Scored, fp32_acc: list[float],
+                   say: Callable[[str], None]) -> tuple[list[aa.Candidate], list[dict[str, Any]]]:
+    """Two quantizations per op: all int8 but this op, and all float but this op. The first finds an op whose float
+    compute alone recovers accuracy; the second breaks its ties, e.g. when the harm is in a tensor that the op
+    producing it and the ops reading it all quantize."""
+    sensitivity = []
+    for label in labels:
+        alone_float = score([label])
+        alone_int8 = score([n for n in labels if n != label])
+        sensitivity.append({"op": label, "accuracy": alone_float.accuracy, "logit_mse": alone_float.logit_mse,
+                            "accuracy_gain": float(np.mean(alone_float.accuracy) - np.mean(plain.accuracy)),
+                            "mse_reduction": plain.logit_mse - alone_float.logit_mse,
+                            "alone_accuracy_loss": float(np.mean(fp32_acc) - np.mean(alone_int8.accuracy)),
+                            "alone_logit_mse": alone_int8.logit_mse})
+    sensitivity.sort(key=lambda s: (-s["accuracy_gain"], -s["alone_accuracy_loss"], -s["mse_reduction"],
+                                    -s["alone_logit_mse"]))
+    say("tflite int8 contract: most sensitive ops " + ", ".join(
+        f"{s['op']} (float alone: accuracy {s['accuracy_gain']:+.4f}; int8 alone: accuracy "
+        f"{-s['alone_accuracy_loss']:+.4f}, logit mse {s['alone_logit_mse']:.3g})" for s in sensitivity[:5]))
+    return [aa.Candidate(s["op"], (s["op"],)) for s in sensitivity], sensitivity
+
+
+def tflite_accuracy_aware_int8(
+    model,
+    sample: np.ndarray,
+    out: Path,
+    calibration: Calibration,
+    eval_sets: Sequence[aa.EvalSet],
+    contract: aa.QuantContract,
+    integer_io: bool = False,
+    max_float_fraction: float = 0.5,
+    threads: int = 1,
+    timing_x: np.ndarray | None = None,
+    log: Callable[[str], None] | None = None,
+) -> aa.AccuracyAwareResult:
+    """Full-int8 .tflite of ``model`` (ai-edge-quantizer static recipe, as ``TfliteBackend``) meeting ``contract``
+    on ``eval_sets`` (the validation split), with the fewest float ops found.
+
+    Plain int8 first; when it breaks the contract, each compute op (conv/depthwise/fully-connected...) is ranked
+    by ``_tflite_ranked`` (AEQ ``no_quantize`` recipe entries matched on the op's scope) and kept float greedily,
+    most sensitive first, until the contract holds. Calibration (whole-set min/max) runs once and is reused by
+    every attempt. More than ``max_float_fraction`` of the compute ops in float: ``ContractError``, nothing
+    written at ``out``.
+    """
+    say = log or (lambda _m: None)
+    sets = aa.check_sets(eval_sets)
+    aa.check_fraction(max_float_fraction)
+    if tuple(calibration.x.shape[1:]) != tuple(sample.shape[1:]):
+        raise EdgekdError(
+            f"the calibration set has sample shape {list(calibration.x.shape[1:])} but the model takes "
+            f"{list(sample.shape[1:])}", "rebuild it with `edgekd calibrate` for this target's data")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        fp32 = work / "fp32.tflite"
+        cached_fp32(model, sample, fp32)
+        session = load_session(str(fp32), 1, "fp32")
+        fp32_logits = [session.run_batched(x) for x, _ in sets]
+        fp32_acc = [aa.accuracy(lg, y) for lg, (_, y) in zip(fp32_logits, sets, strict=True)]
+        aa.check_fp32_floor(contract, fp32_acc)
+        qsvs = calibrate(fp32, calibration)
+        scope_of = {_tflite_label(i, op, scope): scope
+                    for i, (op, scope) in enumerate(op_scopes(fp32, TFLITE_SENSITIVE_OPS))}
+        count = [0]
+
+        def score(float_labels: list[str]) -> aa.Scored:
+            count[0] += 1
+            path = work / f"q{count[0]}.tflite"
+            details = quantize(fp32, path, "int8", calibration, integer_io,
+                               float_ops=[scope_of[n] for n in float_labels], qsvs=qsvs)
+            accs, err = aa.score_logits(load_session(str(path), 1, "int8"), sets, fp32_logits)
+            return aa.Scored(accs, err, path, details)
+
+        plain = score([])
+        cap = int(np.floor(max_float_fraction * len(scope_of)))
+        say(f"tflite int8 contract: plain int8 accuracy {aa.fmt_acc(plain.accuracy)} vs fp32 "
+            f"{aa.fmt_acc(fp32_acc)}, allowed drop {contract.max_drop}")
+        ranked, sensitivity = [], []
+        if not aa.contract_met(contract, plain.accuracy, fp32_acc)[0] and cap > 0:
+            ranked, sensitivity = _tflite_ranked(score, list(scope_of), plain, fp32_acc, say)
+        search = aa.greedy_float_search(score, ranked, len, cap, contract, fp32_acc, plain, say, "tflite int8")
+        if not search.met:
+            raise aa.contract_unmet("TFLite int8", contract, search.attempts, cap, len(scope_of), "compute ops",
+                                  "op(s)", fp32_acc)
+        latency, cost = aa.latency_cost(timing_x, threads, (fp32, "fp32"), plain.path,
+                                      search.final.path if search.members else None)
+        aa.place(search.final.path, out)
+    chosen = search.members
+    summary = (f"tflite int8 meets the contract (drop {max(search.drops):.4f} <= {contract.max_drop}) with "
+               + (f"{len(chosen)} op(s) kept float ({', '.join(chosen)})" if chosen else "no op kept float")
+               + (f"; latency vs plain int8 {cost:+.1%}" if cost is not None else ""))
+    say("tflite int8 contract: " + summary)
+    method = ("ai-edge-quantizer static int8 (whole-set min/max) + per-op sensitivity, greedy float fallback "
+              f"({search.final.details.get('quantizer', '')})")
+    return aa.AccuracyAwareResult(Path(out), "tflite", method, contract, fp32_acc, plain.accuracy,
+                                  search.final.accuracy, search.drops, chosen, len(scope_of) - len(chosen),
+                                  len(scope_of), search.attempts, sensitivity, latency, cost, summary)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -368,8 +483,6 @@ def _interpreter_cls():
 
 def _version(dist: str, module) -> str:
     try:
-        from importlib.metadata import version
-
         return version(dist)
     except Exception:  # noqa: BLE001
         return getattr(module, "__version__", "?")

@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 
 from edgekd.errors import EdgekdError
+from edgekd.formats import version_distributions
 
 INTERNAL_ERROR = 3
 
@@ -38,17 +39,9 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# The packages whose versions a result depends on (distribution name, what it is), for ``edgekd --version``.
-RUNTIME_DISTRIBUTIONS = (
-    ("torch", "training, export"),
-    ("onnx", "ONNX export"),
-    ("onnxruntime", "ONNX runtime"),
-    ("openvino", "OpenVINO runtime"),
-    ("nncf", "OpenVINO int8"),
-    ("litert-torch", "TFLite export"),
-    ("ai-edge-quantizer", "TFLite int8"),
-    ("ai-edge-litert", "LiteRT (TFLite runtime)"),
-)
+# The packages whose versions a result depends on (distribution name, what it is), for ``edgekd --version``:
+# torch and each format's (its registry row's ``distributions``).
+RUNTIME_DISTRIBUTIONS = tuple(version_distributions())
 
 
 def version_text() -> str:

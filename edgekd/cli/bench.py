@@ -9,6 +9,7 @@ from edgekd.bundle import load_run
 from edgekd.counts import check_counts
 from edgekd.devices.cli import cmd_bench_device, register_device_flags, wants_device_tool
 from edgekd.errors import EdgekdError
+from edgekd.formats import artifact_suffixes
 from edgekd.io import write_json
 from edgekd.schema import read
 
@@ -32,7 +33,7 @@ def cmd_bench(args) -> int:
         inputs = Path(args.inputs) if args.inputs else path / manifest.eval_inputs.path
     else:
         if not path.is_file():
-            raise EdgekdError(f"artifact not found: {path}", "pass a run directory or an .onnx/.xml/.tflite file")
+            raise EdgekdError(f"artifact not found: {path}", f"pass a run directory or an {artifact_suffixes()} file")
         artifacts = [path]
         inputs = Path(args.inputs) if args.inputs else path.parent / "eval.npz"
     threads = args.threads or 1

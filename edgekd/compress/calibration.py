@@ -6,15 +6,33 @@ drawn from the training data (already normalised exactly as deployed) with every
 
 from __future__ import annotations
 
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from edgekd.backends import Calibration
 from edgekd.data import Dataset
 from edgekd.data.inputs import model_input
+from edgekd.data.limits import DataLimits
+from edgekd.data.npz import _member_header
 from edgekd.errors import EdgekdError
 from edgekd.io import atomic_write, read_json_object, sha256_file, write_json
+
+
+@dataclass
+class Calibration:
+    """Real inputs the quantizer observes, and where they came from (recorded with every int8 artifact)."""
+
+    x: np.ndarray
+    source: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if len(self.x) == 0:
+            raise EdgekdError("the calibration set is empty", "build one with `edgekd calibrate` (N >= 1)")
+        if not np.isfinite(self.x).all():
+            raise EdgekdError("the calibration set contains NaN or infinite values", "rebuild it from clean data")
 
 
 def build_calibration_set(data: Dataset, samples: int, seed: int = 0) -> Calibration:
@@ -89,11 +107,6 @@ def load_calibration_set(path: str | Path, input_shape: tuple[int, ...],
 def _check_declared_size(path: Path, fix: str) -> None:
     """The 'x' member's header must match its declared size, and that size fit the data memory limit, before
     numpy allocates (a 100-byte header can ask for terabytes)."""
-    import zipfile
-
-    from edgekd.data.limits import DataLimits
-    from edgekd.data.npz import _member_header
-
     with zipfile.ZipFile(path) as zf:
         info = next((i for i in zf.infolist() if i.filename == "x.npy"), None)
         if info is None:

@@ -25,6 +25,7 @@ in ``EXPLAINERS``; a format without one is named, never silently skipped.
 
 from __future__ import annotations
 
+import ast
 import math
 import tempfile
 from collections.abc import Callable, Iterator
@@ -111,9 +112,9 @@ class _Samples:
 
 def explain_onnx(fp32: Path, int8: Path, samples: np.ndarray, threshold_db: float = DEFAULT_THRESHOLD_DB) -> Divergence:
     """Per-layer SQNR of a QDQ int8 ONNX model against the fp32 model it was quantized from."""
-    import onnx
-    import onnxruntime
-    from onnxruntime.quantization import qdq_loss_debug as qdq
+    import onnx  # lazy: optional heavy dependency (the onnx extra)
+    import onnxruntime  # lazy: optional heavy dependency (the onnx extra)
+    from onnxruntime.quantization import qdq_loss_debug as qdq  # lazy: optional heavy dependency (the onnx extra)
 
     float_model = onnx.load(str(fp32))
     input_name = float_model.graph.input[0].name
@@ -174,7 +175,7 @@ def median_channel_sqnr(reference: np.ndarray, quantized: np.ndarray, shape: tup
 
 def tensor_shapes(model) -> dict[str, tuple[int, ...]]:
     """Static shapes of the graph's tensors (onnx shape inference); unknown dimensions leave a tensor out."""
-    import onnx
+    import onnx  # lazy: optional heavy dependency (the onnx extra)
 
     inferred = onnx.shape_inference.infer_shapes(model)
     shapes = {}
@@ -187,7 +188,7 @@ def tensor_shapes(model) -> dict[str, tuple[int, ...]]:
 
 def grid_floors(int8_model) -> dict[str, float]:
     """Tensors whose activation grid starts at exactly zero (a fused ReLU): tensor name -> 0.0."""
-    from onnx import numpy_helper
+    from onnx import numpy_helper  # lazy: optional heavy dependency (the onnx extra)
 
     consts = {init.name: numpy_helper.to_array(init) for init in int8_model.graph.initializer}
     floors = {}
@@ -203,8 +204,6 @@ def grid_floors(int8_model) -> dict[str, float]:
 def module_path(node) -> str | None:
     """The PyTorch module a node came from, as torch.onnx's exporter records it (``pkg.torch.onnx.name_scopes``:
     the module path then the op; after a BatchNorm fold the scope is the folded BatchNorm's)."""
-    import ast
-
     for prop in node.metadata_props:
         if prop.key == "pkg.torch.onnx.name_scopes" and len(prop.value) <= 4096:  # a file's text: bounded
             try:

@@ -25,8 +25,11 @@ import torch
 from torch import nn
 
 from edgekd.data import Dataset
+from edgekd.distill.trainer import TrainConfig, accuracy, train
 from edgekd.errors import EdgekdError
+from edgekd.formats import get_format
 from edgekd.models.budget import count_macs, count_params
+from edgekd.timing import measure_interleaved
 
 Objective = Literal["latency", "size"]
 # Channel-ranking criteria of torch-pruning, by name: (importance class, its arguments, needs gradients).
@@ -201,7 +204,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _importance(name: str, model: nn.Module, grad_batch: tuple[torch.Tensor, torch.Tensor] | None):
-    import torch_pruning as tp
+    import torch_pruning as tp  # lazy: optional dependency (the prune extra)
 
     cls_name, kwargs, needs_grad = IMPORTANCES[name]
     if needs_grad:  # gradient-based criteria read .grad: one backward pass on a training batch
@@ -221,7 +224,7 @@ def prune_channels(model: nn.Module, example: torch.Tensor, channel_ratio: float
     Raises an EdgekdError naming the layer when the dependency graph cannot trace the model or the pruned
     model no longer runs (e.g. a hard-coded reshape that assumes the old channel count).
     """
-    import torch_pruning as tp
+    import torch_pruning as tp  # lazy: optional dependency (the prune extra)
 
     model.eval()
     try:
@@ -276,9 +279,7 @@ TimingExport = Callable[[nn.Module, Path], tuple[Path, str]]  # (model, path ste
 
 def export_for_timing(model: nn.Module, sample: np.ndarray, path: Path) -> Path:
     """ONNX fp32: the default timing runtime when the caller names none (every host can run it)."""
-    from edgekd.backends.onnx import export_onnx_fp32
-
-    return export_onnx_fp32(copy.deepcopy(model).eval(), sample, path)
+    return get_format("onnx").backend_class()().export(copy.deepcopy(model).eval(), sample, path, "fp32", None).path
 
 
 def onnx_timing_export(sample: np.ndarray) -> TimingExport:
@@ -290,8 +291,6 @@ def compare_latency(baseline: Path, candidate: Path, x: np.ndarray, rounds: int 
     """Time two artifacts in their real runtime, interleaved: each round measures one block of each, in
     alternating order, so drift (other processes, thermal state) hits both alike; the per-round ratio cancels it.
     """
-    from edgekd.timing import measure_interleaved
-
     timed = measure_interleaved({"baseline": (baseline, precision), "candidate": (candidate, precision)}, x, threads,
                                 rounds=rounds, runs=runs)
     ratios = timed.ratios("baseline", "candidate")
@@ -310,8 +309,6 @@ def speed_verdict(cmp: LatencyComparison, min_gain: float) -> tuple[bool, str]:
 
 
 def _val_accuracy(model: nn.Module, data: Dataset) -> float:
-    from edgekd.distill.trainer import accuracy
-
     return accuracy(model, data.x_val, data.y_val)
 
 
@@ -358,8 +355,6 @@ class _StructuredPruner:
 
     def candidate(self, current: nn.Module, k: int, target: int) -> tuple[PruneStep, nn.Module] | None:
         """Prune ``current`` to ``target`` MACs and fine-tune it; None when no channel can go any more."""
-        from edgekd.distill.trainer import TrainConfig, train
-
         c, shape = self.config, self.data.input_shape
         macs_before = count_macs(current, shape)
         ratio, model = _channel_ratio_for_macs(current, self.example, shape, target, self.clf_index,

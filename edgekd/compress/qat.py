@@ -7,12 +7,14 @@ exported model: BatchNorm folded into the conv first (as onnxruntime's pre-proce
 symmetric int8 weights, per-tensor uint8 (or int8) activations on every Conv/Linear input. After training the
 fake-quant wrappers are removed and the float, BN-folded model goes through the same calibrated QDQ quantizer
 as the PTQ path, so the artifact is an ordinary onnxruntime Q/DQ model (verified and timed by the caller).
+
+This module is the training half; the ONNX backend (``edgekd.backends.onnx.qat_kd_onnx_int8``) exports and
+quantizes its result.
 """
 
 from __future__ import annotations
 
 import copy
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from edgekd.backends import Calibration
-from edgekd.backends.onnx import INT8_SCHEMES
+from edgekd.compress.calibration import Calibration
+from edgekd.compress.int8_schemes import INT8_SCHEMES
 from edgekd.data import Dataset
+from edgekd.distill.trainer import TrainConfig, train
 from edgekd.errors import EdgekdError
 
 
@@ -35,13 +40,11 @@ class QatConfig:
     seed: int = 0
     loss_weights: dict[str, float] = field(default_factory=lambda: {"kd": 0.7, "ce": 0.3})
     temperature: float = 4.0
-    scheme: str = "u8s8"  # activations/weights as in edgekd.backends.onnx.INT8_SCHEMES
+    scheme: str = "u8s8"  # activations/weights as in edgekd.compress.int8_schemes.INT8_SCHEMES
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Fold every BatchNorm2d that directly follows a Conv2d inside a Sequential into the conv (in place)."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     model.eval()
     for module in model.modules():
         if not isinstance(module, nn.Sequential):
@@ -56,8 +59,6 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def _act_fq(signed: bool) -> nn.Module:
-    from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver
-
     if signed:
         return FakeQuantize(observer=MovingAverageMinMaxObserver, quant_min=-128, quant_max=127, dtype=torch.qint8,
                             qscheme=torch.per_tensor_affine)
@@ -67,8 +68,6 @@ def _act_fq(signed: bool) -> nn.Module:
 
 def _weight_fq(seven_bit: bool) -> nn.Module:
     """Symmetric per-channel int8 weights; +-64 for the 7-bit schemes (onnxruntime's ``reduce_range`` range)."""
-    from torch.ao.quantization import FakeQuantize, MovingAveragePerChannelMinMaxObserver
-
     limit = 64 if seven_bit else 127
     return FakeQuantize(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-limit, quant_max=limit,
                         dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0, averaging_constant=1.0)
@@ -114,7 +113,7 @@ def prepare_qat(model: nn.Module, calibration_x: np.ndarray, scheme: str = "u8s8
         raise EdgekdError(f"unknown int8 scheme '{scheme}'", f"use one of {list(INT8_SCHEMES)}")
     spec = INT8_SCHEMES[scheme]
     qat = fold_batchnorm(copy.deepcopy(model))
-    _swap(qat, lambda m: FakeQuantLayer(m, spec.activations == "QInt8", spec.reduce_range)
+    _swap(qat, lambda m: FakeQuantLayer(m, spec.signed_activations, spec.reduce_range)
           if isinstance(m, (nn.Conv2d, nn.Linear)) else None)
     layers = [m for m in qat.modules() if isinstance(m, FakeQuantLayer)]
     for m in layers:
@@ -153,45 +152,15 @@ class QatResult:
                 "history": self.history}
 
 
-def _onnx_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    from edgekd.runner import load_session
-
-    return float((load_session(str(path), 1, "int8").run_batched(x).argmax(1) == y).mean())
-
-
-def qat_kd_onnx_int8(
-    student: nn.Module,
-    teacher: nn.Module | None,
-    data: Dataset,
-    calibration: Calibration,
-    out: Path,
-    config: QatConfig = QatConfig(),
-    progress: bool = False,
-    compare_ptq: bool = True,
-) -> QatResult:
-    """KD fine-tune ``student`` under int8 fake quantization, then write the onnxruntime QDQ model to ``out``."""
-    from edgekd.backends.onnx import export_onnx_fp32, quantize_onnx_int8
-    from edgekd.distill.trainer import TrainConfig, accuracy, train
-
+def qat_kd_train(student: nn.Module, teacher: nn.Module | None, data: Dataset, calibration: Calibration,
+                 config: QatConfig, progress: bool = False) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """KD fine-tune ``student`` under int8 fake quantization: (the float, BN-folded trained model, its history)."""
     if config.epochs < 1:
         raise EdgekdError("QAT needs at least one epoch", "set epochs >= 1")
-    fp32_acc = accuracy(student, data.x_val, data.y_val)
     qat = prepare_qat(student, calibration.x, config.scheme)
     trained = train(qat, data, TrainConfig(epochs=config.epochs, lr=config.lr, seed=config.seed,
                                            loss_weights=config.loss_weights if teacher is not None else {"ce": 1.0},
                                            temperature=config.temperature, label="QAT (KD)"),
                     teacher=teacher, progress=progress)
-    model = strip_qat(trained.model)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ptq_acc = None
-    with tempfile.TemporaryDirectory() as tmp:
-        if compare_ptq:
-            fp32 = export_onnx_fp32(copy.deepcopy(student).eval(), data.x_val[:1], Path(tmp) / "ptq_fp32.onnx")
-            ptq = quantize_onnx_int8(fp32, Path(tmp) / "ptq.onnx", calibration, config.scheme)
-            ptq_acc = _onnx_accuracy(ptq, data.x_val, data.y_val)
-        fp32 = export_onnx_fp32(model, data.x_val[:1], Path(tmp) / "qat_fp32.onnx")
-        quantize_onnx_int8(fp32, out, calibration, config.scheme)
-    qat_acc = _onnx_accuracy(out, data.x_val, data.y_val)
-    return QatResult(model, out, fp32_acc, accuracy(model, data.x_val, data.y_val), ptq_acc, qat_acc,
-                     trained.history, config)
+    return strip_qat(trained.model), trained.history
+

@@ -8,7 +8,6 @@ threads), so a second build of the same target measures nothing it measured befo
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import shutil
 import tarfile
@@ -18,19 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from edgekd.backends import Calibration
+from edgekd.bench import RUNNER_PATH, SshConfig, parse_remote, run_local, run_remote
+from edgekd.compress.calibration import Calibration
 from edgekd.data.cache import cache_entry
 from edgekd.errors import EdgekdError
 from edgekd.formats import get_format
 from edgekd.io import read_json, sha256_file, write_json
 from edgekd.selection.candidates import Candidate
 from edgekd.targets import TargetProfile
+from edgekd.timing import host_identity
 
 CALIBRATION_SAMPLES = 64  # a few batches: enough for int8 ranges that time like the final model's
 TIMING_RUNS, TIMING_WARMUP = 100, 10
-_RUNTIME_PACKAGES = {"onnxruntime": ("onnxruntime",), "openvino": ("openvino",),
-                     "ai_edge_litert": ("ai-edge-litert", "ai_edge_litert", "tflite-runtime")}
 
 
 @dataclass
@@ -57,25 +57,6 @@ class Timing:
     def to_dict(self) -> dict[str, Any]:
         return {"p50": self.p50, "p90": self.p90, "p95": self.p95, "p99": self.p99, "noise_pct": self.noise_pct,
                 "runtime_version": self.runtime_version, "confirmed": self.confirmed}
-
-
-def runtime_version(fmt: str) -> str:
-    """The installed version of the format's runtime on this host (part of every cache key)."""
-    runtime = get_format(fmt).runtime
-    for package in _RUNTIME_PACKAGES.get(runtime, (runtime,)):
-        try:
-            return f"{runtime} {importlib.metadata.version(package)}"
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return f"{runtime} unknown"
-
-
-def host_identity() -> str:
-    """This machine as the runner describes it: architecture, CPU model, cores, host name."""
-    from edgekd.runner import describe_machine
-
-    m = describe_machine()
-    return f"host:{m['arch']}|{m['cpu']}|{m['cores']}|{m['hostname']}"
 
 
 @dataclass
@@ -119,7 +100,7 @@ class Timer:
     def _identity(self) -> tuple[str, str]:
         if self.device:  # the remote runtime's version is recorded in each entry; the device is named by the user
             return f"ssh:{self.device}", "remote"
-        return host_identity(), runtime_version(self.format)
+        return host_identity(), get_format(self.format).runtime_version()
 
     def _path(self, candidate: Candidate) -> Path | None:
         if self.cache_dir is None:
@@ -152,8 +133,6 @@ class Timer:
         return out
 
     def _time(self, candidates: list[Candidate]) -> dict[str, Timing]:
-        import torch
-
         models = {}
         for c in candidates:
             torch.manual_seed(0)
@@ -203,8 +182,6 @@ class Timer:
         return exported
 
     def _time_local(self, exported: dict[str, Path], inputs: Path) -> dict[str, Timing]:
-        from edgekd.bench import run_local
-
         out = {}
         for name, path in exported.items():
             try:
@@ -216,8 +193,6 @@ class Timer:
         return out
 
     def _time_remote(self, exported: dict[str, Path], work: Path, inputs: Path) -> dict[str, Timing]:
-        from edgekd.bench import RUNNER_PATH, SshConfig, parse_remote, run_remote
-
         bundle = work / "edgekd-latency"
         bundle.mkdir()
         for path in [*work.iterdir()]:

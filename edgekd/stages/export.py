@@ -18,9 +18,11 @@ import numpy as np
 from torch import nn
 
 from edgekd.backends import Artifact, Calibration, check_parity, parity_failure
+from edgekd.compat import check_compatibility, enforce_full_delegation, list_operators, load_delegate
 from edgekd.errors import EdgekdError
-from edgekd.formats import get_format
+from edgekd.formats import FORMATS, get_format
 from edgekd.models.teachers import predict_logits
+from edgekd.runner import load_session
 from edgekd.stages.compress import Compressed, backend_for
 from edgekd.stages.context import BuildContext
 from edgekd.stages.teacher import Teachers
@@ -39,8 +41,6 @@ class Built:
 
 def operator_report(ctx: BuildContext, artifact: Artifact) -> dict[str, Any]:
     """Operators of the artifact and, for the target's delegate, which would fall back to the CPU."""
-    from edgekd.compat import check_compatibility, enforce_full_delegation, list_operators, load_delegate
-
     delegate = ctx.target.runtime.delegate
     if delegate == "none" or load_delegate(delegate).format != artifact.format:
         return {"operators": list_operators(artifact.path)}
@@ -54,8 +54,6 @@ def operator_report(ctx: BuildContext, artifact: Artifact) -> dict[str, Any]:
 
 def _checked(ctx: BuildContext, artifact: Artifact, model: nn.Module, inputs: np.ndarray) -> tuple[dict, float]:
     """Parity with the PyTorch model on ``inputs`` and accuracy on the validation split, in the real runtime."""
-    from edgekd.runner import load_session
-
     parity = check_parity(artifact, predict_logits(model, inputs), inputs, threads=1)
     if not parity.passed:
         raise parity_failure(artifact, parity)
@@ -126,10 +124,12 @@ def _foreign(teachers: Teachers) -> bool:
 def _teacher_formats(ctx: BuildContext, teachers: Teachers) -> list[str]:
     """The student's formats; an ONNX/scikit-learn teacher is also (and first) measured as the ONNX it is.
 
-    Such a teacher converts to other formats only when their converters read ONNX (OpenVINO does, for neural
-    graphs; tree ensembles have no OpenVINO form), so its ONNX reference guarantees a measured teacher.
+    Such a teacher converts to other formats only when their converters read ONNX (the rows' ``onnx_teacher``:
+    OpenVINO does, for neural graphs; tree ensembles have no OpenVINO form), so its ONNX reference guarantees a
+    measured teacher.
     """
     formats = list(ctx.target.runtime.formats)
     if _foreign(teachers):
-        formats = ["onnx", *(f for f in formats if f not in ("onnx", "tflite"))]
+        as_is = [name for name, spec in FORMATS.items() if spec.onnx_teacher == "as-is"]
+        formats = [*as_is, *(f for f in formats if get_format(f).onnx_teacher == "converts")]
     return formats
