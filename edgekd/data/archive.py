@@ -17,11 +17,11 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from edgekd.data.base import RawData, ReadOptions, reason
+from edgekd.data.base import DataFormat, RawData, ReadOptions, reason
 from edgekd.data.limits import DataLimits, human_bytes
 from edgekd.errors import EdgekdError
 from edgekd.io import sha256_file
@@ -156,11 +156,13 @@ def data_root(folder: Path) -> Path:
     return entries[0] if len(entries) == 1 else folder
 
 
-def _read_inside(folder: Path, archive: Path, options: ReadOptions) -> RawData:
-    from edgekd.data.registry import find_format
+# The registry's lookup of the layout inside an archive (it lists the archive format itself, so it is passed in).
+FindFormat = Callable[[Path], DataFormat | None]
 
+
+def _read_inside(folder: Path, archive: Path, options: ReadOptions, find_format: FindFormat) -> RawData:
     root = data_root(folder)
-    fmt = find_format(root, allow_archives=False)
+    fmt = find_format(root)
     if fmt is None:
         raise EdgekdError(f"archive {archive} holds none of the known layouts",
                           "pack an ImageFolder (train/<class>/..., test/<class>/...), an IDX dir or one data file")
@@ -169,20 +171,21 @@ def _read_inside(folder: Path, archive: Path, options: ReadOptions) -> RawData:
     return raw
 
 
-def read(archive: Path, options: ReadOptions) -> RawData:
-    """Unpack (once) and read; the cache entry appears only after the contents were read successfully."""
+def read(archive: Path, options: ReadOptions, find_format: FindFormat) -> RawData:
+    """Unpack (once) and read the layout ``find_format`` recognises inside; the cache entry appears only after the
+    contents were read successfully."""
     digest = sha256_file(archive)
     if options.cache is None:
         with tempfile.TemporaryDirectory(prefix="edgekd-data-") as tmp:
             extract(archive, Path(tmp), options.limits)
-            raw = _read_inside(Path(tmp), archive, options)
+            raw = _read_inside(Path(tmp), archive, options, find_format)
     else:
         entry = options.cache.entry(digest)
         if entry.is_dir():
-            raw = _read_inside(entry, archive, options)
+            raw = _read_inside(entry, archive, options, find_format)
         else:
             with options.cache.staging(entry) as work:
                 extract(archive, work, options.limits)
-                raw = _read_inside(work, archive, options)
+                raw = _read_inside(work, archive, options, find_format)
     raw.meta["archive"]["sha256"] = digest
     return raw

@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekd.data import archive, csv_table, idx, image_folder, npz, parquet_table
-from edgekd.data.base import DataFormat
+from edgekd.data.base import DataFormat, RawData, ReadOptions
+
+
+def _read_archive(path: Path, options: ReadOptions) -> RawData:
+    """An archive holds one of the other layouts (never another archive)."""
+    return archive.read(path, options, lambda root: find_format(root, allow_archives=False))
+
 
 FORMATS: list[DataFormat] = [
     DataFormat("idx", "an IDX dir (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-...)",
@@ -16,7 +22,7 @@ FORMATS: list[DataFormat] = [
     DataFormat("csv", "a .csv/.tsv table with a label column (label_column=...)", csv_table.detect, csv_table.read),
     DataFormat("parquet", "a .parquet table with a label column (label_column=...)",
                parquet_table.detect, parquet_table.read),
-    DataFormat("archive", "a .tar.gz/.tgz/.tar/.zip of any of these", archive.detect, archive.read),
+    DataFormat("archive", "a .tar.gz/.tgz/.tar/.zip of any of these", archive.detect, _read_archive),
 ]
 
 

@@ -27,7 +27,7 @@ from torch import nn
 from edgekd.data import Normalization
 from edgekd.errors import EdgekdError, MissingDependencyError
 from edgekd.models.onnx_graph import count_onnx_cost, prepare_onnx
-from edgekd.models.teachers import Teacher
+from edgekd.models.teacher_base import Teacher
 
 # scikit-learn internals skops does not trust by default that hold only arrays (fitted trees): trusted here.
 # Anything else a .skops file names beyond skops' own trusted defaults is refused.
@@ -57,7 +57,7 @@ class OnnxTeacher(nn.Module):
     @property
     def session(self) -> Any:
         if self._session is None:
-            import onnxruntime as ort
+            import onnxruntime as ort  # lazy: optional heavy dependency (the onnx extra)
 
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = self.threads or torch.get_num_threads()
@@ -96,7 +96,7 @@ def load_foreign_teacher(path: Path, input_shape: tuple[int, ...], num_classes: 
                          normalization: Normalization | None, classes: list[str] | None) -> Teacher:
     """A ``.onnx`` or ``.skops`` teacher as an ``OnnxTeacher`` checked against the data's shape and classes."""
     try:
-        import onnx
+        import onnx  # lazy: optional heavy dependency (the onnx extra)
     except ImportError:
         raise MissingDependencyError("onnx", "onnx", f"the teacher {path.name}") from None
     if path.suffix.lower() == ".skops":
@@ -122,8 +122,8 @@ def load_foreign_teacher(path: Path, input_shape: tuple[int, ...], num_classes: 
 def skops_to_onnx(path: Path, input_shape: tuple[int, ...]) -> Any:
     """A scikit-learn model from a ``.skops`` file (types checked, never unpickled) converted with skl2onnx."""
     try:
-        import skops.io as sio
-        from skl2onnx import to_onnx
+        import skops.io as sio  # lazy: optional dependency (the tabular extra)
+        from skl2onnx import to_onnx  # lazy: optional dependency (the tabular extra)
     except ImportError:
         raise MissingDependencyError("skops and skl2onnx", "tabular", f"the teacher {path.name}") from None
     try:

@@ -9,7 +9,6 @@ and TorchScript (``torch.jit.save``) only with ``trust_pickle``: PyTorch's secur
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +18,13 @@ from torch import nn
 
 from edgekd.data import Normalization
 from edgekd.errors import EdgekdError, MissingDependencyError
+from edgekd.models.arch_libraries import build_library_model, split_arch
+from edgekd.models.foreign_teachers import load_foreign_teacher
 from edgekd.models.pt2_safety import load_exported_program
 from edgekd.models.students import build_model
+from edgekd.models.teacher_base import Teacher as Teacher  # re-exported: where loaders' callers look for it
 
 FOREIGN_SUFFIXES = (".onnx", ".skops")  # teachers run outside PyTorch (models/foreign_teachers.py)
-
-
-@dataclass
-class Teacher:
-    model: nn.Module
-    source: str  # "trained-default" | "torchscript" | "torch.export" | "state_dict"
-    arch: str
-    description: str
-    config: dict[str, Any]
 
 
 class ExportedTeacher(nn.Module):
@@ -98,8 +91,6 @@ def load_teacher(
         raise EdgekdError(f"teacher file not found: {path}",
                           "pass an existing .pt2, state_dict, .safetensors, .onnx or .skops file")
     if path.suffix.lower() in FOREIGN_SUFFIXES:
-        from edgekd.models.foreign_teachers import load_foreign_teacher
-
         teacher = load_foreign_teacher(path, input_shape, num_classes, normalization, classes)
         check_teacher_output(teacher.model, input_shape, num_classes, str(path))
         return teacher
@@ -144,7 +135,7 @@ def _read_state(path: Path, trust_pickle: bool) -> Any:
     """A state dict from ``.safetensors`` or ``torch.save`` (``weights_only`` unless trusted), unwrapped."""
     if path.suffix.lower() == ".safetensors":
         try:
-            from safetensors.torch import load_file
+            from safetensors.torch import load_file  # lazy: optional dependency (the teachers extra)
         except ImportError:
             raise MissingDependencyError("safetensors", "teachers", f"the teacher {path.name}") from None
 
@@ -163,8 +154,6 @@ def _read_state(path: Path, trust_pickle: bool) -> Any:
 
 def _build_arch(arch: str, input_shape: tuple[int, ...], num_classes: int,
                 config: dict[str, Any] | None) -> nn.Module:
-    from edgekd.models.arch_libraries import build_library_model, split_arch
-
     if split_arch(arch) is not None:
         return build_library_model(arch, input_shape, num_classes, config)
     return build_model(arch, input_shape, num_classes, **(config or {}))
