@@ -20,22 +20,27 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from edgekd.backends import Calibration
+from edgekd.device_identity import match
 from edgekd.distill.trainer import TrainConfig
 from edgekd.errors import EdgekdError
 from edgekd.models.budget import StudentChoice, count_macs, ranked_students
+from edgekd.runner import RunnerError, describe_machine, load_session
+from edgekd.selection import enumerate_candidates, select_by_latency
+from edgekd.selection.accuracy_search import ETA, RULE, Finalist, search
 from edgekd.selection.candidates import candidate_name
+from edgekd.selection.finalists import fitting_from_record, of_candidate, pick, time_candidates
+from edgekd.selection.search import CAPACITY_RULE, mac_capacity
+from edgekd.selection.timing import Timer
 from edgekd.stages.context import BuildContext
-from edgekd.stages.teacher import Teachers
+from edgekd.stages.export import operator_report, shipped_combinations
+from edgekd.stages.teacher import Teachers, default_teacher_model, load_user_teacher
 from edgekd.targets import TargetProfile
-
-if TYPE_CHECKING:
-    from edgekd.selection.accuracy_search import Finalist
 
 MAX_PREFLIGHT = 3  # candidates tried before the build gives up: a delegate gap usually rejects a whole family
 CPU_DELEGATES = ("none", "xnnpack")
@@ -53,9 +58,6 @@ def latency_budget(target: TargetProfile) -> tuple[float, int, str] | None:
 
 
 def _host_is_device(ctx: BuildContext) -> bool:
-    from edgekd.device_identity import match
-    from edgekd.runner import describe_machine
-
     return match(ctx.target, describe_machine(), ctx.options.as_target).is_target
 
 
@@ -86,8 +88,6 @@ def selection_mode(ctx: BuildContext) -> tuple[str, str]:
 
 def teacher_macs_before_training(ctx: BuildContext) -> int:
     """The teacher's MACs without any teacher pass: the default architecture untrained, or the user's file."""
-    from edgekd.stages.teacher import default_teacher_model, load_user_teacher
-
     o, data = ctx.options, ctx.data
     if o.teacher:
         teacher = load_user_teacher(ctx, o.teacher)
@@ -103,10 +103,6 @@ def ranked_by_latency(ctx: BuildContext, why: str) -> tuple[list[StudentChoice],
     """Candidates inside the latency budget, most capable first, and the search record. The limits are the latency
     budget, max_params and (when set) max_macs; the teacher-MACs ratio is not applied: it stands in for a speed
     limit when there is no measured one."""
-    from edgekd.selection import enumerate_candidates, select_by_latency
-    from edgekd.selection.search import CAPACITY_RULE
-    from edgekd.selection.timing import Timer
-
     t, data, o = ctx.target, ctx.data, ctx.options
     stated_ms, percentile, source = latency_budget(t)
     headroom = t.student_budget.latency_headroom
@@ -122,8 +118,6 @@ def ranked_by_latency(ctx: BuildContext, why: str) -> tuple[list[StudentChoice],
     sel = select_by_latency(candidates, timer, budget_ms, percentile, log=ctx.say)
     mac = _mac_selected(ctx) if o.selection == "auto" else None
     if mac is not None:  # the accuracy search's finalists must have been timed to be finalists
-        from edgekd.selection.finalists import time_candidates
-
         must = [c for c in candidates if c.name == mac.name]
         timed = time_candidates(candidates, sel, timer, budget_ms, percentile, must)
         ctx.say(f"selection: {len(timed)} more candidate(s) timed for the accuracy search's finalists")
@@ -139,8 +133,6 @@ def ranked_by_latency(ctx: BuildContext, why: str) -> tuple[list[StudentChoice],
 def _mac_selected(ctx: BuildContext) -> Finalist | None:
     """What ``--selection mac`` would choose (before pre-flight), a finalist whenever it fits the latency budget;
     None when nothing fits the MAC budget."""
-    from edgekd.selection.accuracy_search import Finalist
-
     data = ctx.data
     try:
         best = ranked_students(data.input_shape, data.num_classes, ctx.target.student_budget,
@@ -153,10 +145,6 @@ def _mac_selected(ctx: BuildContext) -> Finalist | None:
 def finalists(ctx: BuildContext, base: Finalist, record: dict[str, Any], max_macs: int | None) -> list[Finalist]:
     """The accuracy search's finalists, ``base`` (the budget's own choice, after pre-flight) first: in latency mode
     the candidates timed inside the budget, in MAC mode every family and resolution inside the MAC limits."""
-    from edgekd.selection import enumerate_candidates
-    from edgekd.selection.finalists import fitting_from_record, of_candidate, pick
-    from edgekd.selection.search import mac_capacity
-
     data = ctx.data
     if record["mode"] == "latency":
         fitting = fitting_from_record(record)
@@ -172,9 +160,6 @@ def rank_by_accuracy(ctx: BuildContext, config: TrainConfig, teachers: Teachers,
                      ) -> StudentChoice:
     """``--selection auto``: the finalist reaching the best proxy accuracy (``selection.accuracy_search``) when the
     search fits its cost bound, else ``choice``; the record says which rule chose the student and why."""
-    from edgekd.selection.accuracy_search import ETA, RULE, Finalist, search
-    from edgekd.selection.finalists import fitting_from_record
-
     record = dict(choice.selection or {})
     if ctx.options.selection != "auto" or not record or ctx.data.is_text:  # its finalists are image candidates
         return choice
@@ -226,9 +211,6 @@ def expected_build_s(ctx: BuildContext, config: TrainConfig, step_s: float) -> f
 
 def _check_artifact(ctx: BuildContext, artifact: Any, x: np.ndarray) -> dict[str, Any]:
     """Load in the real runtime, run once, check the operators against the delegate; raises with the reason."""
-    from edgekd.runner import RunnerError, load_session
-    from edgekd.stages.export import operator_report
-
     try:
         out = load_session(str(artifact.path), 1, artifact.precision).run(x)
     except RunnerError as exc:
@@ -244,8 +226,6 @@ def _check_artifact(ctx: BuildContext, artifact: Any, x: np.ndarray) -> dict[str
 
 def preflight(ctx: BuildContext, choice: StudentChoice) -> dict[str, Any]:
     """Every format x precision the target ships, on random weights; ``passed`` False with the reason."""
-    from edgekd.stages.export import shipped_combinations
-
     t0, data = time.perf_counter(), ctx.data
     torch.manual_seed(ctx.options.seed)
     model = choice.build(data.input_shape, data.num_classes).eval()
