@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 
 from edgekd.io import dumps
+from edgekd.render_html import render_html
+from edgekd.render_md import render_markdown
 from edgekd.schema import Report
 
 REPORT_FILES = ("report.json", "report.md", "report.html")
@@ -31,9 +33,6 @@ def publish(report: Report, run_dir: str | os.PathLike[str]) -> Report:
     """Validate ``report`` again (a writer bug fails here, never in the gate that reads the file), render all three
     files in memory, then rename each into place: a failure while validating or rendering leaves the run's old
     files untouched, never one new file beside two old ones."""
-    from edgekd.render_html import render_html
-    from edgekd.render_md import render_markdown
-
     checked = Report.model_validate_json(dumps(report.model_dump(mode="json")))
     run_dir = Path(run_dir)
     texts = {"report.json": dumps(checked.model_dump(mode="json"), indent=2) + "\n",

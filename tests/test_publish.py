@@ -204,7 +204,7 @@ def test_publish_leaves_the_old_files_when_rendering_or_validation_fails(tmp_pat
     broken.artifacts[0].accuracy = 1.5  # assignment is not validated: publish validates again
     with pytest.raises(ValidationError, match="accuracy"):
         publish(broken, run)
-    monkeypatch.setattr("edgekd.render_html.render_html", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(publish_module, "render_html", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         publish(Report.model_validate(FULL), run)
     assert {name: (run / name).read_text() for name in REPORT_FILES} == before
