@@ -10,6 +10,7 @@ import numpy as np
 from edgekd.bundle import load_run
 from edgekd.compress.int8_divergence import DEFAULT_SAMPLES, DEFAULT_THRESHOLD_DB, EXPLAINERS, Divergence, explain
 from edgekd.counts import check_counts
+from edgekd.data.inputs import model_input
 from edgekd.errors import EdgekdError
 from edgekd.io import sha256_file, write_json
 
@@ -46,7 +47,7 @@ def calibration_samples(run_dir: Path, manifest: dict, count: int) -> np.ndarray
         raise EdgekdError(f"{run_dir.name}/{path.name} is missing or differs from the sha256 in manifest.json",
                           "rebuild the run with `edgekd build`")
     with np.load(path, allow_pickle=False) as data:
-        return np.asarray(data["x"][:count], dtype=np.float32)
+        return model_input(data["x"][:count])
 
 
 def print_table(result: Divergence, top: int) -> None:

@@ -29,6 +29,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from edgekd.compress.calibration import Calibration
 from edgekd.compress.int8_schemes import INT8_SCHEMES
 from edgekd.data import Dataset
+from edgekd.data.inputs import model_input
 from edgekd.distill.trainer import TrainConfig, train
 from edgekd.errors import EdgekdError
 
@@ -119,7 +120,7 @@ def prepare_qat(model: nn.Module, calibration_x: np.ndarray, scheme: str = "u8s8
     for m in layers:
         m.calibrating = True
     with torch.no_grad():
-        qat.eval()(torch.from_numpy(np.ascontiguousarray(calibration_x, dtype=np.float32)))
+        qat.eval()(torch.from_numpy(model_input(calibration_x)))
     for m in layers:
         m.calibrating = False
     return qat

@@ -22,6 +22,7 @@ import torch
 from edgekd.bench import RUNNER_PATH, SshConfig, parse_remote, run_local, run_remote
 from edgekd.compress.calibration import Calibration
 from edgekd.data.cache import cache_entry
+from edgekd.data.inputs import model_input
 from edgekd.errors import EdgekdError
 from edgekd.formats import get_format
 from edgekd.io import read_json, sha256_file, write_json
@@ -159,7 +160,7 @@ class Timer:
             work = Path(tmp)
             exported = self._export_all(models, work)
             inputs = work / "inputs.npz"
-            np.savez(inputs, x=self.calibration[:16].astype(np.float32))
+            np.savez(inputs, x=model_input(self.calibration[:16]))
             return self._time_remote(exported, work, inputs) if self.device else self._time_local(exported, inputs)
 
     def _export_all(self, models: dict, work: Path) -> dict[str, Path]:
