@@ -30,6 +30,7 @@ from edgekd.distill.trainer import TrainConfig, accuracy, validate_config
 from edgekd.errors import EdgekdError
 from edgekd.gate import evaluate_gate
 from edgekd.io import sha256_file
+from edgekd.models.arch_libraries import library_normalization
 from edgekd.models.budget import StudentChoice
 from edgekd.models.teachers import predict_logits
 from edgekd.publish import publish
@@ -89,8 +90,6 @@ def _text_vocab(options: BuildOptions) -> object:
 
 def _normalization(options: BuildOptions) -> object:
     """The user's normalisation, else the one a library teacher (``torchvision:``/``timm:``) expects."""
-    from edgekd.models.arch_libraries import library_normalization
-
     if options.normalization is not None or not options.teacher:
         return options.normalization
     return library_normalization(options.teacher_arch)

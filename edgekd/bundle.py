@@ -23,11 +23,11 @@ from edgekd.errors import EdgekdError
 from edgekd.formats import get_format
 from edgekd.io import read_json_object, replace_dir, sha256_file, write_json, write_text
 from edgekd.schema import validate
+from edgekd.targets import load_target
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 MARKER = "bundle.json"  # identifies a directory as an edgekd bundle (the only kind --out may replace)
 RESULT_NAME = "result.json"
-
 
 
 @dataclass
@@ -86,8 +86,6 @@ def pin_sha256(report: dict[str, Any], manifest: dict[str, Any], run_dir: Path) 
 
 def target_threads(report: dict[str, Any]) -> int:
     """The target's thread count (what the device should run with); the build's when the target can't be read."""
-    from edgekd.targets import load_target
-
     for spec in (report.get("target_path"), report.get("target")):
         if not spec:
             continue

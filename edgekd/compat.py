@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 
 from edgekd.errors import ContractError, EdgekdError
+from edgekd.formats import get_backend
+from edgekd.runner import RunnerError, artifact_format
 
 DATA_DIR = Path(__file__).with_name("data_files")
 
@@ -44,9 +46,6 @@ def load_delegate(name: str) -> DelegateSpec:
 
 def list_operators(path: str | Path) -> dict[str, int]:
     """Operator type -> count in the artifact, read by its format's backend with the format's own tooling."""
-    from edgekd.formats import get_backend
-    from edgekd.runner import RunnerError, artifact_format
-
     try:
         fmt = artifact_format(str(path))
     except RunnerError as exc:
@@ -74,8 +73,6 @@ class Compatibility:
 
 def check_compatibility(artifact: str | Path, delegate: str) -> Compatibility:
     """Operators of ``artifact`` that ``delegate`` would not take (they fall back to the CPU)."""
-    from edgekd.runner import RunnerError, artifact_format
-
     spec = load_delegate(delegate)
     try:
         fmt = artifact_format(str(artifact))

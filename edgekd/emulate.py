@@ -36,6 +36,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from edgekd.bench import _runner_errors, device_entry, parse_reply, report_target
+from edgekd.bundle import load_run, make_bundle
 from edgekd.data.cache import default_cache_root, private_dir
 from edgekd.errors import EdgekdError
 from edgekd.formats import FORMATS
@@ -265,8 +269,6 @@ EMULATED_RUNS = 20  # timing under emulation means nothing: a few runs, so the r
 def _run_checked(cmd: list[str], what: str, cwd: Path, env: dict[str, str] | None = None) -> str:
     """Run one runner/probe process and return its stderr; its 'runner error:' line (or last line) is the message
     when it fails."""
-    from edgekd.bench import _runner_errors
-
     try:
         proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=6 * 3600)
     except subprocess.TimeoutExpired:
@@ -280,8 +282,6 @@ def _run_checked(cmd: list[str], what: str, cwd: Path, env: dict[str, str] | Non
 
 def compare_logits(host: Any, emulated: Any, labels: Any) -> dict[str, Any]:
     """Accuracy on each side, top-1 agreement and logit differences between the host's and the emulated logits."""
-    import numpy as np
-
     host, emulated = np.asarray(host, np.float64), np.asarray(emulated, np.float64)
     diff = np.abs(host - emulated)
     return {"samples": int(len(labels)),
@@ -293,8 +293,6 @@ def compare_logits(host: Any, emulated: Any, labels: Any) -> dict[str, Any]:
 
 
 def _logits(cmd: list[str], out: Path, what: str, cwd: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
-    import numpy as np
-
     _run_checked(cmd, what, cwd, env)
     with np.load(out) as saved:
         return {name: saved[name] for name in saved.files}
@@ -312,9 +310,6 @@ class EmulatedRun:
 
 
 def _report_target(run_dir: Path) -> tuple[dict[str, Any], TargetProfile]:
-    from edgekd.bench import report_target
-    from edgekd.bundle import load_run
-
     report, _ = load_run(run_dir)
     target = report_target(report)
     if target is None:
@@ -335,8 +330,6 @@ def _missing_runtimes(report: dict[str, Any], artifacts: list[str], versions: di
 def _run_both(work: Path, root: Path, core: ArmCore, qemu: str, bundle: Any, threads: int) -> tuple[Any, ...]:
     """(runner results, emulated logits, host logits, whether LiteRT took XNNPACK under emulation or None without a
     .tflite) for the bundle in ``work``."""
-    from edgekd.bench import parse_reply
-
     env = emulated_env(root, core)
     args = bundle.runner_args("python3", runs=EMULATED_RUNS, warmup=2, threads=threads, json_out="emulated.json")
     log = _run_checked(emulated_command(qemu, root, core, "runner.py", [*args[2:], "--no-memory", "--min-time", "0"]),
@@ -360,10 +353,6 @@ def bench_emulated(run_dir: str | os.PathLike[str], arch: str = "aarch64", threa
 
     ``qemu_cpu``: another QEMU CPU model for a control measurement only (``max``, to show why the core is pinned);
     recorded as such, and never offered by the CLI."""
-    import numpy as np
-
-    from edgekd.bundle import make_bundle
-
     run_dir = Path(run_dir)
     report, target = _report_target(run_dir)
     core, qemu, versions = core_for_target(target, arch), qemu_binary(), host_versions()
@@ -399,8 +388,6 @@ def bench_emulated(run_dir: str | os.PathLike[str], arch: str = "aarch64", threa
 def emulated_entry(run: EmulatedRun, target: TargetProfile | None) -> dict[str, Any]:
     """The run as a ``device_results[]`` entry: ``measured_on.where`` is ``emulated`` (so the gate never judges a
     budget by it) and each row carries its comparison with this host (``vs_host``)."""
-    from edgekd.bench import device_entry
-
     e = run.emulation
     entry = device_entry(f"emulated:{e['arch']}:{e['qemu_cpu']}", run.results, [], target, where="emulated",
                          how=f"edgekd runner.py under {e['qemu']} user-mode emulation, -cpu {e['qemu_cpu']} for "

@@ -12,7 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
+
+from edgekd.errors import EdgekdError
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -62,8 +65,6 @@ _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 def json_depth(text: str) -> int:
     """How deep ``text``'s arrays and objects nest (brackets inside strings do not count), found without recursing."""
-    import numpy as np
-
     brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).encode("ascii")
     if not brackets:
         return 0
@@ -73,8 +74,6 @@ def json_depth(text: str) -> int:
 
 def loads_json(text: str | bytes, what: str, fix: str) -> Any:
     """Decode JSON a user handed over; too large, too deep or invalid text is one EdgekdError naming ``what``."""
-    from edgekd.errors import EdgekdError
-
     if len(text) > MAX_FILE_BYTES:
         raise EdgekdError(f"{what} is {len(text):,} bytes, more than the {MAX_FILE_BYTES:,} edgekd reads", fix)
     if isinstance(text, bytes):
@@ -93,8 +92,6 @@ def loads_json(text: str | bytes, what: str, fix: str) -> Any:
 
 def read_file_capped(path: str | os.PathLike[str], what: str, fix: str, limit: int = MAX_FILE_BYTES) -> bytes:
     """A user's file, refused by its size before a byte is read (a path that is missing or a folder: named too)."""
-    from edgekd.errors import EdgekdError
-
     path = Path(path)
     if not path.is_file():
         raise EdgekdError(f"{what} not found: {path}" if not path.exists() else f"{what} {path} is not a file", fix)
@@ -115,8 +112,6 @@ def read_json(path: str | os.PathLike[str], what: str, fix: str) -> Any:
 
 def read_json_object(path: str | os.PathLike[str], what: str, fix: str) -> dict[str, Any]:
     """Read a JSON object; a missing, unreadable, oversized, too deep or non-object file is one EdgekdError."""
-    from edgekd.errors import EdgekdError
-
     value = read_json(path, what, fix)
     if not isinstance(value, dict):
         raise EdgekdError(f"{what} {path} is not a JSON object", fix)
@@ -126,8 +121,6 @@ def read_json_object(path: str | os.PathLike[str], what: str, fix: str) -> dict[
 def load_yaml(text: str, what: str, fix: str) -> Any:
     """``yaml.safe_load`` with the JSON limits (size, nesting depth) and a cap on the value it expands to: aliases
     (``*a``) reuse a node, so ten lines of them can stand for a billion values ("billion laughs")."""
-    from edgekd.errors import EdgekdError
-
     if len(text) > MAX_FILE_BYTES:
         raise EdgekdError(f"{what} is {len(text):,} characters, more than the {MAX_FILE_BYTES:,} edgekd reads", fix)
     loader = None
@@ -195,8 +188,6 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _json_default(obj: Any) -> Any:
-    import numpy as np
-
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):

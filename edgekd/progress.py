@@ -12,6 +12,8 @@ import sys
 import time
 from typing import TextIO
 
+from tqdm.auto import tqdm
+
 
 class Progress:
     """``start_epoch`` -> ``update(done, total)`` per batch -> ``end_epoch(row, best)``; ``close`` at the end."""
@@ -29,8 +31,6 @@ class Progress:
         self.epoch, self._t0 = epoch, time.perf_counter()
         self._next = 1.0 / (self.lines_per_epoch + 1) if self.lines_per_epoch else 2.0
         if self.enabled and self.tty:
-            from tqdm.auto import tqdm
-
             self._bar = tqdm(total=total, desc=f"{self.label} {epoch}/{self.epochs}", unit="sample", leave=False,
                              file=self.stream)
 

@@ -28,6 +28,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from edgekd import __version__
 from edgekd.errors import EdgekdError
 
 MARKER = ".edgekd-run.json"
@@ -131,7 +132,7 @@ class RunDir:
 
 def _lock(home: Path, out: Path) -> int:
     """An exclusive lock on the folder itself (no lock file to leave behind); refused at once when held."""
-    import fcntl
+    import fcntl  # lazy: POSIX only
 
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY)
@@ -160,8 +161,6 @@ def claim(out: Path, target: str) -> Iterator[RunDir]:
     On any exit (error, Ctrl-C, SIGTERM raised as an exception) the staging directory is removed and the lock
     released; the checkpoints stay for a resume.
     """
-    from edgekd import __version__
-
     check_out(out)
     run = RunDir(out)
     fd = _lock(run.home, out)

@@ -11,7 +11,7 @@ SEED_OFFSET = 7919  # the test split depends on the seed, but not the same way a
 
 
 def read_digits(seed: int) -> RawData:
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # lazy: scikit-learn takes ~1 s to import; only this data set needs it
 
     bunch = load_digits()
     images = bunch.images.astype(np.float32)[:, None, :, :]  # values 0..16

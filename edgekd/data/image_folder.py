@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgekd.data.base import ImageSize, RawData, ReadOptions, reason
@@ -218,8 +219,6 @@ def _split_class_folders(root: Path, found: list[ImageFile], classes: list[str],
 @contextmanager
 def pillow_limits(max_pixels: int) -> Iterator[None]:
     """Pillow's bomb threshold set to our cap, and its DecompressionBombWarning raised as an error."""
-    from PIL import Image
-
     old = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max_pixels
     try:
@@ -251,8 +250,6 @@ def unreadable_error(found: list[Unreadable]) -> EdgekdError:
 
 def _open(file: ImageFile, max_pixels: int):
     """The image, opened lazily by the one decoder its suffix names, its header size checked against the cap."""
-    from PIL import Image
-
     try:
         img = Image.open(file.path, formats=[SUFFIX_FORMATS[os.path.splitext(file.path)[1].lower()]])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

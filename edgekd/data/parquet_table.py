@@ -35,8 +35,8 @@ def _is_text(pa, dtype) -> bool:
 
 def _open(path: Path):
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        import pyarrow as pa  # lazy: optional dependency (the tabular extra)
+        import pyarrow.parquet as pq  # lazy: optional dependency (the tabular extra)
     except ImportError:
         raise MissingDependencyError("pyarrow", "tabular", "Parquet data") from None
     try:

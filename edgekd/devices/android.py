@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from edgekd import device_identity
+from edgekd.bench import _merge_and_refresh
+from edgekd.bundle import load_run
 from edgekd.devices import benchmark_model as bm
 from edgekd.devices import inference_diff
 from edgekd.devices.common import block_latency, device_entry, require_target, shipped_of_format, tail
@@ -277,9 +279,6 @@ def _work_dir(adb: Adb) -> str:
 def bench_android(run_dir: str | Path, opts: AdbOptions, say: Any = print) -> dict[str, Any]:
     """Measure the run's shipped TFLite artifacts on the phone, merge the entry into report.json and refresh its
     gate, report.md and report.html. Returns the device_results[] entry."""
-    from edgekd.bench import _merge_and_refresh
-    from edgekd.bundle import load_run
-
     run_dir = Path(run_dir)
     report, entries = shipped_of_format(run_dir, "tflite", "--adb measures TFLite artifacts with benchmark_model")
     target = require_target(report)

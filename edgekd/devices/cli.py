@@ -6,6 +6,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from edgekd.bench import SshConfig
+from edgekd.devices.android import AdbOptions, bench_android
+from edgekd.devices.tensorrt import bench_tensorrt
 from edgekd.errors import EdgekdError
 from edgekd.io import write_json
 
@@ -60,16 +63,11 @@ def cmd_bench_device(args) -> int:
     _check_combination(args)
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if args.adb is not None:
-        from edgekd.devices.android import AdbOptions, bench_android
-
         opts = AdbOptions(args.adb, args.benchmark_tool, args.inference_diff, args.runs or 200,
                           args.warmup if args.warmup is not None else 20, args.threads, declared=args.as_target)
         entries = [bench_android(args.artifact, opts, say)]
         failed: list[dict] = []
     else:
-        from edgekd.bench import SshConfig
-        from edgekd.devices.tensorrt import bench_tensorrt
-
         ssh = SshConfig(identity=args.identity, options=args.ssh_option or [], connect_timeout=args.connect_timeout,
                         keep_remote=args.keep_remote)
         done = bench_tensorrt(args.artifact, args.remote, ssh, args.benchmark_tool, args.runs, args.as_target, say)

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 
 from edgekd import device_identity
+from edgekd.bench import report_target
+from edgekd.bundle import load_run, select_entries
 from edgekd.errors import EdgekdError
 from edgekd.targets import TargetProfile
 
@@ -25,8 +27,6 @@ def tail(text: str, lines: int = 3, width: int = 300) -> str:
 
 def shipped_of_format(run_dir: Path, fmt: str, why: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(report, manifest entries of the shipped ``fmt`` artifacts), or one clear error naming ``why``."""
-    from edgekd.bundle import load_run, select_entries
-
     report, manifest = load_run(run_dir)
     entries = [e for e in select_entries(report, manifest, run_dir) if e["format"] == fmt]
     if not entries:
@@ -37,8 +37,6 @@ def shipped_of_format(run_dir: Path, fmt: str, why: str) -> tuple[dict[str, Any]
 
 
 def require_target(report: dict[str, Any]) -> TargetProfile:
-    from edgekd.bench import report_target
-
     target = report_target(report)
     if target is None:
         raise EdgekdError(f"the report's target '{report.get('target')}' cannot be loaded, so its delegate and "

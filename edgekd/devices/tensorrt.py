@@ -18,22 +18,27 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgekd.bench import (
     DeviceRun,
     Remote,
     RemoteError,
     SshConfig,
     _explain_ssh,
+    _merge_and_refresh,
     _run,
     check_remotes,
     check_ssh_config,
     copy_bundle,
     on_device,
 )
+from edgekd.bundle import load_run
 from edgekd.devices import trtexec
 from edgekd.devices.common import device_entry, require_target, shipped_of_format, tail
 from edgekd.errors import EdgekdError
 from edgekd.io import sha256_file
+from edgekd.runner import percentiles
 from edgekd.targets import TargetProfile
 
 TRTEXEC = "/usr/src/tensorrt/bin/trtexec"  # where JetPack installs it (not on PATH by default)
@@ -46,7 +51,7 @@ PRECISION_FLAGS = {"fp16": ["--fp16"], "int8": ["--int8", "--fp16"], "fp32": []}
 def onnx_shapes(path: Path) -> str:
     """trtexec's ``--shapes`` for batch 1: each graph input with its dynamic dimensions fixed at 1."""
     try:
-        import onnx
+        import onnx  # lazy: optional heavy dependency (the onnx extra)
     except ImportError:
         raise EdgekdError("reading the ONNX inputs for trtexec --shapes needs onnx", "pip install 'edgekd[onnx]'") \
             from None
@@ -117,10 +122,6 @@ def _fetch(remote: Remote, ssh: SshConfig, path: str, what: str) -> str:
 
 def _latency(samples: list[float]) -> tuple[dict[str, float], dict[str, Any]]:
     """The runner's statistics over trtexec's per-inference latencies, in BLOCKS consecutive blocks."""
-    import numpy as np
-
-    from edgekd.runner import percentiles
-
     stats = percentiles(samples)
     size = max(1, len(samples) // BLOCKS)
     medians = [float(np.median(samples[i:i + size])) for i in range(0, size * BLOCKS, size) if samples[i:i + size]]
@@ -190,9 +191,6 @@ def bench_tensorrt(run_dir: str | Path, remotes: list[str], ssh: SshConfig, tool
                    runs: int | None = None, declared: bool = False, say: Any = print) -> list[DeviceRun]:
     """Every device in parallel; the successes merged into report.json with its gate, report.md and report.html
     refreshed (as ``edgekd.bench.bench_remote`` does for the runner)."""
-    from edgekd.bench import _merge_and_refresh
-    from edgekd.bundle import load_run
-
     run_dir = Path(run_dir)
     parsed = check_remotes(remotes)
     if not parsed:

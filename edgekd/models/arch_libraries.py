@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from edgekd.errors import EdgekdError, MissingDependencyError
@@ -46,8 +47,6 @@ def import_torchvision() -> Any:
     spec = importlib.util.find_spec("torchvision")
     if spec is None:
         raise MissingDependencyError("torchvision", "teachers", "--teacher-arch torchvision:NAME")
-    import torch
-
     if _SHIM is None and spec.submodule_search_locations:
         compiled = [os.path.join(d, f) for d in spec.submodule_search_locations for f in os.listdir(d)
                     if f.startswith("_C.") and f.endswith((".so", ".pyd"))]

@@ -96,7 +96,7 @@ def _logits_source(graph: Any, ml_ops: list[str], label: str) -> tuple[str, int,
 
 
 def _const(helper: Any, name: str, values: np.ndarray) -> Any:
-    from onnx import numpy_helper
+    from onnx import numpy_helper  # lazy: optional heavy dependency (the onnx extra)
 
     return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(values.astype(np.float32), name))
 
@@ -135,7 +135,7 @@ def _epilogue(helper: Any, source: str, dtype: int, kind: str) -> list[Any]:
 
 def _rename_reserved(model: Any) -> Any:
     """A copy whose tensors don't use edgekd's names (a user's graph often calls its output ``logits`` too)."""
-    import onnx
+    import onnx  # lazy: optional heavy dependency (the onnx extra)
 
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
@@ -160,8 +160,8 @@ def _rename_reserved(model: Any) -> Any:
 def prepare_onnx(model: Any, input_shape: tuple[int, ...], num_classes: int, raw: Normalization | None,
                  classes: list[str] | None, label: str) -> PreparedOnnx:
     """The user's graph with edgekd's input and output contract (see the module doc), checked against the data."""
-    import onnx
-    from onnx import helper
+    import onnx  # lazy: optional heavy dependency (the onnx extra)
+    from onnx import helper  # lazy: optional heavy dependency (the onnx extra)
 
     model = _rename_reserved(model)
     graph = model.graph
@@ -194,8 +194,8 @@ def prepare_onnx(model: Any, input_shape: tuple[int, ...], num_classes: int, raw
 
 def count_onnx_cost(model: Any, input_shape: tuple[int, ...]) -> tuple[int, int]:
     """(parameters, MACs for one sample): initializer and tree-node counts; Conv/Gemm/MatMul MACs from shapes."""
-    import onnx
-    from onnx import helper
+    import onnx  # lazy: optional heavy dependency (the onnx extra)
+    from onnx import helper  # lazy: optional heavy dependency (the onnx extra)
 
     params = sum(int(np.prod(i.dims)) for i in model.graph.initializer)
     params += sum(len(a.floats) for n in model.graph.node if n.domain == "ai.onnx.ml" for a in n.attribute

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgekd.errors import EdgekdError
+
 Builder = Callable[..., nn.Module]
 ARCHITECTURES: dict[str, Builder] = {}
 
@@ -58,8 +60,6 @@ def register_family(name: str, inputs: Literal["image", "flat", "any"], search_s
 
 
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, **config) -> nn.Module:
-    from edgekd.errors import EdgekdError
-
     if name not in ARCHITECTURES:
         raise EdgekdError(f"unknown architecture '{name}'", f"use one of: {', '.join(sorted(ARCHITECTURES))}")
     return ARCHITECTURES[name](tuple(input_shape), num_classes, **config)
@@ -67,8 +67,6 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **confi
 
 def student_family(name: str, input_shape: Sequence[int]) -> StudentFamily:
     """The named family (``auto``: the first made for this kind of input, else one that takes any) for the data."""
-    from edgekd.errors import EdgekdError
-
     if name == "auto":
         fits = sorted((f for f in STUDENT_FAMILIES.values() if f.accepts(input_shape)), key=lambda f: f.inputs == "any")
         if not fits:

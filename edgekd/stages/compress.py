@@ -22,8 +22,11 @@ from torch import nn
 
 from edgekd.backends import Artifact, Calibration
 from edgekd.compress.accuracy_aware import QuantContract, QuantJob
+from edgekd.compress.prune import PruneConfig, prune_structured
+from edgekd.distill.trainer import accuracy
 from edgekd.errors import ContractError
 from edgekd.formats import get_format
+from edgekd.runner import load_session
 from edgekd.stages.context import BuildContext
 from edgekd.stages.teacher import Teachers
 
@@ -56,8 +59,6 @@ def backend_for(ctx: BuildContext, fmt: str):
 
 def prune(ctx: BuildContext, student: nn.Module, teachers: Teachers) -> tuple[nn.Module, Any]:
     """Structured pruning timed in the target's primary format (fp32), interleaved with the last kept model."""
-    from edgekd.compress.prune import PruneConfig, prune_structured
-
     o, fmt = ctx.options, ctx.target.runtime.format
     backend, suffix, sample = backend_for(ctx, fmt), get_format(fmt).suffix, ctx.data.x_val[:1]
 
@@ -75,9 +76,6 @@ def prune(ctx: BuildContext, student: nn.Module, teachers: Teachers) -> tuple[nn
 
 def val_drop(model: nn.Module, artifact: Artifact, x, y) -> float:
     """fp32 accuracy minus the artifact's, both on the validation split, the artifact in its real runtime."""
-    from edgekd.distill.trainer import accuracy
-    from edgekd.runner import load_session
-
     logits = load_session(str(artifact.path), 1, artifact.precision).run_batched(x)
     return accuracy(model, x, y) - float((logits.argmax(1) == y).mean())
 

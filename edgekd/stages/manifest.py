@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd import __version__
+from edgekd.data import preprocess
 from edgekd.formats import get_format
 from edgekd.io import dumps, sha256_file, write_json
 from edgekd.schema import MANIFEST_SCHEMA_VERSION, Manifest
@@ -51,8 +52,6 @@ def preprocessing(ctx: BuildContext, stage: Path) -> dict[str, Any] | None:
     """How raw test samples become model inputs, and the module (copied beside the artifacts) that does it."""
     if ctx.data.raw_test is None:
         return None
-    from edgekd.data import preprocess
-
     shutil.copyfile(preprocess.__file__, stage / PREPROCESS_MODULE)
     return {**ctx.data.preprocessing(),
             "module": {"path": PREPROCESS_MODULE, "sha256": sha256_file(stage / PREPROCESS_MODULE)}}
