@@ -11,16 +11,24 @@ rank 0 says what went wrong once; another rank speaks only for a failure of its 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.metadata
 import os
+import platform
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
 
+from edgekd import __version__
+from edgekd.cli import bench, build, bundle, explain, gate, targets
+from edgekd.distributed import MainFailed, lost_peer, session, under_torchrun
 from edgekd.errors import EdgekdError
 from edgekd.formats import version_distributions
+from edgekd.stages import context as stage_context  # read at call time: tests point the cache elsewhere
 
 INTERNAL_ERROR = 3
 
@@ -31,8 +39,6 @@ def make_parser() -> argparse.ArgumentParser:
                         help="show edgekd's version and the installed runtimes' versions, then exit")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an internal error")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    from edgekd.cli import bench, build, bundle, explain, gate, targets
 
     for command in (targets, build, bench, gate, bundle, explain):
         command.register(sub)
@@ -46,16 +52,11 @@ RUNTIME_DISTRIBUTIONS = tuple(version_distributions())
 
 def version_text() -> str:
     """edgekd's version and each runtime's, read from installed metadata: nothing heavy is imported."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    from edgekd import __version__
-
     lines = [f"edgekd {__version__} (Python {platform.python_version()})"]
     for dist, role in RUNTIME_DISTRIBUTIONS:
         try:
-            installed = version(dist)
-        except PackageNotFoundError:
+            installed = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
             installed = "not installed"
         lines.append(f"  {dist:<18} {installed:<14} {role}")
     return "\n".join(lines)
@@ -81,10 +82,8 @@ def _on_sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
 
 def _log_internal_error(exc: BaseException) -> Path:
     """Write the traceback where the user can find it (the cache's logs/, else the temp dir)."""
-    from edgekd.stages.context import DEFAULT_CACHE
-
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    for folder in (DEFAULT_CACHE / "logs", Path(tempfile.gettempdir())):
+    for folder in (stage_context.DEFAULT_CACHE / "logs", Path(tempfile.gettempdir())):
         try:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"edgekd-error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
@@ -117,8 +116,6 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         return code
     except Exception as exc:  # noqa: BLE001 - a bug, not bad input: its own exit code and a log
-        from edgekd.distributed import MainFailed, lost_peer
-
         if isinstance(exc, MainFailed):  # rank 0 failed and said why; this rank exits with its code
             return exc.exit_code
         job = _rank_note(args, quiet_rank=None)  # " (rank N of W)" on every rank of a torchrun build
@@ -140,25 +137,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _session(args: argparse.Namespace):
     """``edgekd build`` under torchrun joins the job's process group (``edgekd.distributed``); else nothing."""
-    import contextlib
-
-    from edgekd.distributed import session, under_torchrun
-
     return session() if args.command == "build" and under_torchrun() else contextlib.nullcontext()
 
 
 def _rank_note(args: argparse.Namespace, quiet_rank: int | None = 0) -> str:
     """' (rank N of W)' on a torchrun build's ranks (but ``quiet_rank``: rank 0 speaks for the job)."""
-    from edgekd.distributed import under_torchrun
-
     if args.command != "build" or not under_torchrun() or os.environ["RANK"] == str(quiet_rank):
         return ""
     return f" (rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']})"
 
 
 def _main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 

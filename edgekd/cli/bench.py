@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekd.bench import SshConfig, bench_remote, merge_local, run_local
+from edgekd.bench import SshConfig, _merge_and_refresh, bench_remote, merge_local, report_target, run_local
 from edgekd.bundle import load_run
 from edgekd.counts import check_counts
 from edgekd.devices.cli import cmd_bench_device, register_device_flags, wants_device_tool
+from edgekd.emulate import bench_emulated, emulated_entry
 from edgekd.errors import EdgekdError
 from edgekd.formats import artifact_suffixes
 from edgekd.io import write_json
@@ -89,9 +90,6 @@ def _cmd_bench_remote(args) -> int:
 
 def _cmd_bench_emulate(args) -> int:
     """--emulate ARCH: the shipped artifacts on the target's ARM core under QEMU, compared with this host."""
-    from edgekd.bench import _merge_and_refresh, report_target
-    from edgekd.emulate import bench_emulated, emulated_entry
-
     clash = [flag for flag, given in (("--remote", args.remote), ("--inputs", args.inputs),
                                       ("--as-target", args.as_target)) if given]
     if clash:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgekd.bench import parse_remote
+from edgekd.compress.calibration import build_calibration_set, save_calibration_set
+from edgekd.counts import check_counts
+from edgekd.data import load_dataset
+from edgekd.distributed import is_main
 from edgekd.errors import EdgekdError
+from edgekd.gate import BudgetCheck, GateResult, format_table
+from edgekd.io import load_yaml, loads_json, read_file_capped
+from edgekd.stages import context as stage_context  # read at call time: tests point the cache elsewhere
+from edgekd.targets import load_target
 
 
 def _kv_floats(text: str) -> dict[str, float]:
@@ -17,8 +26,6 @@ def _kv_floats(text: str) -> dict[str, float]:
 
 
 def _json_obj(text: str) -> dict:
-    from edgekd.io import loads_json
-
     try:
         value = loads_json(text, "the value", "")
     except EdgekdError as exc:
@@ -31,8 +38,6 @@ def _json_obj(text: str) -> dict:
 def _distill_yaml(path: str | None) -> dict:
     if not path:
         return {}
-    from edgekd.io import load_yaml, read_file_capped
-
     what, fix = f"distillation config {path}", "pass a readable YAML file of TrainConfig fields, e.g. patience: 5"
     try:
         text = read_file_capped(path, "distillation config", fix).decode("utf-8")
@@ -59,10 +64,7 @@ def _distill_settings(args: argparse.Namespace) -> dict:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from edgekd.api import BuildOptions, build
-    from edgekd.distributed import is_main
-    from edgekd.gate import format_table
-
+    from edgekd.api import BuildOptions, build  # lazy: loads torch, which no other command needs
     options = BuildOptions(
         target=args.target, data=args.data, label_column=args.label_column, text_column=args.text_column,
         image_size=args.image_size, crop_fraction=args.crop_fraction, normalization=args.normalization,
@@ -83,9 +85,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         teacher_cache=None if args.no_cache else Path(args.cache_dir) if args.cache_dir else None,
     )
     if options.teacher_cache is None and not args.no_cache:
-        from edgekd.api import DEFAULT_CACHE
-
-        options.teacher_cache = DEFAULT_CACHE
+        options.teacher_cache = stage_context.DEFAULT_CACHE
     result = build(options)
     gate = result.report["gate"]
     if is_main():  # under torchrun every rank has the report; rank 0 shows it
@@ -95,18 +95,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def _gate_from_dict(gate: dict):
-    from edgekd.gate import BudgetCheck, GateResult
-
     checks = [BudgetCheck(**{k: v for k, v in c.items() if k != "margin"}) for c in gate["checks"]]
     return GateResult(checks, gate.get("strict", False))
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from edgekd.compress.calibration import build_calibration_set, save_calibration_set
-    from edgekd.counts import check_counts
-    from edgekd.data import load_dataset
-    from edgekd.targets import load_target
-
     check_counts({"--samples": args.samples})
     target = load_target(args.target)
     data = load_dataset(args.data, seed=args.seed, label_column=args.label_column, image_size=args.image_size,
@@ -131,8 +124,6 @@ def _image_size(text: str) -> int | tuple[int, int]:
 
 
 def _remote(text: str) -> str:
-    from edgekd.bench import parse_remote
-
     try:
         return parse_remote(text).spec
     except EdgekdError as exc:

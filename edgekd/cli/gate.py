@@ -25,14 +25,13 @@ from edgekd.gate import (
     load_report,
     update_baseline,
 )
-from edgekd.gate_same_job import DEFAULT_PROCESSES, MAX_PROCESSES
+from edgekd.gate_same_job import DEFAULT_PROCESSES, MAX_PROCESSES, load_baseline_run, measure_same_job
 from edgekd.io import write_text
 from edgekd.schema import Report
+from edgekd.targets import load_target
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from edgekd.targets import load_target
-
     report = check_report(load_report(args.report), f"report {args.report}")
     target_spec = args.target or report.target_path or report.target
     if not args.target and not os.path.exists(str(target_spec)):
@@ -62,8 +61,6 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 def _gate_against_run(args: argparse.Namespace, report: Report, target: Any) -> int:
     """--baseline-run: the baseline's artifacts re-measured in this job, interleaved with the report's."""
-    from edgekd.gate_same_job import load_baseline_run, measure_same_job
-
     if args.baseline or args.update_baseline:
         raise EdgekdError("--baseline-run cannot be combined with --baseline or --update-baseline",
                           "gate against one baseline; to accept a build, keep its run directory as the next "

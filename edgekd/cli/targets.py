@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 
 from edgekd.errors import EdgekdError
+from edgekd.targets import SHIPPED, available_targets, describe_target, load_target
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
-    from edgekd.targets import SHIPPED, available_targets, describe_target, load_target
-
     if args.action == "list":
         invalid = 0
         for name, source in available_targets().items():
