@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgekd.data.dataset import NORMALIZATION_PRESETS
 from edgekd.errors import EdgekdError, MissingDependencyError
 
 _SHIM: Any = None  # the torch.library.Library holding the declared schemas: dropped, it would unregister them
@@ -135,8 +136,6 @@ def build_library_model(arch: str, input_shape: tuple[int, ...], num_classes: in
 def library_normalization(arch: str | None) -> str | dict[str, Any] | None:
     """The normalisation a library network expects (``--normalization``'s default for such a teacher): a preset
     name when it is one (``imagenet``, ``inception``), else its mean/std."""
-    from edgekd.data import NORMALIZATION_PRESETS
-
     found = split_arch(arch)
     if found is None:
         return None
