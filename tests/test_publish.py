@@ -228,12 +228,22 @@ def test_publish_failing_while_staging_removes_what_it_staged(tmp_path, monkeypa
     assert sorted(p.name for p in run.iterdir()) == sorted(REPORT_FILES)
 
 
+def _spy_on_publish(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """(folder, file) of every file publish() stages, however the caller imported publish."""
+    calls: list[tuple[str, str]] = []
+    real = publish_module._staged
+
+    def staged(path: Path, text: str) -> Path:
+        calls.append((path.parent.name, path.name))
+        return real(path, text)
+
+    monkeypatch.setattr(publish_module, "_staged", staged)
+    return calls
+
+
 def test_bench_refreshes_the_report_through_publish(tmp_path, monkeypatch):
     """`edgekd bench`'s merge ends in the same publish() as `edgekd build` (api._finish): one writer."""
-    calls: list[Path] = []
-    real = publish_module.publish
-    monkeypatch.setattr(publish_module, "publish", lambda report, run_dir: calls.append(Path(run_dir)) or
-                        real(report, run_dir))
+    calls = _spy_on_publish(monkeypatch)
     report = copy.deepcopy(FULL)
     report["target_path"] = str(load_target("x86-cpu").path)
     run = tmp_path / "run"
@@ -246,7 +256,7 @@ def test_bench_refreshes_the_report_through_publish(tmp_path, monkeypatch):
                                                         "std": 0.0}}
     said: list[str] = []
     _merge_and_refresh(run, report, [device_entry("ci@box", [result], [], load_target("x86-cpu"))], said.append)
-    assert calls == [run]
+    assert calls == [(run.name, name) for name in REPORT_FILES]
     refreshed = json.loads((run / "report.json").read_text())
     assert refreshed["device_results"][-1]["remote"] == "ci@box"
     assert (run / "report.md").read_text() == render_markdown(refreshed)
@@ -260,14 +270,11 @@ def test_build_and_bench_publish_through_the_same_writer(tmp_path, monkeypatch):
     from edgekd.api import BuildOptions, build
     from edgekd.cli import main
 
-    calls: list[str] = []
-    real = publish_module.publish
-    monkeypatch.setattr(publish_module, "publish", lambda report, run_dir: calls.append(Path(run_dir).name) or
-                        real(report, run_dir))
+    calls = _spy_on_publish(monkeypatch)
     run = tmp_path / "run"
     build(BuildOptions(target="x86-cpu", out=run, epochs=1, teacher_epochs=1, max_train=300, runs=20, warmup=2,
                        selection="mac", progress=False, teacher_cache=None, log=lambda m: None))
-    assert len(calls) == 1  # into the staging directory, then swapped in
+    assert [name for _, name in calls] == list(REPORT_FILES)  # into the staging directory, then swapped in
 
     def consistent() -> dict[str, Any]:
         report = json.loads((run / "report.json").read_text())
@@ -277,5 +284,5 @@ def test_build_and_bench_publish_through_the_same_writer(tmp_path, monkeypatch):
 
     built = consistent()
     assert main(["bench", str(run), "--runs", "20", "--warmup", "2"]) == 0
-    assert calls[-1] == "run" and len(calls) == 2
+    assert calls[3:] == [("run", name) for name in REPORT_FILES]
     assert len(consistent()["device_results"]) == len(built["device_results"]) + 1
