@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -275,9 +274,10 @@ def test_gate_skips_the_mac_check_without_a_mac_limit():
     assert "macs" not in {c.name for c in evaluate_gate(make_report(), free).checks}
 
 
-def test_a_build_whose_students_all_fail_the_delegate_stops_in_preflight_within_a_minute(tmp_path, monkeypatch):
+def test_a_build_whose_students_all_fail_the_delegate_stops_in_preflight(tmp_path, monkeypatch):
     """The delegate's operator list lacks Conv: every CNN student falls back, and the target requires full
-    delegation. The build must stop in pre-flight (exit 2, clear message) before any teacher is trained."""
+    delegation. The build must stop in pre-flight (exit 2, clear message) before any teacher is trained: that, not a
+    wall-clock limit (a timed unit test fails on a busy host), is what shows it stopped early."""
     from edgekd import compat
     from edgekd.cli import main
 
@@ -293,14 +293,12 @@ def test_a_build_whose_students_all_fail_the_delegate_stops_in_preflight_within_
     path = tmp_path / "no-conv.yaml"
     path.write_text(yaml.safe_dump(raw))
     cache = tmp_path / "cache"
-    t0 = time.perf_counter()
     try:
         code = main(["build", "--target", str(path), "--data", "digits", "--out", str(tmp_path / "run"),
                      "--cache-dir", str(cache), "--no-progress"])
     finally:
         compat.load_delegate.cache_clear()
     assert code == 2
-    assert time.perf_counter() - t0 < 60
     assert not (tmp_path / "run").exists()
     assert not list(cache.rglob("*.pt"))  # no teacher was trained (or cached)
 
