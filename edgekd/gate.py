@@ -305,7 +305,7 @@ def _artifact_checks(report: Report, a: ArtifactRow, target: TargetProfile) -> l
     if b.peak_memory_mb is not None:
         checks.append(_check("peak_memory_mb", name, device.row.peak_memory_mb, b.peak_memory_mb, "MB", "<=", True,
                              device.on_device, device.where))
-    return checks + device_tool_checks(device, target, name)
+    return checks + device_tool_checks(device, target, name, _check)
 
 
 # ============================================================================================ latency

@@ -75,7 +75,7 @@ def rank_one(monkeypatch):
     """This process as rank 1 of 2 to the CLI (the group itself is not joined)."""
     for name, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(distributed, "session", contextlib.nullcontext)
+    monkeypatch.setattr("edgekd.cli.session", contextlib.nullcontext)  # where the CLI looks it up
 
 
 @pytest.mark.parametrize(("raised", "code", "said"), [

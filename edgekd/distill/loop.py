@@ -24,6 +24,7 @@ from torch import nn
 from edgekd import distributed as ranks
 from edgekd.data import Dataset
 from edgekd.distill.augment import View, build_augment, teacher_cached
+from edgekd.distill.batches import to_device
 from edgekd.distill.checkpoint import checkpoint_path, load_checkpoint, run_key, save_checkpoint
 from edgekd.distill.fast import FastPlan, choose_plan, plan_for
 from edgekd.distill.losses import LossInputs, LossMix
@@ -54,14 +55,6 @@ def pick_device(spec: str) -> torch.device:
 def precision(amp: torch.dtype | None) -> str:
     """What the report calls the training precision: fp32, or the autocast dtype (fp16 always with a GradScaler)."""
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "fp32") if amp else "fp32"
-
-
-def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A batch on the training device; to a GPU through pinned memory, so the copy does not block the host."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    if device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
 
 
 def amp_dtype(spec: str, device: torch.device) -> torch.dtype | None:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from edgekd import distributed as ranks
+from edgekd.distill.batches import to_device
 from edgekd.distill.taps import FeatureTaps
 from edgekd.errors import EdgekdError
 
@@ -134,8 +135,6 @@ class TeacherCache:
                    f"memory ({total_mb:.1f} MB)", tmp_dir)
 
     def batch(self, idx: np.ndarray, device: torch.device) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
-        from edgekd.distill.loop import to_device
-
         order = np.sort(idx)  # sorted reads are sequential on a memmap; then restore the batch's order
         inverse = np.argsort(np.argsort(idx))
         logits = [to_device(np.asarray(z[order])[inverse], device) for z in self.logits]
