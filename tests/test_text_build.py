@@ -72,3 +72,56 @@ def test_text_csv_builds_and_the_bundle_classifies_raw_strings_without_torch(tmp
     (bundle / "vocab.txt").write_text("[PAD]\n[UNK]\ngood\n", encoding="utf-8")  # a changed vocabulary is refused
     ran = _runner(bundle, tflite["path"], "--text", "a good film")
     assert ran.returncode == 2 and "sha256 mismatch for vocab.txt" in ran.stderr
+
+
+# This venv's torchvision does not load against its torch (torchvision::nms missing) and transformers imports it for
+# BERT, which needs none of it: the build runs with it unimportable, as on a machine without torchvision.
+NO_TORCHVISION = ("import sys\nsys.modules['torchvision'] = None\nfrom edgekd.cli import main\n"
+                  "sys.exit(main(sys.argv[1:]))\n")
+
+
+SAVE_BERT = """
+import json, sys
+sys.modules["torchvision"] = None
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+root, vocab = sys.argv[1], json.loads(sys.argv[2])
+torch.manual_seed(0)
+config = BertConfig(vocab_size=len(vocab), hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=256, max_position_embeddings=32, num_labels=2)
+BertForSequenceClassification(config).save_pretrained(root, safe_serialization=True)
+"""
+
+
+def save_bert_teacher(root: Path, words: list[str]) -> Path:
+    """A 2-layer BERT sequence classifier with random weights and a vocab.txt, as save_pretrained writes them (in a
+    fresh process: see NO_TORCHVISION)."""
+    pytest.importorskip("transformers")
+    vocab = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    made = subprocess.run([sys.executable, "-c", SAVE_BERT, str(root), json.dumps(vocab)], capture_output=True,
+                          text=True, timeout=600)
+    assert made.returncode == 0, made.stderr[-2000:]
+    (root / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.mark.slow
+def test_a_hugging_face_teacher_directory_teaches_a_text_student(tmp_path: Path) -> None:
+    data = tmp_path / "reviews"
+    data.mkdir()
+    write_csv(data / "train.csv", sentiment_rows(200))
+    write_csv(data / "test.csv", sentiment_rows(30, seed=1))
+    words = sorted({w for row in sentiment_rows(200) for w in row["text"].lower().replace(",", " , ")
+                   .replace("!", " ! ").split()})
+    teacher = save_bert_teacher(tmp_path / "bert", words)
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", NO_TORCHVISION, "build", "--target", "rpi4", "--data", str(data),
+                           "--text-column", "text", "--label-column", "label", "--teacher", str(teacher),
+                           "--epochs", "2", "--runs", "10", "--warmup", "2", "--no-progress", "--out", str(out),
+                           "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True, timeout=2400)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["teacher"]["source"] == "huggingface" and report["teacher"]["arch"] == "hf:bert"
+    tok = json.loads((out / "manifest.json").read_text())["tokenizer"]
+    assert tok["trained_on"] == "the teacher's vocabulary (bert/vocab.txt)" and tok["cls_token"] == "[CLS]"
+    assert (out / "vocab.txt").read_text(encoding="utf-8") == (teacher / "vocab.txt").read_text(encoding="utf-8")
