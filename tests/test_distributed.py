@@ -145,6 +145,33 @@ def test_two_processes_train_alike_and_resume(tmp_path):
         assert all(r["cache_same"] and r["world_size"] == 2 for r in ranks)
         assert [r["resumed"] for r in ranks] == ([None, None] if attempt == 1 else [3, 3])
     assert len(list((tmp_path / "ckpt").glob("train-*/checkpoint.pt"))) == 1
+    # the same run in ONE process finds the 2-process checkpoint: the world size is not part of its key
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    alone = json.loads((tmp_path / "rank0.json").read_text())
+    assert alone["world_size"] == 1 and alone["resumed"] == 3
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "linear"])
+def test_a_schedule_placed_at_a_step_gives_the_lr_of_one_stepped_there(schedule):
+    """Resuming on another world size re-places the LR schedule at the epoch reached (distill/loop.place_schedule)."""
+    from edgekd.distill.loop import place_schedule
+    from edgekd.distill.schedules import make_lr_scheduler
+
+    def fresh():
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=0.01)
+        return optimizer, make_lr_scheduler(schedule, optimizer, 0.01, 40)
+
+    stepped_opt, stepped = fresh()
+    for _ in range(17):
+        stepped_opt.step()
+        stepped.step()
+    placed_opt, placed = fresh()
+    place_schedule(placed, 17)
+    assert placed.last_epoch == stepped.last_epoch == 17
+    assert placed_opt.param_groups[0]["lr"] == pytest.approx(stepped_opt.param_groups[0]["lr"], rel=1e-9)
+    assert placed_opt.param_groups[0]["lr"] != pytest.approx(fresh()[0].param_groups[0]["lr"])
 
 
 def _build(out: Path, cache: Path, *extra: str) -> list[str]:

@@ -4,8 +4,10 @@ A checkpoint holds model, loss-mix (adapters), optimizer, scheduler, grad-scaler
 best-so-far weights and the history, so a resumed run continues exactly where the killed one stopped and ends
 with bit-identical weights. The key covers the config, the data, the initial student weights and the teachers'
 weights: a changed config starts afresh instead of resuming a stale run. Under torchrun rank 0 writes it (the
-unwrapped model's state, so any world size can read it) and hands it to every rank on resume; the key holds the
-world size, since a different one shards, steps and schedules the data differently: it starts afresh.
+unwrapped model's state, so any world size can read it) and hands it to every rank on resume. The world size is not
+in the key: a build killed on 4 processes resumes on 2 (or 1). Exactness then holds only for the same world size; a
+different one shards and steps the data differently, so the loop re-places the per-step LR schedule at the epoch
+reached (``distill/loop.py``, ``resume``).
 """
 
 from __future__ import annotations
@@ -32,14 +34,13 @@ def _update_with_state(digest: Any, module: nn.Module) -> None:
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
-def run_key(config: Any, data: Dataset, model: nn.Module, teachers: Sequence[nn.Module], world_size: int,
-            extra: str = "") -> str:
-    """16 hex chars over config (minus its display label), data, initial weights, teachers and world size."""
+def run_key(config: Any, data: Dataset, model: nn.Module, teachers: Sequence[nn.Module], extra: str = "") -> str:
+    """16 hex chars over config (minus its display label), data, initial weights and teachers."""
     cfg = asdict(config) if is_dataclass(config) else dict(config)
     cfg.pop("label", None)
     digest = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode())
     digest.update(data.fingerprint().encode())
-    digest.update(f"world={world_size};{extra}".encode())
+    digest.update(extra.encode())
     _update_with_state(digest, model)
     for teacher in teachers:
         _update_with_state(digest, teacher)

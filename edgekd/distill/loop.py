@@ -100,6 +100,7 @@ class Run:
     generator: torch.Generator | None = None
     sampler: Any = None
     per_rank_batch: int = 1
+    steps_per_epoch: int = 1
     memory_format: torch.memory_format = torch.contiguous_format
     optimisations: list[str] = field(default_factory=list)
     plan: FastPlan | None = None
@@ -275,8 +276,9 @@ def make_optimisation(run: Run) -> None:
                                       weight_decay=config.weight_decay)
     n_train = len(run.data.y_train)
     run.per_rank_batch = max(1, config.batch_size // run.world)
-    steps_per_epoch = max(1, math.ceil(math.ceil(n_train / run.world) / run.per_rank_batch))
-    run.scheduler = make_lr_scheduler(config.lr_schedule, run.optimizer, config.lr, config.epochs * steps_per_epoch)
+    run.steps_per_epoch = max(1, math.ceil(math.ceil(n_train / run.world) / run.per_rank_batch))
+    run.scheduler = make_lr_scheduler(config.lr_schedule, run.optimizer, config.lr,
+                                      config.epochs * run.steps_per_epoch)
     run.scaler = torch.amp.GradScaler("cuda") if run.amp == torch.float16 else None
     run.generator = torch.Generator().manual_seed(config.seed)
     if run.distributed:
@@ -291,15 +293,17 @@ def resume(run: Run, checkpoint_dir: str | Path | None, key_extra: str) -> State
     state = State(best_state=snapshot(run.model))
     if checkpoint_dir is None:
         return state
-    state.ckpt = checkpoint_path(checkpoint_dir, run_key(run.config, run.data, run.model, run.teachers, run.world,
-                                                         key_extra))
+    state.ckpt = checkpoint_path(checkpoint_dir, run_key(run.config, run.data, run.model, run.teachers, key_extra))
     saved = ranks.from_main(lambda: load_checkpoint(state.ckpt))  # rank 0's file, on every rank and machine
     if saved is None:
         return state
     run.model.load_state_dict(saved["model"])
     run.mix.load_state_dict(saved["mix"])
     run.optimizer.load_state_dict(saved["optimizer"])
-    run.scheduler.load_state_dict(saved["scheduler"])
+    if saved.get("world", run.world) == run.world:
+        run.scheduler.load_state_dict(saved["scheduler"])
+    else:  # another world size steps each epoch differently: this world's schedule, at the epoch reached
+        place_schedule(run.scheduler, saved["epoch"] * run.steps_per_epoch)
     if run.scaler is not None and saved.get("scaler"):
         run.scaler.load_state_dict(saved["scaler"])
     torch.set_rng_state(saved["rng_torch"])
@@ -316,13 +320,20 @@ def resume(run: Run, checkpoint_dir: str | Path | None, key_extra: str) -> State
     return state
 
 
+def place_schedule(scheduler: Any, steps_done: int) -> None:
+    """Set a per-step LR scheduler (built for this run's total steps) to where ``steps_done`` steps leave it: the
+    optimizer's learning rates become the schedule's value at that step."""
+    scheduler.last_epoch = steps_done - 1
+    scheduler.step()
+
+
 def save(run: Run, state: State, epoch: int) -> None:
     """Checkpoint after ``epoch`` (rank 0 writes atomically; every rank waits so none runs ahead of the file)."""
     if state.ckpt is None:
         return
     if run.rank == 0:
         save_checkpoint(state.ckpt, {
-            "epoch": epoch, "model": run.model.state_dict(), "mix": run.mix.state_dict(),
+            "epoch": epoch, "world": run.world, "model": run.model.state_dict(), "mix": run.mix.state_dict(),
             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
             "scaler": run.scaler.state_dict() if run.scaler else None,
             "rng_torch": torch.get_rng_state(), "rng_generator": run.generator.get_state(),
