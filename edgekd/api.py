@@ -47,6 +47,7 @@ from edgekd.stages.report import TestScores, complete, make_report
 from edgekd.stages.student import choose_student, rank_by_accuracy
 from edgekd.stages.teacher import Teachers, epochs_for, prepare_teachers
 from edgekd.targets import load_target, require_extras
+from edgekd.text.teachers import teacher_vocabulary
 
 __all__ = ["DEFAULT_CACHE", "BuildOptions", "BuildResult", "build"]
 
@@ -83,8 +84,6 @@ def _text_vocab(options: BuildOptions) -> object:
     """Text data with a Hugging Face teacher directory: its vocabulary tokenizes the data (None: trained here)."""
     if options.text_column is None:
         return None
-    from edgekd.text.data import teacher_vocabulary
-
     return teacher_vocabulary(options.teacher)
 
 

@@ -518,7 +518,7 @@ def verify_inputs(inputs, artifact, sha256):
 
 # ----------------------------------------------------------------------------------------------- text
 # A text artifact takes int32 token ids. The encoder below repeats edgekd's training-side tokenizer
-# (edgekd/text/tokenizer.py: Hugging Face tokenizers' BertNormalizer + BertPreTokenizer + WordPiece) in pure Python
+# (edgekd/data/tokenizer.py: Hugging Face tokenizers' BertNormalizer + BertPreTokenizer + WordPiece) in pure Python
 # over the bundled vocab.txt, so a board needs neither `tokenizers` nor torch; tests/text checks both give the same
 # ids. The manifest's `tokenizer` names the two files and their sha256, checked before they are read.
 MAX_TEXT_BYTES = 64 << 20

@@ -113,7 +113,7 @@ def test_a_teacher_directory_asking_for_remote_code_is_refused_before_the_data_i
 
 def test_a_teacher_vocabulary_tokenizes_the_data_with_cls_and_sep(tmp_path: Path) -> None:
     from edgekd import runner
-    from edgekd.text.data import TeacherVocabulary
+    from edgekd.data.text_table import TeacherVocabulary
 
     tokens = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", ",", "!", "honestly", "good", "bad", "film", "a",
               "i", "it", "##ly"]

@@ -10,7 +10,7 @@ import pytest
 
 from edgekd import runner
 from edgekd.data.cache import DataCache
-from edgekd.text.tokenizer import PAD, UNK, load, train_tokenizer
+from edgekd.data.tokenizer import PAD, UNK, load, train_tokenizer
 
 SST2 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "text" / "sst2"
 # Made up to hit every rule: case, accents, punctuation (ASCII and Unicode), CJK, controls, odd whitespace, numbers,

@@ -56,7 +56,7 @@ class ReadOptions:
     seed: int = 0
     test_fraction: float = 0.2
     val_fraction: float = 0.1
-    text_column: str | None = None  # a text table: this column is read as raw strings (edgekd.text.data)
+    text_column: str | None = None  # a text table: this column is read as raw strings (edgekd.data.text_table)
 
 
 @dataclass

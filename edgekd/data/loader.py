@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.data import archive
+from edgekd.data import archive, text_table
 from edgekd.data.base import ImageSize, RawData, ReadOptions
 from edgekd.data.cache import DataCache
 from edgekd.data.dataset import NORMALIZATION_PRESETS, Dataset, Normalization, resolve_normalization
@@ -43,8 +43,8 @@ def load_dataset(
     class folders (whose validation share is ``val_fraction`` of the rest, stratified too). ``cache_dir``/
     ``use_cache``: where archives are unpacked and decoded images kept (default ``$EDGEKD_CACHE/datasets``).
     ``text_column``: the table (or folder of ``train.csv`` + ``test.csv``) is text: that column is tokenized
-    (``edgekd.text``) into int32 ids by a tokenizer trained on the training split only, or by ``text_vocab``
-    (``edgekd.text.data.TeacherVocabulary``: a Hugging Face teacher's vocabulary).
+    (``edgekd.data.text_table``) into int32 ids by a tokenizer trained on the training split only, or by ``text_vocab``
+    (``edgekd.data.text_table.TeacherVocabulary``: a Hugging Face teacher's vocabulary).
     """
     limits = DataLimits.from_env()
     size = image_size_option(image_size, crop_fraction)
@@ -73,11 +73,10 @@ def load_dataset(
     if raw.splits_from:
         meta["splits_from"] = _splits_from(raw.splits_from, val_fraction, seed)
     if text_column is not None:
-        from edgekd.text.data import text_dataset
-
         if normalization is not None:
             raise EdgekdError("normalization applies to images and tables; text becomes token ids", "drop it")
-        return text_dataset(name, spec, raw, labels, train_idx, x_val_raw, y_val, meta, options.cache, text_vocab)
+        return text_table.text_dataset(name, spec, raw, labels, train_idx, x_val_raw, y_val, meta, options.cache,
+                                       text_vocab)
     raw_train = raw.x_train[train_idx]
     norm, norm_source = resolve_normalization(normalization, raw_train, raw.scale)
     meta["normalization_source"] = norm_source
@@ -124,9 +123,7 @@ def _read(spec: str, options: ReadOptions, seed: int) -> tuple[str, str, RawData
     if not path.exists():
         raise EdgekdError(f"data path not found: {spec}", f"pass 'digits' or a path to {known_layouts()}")
     if options.text_column is not None:
-        from edgekd.text import data as text_data
-
-        return path.stem if path.is_file() else path.name, "text", text_data.read(path, options)
+        return path.stem if path.is_file() else path.name, "text", text_table.read(path, options)
     fmt = find_format(path)
     if fmt is None:
         raise EdgekdError(f"data path {path} is in none of the known layouts", f"use {known_layouts()}")

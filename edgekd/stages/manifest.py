@@ -63,7 +63,7 @@ def tokenizer(ctx: BuildContext, stage: Path) -> dict[str, Any] | None:
     tok = ctx.data.tokenizer
     if tok is None:
         return None
-    from edgekd.text.tokenizer import SETTINGS_FILE, VOCAB_FILE
+    from edgekd.data.tokenizer import SETTINGS_FILE, VOCAB_FILE
 
     hashes = tok.save(stage)
     return {**tok.describe(), "vocab_sha256": hashes[VOCAB_FILE], "settings_sha256": hashes[SETTINGS_FILE],

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgekd.data.text_table import TeacherVocabulary
 from edgekd.errors import EdgekdError
 from edgekd.text.models import padding_mask
 from edgekd.text.models.transformer import TextTransformer
@@ -132,6 +133,18 @@ def import_transformers() -> Any:
     import transformers  # lazy: optional [text] extra
 
     return transformers
+
+
+def teacher_vocabulary(teacher: str | None) -> TeacherVocabulary | None:
+    """The vocabulary of ``--teacher DIR`` when DIR is a Hugging Face model directory (checked as plain files, nothing
+    imported), else None: the tokenizer is then trained on the training split."""
+    if not teacher or not Path(teacher).is_dir():
+        return None
+    root = Path(teacher)
+    config = check_hf_directory(root)
+    vocab = read_teacher_vocab(root / "vocab.txt", root)
+    return TeacherVocabulary(vocab.tokens, vocab.lowercase, int(config.get("max_position_embeddings") or 512),
+                             f"the teacher's vocabulary ({root.name}/vocab.txt)")
 
 
 def check_hf_directory(root: Path) -> dict[str, Any]:

@@ -24,8 +24,8 @@ from edgekd.data.labels import MAX_NAME_CHARS, Labels
 from edgekd.data.parquet_table import SUFFIXES as PARQUET_SUFFIXES
 from edgekd.data.parquet_table import _is_text, _open
 from edgekd.data.tables import labels_from_text, sibling_test_file
+from edgekd.data.tokenizer import TextTokenizer, from_vocab, train_tokenizer
 from edgekd.errors import EdgekdError
-from edgekd.text.tokenizer import TextTokenizer, from_vocab, train_tokenizer
 
 MAX_TEXT_CHARS = 100_000  # one row's text: a longer one is a document, not a sample, and would only be cut
 SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
@@ -178,20 +178,6 @@ class TeacherVocabulary:
     lowercase: bool
     max_len: int  # the teacher's position embeddings
     source: str
-
-
-def teacher_vocabulary(teacher: str | None) -> TeacherVocabulary | None:
-    """The vocabulary of ``--teacher DIR`` when DIR is a Hugging Face model directory (checked as plain files, nothing
-    imported), else None: the tokenizer is then trained on the training split."""
-    if not teacher or not Path(teacher).is_dir():
-        return None
-    from edgekd.text.teachers import check_hf_directory, read_teacher_vocab
-
-    root = Path(teacher)
-    config = check_hf_directory(root)
-    vocab = read_teacher_vocab(root / "vocab.txt", root)
-    return TeacherVocabulary(vocab.tokens, vocab.lowercase, int(config.get("max_position_embeddings") or 512),
-                             f"the teacher's vocabulary ({root.name}/vocab.txt)")
 
 
 def _tokenizer(train_texts: list[str], cache: DataCache | None, given: TeacherVocabulary | None) -> TextTokenizer:
