@@ -28,6 +28,11 @@ from edgekd.models.budget import StudentChoice
 from edgekd.rundir import home_of
 from edgekd.stages.context import BuildContext
 from edgekd.stages.teacher import Teachers
+from edgekd.text.kd import tinybert_options
+
+# TinyBERT's feature losses beside the logit mix when student and teacher are both text transformers: small weights,
+# since their MSEs are on a larger scale than the KL/CE terms; a user's own weights for them win
+TINYBERT_WEIGHTS = {"tinybert_hidden": 0.1, "tinybert_attention": 0.1}
 
 
 @dataclass
@@ -85,7 +90,11 @@ def distill(ctx: BuildContext, config: TrainConfig, teachers: Teachers, choice: 
     data, options = ctx.data, ctx.options
     torch.manual_seed(options.seed)
     kd_model = choice.build(data.input_shape, data.num_classes)
-    train_kd = functools.partial(train, kd_model, data, config, teacher=teachers.for_training,
+    kd_config = with_feature_kd(config, kd_model, teachers.for_training)
+    if kd_config is not config:
+        ctx.say("distill: both models are text transformers: TinyBERT hidden-state and attention transfer added "
+                f"({', '.join(f'{k}={v}' for k, v in kd_config.loss_weights.items())})")
+    train_kd = functools.partial(train, kd_model, data, kd_config, teacher=teachers.for_training,
                                  progress=options.progress, checkpoint_dir=checkpoint_dir(ctx))
     if not options.baseline:
         return Distilled(train_kd(), None)
@@ -104,6 +113,17 @@ def distill(ctx: BuildContext, config: TrainConfig, teachers: Teachers, choice: 
     ctx.say(f"baseline: KD student {accuracy(kd.model, data.x_val, data.y_val):.4f} vs alone "
             f"{accuracy(alone.model, data.x_val, data.y_val):.4f} on the validation split")
     return Distilled(kd, alone, threads)
+
+
+def with_feature_kd(config: TrainConfig, student: nn.Module, teacher: nn.Module | list[nn.Module]) -> TrainConfig:
+    """``config`` plus TinyBERT's hidden-state and attention transfer where the pair allows it (two text
+    transformers, one teacher: an ensemble's layers do not map onto one student), as TinyBERT distils; ``config``
+    itself otherwise, so the alone run and every image build keep their mix."""
+    options = tinybert_options(student, teacher) if isinstance(teacher, nn.Module) else {}
+    if not options:
+        return config
+    return dataclasses.replace(config, loss_weights={**TINYBERT_WEIGHTS, **config.loss_weights},
+                               loss_options={**options, **config.loss_options})
 
 
 def side_by_side_threads(ctx: BuildContext, config: TrainConfig) -> int | None:
