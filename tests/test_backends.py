@@ -81,6 +81,7 @@ def test_onnx_int8_scheme_changes_only_when_clearly_faster():
     assert clearly_fastest(Interleaved({"u8s8": [1.0]}), ["u8s8"]) == "u8s8"
 
 
+@pytest.mark.slow  # 21 s CPU, 122 s wall at load 6: it times
 def test_onnx_int8_scheme_is_measured_once_per_model_and_host_with_a_cache(tmp_path, student, inputs, monkeypatch):
     """A rebuild of the same model on the same machine reuses the scheme (and so its accuracy); no cache, no memo."""
     import edgekd.timing

@@ -41,6 +41,7 @@ def test_input_resize_runs_the_student_at_a_lower_resolution_on_data_of_full_siz
         build_model(family, (3, 32, 32), 10, resolution=64)
 
 
+@pytest.mark.slow  # 24 s CPU (--cpu-durations)
 def test_candidates_span_families_width_depth_expand_and_resolution_inside_the_params_limit():
     cands, enumerated = _candidates((3, 32, 32), 10, 200_000)
     assert enumerated > len(cands) > 10
@@ -93,6 +94,7 @@ def _synthetic_ms(cands):
     return 0.05 + 2e-6 * (x[:, 1] + x[:, 2]) / 1e3 + 0.005 * x[:, 4]
 
 
+@pytest.mark.slow  # 25 s CPU (--cpu-durations)
 def test_nnls_predictor_is_non_negative_and_reports_its_leave_one_out_error():
     cands, _ = _candidates((1, 16, 16), 10, 300_000)
     y = _synthetic_ms(cands)
@@ -194,6 +196,7 @@ class AlwaysLuckyTimer(FakeTimer):
         return out
 
 
+@pytest.mark.slow  # 20 s CPU (--cpu-durations)
 def test_each_failed_confirmation_buys_the_search_more_timings():
     # One family at expand 4 (~70 candidates): on the whole grid every one of CONFIRM second timings can land on a
     # candidate between the budget and twice it (this timer's first readings are all half the truth).
@@ -238,6 +241,7 @@ def test_auto_selection_uses_latency_only_with_a_student_latency_budget(tmp_path
         mode(jetson, selection="latency")
 
 
+@pytest.mark.slow  # 108 s CPU (--cpu-durations; 110 s wall at load 6)
 def test_the_build_selects_under_the_stated_budget_times_the_headroom(tmp_path, monkeypatch):
     """The shipped model drifts from the random-weight timing (trained weights, float layers, host): candidates
     must fit budget x headroom, and the record keeps both numbers."""
