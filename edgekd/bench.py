@@ -15,6 +15,7 @@ built from ``shlex.quote``-d parts only.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -31,11 +32,14 @@ from typing import Any
 import numpy as np
 
 from edgekd import device_identity
+from edgekd.bundle import load_run, make_bundle
 from edgekd.data.inputs import model_input
 from edgekd.errors import EdgekdError
+from edgekd.gate import check_report, evaluate_gate
 from edgekd.io import atomic_write, loads_json
-from edgekd.schema import Report, as_report
-from edgekd.targets import TargetProfile
+from edgekd.publish import publish
+from edgekd.schema import Report, as_report, validate
+from edgekd.targets import TargetProfile, load_target
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 
@@ -152,8 +156,6 @@ def parse_remote(spec: str) -> Remote:
 
 def remote_key(remote: Remote) -> tuple[str, str, int]:
     """Who and where a spec logs in, normalised: ``Pi@Host.``, ``pi@host:22`` and ``pi@host`` are one device."""
-    import ipaddress
-
     host = remote.host.lower().rstrip(".")
     try:
         host = ipaddress.ip_address(host).compressed
@@ -371,8 +373,6 @@ def parse_reply(where: str, text: str) -> tuple[list[dict[str, Any]], list[str]]
     """(measured results, per-artifact errors) of a device's runner JSON, every result validated as a
     ``RunnerResult``: a device is a foreign machine, so its reply is input, and a malformed one is that host's error
     (RemoteError), never a crash of the whole bench or a number the gate trusts unchecked."""
-    from edgekd.schema import validate
-
     if len(text) > MAX_REPLY_BYTES:
         raise RemoteError(f"{where}: the runner's JSON is {len(text)} bytes, more than {MAX_REPLY_BYTES}")
     try:
@@ -471,8 +471,6 @@ def merge_device_results(report: dict[str, Any], entries: list[dict[str, Any]]) 
 
 def report_target(report: Report | dict[str, Any]) -> TargetProfile | None:
     """The report's target profile (its recorded path first, then the shipped name), or None when neither loads."""
-    from edgekd.targets import load_target
-
     report = as_report(report)
     for spec in (report.target_path, report.target):
         if not spec:
@@ -487,9 +485,6 @@ def report_target(report: Report | dict[str, Any]) -> TargetProfile | None:
 def refresh_report(run_dir: Path, report: Report | dict[str, Any]) -> Report:
     """Recompute ``gate`` with the merged device results and publish report.json, report.md and report.html
     (``publish.publish``: the same writer as ``edgekd build``)."""
-    from edgekd.gate import check_report, evaluate_gate
-    from edgekd.publish import publish
-
     report = check_report(report, f"{run_dir / 'report.json'} with the device results merged")
     target = report_target(report)
     if target is None:
@@ -510,8 +505,6 @@ def bench_remote(run_dir: str | os.PathLike[str], remotes: list[str], ssh: SshCo
     report.json is rewritten atomically once, after all hosts finished, and only if at least one succeeded.
     ``declared``: the user states that these hosts are the target device (``--as-target``; recorded).
     """
-    from edgekd.bundle import load_run, make_bundle
-
     ssh = ssh or SshConfig()
     say = log or (lambda m: print(m, file=sys.stderr, flush=True))
     parsed = check_remotes(remotes)
@@ -567,8 +560,6 @@ def _merge_and_refresh(run_dir: Path, report: dict[str, Any], entries: list[dict
 
 def merge_local(run_dir: Path, results: list[dict[str, Any]], declared: bool) -> None:
     """This host's measurements of the run's own artifacts become its device_results[] entry, then the refresh."""
-    from edgekd.bundle import load_run
-
     report, _ = load_run(run_dir)
     own = {a.get("path") for a in report.get("artifacts") or []}
     mine = [r for r in results if r.get("artifact") in own]

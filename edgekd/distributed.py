@@ -78,15 +78,15 @@ def _seconds(environ: Mapping[str, str], name: str, default: int) -> timedelta:
 
 
 def _initialized() -> bool:
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy: the CLI imports this module and must not load torch
 
     return dist.is_available() and dist.is_initialized()
 
 
 def init(environ: Mapping[str, str] = os.environ) -> World:
     """Join the group torchrun's variables describe: nccl with this local rank's GPU, else gloo."""
-    import torch
-    import torch.distributed as dist
+    import torch  # lazy: the CLI imports this module and must not load torch
+    import torch.distributed as dist  # lazy: the CLI imports this module and must not load torch
 
     timeout, wait = _seconds(environ, TIMEOUT_ENV, DEFAULT_TIMEOUT_S), _seconds(environ, WAIT_ENV, DEFAULT_WAIT_S)
     backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -98,7 +98,7 @@ def init(environ: Mapping[str, str] = os.environ) -> World:
 
 
 def teardown() -> None:
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy: the CLI imports this module and must not load torch
 
     _Group.wait, _Group.solo_depth = None, 0
     if _initialized():
@@ -121,7 +121,7 @@ def world() -> World:
     """This rank, or ``World()`` outside a group and inside rank 0's own work (``solo``)."""
     if _Group.solo_depth or not _initialized():
         return World()
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy: the CLI imports this module and must not load torch
 
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")),
                  dist.get_backend())
@@ -152,14 +152,14 @@ def solo() -> Iterator[None]:
 
 def barrier() -> None:
     if world().size > 1:
-        import torch.distributed as dist
+        import torch.distributed as dist  # lazy: the CLI imports this module and must not load torch
 
         dist.barrier()
 
 
 def _broadcast(value: Any) -> Any:
     """Rank 0's ``value`` on every rank, over the long-wait group."""
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy: the CLI imports this module and must not load torch
 
     box = [value]
     dist.broadcast_object_list(box, src=0, group=_Group.wait)
@@ -219,8 +219,8 @@ def all_gather(tensor: Any) -> list[Any]:
     w = world()
     if w.size == 1:
         return [tensor]
-    import torch
-    import torch.distributed as dist
+    import torch  # lazy: the CLI imports this module and must not load torch
+    import torch.distributed as dist  # lazy: the CLI imports this module and must not load torch
 
     device = torch.device("cuda", torch.cuda.current_device()) if w.backend == "nccl" else torch.device("cpu")
     mine = tensor.to(device).contiguous()
@@ -234,7 +234,7 @@ def broadcast_module(module: Any) -> None:
     moves its own running statistics."""
     if world().size == 1:
         return
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy: the CLI imports this module and must not load torch
 
     for buffer in module.buffers():
         dist.broadcast(buffer.data, src=0)
@@ -245,8 +245,8 @@ def all_reduce_sum(tensor: Any) -> Any:
     w = world()
     if w.size == 1:
         return tensor
-    import torch
-    import torch.distributed as dist
+    import torch  # lazy: the CLI imports this module and must not load torch
+    import torch.distributed as dist  # lazy: the CLI imports this module and must not load torch
 
     device = torch.device("cuda", torch.cuda.current_device()) if w.backend == "nccl" else torch.device("cpu")
     total = tensor.to(device)
@@ -260,7 +260,7 @@ _LOST_PEER = ("Connection closed by peer", "Connection reset by peer", "gloo/tra
 
 def lost_peer(exc: BaseException) -> bool:
     """Under torchrun: a collective failed because another rank went away (its own message says why), not a bug."""
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy: the CLI imports this module and must not load torch
 
     return isinstance(exc, RuntimeError) and (
         isinstance(exc, dist.DistError) or any(marker in str(exc) for marker in _LOST_PEER))

@@ -36,7 +36,7 @@ import numpy as np
 from edgekd import device_identity, gate_stats
 from edgekd.devices.gate_rules import device_tool_checks
 from edgekd.errors import EdgekdError
-from edgekd.io import atomic_write, dumps
+from edgekd.io import atomic_write, dumps, read_json_object, sha256_file
 from edgekd.schema import ArtifactRow, DeviceArtifact, Gate, Report, StudentSection, as_report
 from edgekd.targets import TargetProfile
 
@@ -692,8 +692,6 @@ def format_junit(result: GateResult, target: str) -> str:
 # ============================================================================================ files
 def load_report(path: str | Path, label: str = "report") -> dict[str, Any]:
     """Read a report.json; every way it can be unusable is one EdgekdError naming the file."""
-    from edgekd.io import read_json_object
-
     report = read_json_object(path, label, "pass the report.json that `edgekd build` wrote")
     if "target" not in report:
         raise EdgekdError(f"{label} {path} is not an edgekd report (no 'target')", "pass an edgekd report.json")
@@ -704,8 +702,6 @@ def eval_labels(report_path: str | Path, report: Report | dict[str, Any]) -> np.
     """Labels ``y`` of the report's eval inputs (``eval_inputs.path`` beside it: a plain name, the schema checks),
     only if the file's sha256 is the one the report records: the paired accuracy test must see the very inputs the
     predictions were made on."""
-    from edgekd.io import sha256_file
-
     info = check_report(report, "report").eval_inputs
     path = Path(report_path).parent / info.path
     if not path.is_file() or sha256_file(path) != info.sha256:

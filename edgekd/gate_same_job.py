@@ -17,8 +17,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgekd.bench import run_local
 from edgekd.errors import EdgekdError
-from edgekd.schema import ArtifactRow, Report
+from edgekd.gate import artifact_key, check_report, load_report
+from edgekd.io import read_json_object
+from edgekd.schema import ArtifactRow, Report, validate
 
 DEFAULT_PROCESSES = 6  # even: each artifact goes first in half of them
 MAX_PROCESSES = 64  # the runner's cap
@@ -26,8 +29,6 @@ MAX_PROCESSES = 64  # the runner's cap
 
 def load_baseline_run(directory: str | Path, target: str) -> tuple[Path, Report]:
     """The baseline run directory and its validated report, for ``target``; every way it is unusable is exit 2."""
-    from edgekd.gate import check_report, load_report
-
     run = Path(directory)
     fix = "pass the run directory of the last accepted build (it holds report.json, manifest.json and the artifacts)"
     if not run.is_dir():
@@ -41,8 +42,6 @@ def load_baseline_run(directory: str | Path, target: str) -> tuple[Path, Report]
 
 def _plugins(run_dir: Path) -> list[Path]:
     """The session plugins the run's manifest lists (the runner imports each only if its sha256 matches)."""
-    from edgekd.io import read_json_object
-
     manifest = read_json_object(run_dir / "manifest.json", "manifest", "rebuild the run with `edgekd build`")
     return [run_dir / p["path"] for p in manifest.get("session_plugins") or []
             if isinstance(p, dict) and isinstance(p.get("path"), str) and Path(p["path"]).name == p["path"]]
@@ -60,10 +59,6 @@ def measure_same_job(report_path: str | Path, report: Report, baseline_dir: Path
                      log: Any = None) -> dict[str, dict[str, Any]]:
     """Per shipped artifact with a counterpart in the baseline run: the runner's ``versus`` record of the two
     timed interleaved in ``processes`` fresh processes (``edgekd.gate.compare_to_baseline``'s ``same_job``)."""
-    from edgekd.bench import run_local
-    from edgekd.gate import artifact_key
-    from edgekd.schema import validate
-
     run_dir = Path(report_path).parent
     inputs = run_dir / report.eval_inputs.path
     if not inputs.is_file():

@@ -144,6 +144,7 @@ def block_log_quantiles(samples: np.ndarray, blocks: int, quantile: float) -> np
 
 
 def _t_quantile(p: float, dof: float) -> float:
+    # lazy: scipy.stats takes ~0.9 s to import and only the gate's statistics use it
     from scipy.stats import t as student_t
 
     return float(student_t.ppf(p, dof))
@@ -198,6 +199,7 @@ class InterleavedComparison(LatencyRatio):
 
 def compare_interleaved(processes: Sequence[tuple[np.ndarray, np.ndarray]], quantile: float) -> InterleavedComparison:
     """``processes``: per fresh process, the (baseline, current) samples timed interleaved in it (>= MIN_PROCESSES)."""
+    # lazy: scipy.stats takes ~0.9 s to import and only the gate's statistics use it
     from scipy.stats import ttest_1samp
 
     if len(processes) < MIN_PROCESSES:
@@ -247,6 +249,7 @@ def binomial_tail(successes: int, trials: int) -> float:
 def median_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Distribution-free interval for the median: the sign test's binomial interval (``scipy.stats.quantile_test``);
     the whole range when there are too few values for one (fewer than 6 at 95 %)."""
+    # lazy: scipy.stats takes ~0.9 s to import and only the gate's statistics use it
     from scipy.stats import quantile_test
 
     x = np.asarray(values, dtype=np.float64)

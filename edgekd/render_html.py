@@ -20,14 +20,13 @@ from typing import Any
 import numpy as np
 
 from edgekd.devices.report_rows import html_section as device_detail_html
+from edgekd.formats import FORMATS
 from edgekd.io import write_text
 from edgekd.render_md import _budget_words, _drift_words, _num, _pct
 from edgekd.schema import Report, Selection, as_report, dump
 
 
 def _colour(fmt: str) -> str:
-    from edgekd.formats import FORMATS
-
     return FORMATS[fmt].colour if fmt in FORMATS else "#444444"
 
 
@@ -36,8 +35,9 @@ _MARKERS = {"fp32": "o", "fp16": "s", "int8": "D", "dynamic_int8": "^"}
 
 # --------------------------------------------------------------------------------------------- plots
 def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    # lazy: matplotlib takes ~0.6 s to import and only report.html's plots use it
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: as above
+    from matplotlib.figure import Figure  # lazy: as above
 
     fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -36,6 +37,7 @@ if sys.version_info < (3, 9):  # pragma: no cover - only on old devices
 
 try:
     import numpy as np
+    from numpy.lib import format as npy_format
 except ImportError as _numpy_missing:  # pragma: no cover - only on a bare device
     sys.stderr.write("runner error: numpy is not installed (%s): pip install 'numpy>=1.21'\n" % _numpy_missing)
     sys.exit(2)
@@ -107,8 +109,6 @@ class Session:
         """Import the runtime's module (no model loaded) and return it; a clear RunnerError when it is missing."""
         if not cls.runtime_module:
             return None
-        import importlib
-
         try:
             return importlib.import_module(cls.runtime_module)
         except ImportError as exc:
@@ -272,15 +272,15 @@ class TfliteSession(Session):
 
 def _tflite_interpreter():
     try:
-        import ai_edge_litert
-        from ai_edge_litert import interpreter as litert
+        import ai_edge_litert  # lazy: optional [tflite] runtime, absent on most devices
+        from ai_edge_litert import interpreter as litert  # lazy: as above
 
         return litert.Interpreter, "ai_edge_litert", getattr(ai_edge_litert, "__version__", "unknown")
     except ImportError:
         pass
     try:
-        import tflite_runtime
-        from tflite_runtime import interpreter as tfl
+        import tflite_runtime  # lazy: the older TFLite runtime, the fallback when ai_edge_litert is absent
+        from tflite_runtime import interpreter as tfl  # lazy: as above
 
         return tfl.Interpreter, "tflite_runtime", getattr(tflite_runtime, "__version__", "unknown")
     except ImportError:
@@ -995,7 +995,7 @@ def versus_over_processes(children, versus_artifact, verify):
 
 def peak_rss_mb():
     try:
-        import resource
+        import resource  # lazy: POSIX only (absent on Windows devices)
     except ImportError:  # pragma: no cover - Windows
         return None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -1028,8 +1028,6 @@ def measure_memory(artifact, inputs, threads, runs=20, verify=False):
 
 def _npy_header(fh, key):
     """(shape, dtype) of a plain C-ordered .npy stream, read from its header alone (nothing allocated)."""
-    from numpy.lib import format as npy_format
-
     version = npy_format.read_magic(fh)
     read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
     shape, fortran_order, dtype = read_header(fh)

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from edgekd.errors import EdgekdError
+from edgekd.io import dumps, read_json_object
 
 REPORT_SCHEMA_VERSION = 2
 MANIFEST_SCHEMA_VERSION = 1
@@ -653,7 +654,6 @@ def validate(kind: str, data: Any, label: str, fix: str) -> BaseModel:
     if kind == "report" and isinstance(data, dict) and "schema_version" not in data:
         raise EdgekdError(f"{label} has no schema_version: it was written by an older edgekd or is not a report",
                           "rebuild it with this edgekd (`edgekd build`)")
-    from edgekd.io import dumps
 
     try:  # as the JSON a reader sees: numpy values of a report still in memory become plain numbers first
         return SCHEMAS[kind].model_validate_json(dumps(data))
@@ -663,8 +663,6 @@ def validate(kind: str, data: Any, label: str, fix: str) -> BaseModel:
 
 
 def read(kind: str, path: str | os.PathLike[str], label: str | None = None, fix: str = "") -> BaseModel:
-    from edgekd.io import read_json_object
-
     label = label or str(path)
     fix = fix or "pass a file written by this version of edgekd"
     return validate(kind, read_json_object(path, label, fix), f"{label}", fix)

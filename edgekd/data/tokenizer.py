@@ -195,7 +195,7 @@ def _hf_tokenizer(vocab: list[str] | None, settings: TokenizerSettings):
 
 def _tokenizers():
     try:
-        import tokenizers
+        import tokenizers  # lazy: optional [text] extra
     except ImportError:
         raise MissingDependencyError("tokenizers", "text", "text data") from None
     return tokenizers

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 
 from edgekd import distributed as ranks
 from edgekd.data import Dataset
@@ -269,8 +271,6 @@ def make_optimisation(run: Run) -> None:
     config, model = run.config, run.model
     run.net = model
     if run.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
         run.net = DistributedDataParallel(model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
     run.optimizer = torch.optim.AdamW([*model.parameters(), *run.mix.parameters()], lr=config.lr,
                                       weight_decay=config.weight_decay)
@@ -282,8 +282,6 @@ def make_optimisation(run: Run) -> None:
     run.scaler = torch.amp.GradScaler("cuda") if run.amp == torch.float16 else None
     run.generator = torch.Generator().manual_seed(config.seed)
     if run.distributed:
-        from torch.utils.data import DistributedSampler
-
         run.sampler = DistributedSampler(range(n_train), num_replicas=run.world, rank=run.rank, shuffle=True,
                                          seed=config.seed)
 

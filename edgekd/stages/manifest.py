@@ -9,6 +9,7 @@ from typing import Any
 
 from edgekd import __version__
 from edgekd.data import preprocess
+from edgekd.data.tokenizer import SETTINGS_FILE, VOCAB_FILE
 from edgekd.formats import get_format
 from edgekd.io import dumps, sha256_file, write_json
 from edgekd.schema import MANIFEST_SCHEMA_VERSION, Manifest
@@ -63,7 +64,6 @@ def tokenizer(ctx: BuildContext, stage: Path) -> dict[str, Any] | None:
     tok = ctx.data.tokenizer
     if tok is None:
         return None
-    from edgekd.data.tokenizer import SETTINGS_FILE, VOCAB_FILE
 
     hashes = tok.save(stage)
     return {**tok.describe(), "vocab_sha256": hashes[VOCAB_FILE], "settings_sha256": hashes[SETTINGS_FILE],

@@ -12,7 +12,9 @@ import numpy as np
 import torch
 
 from edgekd import __version__
+from edgekd.device_identity import measured_on_fields
 from edgekd.distill.fast import cpu_name
+from edgekd.distill.trainer import accuracy
 from edgekd.gate_stats import median_interval
 from edgekd.io import dumps
 from edgekd.models.budget import StudentChoice, count_macs, count_params
@@ -41,8 +43,6 @@ class TestScores:
     @staticmethod
     def of(ctx: BuildContext, teacher_logits: np.ndarray, student_logits: np.ndarray, distilled: Distilled,
            compressed: Compressed) -> TestScores:
-        from edgekd.distill.trainer import accuracy
-
         x, y = ctx.data.x_test, ctx.data.y_test
         qat = next((p.model for p in compressed.int8.values() if p.reference == "qat"), None)
         student = float((student_logits.argmax(1) == y).mean())
@@ -54,8 +54,6 @@ class TestScores:
 
 def machine_summary(ctx: BuildContext, runner_machine: dict) -> dict:
     """The build host, and whether it counts as the target device (``device_identity``: never by arch alone)."""
-    from edgekd.device_identity import measured_on_fields
-
     return {**runner_machine, **measured_on_fields(ctx.target, runner_machine, ctx.options.as_target),
             "how": "edgekd runner.py in a fresh process on this host", "threads": ctx.threads}
 

@@ -41,6 +41,7 @@ from edgekd.stages.context import BuildContext
 from edgekd.stages.export import operator_report, shipped_combinations
 from edgekd.stages.teacher import Teachers, default_teacher_model, load_user_teacher
 from edgekd.targets import TargetProfile
+from edgekd.text.students import ranked_students as ranked_text
 
 MAX_PREFLIGHT = 3  # candidates tried before the build gives up: a delegate gap usually rejects a whole family
 CPU_DELEGATES = ("none", "xnnpack")
@@ -252,7 +253,6 @@ def choose_student(ctx: BuildContext) -> StudentChoice:
     data, budget = ctx.data, ctx.target.student_budget
     mode, why = selection_mode(ctx)
     if data.is_text:  # the text registry's widths; the latency search enumerates image candidates
-        from edgekd.text.students import ranked_students as ranked_text
 
         mode, why = "mac", "text: the text family's widths sized by the budget"
         ranked, record = ranked_text(data, budget, teacher_macs_before_training(ctx)), {"mode": "mac", "why": why}

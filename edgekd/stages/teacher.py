@@ -27,6 +27,7 @@ from edgekd.models.teachers import (
     load_teacher,
 )
 from edgekd.stages.context import BuildContext
+from edgekd.text.students import default_teacher, load_text_teacher
 
 
 @dataclass
@@ -126,7 +127,6 @@ def load_user_teacher(ctx: BuildContext, path: str) -> Teacher:
         return ctx.loaded_teachers[path]
     o, data = ctx.options, ctx.data
     if data.is_text and Path(path).is_dir():  # a Hugging Face model directory
-        from edgekd.text.students import load_text_teacher
 
         teacher = load_text_teacher(path, data)
     else:
@@ -187,8 +187,6 @@ def default_teacher_model(options, data) -> tuple[str, nn.Module]:
     with ``--teacher-config``) or the default for the data. Anything that cannot take the data is bad input, found
     before any training (the student stage builds this first, for its MACs)."""
     if data.is_text and not options.teacher_arch:
-        from edgekd.text.students import default_teacher
-
         return default_teacher(data)
     arch = options.teacher_arch or default_teacher_arch(data.input_shape)
     if split_arch(arch) is not None:

@@ -27,6 +27,7 @@ from torch import nn
 
 from edgekd.data.text_table import TeacherVocabulary
 from edgekd.errors import EdgekdError
+from edgekd.models.arch_libraries import import_torchvision
 from edgekd.text.models import padding_mask
 from edgekd.text.models.transformer import TextTransformer
 
@@ -124,8 +125,6 @@ def import_transformers() -> Any:
     """``import transformers``, torchvision first through edgekd's shim: transformers imports torchvision whenever it
     is installed, and PyPI's torchvision is a CUDA build whose compiled ops fail to load beside a CPU torch."""
     if importlib.util.find_spec("torchvision") is not None:
-        from edgekd.models.arch_libraries import import_torchvision
-
         try:
             import_torchvision()
         except (ImportError, OSError, RuntimeError):
@@ -209,7 +208,7 @@ def _first_line(exc: BaseException) -> str:
 def _quiet_transformers() -> Iterator[None]:
     """No progress bars or warnings from transformers while loading: edgekd reports what matters itself (a missing
     head is an error above); the user's settings come back afterwards."""
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # lazy: optional [text] extra
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()

@@ -14,6 +14,7 @@ largest first.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -120,8 +121,6 @@ def padding_mask(input_ids: torch.Tensor, dtype: torch.dtype = torch.float32) ->
 
 
 def _lcm(a: int, b: int) -> int:
-    import math
-
     return a * b // math.gcd(a, b)
 
 
