@@ -2,7 +2,7 @@
 one extra x86-cpu needs into a fresh venv, and use edgekd from an empty directory outside the checkout.
 
 Slow (a fresh venv with torch and OpenVINO, then a short build: about 4 minutes of CPU with a warm pip cache; 12
-minutes of wall time on a loaded, shared 2-core machine), so CI runs it and ``make test-fast`` skips it. It skips
+minutes of wall time on a loaded, shared 2-core machine), so ``make test-slow`` runs it, ``make test`` not. It skips
 only when no package index can be reached, and never in CI (``.ci/run`` sets CI=true).
 """
 
