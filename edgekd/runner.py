@@ -1418,8 +1418,8 @@ def _summary_line(result, threads):
         "%.1f" % result["peak_memory_mb"] if result.get("peak_memory_mb") is not None else "n/a")
 
 
-def main(argv=None):
-    """Exit 0 when every artifact was measured, 2 on any error (one line each on stderr; the JSON still says which)."""
+def _parser():
+    """The runner's command line (one place, so main stays the order of work)."""
     parser = argparse.ArgumentParser(
         description="edgekd standalone benchmark runner (numpy + runtime only). With several artifacts the JSON is "
                     "{'results': [...]} and an artifact that fails gets {'artifact', 'error'} there.")
@@ -1453,50 +1453,66 @@ def main(argv=None):
                              "manifest's session_plugins before it is imported)")
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--timing-probe", choices=("artifact", "versus"), help=argparse.SUPPRESS)
+    return parser
+
+
+def _measure_all(args):
+    """(JSON to write, number of artifacts that failed): each artifact benchmarked; with several, one that fails
+    is an {'artifact', 'error'} entry and the others still run."""
+    results, failed = [], 0
+    for artifact in args.artifact:
+        try:
+            result = benchmark(artifact, args.inputs, args.runs, args.warmup, args.threads,
+                               verify=not args.no_verify, memory=not args.no_memory, blocks=args.blocks,
+                               min_time_s=args.min_time, max_runs=args.max_runs,
+                               preprocess=not args.no_preprocess, versus=args.versus,
+                               processes=args.processes)
+        except RunnerError as exc:
+            if len(args.artifact) == 1:
+                raise
+            print("runner error: %s: %s" % (os.path.basename(artifact), exc), file=sys.stderr)
+            results.append({"artifact": os.path.basename(artifact), "error": str(exc)})
+            failed += 1
+            continue
+        print(_summary_line(result, args.threads), file=sys.stderr)
+        results.append(result)
+    out = results[0] if len(args.artifact) == 1 else {"runner_version": RUNNER_VERSION, "results": results}
+    return out, failed
+
+
+def _run(args):
+    """The work ``args`` ask for; the exit status (RunnerError propagates to main)."""
+    for plugin in args.session_plugin:
+        load_plugin(plugin, args.artifact[0], verify=not args.no_verify)
+    if args.inputs is None:
+        out, failed = classify_texts(args.artifact[0], read_texts(args.text, args.text_file), args.threads,
+                                     verify=not args.no_verify), 0
+    elif args.memory_probe is not None:
+        _memory_probe(args.artifact[0], args.inputs, args.threads, args.memory_probe, not args.no_verify)
+        return 0
+    elif args.timing_probe is not None:
+        _timing_probe(args.artifact[0], args.inputs, args.threads, args.timing_probe, args.versus,
+                      not args.no_verify, not args.no_preprocess,
+                      {"runs": args.runs, "warmup": args.warmup, "blocks": args.blocks,
+                       "min_time_s": args.min_time, "max_runs": args.max_runs})
+        return 0
+    else:
+        out, failed = _measure_all(args)
+    if args.json:
+        _write_json(args.json, out)
+    else:
+        print(json.dumps(out, indent=2))
+    return 2 if failed else 0
+
+
+def main(argv=None):
+    """Exit 0 when every artifact was measured, 2 on any error (one line each on stderr; the JSON still says which)."""
+    parser = _parser()
     args = parser.parse_args(argv)
     if (args.inputs is None) == (args.text is None and args.text_file is None):
         parser.error("give --inputs EVAL.npz, or --text/--text-file for a text artifact")
     try:
-        if args.inputs is None:
-            for plugin in args.session_plugin:
-                load_plugin(plugin, args.artifact[0], verify=not args.no_verify)
-            out = classify_texts(args.artifact[0], read_texts(args.text, args.text_file), args.threads,
-                                 verify=not args.no_verify)
-            _write_json(args.json, out) if args.json else print(json.dumps(out, indent=2))
-            return 0
-        for plugin in args.session_plugin:
-            load_plugin(plugin, args.artifact[0], verify=not args.no_verify)
-        if args.memory_probe is not None:
-            _memory_probe(args.artifact[0], args.inputs, args.threads, args.memory_probe, not args.no_verify)
-            return 0
-        if args.timing_probe is not None:
-            _timing_probe(args.artifact[0], args.inputs, args.threads, args.timing_probe, args.versus,
-                          not args.no_verify, not args.no_preprocess,
-                          {"runs": args.runs, "warmup": args.warmup, "blocks": args.blocks,
-                           "min_time_s": args.min_time, "max_runs": args.max_runs})
-            return 0
-        results, failed = [], 0
-        for artifact in args.artifact:
-            try:
-                result = benchmark(artifact, args.inputs, args.runs, args.warmup, args.threads,
-                                   verify=not args.no_verify, memory=not args.no_memory, blocks=args.blocks,
-                                   min_time_s=args.min_time, max_runs=args.max_runs,
-                                   preprocess=not args.no_preprocess, versus=args.versus,
-                                   processes=args.processes)
-            except RunnerError as exc:
-                if len(args.artifact) == 1:
-                    raise
-                print("runner error: %s: %s" % (os.path.basename(artifact), exc), file=sys.stderr)
-                results.append({"artifact": os.path.basename(artifact), "error": str(exc)})
-                failed += 1
-                continue
-            print(_summary_line(result, args.threads), file=sys.stderr)
-            results.append(result)
-        out = results[0] if len(args.artifact) == 1 else {"runner_version": RUNNER_VERSION, "results": results}
-        if args.json:
-            _write_json(args.json, out)
-        else:
-            print(json.dumps(out, indent=2))
+        return _run(args)
     except RunnerError as exc:
         print("runner error: %s" % exc, file=sys.stderr)
         return 2
@@ -1505,7 +1521,6 @@ def main(argv=None):
         print("runner error: unexpected %s: %s (please report this with the traceback above)"
               % (type(exc).__name__, _first_line(exc)), file=sys.stderr)
         return 2
-    return 2 if failed else 0
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ of edgekd."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,55 @@ forbidden_modules = {forbidden}
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"{cycle['name']} BROKEN" in " ".join(proc.stdout.split())
     assert "toypkg.runner is not allowed to import toypkg.b" in proc.stdout
+
+
+# ------------------------------------------------------------------ function-local imports and function length
+MAX_FUNCTION_LINES = 80
+
+
+def _functions(package: Path):
+    """(file, function node, source lines) of every function and method under ``package``."""
+    for path in sorted(package.rglob("*.py")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield path, node, lines
+
+
+def unexplained_local_imports(package: Path) -> list[str]:
+    """Function-local imports without a ``lazy`` reason on their line or the line above: one that only dodges a
+    cycle hides a layering fault, so each one left must say why it is lazy (an optional or slow dependency)."""
+    found = set()
+    for path, fn, lines in _functions(package):
+        for node in ast.walk(fn):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                here = lines[node.lineno - 1] + (lines[node.lineno - 2] if node.lineno > 1 else "")
+                if "lazy" not in here:
+                    found.add(f"{path.relative_to(package.parent)}:{node.lineno}")
+    return sorted(found)
+
+
+def long_functions(package: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """Functions longer than ``limit`` lines (def to last line): split them into named steps."""
+    return sorted(f"{path.relative_to(package.parent)}:{fn.lineno} {fn.name} ({fn.end_lineno - fn.lineno + 1} lines)"
+                  for path, fn, _ in _functions(package) if fn.end_lineno - fn.lineno + 1 > limit)
+
+
+def test_function_local_imports_each_say_why_they_are_lazy():
+    assert unexplained_local_imports(ROOT / "edgekd") == []
+
+
+def test_no_function_in_edgekd_is_over_80_lines():
+    assert long_functions(ROOT / "edgekd") == []
+
+
+def test_the_source_checks_find_an_unexplained_import_and_a_long_function(tmp_path):
+    package = tmp_path / "toypkg"
+    package.mkdir()
+    body = "".join(f"    x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))
+    (package / "m.py").write_text("def f():\n    import json\n\n\n"
+                                  "def g():\n    # lazy: optional extra\n    import tomllib\n"
+                                  "    import csv  # lazy: slow\n\n\n"
+                                  f"def h():\n{body}")
+    assert unexplained_local_imports(package) == ["toypkg/m.py:2"]
+    assert long_functions(package) == [f"toypkg/m.py:11 h ({MAX_FUNCTION_LINES + 1} lines)"]
