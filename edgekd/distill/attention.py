@@ -10,13 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from edgekd.distill.losses import (
-    DEFAULT_FEATURE_PATH,
-    DistillLoss,
-    LossInputs,
-    feature_pairs_from,
-    register_loss,
-)
+from edgekd.distill.losses import DEFAULT_FEATURE_PATH, PairedFeatureLoss, register_loss
 
 
 def attention_map(x: torch.Tensor, p: float = 2.0, size: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -34,30 +28,22 @@ def attention_map(x: torch.Tensor, p: float = 2.0, size: tuple[int, ...] | None 
 
 
 @register_loss("at")
-class AttentionTransfer(DistillLoss):
+class AttentionTransfer(PairedFeatureLoss):
     """Squared L2 distance between normalised attention maps (in [0, 4]: on CE's scale), per path pair."""
 
     def __init__(self, student: str | list[str] = DEFAULT_FEATURE_PATH, teacher: str | list[str] = DEFAULT_FEATURE_PATH,
                  p: float = 2.0) -> None:
-        super().__init__()
-        self.pairs = feature_pairs_from(student, teacher, "at")
+        super().__init__(student, teacher)
         self.p = p
 
-    def feature_pairs(self) -> list[tuple[str, str]]:
-        return self.pairs
-
-    def forward(self, batch: LossInputs) -> torch.Tensor:
-        total = batch.student_logits.new_zeros((), dtype=torch.float32)
-        for s_path, t_path in self.pairs:
-            s, t = batch.student_features[s_path], batch.teacher_features[t_path]
-            if s.ndim == 4 and t.ndim == 4:
-                size: tuple[int, ...] = (min(s.shape[2], t.shape[2]), min(s.shape[3], t.shape[3]))
-            elif s.ndim == 4 or t.ndim == 4:  # a map meets a vector: compare globally pooled activations
-                s = s.mean((2, 3)) if s.ndim == 4 else s
-                t = t.mean((2, 3)) if t.ndim == 4 else t
-                size = (min(s.flatten(1).shape[1], t.flatten(1).shape[1]),)
-            else:
-                size = (min(s.flatten(1).shape[1], t.flatten(1).shape[1]),)
-            a_s, a_t = attention_map(s, self.p, size), attention_map(t, self.p, size)
-            total = total + (a_s - a_t).pow(2).sum(1).mean()
-        return total / len(self.pairs)
+    def pair_loss(self, index: int, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if s.ndim == 4 and t.ndim == 4:
+            size: tuple[int, ...] = (min(s.shape[2], t.shape[2]), min(s.shape[3], t.shape[3]))
+        elif s.ndim == 4 or t.ndim == 4:  # a map meets a vector: compare globally pooled activations
+            s = s.mean((2, 3)) if s.ndim == 4 else s
+            t = t.mean((2, 3)) if t.ndim == 4 else t
+            size = (min(s.flatten(1).shape[1], t.flatten(1).shape[1]),)
+        else:
+            size = (min(s.flatten(1).shape[1], t.flatten(1).shape[1]),)
+        a_s, a_t = attention_map(s, self.p, size), attention_map(t, self.p, size)
+        return (a_s - a_t).pow(2).sum(1).mean()

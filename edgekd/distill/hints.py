@@ -11,13 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekd.distill.losses import (
-    DEFAULT_FEATURE_PATH,
-    DistillLoss,
-    LossInputs,
-    feature_pairs_from,
-    register_loss,
-)
+from edgekd.distill.losses import DEFAULT_FEATURE_PATH, PairedFeatureLoss, register_loss
 
 
 def align_pair(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,18 +34,14 @@ def flatten_features(x: torch.Tensor) -> torch.Tensor:
 
 
 @register_loss("hint")
-class FitNetHint(DistillLoss):
+class FitNetHint(PairedFeatureLoss):
     """MSE between adapted student features and teacher features, for each (student, teacher) path pair."""
 
     def __init__(self, student: str | list[str] = DEFAULT_FEATURE_PATH, teacher: str | list[str] = DEFAULT_FEATURE_PATH,
                  normalize: bool = False) -> None:
-        super().__init__()
-        self.pairs = feature_pairs_from(student, teacher, "hint")
+        super().__init__(student, teacher)
         self.normalize = normalize
         self.adapters = nn.ModuleList()
-
-    def feature_pairs(self) -> list[tuple[str, str]]:
-        return self.pairs
 
     def setup(self, student_shapes: dict[str, torch.Size], teacher_shapes: dict[str, torch.Size]) -> None:
         self.adapters = nn.ModuleList()
@@ -63,13 +53,9 @@ class FitNetHint(DistillLoss):
             else:
                 self.adapters.append(nn.Identity() if cs == ct else nn.Linear(cs, ct, bias=False))
 
-    def forward(self, batch: LossInputs) -> torch.Tensor:
-        total = batch.student_logits.new_zeros((), dtype=torch.float32)
-        for (s_path, t_path), adapter in zip(self.pairs, self.adapters, strict=True):
-            s, t = align_pair(batch.student_features[s_path], batch.teacher_features[t_path])
-            s = adapter(s).float()
-            t = t.float()
-            if self.normalize:  # compare directions only: robust to teachers with large activations
-                s, t = F.normalize(s.flatten(1), dim=1), F.normalize(t.flatten(1), dim=1)
-            total = total + F.mse_loss(s, t)
-        return total / len(self.pairs)
+    def pair_loss(self, index: int, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        s, t = align_pair(s, t)
+        s, t = self.adapters[index](s).float(), t.float()
+        if self.normalize:  # compare directions only: robust to teachers with large activations
+            s, t = F.normalize(s.flatten(1), dim=1), F.normalize(t.flatten(1), dim=1)
+        return F.mse_loss(s, t)

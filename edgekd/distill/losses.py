@@ -81,6 +81,30 @@ def feature_pairs_from(student: str | list[str], teacher: str | list[str], loss:
     return list(zip(s, t, strict=True))
 
 
+class PairedFeatureLoss(DistillLoss):
+    """A feature loss: the mean over its (student path, teacher path) pairs of one pair's term (``pair_loss``).
+    ``hint``, ``at`` and the TinyBERT losses differ only in that term, so the pairing and averaging live here."""
+
+    registered_name: str
+
+    def __init__(self, student: str | list[str], teacher: str | list[str]) -> None:
+        super().__init__()
+        self.pairs = feature_pairs_from(student, teacher, self.registered_name)
+
+    def feature_pairs(self) -> list[tuple[str, str]]:
+        return self.pairs
+
+    def pair_loss(self, index: int, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """The term of pair ``index``: student features ``s`` against teacher features ``t``."""
+        raise NotImplementedError
+
+    def forward(self, batch: LossInputs) -> torch.Tensor:
+        total = batch.student_logits.new_zeros((), dtype=torch.float32)
+        for index, (s_path, t_path) in enumerate(self.pairs):
+            total = total + self.pair_loss(index, batch.student_features[s_path], batch.teacher_features[t_path])
+        return total / len(self.pairs)
+
+
 @register_loss("ce")
 class CrossEntropy(DistillLoss):
     """Cross-entropy on the hard labels (what the student alone trains on)."""

@@ -12,23 +12,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from edgekd.distill.losses import DistillLoss, LossInputs, feature_pairs_from, register_loss
+from edgekd.distill.losses import PairedFeatureLoss, register_loss
 from edgekd.errors import EdgekdError
 
 DEFAULT_ATTENTION_PATH = "attention_taps.0"
 
 
 @register_loss("tinybert_attention")
-class TinyBertAttention(DistillLoss):
+class TinyBertAttention(PairedFeatureLoss):
     """Mean over pairs of MSE between attention probabilities (head-averaged where head counts differ)."""
 
     def __init__(self, student: str | list[str] = DEFAULT_ATTENTION_PATH,
                  teacher: str | list[str] = DEFAULT_ATTENTION_PATH) -> None:
-        super().__init__()
-        self.pairs = feature_pairs_from(student, teacher, "tinybert_attention")
-
-    def feature_pairs(self) -> list[tuple[str, str]]:
-        return self.pairs
+        super().__init__(student, teacher)
 
     def setup(self, student_shapes: dict[str, torch.Size], teacher_shapes: dict[str, torch.Size]) -> None:
         for s_path, t_path in self.pairs:
@@ -39,11 +35,8 @@ class TinyBertAttention(DistillLoss):
                                   "pair attention taps of transformers fed the same token ids, or drop "
                                   "tinybert_attention")
 
-    def forward(self, batch: LossInputs) -> torch.Tensor:
-        total = batch.student_logits.new_zeros((), dtype=torch.float32)
-        for s_path, t_path in self.pairs:
-            s, t = batch.student_features[s_path].float(), batch.teacher_features[t_path].float()
-            if s.shape[1] != t.shape[1]:
-                s, t = s.mean(1), t.mean(1)
-            total = total + F.mse_loss(s, t)
-        return total / len(self.pairs)
+    def pair_loss(self, index: int, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        s, t = s.float(), t.float()
+        if s.shape[1] != t.shape[1]:
+            s, t = s.mean(1), t.mean(1)
+        return F.mse_loss(s, t)

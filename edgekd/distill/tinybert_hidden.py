@@ -13,24 +13,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekd.distill.losses import DistillLoss, LossInputs, feature_pairs_from, register_loss
+from edgekd.distill.losses import PairedFeatureLoss, register_loss
 from edgekd.errors import EdgekdError
 
 DEFAULT_HIDDEN_PATH = "hidden_taps.0"  # the embeddings' output of every edgekd text transformer (and HF wrapper)
 
 
 @register_loss("tinybert_hidden")
-class TinyBertHidden(DistillLoss):
+class TinyBertHidden(PairedFeatureLoss):
     """Mean over pairs of MSE(W s, t) for token states s [B, L, d_s], t [B, L, d_t]."""
 
     def __init__(self, student: str | list[str] = DEFAULT_HIDDEN_PATH,
                  teacher: str | list[str] = DEFAULT_HIDDEN_PATH) -> None:
-        super().__init__()
-        self.pairs = feature_pairs_from(student, teacher, "tinybert_hidden")
+        super().__init__(student, teacher)
         self.projections = nn.ModuleList()
-
-    def feature_pairs(self) -> list[tuple[str, str]]:
-        return self.pairs
 
     def setup(self, student_shapes: dict[str, torch.Size], teacher_shapes: dict[str, torch.Size]) -> None:
         self.projections = nn.ModuleList()
@@ -42,9 +38,5 @@ class TinyBertHidden(DistillLoss):
                                   "pair transformer layers fed the same token ids, or drop tinybert_hidden")
             self.projections.append(nn.Identity() if s[2] == t[2] else nn.Linear(s[2], t[2]))
 
-    def forward(self, batch: LossInputs) -> torch.Tensor:
-        total = batch.student_logits.new_zeros((), dtype=torch.float32)
-        for (s_path, t_path), projection in zip(self.pairs, self.projections, strict=True):
-            s = projection(batch.student_features[s_path]).float()
-            total = total + F.mse_loss(s, batch.teacher_features[t_path].float())
-        return total / len(self.pairs)
+    def pair_loss(self, index: int, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(self.projections[index](s).float(), t.float())
