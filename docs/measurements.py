@@ -148,6 +148,21 @@ def kd_quality(data: dict[str, Any]) -> list[str]:
                           "epoch time vs alone"], rows)
 
 
+def text_kd(data: dict[str, Any]) -> list[str]:
+    """Per method mean and sd over seeds, then one row per seed's build."""
+    summary = data.get("summary", {})
+    rows = [[m, fmt(dig(summary, m, "mean")), fmt(dig(summary, m, "std")), fmt(dig(summary, m, "n"))]
+            for m in ("teacher", "kd", "alone", "int8")]
+    lines = [f"Seeds finished: {fmt(dig(data, 'progress', 'done'))}/{fmt(dig(data, 'progress', 'expected'))}; "
+             f"KD minus alone {fmt(dig(summary, 'kd_minus_alone_points', 'mean'))} points; verdict: "
+             f"{fmt(data.get('verdict'))}.", ""]
+    lines += table(["model", "test acc mean", "sd", "seeds"], rows)
+    seeds = [[fmt(r.get(k)) for k in ("seed", "student", "shipped", "int8_drop_points", "student_p50_ms",
+                                      "teacher_p50_ms_same_runtime", "tokenize_p50_ms")] for r in data.get("seeds", [])]
+    return lines + table(["seed", "student", "shipped", "int8 drop (points)", "student p50 ms",
+                          "teacher p50 ms (same runtime)", "tokenize p50 ms"], seeds)
+
+
 def latency_selection(data: dict[str, Any]) -> list[str]:
     rows = []
     for b in data.get("budgets", []):
@@ -208,6 +223,7 @@ RENDERERS: dict[str, Renderer] = {
     "kd_quality_fashion_mnist": kd_quality,
     "latency_selection": latency_selection,
     "gate_noise": gate_noise,
+    "text_kd": text_kd,
 }
 
 

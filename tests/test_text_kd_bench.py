@@ -88,3 +88,12 @@ def test_quick_makes_a_two_class_table_and_keeps_one_seed(bench, tmp_path):
     folder = bench.tiny_sst(tmp_path / "tiny")
     labels = {line.rsplit(",", 1)[1] for line in (folder / "test.csv").read_text().splitlines()[1:]}
     assert labels == {"positive", "negative"}
+
+
+def test_measurements_renders_the_per_method_and_per_seed_tables(bench):
+    from test_measurements_doc import load_generator
+
+    seeds = rows(bench, [0.80, 0.82, 0.78], [0.81, 0.80, 0.82])
+    doc = {"seeds": seeds, "summary": bench.summarize(seeds), "progress": progress(), "verdict": "ok"}
+    page = "\n".join(load_generator().text_kd(doc))
+    assert "| kd | 0.8 | 0.02 | 3 |" in page and "| 2 | text_cnn {'width': 64} | model_int8.tflite | 0.5 |" in page
