@@ -96,6 +96,22 @@ def conv_bn_relu(cin: int, cout: int, stride: int = 1, groups: int = 1, kernel: 
     )
 
 
+class PooledClassifier(nn.Module):
+    """A convolutional body (``features``), then global average pool, dropout and a linear classifier: the head of
+    both default teachers (and the ResNet student). The attribute names are the state_dict keys and feature-tap
+    paths that saved teachers and ``--feature-path`` options name, so they stay as they are."""
+
+    def __init__(self, features: nn.Sequential, width: int, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.features = features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(torch.flatten(self.pool(self.features(x)), 1)))
+
+
 class InputResize(nn.Module):
     """Bilinear resize of the input to ``size`` x ``size`` inside the model: the student runs at a lower resolution
     than the data (a large latency lever), while the artifact still takes the data's shape, so the device's

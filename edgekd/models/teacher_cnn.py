@@ -4,20 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import nn
 
-from edgekd.models.students import conv_bn_relu, register
+from edgekd.models.students import PooledClassifier, conv_bn_relu, register
 
 
-class TeacherCNN(nn.Module):
+class TeacherCNN(PooledClassifier):
     """A plain VGG-style CNN: strong on small images and cheap to train on two cores."""
 
     def __init__(
         self, input_shape: tuple[int, ...], num_classes: int, widths: Sequence[int] = (64, 128, 256),
         dropout: float = 0.2,
     ) -> None:
-        super().__init__()
         cin = input_shape[0]
         layers: list[nn.Module] = []
         for i, w in enumerate(widths):
@@ -25,13 +23,7 @@ class TeacherCNN(nn.Module):
             if i < len(widths) - 1:
                 layers.append(nn.MaxPool2d(2))
             cin = w
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(cin, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(torch.flatten(self.pool(self.features(x)), 1)))
+        super().__init__(nn.Sequential(*layers), cin, num_classes, dropout)
 
 
 @register("teacher_cnn")

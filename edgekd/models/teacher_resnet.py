@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from edgekd.models.students import register
+from edgekd.models.students import PooledClassifier, register
 
 
 class BasicBlock(nn.Module):
@@ -35,12 +35,11 @@ class BasicBlock(nn.Module):
         return self.relu(self.body(x) + self.shortcut(x))
 
 
-class TeacherResNet(nn.Module):
+class TeacherResNet(PooledClassifier):
     """Stem, one stage per width (the first at full resolution, then stride 2), global pool, linear classifier."""
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, widths: Sequence[int] = (32, 64, 128),
                  blocks: Sequence[int] = (1, 2, 2), dropout: float = 0.1) -> None:
-        super().__init__()
         if len(widths) != len(blocks):
             raise ValueError(f"widths {tuple(widths)} and blocks {tuple(blocks)} differ in length")
         cin, size = input_shape[0], min(input_shape[1:])
@@ -53,13 +52,7 @@ class TeacherResNet(nn.Module):
             for j in range(n):
                 layers.append(BasicBlock(prev, w, stride if j == 0 else 1))
                 prev = w
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(prev, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(torch.flatten(self.pool(self.features(x)), 1)))
+        super().__init__(nn.Sequential(*layers), prev, num_classes, dropout)
 
 
 @register("teacher_resnet")
