@@ -85,6 +85,10 @@ def test_a_finished_seed_is_read_back_not_rebuilt(bench, tmp_path, monkeypatch):
 def test_quick_makes_a_two_class_table_and_keeps_one_seed(bench, tmp_path):
     args = bench.parse_args(["--quick", "--cache-dir", str(tmp_path)])
     assert (args.seeds, args.epochs, args.quick_data, args.teacher_cache) == (1, 1, True, str(tmp_path))
+    assert (args.max_train, args.teacher_epochs) == (None, 1)  # the whole tiny table
+    full = bench.parse_args([])
+    assert (full.seeds, full.max_train, full.teacher_epochs) == (3, bench.MAX_TRAIN, bench.TEACHER_EPOCHS)
+    assert bench.parse_args(["--max-train", "0", "--teacher-epochs", "0"]).max_train is None  # 0: all, the build's
     folder = bench.tiny_sst(tmp_path / "tiny")
     labels = {line.rsplit(",", 1)[1] for line in (folder / "test.csv").read_text().splitlines()[1:]}
     assert labels == {"positive", "negative"}
