@@ -22,7 +22,8 @@ Latency: the shipped artifact's p50/p95 and the teacher's p50 in the same runtim
 process by the build (``latency_vs_teacher``: the teacher's fp32 export in the student's format); the on-device
 tokenize time is the runner's own (``preprocess.ms``). Host load is recorded; on a host busier than ``QUIET_LOAD``
 the whole verdict reads "invalid: host busy" (``_provenance.judged``): accuracy does not depend on load, the
-latencies do.
+latencies do. As a seed read back from an earlier build was timed then, each row keeps the load its build timed at
+(``timing_load``, the report's ``measured_on``), and ``timings_on_a_quiet_host`` needs every one under it.
 
 Resumable: each seed builds into ``--cache-dir/text_kd/<recipe hash>/seed<S>``; a seed whose report.json is there
 is read, not rebuilt, and a killed build resumes from its checkpoints. The results file is rewritten after every
@@ -148,7 +149,8 @@ def seed_row(seed: int, report: dict) -> dict:
         "student_macs": student["macs"], "teacher_arch": teacher["arch"], "teacher_macs": teacher["macs"],
         "teacher": teacher["accuracy"], "kd": student["accuracy_before_compression"],
         "alone": student["accuracy_trained_alone"], "int8": shipped["accuracy"],
-        "kd_val": shipped.get("val_accuracy"), "loss_weights": student["distillation"].get("loss_weights"),
+        "shipped_val_accuracy": shipped.get("val_accuracy"),
+        "loss_weights": student["distillation"].get("loss_weights"),
         "shipped": shipped["path"], "format": shipped["format"], "precision": shipped["precision"],
         "precision_detail": shipped.get("precision_detail"), "fp32_artifact_accuracy": fp32,
         "int8_drop_points": None if fp32 is None else round(100 * (fp32 - shipped["accuracy"]), 3),
@@ -160,6 +162,7 @@ def seed_row(seed: int, report: dict) -> dict:
         "latency_how": versus["how"] if versus else "teacher_p50_ms_same_runtime (separate runs)",
         "tokenize_p50_ms": (shipped.get("preprocess") or {}).get("ms", {}).get("p50"),
         "build_time_s": report.get("build_time_s"),
+        "timing_load": (report.get("measured_on", {}).get("load_average") or [None])[0],
     }
 
 
@@ -202,6 +205,8 @@ def verdict(seeds: list[dict], summary: dict, progress: dict) -> dict | str:
         "int8_within_contract": None if limit is None or None in drops else max(drops) <= 100 * limit,
         "student_faster_than_teacher": None if None in ratios else all(r < 1 for r in ratios),
         "student_over_teacher_latency_max": None if None in ratios else max(ratios),
+        "timings_on_a_quiet_host": all(r["timing_load"] is not None and r["timing_load"] <= QUIET_LOAD
+                                       for r in seeds),
     }
 
 

@@ -20,7 +20,7 @@ def latency(p50: float) -> dict:
     return {"p50": p50, "p90": p50 * 1.1, "p95": p50 * 1.2, "p99": p50 * 1.3, "mean": p50, "std": 0.01}
 
 
-def report(kd: float, alone: float, int8: float, fp32: float, ratio: float = 0.2) -> dict:
+def report(kd: float, alone: float, int8: float, fp32: float, ratio: float = 0.2, load: float = 0.5) -> dict:
     """The report fields the script reads, as a text build writes them."""
     versus = {"ratio": ratio, "p50_ms": 1.0, "teacher_p50_ms": 1.0 / ratio, "how": "interleaved"}
     return {
@@ -35,7 +35,7 @@ def report(kd: float, alone: float, int8: float, fp32: float, ratio: float = 0.2
              "shipped": True, "accuracy": int8, "val_accuracy": 0.8, "latency_ms": latency(1.0),
              "latency_vs_teacher": versus, "preprocess": {"applies_to": "text", "ms": {"p50": 0.05}}},
         ],
-        "build_time_s": 10.0,
+        "build_time_s": 10.0, "measured_on": {"load_average": [load, 1.0, 1.0]},
     }
 
 
@@ -59,7 +59,7 @@ def test_the_verdict_reads_kd_against_alone_within_the_seed_spread(bench):
     within = rows(bench, [0.80, 0.82, 0.78], [0.81, 0.80, 0.82])  # KD 0.67 points under alone, spread 2 points
     v = bench.verdict(within, bench.summarize(within), progress())
     assert v["kd_not_worse_than_alone"] and not v["kd_beats_alone_beyond_spread"]
-    assert v["int8_within_contract"] and v["student_faster_than_teacher"]
+    assert v["int8_within_contract"] and v["student_faster_than_teacher"] and v["timings_on_a_quiet_host"]
     worse = rows(bench, [0.70, 0.70, 0.70], [0.80, 0.80, 0.80])
     assert not bench.verdict(worse, bench.summarize(worse), progress())["kd_not_worse_than_alone"]
 
@@ -69,6 +69,8 @@ def test_the_verdict_fails_an_int8_drop_over_the_contract_and_a_slower_student(b
     v = bench.verdict(slow, bench.summarize(slow), progress())
     assert v["int8_drop_points_max"] == pytest.approx(1.5) and v["int8_within_contract"] is False
     assert v["student_faster_than_teacher"] is False
+    busy = [*slow[:2], bench.seed_row(2, report(0.8, 0.8, 0.8, 0.8, load=6.0))]  # one build timed on a busy host
+    assert bench.verdict(busy, bench.summarize(busy), progress())["timings_on_a_quiet_host"] is False
     assert bench.verdict(slow[:1], bench.summarize(slow[:1]), progress(done=1)) == "incomplete: 1/3 seeds"
 
 
