@@ -37,6 +37,7 @@ from edgekd.errors import EdgekdError
 from edgekd.gate import evaluate_gate
 from edgekd.render_md import REPORT_SCHEMA_VERSION, render_markdown
 from edgekd.runner import describe_machine
+from edgekd.schema import as_report, dump
 from edgekd.targets import load_target
 
 
@@ -275,7 +276,8 @@ def test_bench_over_ssh_merges_device_results(sshd, tmp_path_factory, tmp_path, 
     assert f"{closed}: FAILED: cannot reach" in captured.err
     report = json.loads((run / "report.json").read_text())
     untouched = [k for k in before if k != "gate"]
-    assert {k: report[k] for k in untouched} == {k: before[k] for k in untouched}  # nothing else touched
+    as_written = dump(as_report(before))  # publish writes every report through its schema (defaults included)
+    assert {k: report[k] for k in untouched} == {k: as_written[k] for k in untouched}  # nothing else touched
     [entry] = report["device_results"]
     assert entry["remote"] == good
     assert entry["measured_on"]["is_target_device"] is True  # this machine is the test board, by identity
