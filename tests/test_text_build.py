@@ -22,6 +22,15 @@ NO_TORCH = ("import runpy, sys\n"
             "runpy.run_path('runner.py', run_name='__main__')\n")
 
 
+def reviews_folder(tmp_path: Path, train: int, test: int) -> Path:
+    """A train.csv + test.csv folder of made-up sentiment rows (the layout of the shared SST-2)."""
+    data = tmp_path / "reviews"
+    data.mkdir()
+    write_csv(data / "train.csv", sentiment_rows(train))
+    write_csv(data / "test.csv", sentiment_rows(test, seed=1))
+    return data
+
+
 def _runner(bundle: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", NO_TORCH, *args], cwd=bundle, capture_output=True, text=True,
                           timeout=300)
@@ -29,10 +38,7 @@ def _runner(bundle: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_text_csv_builds_and_the_bundle_classifies_raw_strings_without_torch(tmp_path: Path) -> None:
-    data = tmp_path / "reviews"
-    data.mkdir()
-    write_csv(data / "train.csv", sentiment_rows(240))
-    write_csv(data / "test.csv", sentiment_rows(40, seed=1))
+    data = reviews_folder(tmp_path, train=240, test=40)
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "edgekd", "build", "--target", "rpi4", "--data", str(data),
                            "--text-column", "text", "--label-column", "label", "--baseline", "--epochs", "4",
@@ -107,10 +113,7 @@ def save_bert_teacher(root: Path, words: list[str]) -> Path:
 
 @pytest.mark.slow
 def test_a_hugging_face_teacher_directory_teaches_a_text_student(tmp_path: Path) -> None:
-    data = tmp_path / "reviews"
-    data.mkdir()
-    write_csv(data / "train.csv", sentiment_rows(200))
-    write_csv(data / "test.csv", sentiment_rows(30, seed=1))
+    data = reviews_folder(tmp_path, train=200, test=30)
     words = sorted({w for row in sentiment_rows(200) for w in row["text"].lower().replace(",", " , ")
                    .replace("!", " ! ").split()})
     teacher = save_bert_teacher(tmp_path / "bert", words)
