@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
@@ -87,6 +88,15 @@ def build_ir(size: int, cache: Path) -> Path:
     return xml
 
 
+TOOL_FAILED = 3  # exit 1 means the tools disagree (the results file is written); 3 that one of them did not run
+
+
+def tool_failed(message: str) -> NoReturn:
+    """A tool that did not run is not a disagreement: its own words on stderr, exit 3, no results file."""
+    print(message, file=sys.stderr)
+    sys.exit(TOOL_FAILED)
+
+
 def run_runner(xml: Path, threads: int, seconds: float) -> dict:
     """runner.py as a device runs it (fresh process), fp32 pinned by the manifest's precision."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,7 +106,7 @@ def run_runner(xml: Path, threads: int, seconds: float) -> dict:
                                str(seconds), "--max-runs", "100000", "--no-memory", "--json", str(out)],
                               capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
-            sys.exit(f"runner.py failed: {proc.stderr.strip()[-800:]}")
+            tool_failed(f"runner.py failed: {proc.stderr.strip()[-800:]}")
         return json.loads(out.read_text())
 
 
@@ -113,12 +123,12 @@ def run_benchmark_app(xml: Path, threads: int, seconds: float, cache: Path) -> d
             "-t", str(max(1, round(seconds)))]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
-        sys.exit(f"benchmark_app failed: {(proc.stdout + proc.stderr).strip()[-1500:]}")
+        tool_failed(f"benchmark_app failed: {(proc.stdout + proc.stderr).strip()[-1500:]}")
     text = proc.stdout
     median = re.search(r"Median:\s+([0-9.]+)\s*ms", text)
     count = re.search(r"Count:\s+(\d+)", text)
     if not median:
-        sys.exit(f"could not find the median latency in benchmark_app's output:\n{text[-1500:]}")
+        tool_failed(f"could not find the median latency in benchmark_app's output:\n{text[-1500:]}")
     settings = {k: v.strip() for k, v in re.findall(r"\[ INFO \]\s+(INFERENCE_NUM_THREADS|NUM_STREAMS|"
                                                       r"INFERENCE_PRECISION_HINT|PERFORMANCE_HINT|"
                                                       r"ENABLE_CPU_PINNING):\s*(.+)", text)}

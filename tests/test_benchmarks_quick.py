@@ -100,7 +100,9 @@ def test_quick_run_writes_provenance_and_a_verdict_that_recomputes(name, tmp_pat
     cmd = [sys.executable, str(BENCH / f"{name}.py"), "--quick", "--out", str(out),
            *(a.format(tmp=tmp_path) for a in extra)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    assert proc.returncode in exits, f"{name} --quick exited {proc.returncode}:\n{proc.stderr[-4000:]}"
+    said = f"{name} --quick exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert proc.returncode in exits, said
+    assert out.is_file(), said  # an exit the script allows still writes its file (a crash also exits 1)
     doc = json.loads(out.read_text())
     assert doc["quick"] is True and doc["provenance"]["quick"] is True
     assert doc["provenance"]["command"].split()[2:4] == ["--quick", "--out"]
