@@ -89,8 +89,10 @@ def test_quick_makes_a_two_class_table_and_keeps_one_seed(bench, tmp_path):
     assert (args.seeds, args.epochs, args.quick_data, args.teacher_cache) == (1, 1, True, str(tmp_path))
     assert (args.max_train, args.teacher_epochs) == (None, 1)  # the whole tiny table
     full = bench.parse_args([])
-    assert (full.seeds, full.max_train, full.teacher_epochs) == (3, bench.MAX_TRAIN, bench.TEACHER_EPOCHS)
-    assert bench.parse_args(["--max-train", "0", "--teacher-epochs", "0"]).max_train is None  # 0: all, the build's
+    assert (full.seeds, full.max_train, full.teacher_epochs) == (3, None, None)  # all of SST-2, the build's epochs
+    cut = bench.parse_args(["--max-train", "10000", "--teacher-epochs", "4"])
+    assert (cut.max_train, cut.teacher_epochs) == (10000, 4)
+    assert bench.recipe_hash(full, "rpi4") != bench.recipe_hash(cut, "rpi4")  # a cut never resumes the full run
     folder = bench.tiny_sst(tmp_path / "tiny")
     labels = {line.rsplit(",", 1)[1] for line in (folder / "test.csv").read_text().splitlines()[1:]}
     assert labels == {"positive", "negative"}
