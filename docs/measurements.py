@@ -163,6 +163,23 @@ def text_kd(data: dict[str, Any]) -> list[str]:
                           "teacher p50 ms (same runtime)", "tokenize p50 ms"], seeds)
 
 
+def arm_parity(data: dict[str, Any]) -> list[str]:
+    """One row per build and shipped artifact: the target core's emulated run against this host, and the control."""
+    rows = []
+    for label, row in (data.get("rows") or {}).items():
+        emulation = row.get("emulation", {})
+        for a in row.get("artifacts", []):
+            rows.append([fmt(label), fmt(a.get("artifact")), fmt(a.get("runtime_emulated")), fmt(emulation.get("core")),
+                         fmt(a.get("samples")), fmt(a.get("accuracy_host")), fmt(a.get("accuracy_emulated")),
+                         fmt(a.get("top1_agreement")), fmt(a.get("max_abs_logit_diff")), fmt(a.get("bit_exact")),
+                         fmt(dig(a, "control_vs_target_core", "top1_agreement")),
+                         fmt(dig(emulation, "environment", "setup_s"))])
+    verdicts = [f"- {label}: {text}" for label, text in (data.get("verdict") or {}).items()]
+    return verdicts + [""] + table(["build", "artifact", "runtime (aarch64)", "emulated core", "test samples",
+                                    "acc x86", "acc emulated", "top-1 agreement", "max logit diff", "bit-exact",
+                                    "agreement on QEMU max CPU", "set-up s (from nothing)"], rows)
+
+
 def latency_selection(data: dict[str, Any]) -> list[str]:
     rows = []
     for b in data.get("budgets", []):
@@ -213,6 +230,7 @@ def generic(data: dict[str, Any]) -> list[str]:
 
 
 RENDERERS: dict[str, Renderer] = {
+    "arm_parity": arm_parity,
     "build_time": build_time,
     "teacher_precision": teacher_precision,
     "student_seed_noise_teacher_cnn": student_seed_noise,
