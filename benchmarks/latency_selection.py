@@ -169,27 +169,26 @@ def run_target(name: str, args, data, teacher, teacher_macs: int, teacher_s: flo
         headroom = target.student_budget.latency_headroom
         timer.measured = timer.confirmations = 0  # each budget's selection has its own caps, as a build
         say(f"{name} budget {budget:.4f} ms (x headroom {headroom})")
+        common = {"target": name, "latency_budget_ms": budget, "budget_fraction_of_mac_p95": frac,
+                  "mac_selected": {**mac_row, "meets_budget": mac_row["p95_ms"] <= budget}}
         t0 = time.perf_counter()
         try:
             picked = select(candidates, timer, budget * headroom, Candidate(mac.family, mac.config, 0, 0), data,
                             teacher, args, teacher_s, say)
         except EdgekdError as exc:  # nothing fits: the search's cost is still part of the evidence
-            rows.append({"target": name, "latency_budget_ms": budget, "budget_fraction_of_mac_p95": frac,
-                         "latency_selected": None,
-                         "mac_selected": {**mac_row, "meets_budget": mac_row["p95_ms"] <= budget},
-                         "selection_cost_s": round(time.perf_counter() - t0, 2), "note": exc.problem})
+            rows.append({**common, "latency_selected": None, "selection_cost_s": round(time.perf_counter() - t0, 2),
+                         "note": exc.problem})
             continue
         chosen = picked["chosen"]
         row = student_row(timer, chosen.family, chosen.config, chosen.macs, data, teacher, args, budget, say)
         if picked["predicted_ms"]:
             errors.append(abs(picked["predicted_ms"] - row["p95_ms"]) / row["p95_ms"] * 100.0)
         build_s = picked["cost_s"] + row["train_time_s"]
-        rows.append({"target": name, "format": timer.format, "precision": timer.precision, "threads": timer.threads,
-                     "host_proxy": not on_device, "latency_budget_ms": budget, "budget_fraction_of_mac_p95": frac,
-                     "selected_under_ms": round(budget * headroom, 6), "headroom": headroom,
+        rows.append({**common, "format": timer.format, "precision": timer.precision, "threads": timer.threads,
+                     "host_proxy": not on_device, "selected_under_ms": round(budget * headroom, 6),
+                     "headroom": headroom,
                      "latency_selected": {**row, "chosen_by": picked["chosen_by"],
                                           "predicted_p95_ms": picked["predicted_ms"]},
-                     "mac_selected": {**mac_row, "meets_budget": mac_row["p95_ms"] <= budget},
                      "selection_cost_s": picked["cost_s"],
                      "selection_cost_pct_of_build": round(100.0 * picked["cost_s"] / build_s, 2),
                      "latency_search": picked["latency_search"], "accuracy_search": picked["accuracy_search"]})

@@ -48,6 +48,7 @@ RUNNER = REPO / "edgekd" / "runner.py"
 TOLERANCE = 0.15
 QUIET_LOAD = 2.5  # 1-minute load average: the tools' threads (2 by default) plus half a core of anyone else's
 ROWS = "rounds"
+TOOL_FAILED = 3  # exit 1 means the tools disagree (the results file is written); 3 that one of them did not run
 
 
 def build_ir(size: int, cache: Path) -> Path:
@@ -86,9 +87,6 @@ def build_ir(size: int, cache: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return xml
-
-
-TOOL_FAILED = 3  # exit 1 means the tools disagree (the results file is written); 3 that one of them did not run
 
 
 def tool_failed(message: str) -> NoReturn:

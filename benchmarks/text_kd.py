@@ -62,8 +62,7 @@ QUIET_LOAD = 2.5  # 1-minute load average under which latencies compare (2 cores
 METHODS = ("teacher", "kd", "alone", "int8")
 # All of SST-2 and the build's own epochs by default: on a quiet 2-core EPYC a seed's build takes ~15 min (the default
 # text teacher ~12 of them). A smaller cut (--max-train 10000 --teacher-epochs 4) gave a teacher at 0.63-0.72, below
-# the student trained alone, so it measures a weak teacher rather than distillation. 0 means "the build's".
-MAX_TRAIN, TEACHER_EPOCHS = 0, 0
+# the student trained alone, so it measures a weak teacher rather than distillation.
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,10 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default=str(shared_dataset("text/sst2")), help="SST-2 folder (train.csv, test.csv)")
     p.add_argument("--target", default="rpi4", help="the build's target (default rpi4: TFLite int8)")
     p.add_argument("--seeds", type=int, default=3, help="builds with seeds 0..N-1 (default 3)")
-    p.add_argument("--max-train", type=int, default=MAX_TRAIN,
+    p.add_argument("--max-train", type=int, default=0,
                    help="train+val rows drawn from the training set (default 0: all 67,349)")
     p.add_argument("--epochs", type=int, help="student epochs (default: the build's for this much data)")
-    p.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS,
+    p.add_argument("--teacher-epochs", type=int, default=0,
                    help="teacher epochs (default 0: the build's)")
     p.add_argument("--runs", type=int, default=200, help="timed runs per artifact (default 200, the build's)")
     p.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
