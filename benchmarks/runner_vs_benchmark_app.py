@@ -108,6 +108,14 @@ def run_runner(xml: Path, threads: int, seconds: float) -> dict:
         return json.loads(out.read_text())
 
 
+def parse_median_ms(text: str) -> float | None:
+    """benchmark_app's console median in ms: it prints "us" instead of "ms" when the mean is under 1 ms."""
+    found = re.search(r"Median:\s+([0-9.]+)\s*(ms|us)\b", text)
+    if not found:
+        return None
+    return float(found.group(1)) / (1000.0 if found.group(2) == "us" else 1.0)
+
+
 def run_benchmark_app(xml: Path, threads: int, seconds: float, cache: Path) -> dict:
     """benchmark_app with exactly the runner's plugin config (-load_config), sync API, batch 1; its median."""
     app = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
@@ -123,14 +131,14 @@ def run_benchmark_app(xml: Path, threads: int, seconds: float, cache: Path) -> d
     if proc.returncode != 0:
         tool_failed(f"benchmark_app failed: {(proc.stdout + proc.stderr).strip()[-1500:]}")
     text = proc.stdout
-    median = re.search(r"Median:\s+([0-9.]+)\s*ms", text)
+    median_ms = parse_median_ms(text)
     count = re.search(r"Count:\s+(\d+)", text)
-    if not median:
+    if median_ms is None:
         tool_failed(f"could not find the median latency in benchmark_app's output:\n{text[-1500:]}")
     settings = {k: v.strip() for k, v in re.findall(r"\[ INFO \]\s+(INFERENCE_NUM_THREADS|NUM_STREAMS|"
                                                       r"INFERENCE_PRECISION_HINT|PERFORMANCE_HINT|"
                                                       r"ENABLE_CPU_PINNING):\s*(.+)", text)}
-    return {"p50": float(median.group(1)), "count": int(count.group(1)) if count else None, "settings": settings,
+    return {"p50": median_ms, "count": int(count.group(1)) if count else None, "settings": settings,
             "command": " ".join(args[1:])}
 
 
