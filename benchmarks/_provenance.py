@@ -93,6 +93,12 @@ def _cpuinfo() -> tuple[str, list[str]]:
     return name or platform.processor() or platform.machine(), sorted(flags)
 
 
+def host_identity() -> dict[str, Any]:
+    """The CPU model, the flags that decide its kernels and the core count: what makes two timings comparable."""
+    cpu, flags = _cpuinfo()
+    return {"cpu": cpu, "cpu_flags": flags, "cores": os.cpu_count() or 1}
+
+
 def runtime_versions() -> dict[str, str | None]:
     """Python and each runtime's installed version (None: not installed), from package metadata."""
     out: dict[str, str | None] = {"python": platform.python_version()}

@@ -47,7 +47,6 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -57,13 +56,13 @@ sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
 from _provenance import OUT_HELP, Recorder, results_path, stamped  # noqa: E402
+from _state import ResumeState  # noqa: E402
 
 from edgekd.data import load_dataset  # noqa: E402
-from edgekd.data.cache import cache_entry  # noqa: E402
 from edgekd.distill.augment import DEFAULT_TEACHING, TEACHING_MODES  # noqa: E402
 from edgekd.distill.schedules import LR_SCHEDULES  # noqa: E402
 from edgekd.distill.trainer import TrainConfig, accuracy, train  # noqa: E402
-from edgekd.io import atomic_write, read_json_object, write_json  # noqa: E402
+from edgekd.io import atomic_write, write_json  # noqa: E402
 from edgekd.models.budget import count_macs, count_params, fit_student_to_budget  # noqa: E402
 from edgekd.models.students import build_model  # noqa: E402
 from edgekd.stages.context import DEFAULT_CACHE, BuildContext, BuildOptions  # noqa: E402
@@ -231,26 +230,15 @@ def recipe_of(args, ctx: BuildContext, base: TrainConfig, teacher_key: str, choi
 
 
 # ------------------------------------------------------------------------------------------------ resumable state
-class State:
+class State(ResumeState):
     """Finished runs on disk (``<cache>/kd_quality/<recipe hash>.json``), rewritten atomically after each one."""
 
     def __init__(self, cache_dir: str, recipe: dict):
-        self.key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        self.path = cache_entry(Path(cache_dir), "kd_quality", f"{self.key}.json", what="kd_quality state")
+        super().__init__(cache_dir, "kd_quality", recipe, {"runs": {}, "teacher": None, "fast_plan": None})
         self.checkpoints = self.path.with_suffix("")
-        self.doc: dict[str, Any] = {"recipe": json.loads(json.dumps(recipe, default=str)), "runs": {},
-                                    "teacher": None, "fast_plan": None}
-        if self.path.exists():
-            saved = read_json_object(self.path, "kd_quality state", f"delete {self.path} to start afresh")
-            if saved.get("recipe") == self.doc["recipe"]:
-                self.doc = saved
 
     def run(self, name: str, seed: int) -> dict | None:
         return self.doc["runs"].get(f"{name}/{seed}")
-
-    def put(self, key: str, value: Any) -> None:
-        self.doc[key] = value
-        write_json(self.path, self.doc)
 
     def finish(self, name: str, seed: int, row: dict) -> None:
         self.doc["runs"][f"{name}/{seed}"] = row

@@ -20,6 +20,12 @@ is the mean test accuracy over the seeds (scored once each, after training; the 
 ``accuracy_std`` its standard deviation. ``prediction_error_pct``: median |NNLS predicted - measured| / measured
 p95 of the selected, shipped students.
 
+Resumable: each finished piece (a data set x target's MAC student; each budget's row) is kept, with the commit, load
+and time it ran at, in ``benchmarks/.cache/latency_selection/<recipe hash>.json``, keyed by the settings and this
+host's CPU (model, flags, cores), so a stop loses only the piece in flight and a piece timed on another machine is
+never mixed in. Rerun the same command to go on; any piece run on a busy host makes the whole file "invalid: host
+busy". ``--quick`` keeps its state in a fresh temporary folder unless ``--cache-dir`` is given.
+
 The verdict (computed from the rows): every row's selected student meets its budget after training and
 quantization and its mean accuracy is at least the MAC student's minus the seeds' spread (the larger of the two
 standard deviations); in at least 2 rows it is better by more than that spread. Timings on this host are the real
@@ -43,7 +49,8 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
-from _provenance import Recorder, stamped  # noqa: E402
+from _provenance import Recorder, host_identity, stamped  # noqa: E402
+from _state import ResumeState  # noqa: E402
 from kd_quality import default_recipe, teacher_for  # noqa: E402
 
 from edgekd.data import load_dataset  # noqa: E402
@@ -62,6 +69,7 @@ from edgekd.targets import load_target  # noqa: E402
 
 DATASETS = ROOT.parent.parent / "shared" / "datasets"
 DEFAULT_DATA = f"{DATASETS / 'fashion-mnist'},{DATASETS / 'cifar10' / 'cifar10-jpg.tar.gz'}"
+ROWS = "budgets"  # the key verdict() reads (tests/test_benchmarks_quick.py recomputes it)
 QUIET_LOAD = 2.5  # timings on the 2-core host need it nearly idle (this script's own runner included)
 
 
@@ -82,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-measure", type=int, help="new timings per latency search at most (default 12; --quick 8)")
     p.add_argument("--threads", type=int, default=1, help="runtime threads for every timing (default 1: on a "
                    "shared machine more threads time the contention, not the model; 0 = the target's)")
+    p.add_argument("--cache-dir", help="resumable state (default benchmarks/.cache; --quick: a fresh temporary "
+                                        "folder)")
     p.add_argument("--out", default=str(ROOT / "results" / "latency_selection.json"))
     args = p.parse_args(argv)
     quick = args.quick
@@ -94,7 +104,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.epochs = args.epochs or (4 if quick else 8)
     args.teacher_epochs = args.teacher_epochs or (2 if quick else 10)
     args.max_measure = args.max_measure or (8 if quick else 12)
+    args.cache_dir = args.cache_dir or (tempfile.mkdtemp(prefix="edgekd-latsel-state-") if quick
+                                        else str(ROOT / ".cache"))
     return args
+
+
+# Settings that shape every piece (data sets, targets and budgets name the pieces instead, so a partial command's
+# pieces serve the full one).
+RECIPE_ARGS = ("quick", "seeds", "max_train", "train_samples", "epochs", "teacher_epochs", "teacher_widths",
+               "max_measure", "threads")
+STATE_VERSION = 1
+
+
+class Pieces(ResumeState):
+    """The finished pieces of the measurement with when, where and at what load each ran: a stop loses only the piece
+    in flight, and the file's host check covers every piece it is built from, not only this command's start and end."""
+
+    def __init__(self, args):
+        recipe = {"version": STATE_VERSION, **{k: getattr(args, k) for k in RECIPE_ARGS}, "host": host_identity()}
+        super().__init__(args.cache_dir, "latency_selection", recipe, {"pieces": {}})
+        self.quick, self.used, self.resumed = args.quick, [], set()
+
+    def get_or_run(self, key: str, work, say):
+        """The piece's value, from the state when it finished earlier, else ``work()`` timed and stored at once."""
+        self.used.append(key)
+        if key in self.doc["pieces"]:
+            say(f"{key}: finished earlier (state {self.path.name}): reused")
+            self.resumed.add(key)
+            return self.doc["pieces"][key]["value"]
+        recorder = Recorder(quick=self.quick, quiet_load=QUIET_LOAD)
+        value = work()
+        ran = recorder.finish()
+        self.doc["pieces"][key] = {"value": value, "ran": {
+            "commit": ran.commit, "dirty": ran.dirty, "started_utc": ran.started_utc,
+            "loadavg_before": ran.loadavg_before, "loadavg_after": ran.loadavg_after, "host_busy": ran.host_busy,
+            "wall_s": ran.wall_s}}
+        write_json(self.path, self.doc)
+        return value
+
+    def record(self) -> list[dict]:
+        """Each piece this file is built from: its key, when and at what commit and load it ran, reused or not."""
+        return [{"piece": k, **self.doc["pieces"][k]["ran"], "resumed": k in self.resumed} for k in self.used]
+
+    def any_busy(self) -> bool:
+        return any(self.doc["pieces"][k]["ran"]["host_busy"] for k in self.used)
 
 
 def subset(data, samples: int | None):
@@ -151,48 +204,66 @@ def select(candidates, timer: Timer, budget_ms: float, mac: Candidate, data, tea
             "accuracy_search": outcome.record, "cost_s": round(time.perf_counter() - t0, 2)}
 
 
-def run_target(name: str, args, data, teacher, teacher_macs: int, teacher_s: float, say) -> tuple[list, list]:
+def mac_piece(timer: Timer, mac, data, teacher, args, name: str, say) -> dict:
+    """The MAC-selected student timed untrained and shipped (distilled per seed): the budgets are fractions of it."""
+    mac_cand = of_candidate(Candidate(mac.family, mac.config, mac.params, mac.macs))
+    mac_t = timer.time_models({"mac": mac_cand.build(data.input_shape, data.num_classes).eval()})["mac"]
+    say(f"{name}: MAC-selected {mac_cand.name} ({mac.macs / 1e6:.2f} M MACs): p95 {mac_t.p95:.4f} ms untrained")
+    row = student_row(timer, mac.family, mac.config, mac.macs, data, teacher, args, None, say)
+    return {"untrained_p95_ms": mac_t.p95, "row": row}
+
+
+def budget_piece(name: str, frac: float, timer: Timer, target, mac, base: dict, candidates, data, teacher, args,
+                 teacher_s: float, say) -> dict:
+    """One budget's row: the selection as a build runs it, then the chosen student distilled per seed and timed."""
+    mac_row = base["row"]
+    budget = round(frac * min(base["untrained_p95_ms"], mac_row["p95_ms"]), 5)
+    headroom = target.student_budget.latency_headroom
+    timer.measured = timer.confirmations = 0  # each budget's selection has its own caps, as a build
+    say(f"{name} budget {budget:.4f} ms (x headroom {headroom})")
+    common = {"target": name, "latency_budget_ms": budget, "budget_fraction_of_mac_p95": frac,
+              "mac_selected": {**mac_row, "meets_budget": mac_row["p95_ms"] <= budget}}
+    t0 = time.perf_counter()
+    try:
+        picked = select(candidates, timer, budget * headroom, Candidate(mac.family, mac.config, 0, 0), data,
+                        teacher, args, teacher_s, say)
+    except EdgekdError as exc:  # nothing fits: the search's cost is still part of the evidence
+        return {**common, "latency_selected": None, "selection_cost_s": round(time.perf_counter() - t0, 2),
+                "note": exc.problem}
+    chosen = picked["chosen"]
+    row = student_row(timer, chosen.family, chosen.config, chosen.macs, data, teacher, args, budget, say)
+    build_s = picked["cost_s"] + row["train_time_s"]
+    return {**common, "format": timer.format, "precision": timer.precision, "threads": timer.threads,
+            "host_proxy": not timer.host_is_device, "selected_under_ms": round(budget * headroom, 6),
+            "headroom": headroom,
+            "latency_selected": {**row, "chosen_by": picked["chosen_by"], "predicted_p95_ms": picked["predicted_ms"]},
+            "selection_cost_s": picked["cost_s"],
+            "selection_cost_pct_of_build": round(100.0 * picked["cost_s"] / build_s, 2),
+            "latency_search": picked["latency_search"], "accuracy_search": picked["accuracy_search"]}
+
+
+def run_target(name: str, args, data, teacher, teacher_macs: int, teacher_s: float, pieces: Pieces,
+               say) -> list[dict]:
     target = load_target(name)
     cache = Path(tempfile.mkdtemp(prefix="edgekd-latsel-"))  # empty: every selection is timed cold
     on_device = match(target, describe_machine()).is_target
     timer = Timer(target, data.input_shape, data.num_classes, data.x_train[:64], cache,
                   threads=args.threads or target.runtime.usable_threads, host_is_device=on_device)
     mac = ranked_students(data.input_shape, data.num_classes, target.student_budget, teacher_macs)[0]
-    mac_cand = of_candidate(Candidate(mac.family, mac.config, mac.params, mac.macs))
-    mac_t = timer.time_models({"mac": mac_cand.build(data.input_shape, data.num_classes).eval()})["mac"]
-    say(f"{name}: MAC-selected {mac_cand.name} ({mac.macs / 1e6:.2f} M MACs): p95 {mac_t.p95:.4f} ms untrained")
+    prefix = f"{data.fingerprint()}/{name}"
+    base = pieces.get_or_run(f"{prefix}/mac", lambda: mac_piece(timer, mac, data, teacher, args, name, say), say)
     candidates, _ = enumerate_candidates(data.input_shape, data.num_classes, target.student_budget)
-    mac_row = student_row(timer, mac.family, mac.config, mac.macs, data, teacher, args, None, say)
-    rows, errors = [], []
-    for frac in args.budget_fractions:
-        budget = round(frac * min(mac_t.p95, mac_row["p95_ms"]), 5)
-        headroom = target.student_budget.latency_headroom
-        timer.measured = timer.confirmations = 0  # each budget's selection has its own caps, as a build
-        say(f"{name} budget {budget:.4f} ms (x headroom {headroom})")
-        common = {"target": name, "latency_budget_ms": budget, "budget_fraction_of_mac_p95": frac,
-                  "mac_selected": {**mac_row, "meets_budget": mac_row["p95_ms"] <= budget}}
-        t0 = time.perf_counter()
-        try:
-            picked = select(candidates, timer, budget * headroom, Candidate(mac.family, mac.config, 0, 0), data,
-                            teacher, args, teacher_s, say)
-        except EdgekdError as exc:  # nothing fits: the search's cost is still part of the evidence
-            rows.append({**common, "latency_selected": None, "selection_cost_s": round(time.perf_counter() - t0, 2),
-                         "note": exc.problem})
-            continue
-        chosen = picked["chosen"]
-        row = student_row(timer, chosen.family, chosen.config, chosen.macs, data, teacher, args, budget, say)
-        if picked["predicted_ms"]:
-            errors.append(abs(picked["predicted_ms"] - row["p95_ms"]) / row["p95_ms"] * 100.0)
-        build_s = picked["cost_s"] + row["train_time_s"]
-        rows.append({**common, "format": timer.format, "precision": timer.precision, "threads": timer.threads,
-                     "host_proxy": not on_device, "selected_under_ms": round(budget * headroom, 6),
-                     "headroom": headroom,
-                     "latency_selected": {**row, "chosen_by": picked["chosen_by"],
-                                          "predicted_p95_ms": picked["predicted_ms"]},
-                     "selection_cost_s": picked["cost_s"],
-                     "selection_cost_pct_of_build": round(100.0 * picked["cost_s"] / build_s, 2),
-                     "latency_search": picked["latency_search"], "accuracy_search": picked["accuracy_search"]})
-    return rows, errors
+    return [pieces.get_or_run(f"{prefix}/{frac:g}",
+                              lambda frac=frac: budget_piece(name, frac, timer, target, mac, base, candidates, data,
+                                                             teacher, args, teacher_s, say), say)
+            for frac in args.budget_fractions]
+
+
+def prediction_error_pct(rows: list[dict]) -> float | None:
+    """Median |NNLS predicted - measured| / measured p95 of the selected, shipped students."""
+    errors = [abs(s["predicted_p95_ms"] - s["p95_ms"]) / s["p95_ms"] * 100.0
+              for s in (r.get("latency_selected") for r in rows) if s and s.get("predicted_p95_ms")]
+    return statistics.median(errors) if errors else None
 
 
 def verdict(rows: list[dict]) -> dict:
@@ -225,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     def say(message: str) -> None:
         print(f"[{time.perf_counter() - t_start:6.0f}s] {message}", flush=True)
 
-    budgets, errors, datasets = [], [], []
+    pieces = Pieces(args)
+    say(f"state: {pieces.path} ({len(pieces.doc['pieces'])} pieces finished earlier)")
+    budgets, datasets = [], []
     for path in args.data:
         if path != "digits" and not Path(path).exists():
             raise SystemExit(f"data {path} not found")
@@ -238,19 +311,21 @@ def main(argv: list[str] | None = None) -> int:
                          "teacher": {"widths": list(widths), "accuracy": accuracy(teacher, data.x_test, data.y_test),
                                      **info}})
         for name in args.targets:
-            rows, errs = run_target(name, args, students, teacher, count_macs(teacher, data.input_shape),
-                                    info.get("train_time_s") or 0.0, say)
+            rows = run_target(name, args, students, teacher, count_macs(teacher, data.input_shape),
+                              info.get("train_time_s") or 0.0, pieces, say)
             budgets += [{"data": path, **r} for r in rows]
-            errors += errs
     out = {"benchmark": "latency_selection", "datasets": datasets, "student_epochs": args.epochs,
            "seeds": args.seeds, "budgets": budgets,
-           "prediction_error_pct": statistics.median(errors) if errors else None,
+           "prediction_error_pct": prediction_error_pct(budgets), "pieces": pieces.record(),
            "notes": {"accuracy": "mean test accuracy over the seeds, each scored once after training",
                      "selection_cost_pct_of_build": "selection cost / (selection cost + the chosen student's "
                      "distillation, seed 0): a build from a cached teacher, export and benchmark left out",
                      "timings": f"this host, runner.py in a fresh process, {args.threads or 'the targets'} "
                                 "thread(s); a host proxy for rpi4"}}
-    out = stamped(out, verdict(budgets), recorder.finish())
+    ran = recorder.finish()
+    if pieces.any_busy():  # a piece finished earlier on a busy host taints the file as this run's own load would
+        ran = ran.model_copy(update={"host_busy": True})
+    out = stamped(out, verdict(budgets), ran)
     write_json(args.out, out)
     v = out["verdict"]
     say(f"wrote {args.out} (verdict: {v if isinstance(v, str) else 'passed' if v['passed'] else 'failed'})")

@@ -38,14 +38,75 @@ def test_the_verdict_is_computed_from_the_rows():
 
 
 @pytest.mark.slow
-def test_quick_mode_writes_the_keys_with_provenance(tmp_path):
-    out = tmp_path / "ls.json"
-    assert _script().main(["--quick", "--out", str(out)]) == 0
+def test_quick_mode_writes_the_keys_with_provenance_and_a_rerun_resumes(tmp_path):
+    from test_benchmarks_quick import assert_recomputes
+
+    out, again, state = tmp_path / "ls.json", tmp_path / "again.json", str(tmp_path / "state")
+    assert _script().main(["--quick", "--out", str(out), "--cache-dir", state]) == 0
     doc = json.loads(out.read_text())
     assert doc["quick"] and doc["seeds"] == [0, 1] and doc["provenance"]["command"]
+    assert_recomputes(doc, "latency_selection")
     row = doc["budgets"][0]
     for key in ("latency_budget_ms", "selection_cost_s", "selection_cost_pct_of_build", "accuracy_search"):
         assert key in row, key
     for side in ("latency_selected", "mac_selected"):
         assert {"config", "p50_ms", "p95_ms", "accuracy", "accuracy_std"} <= set(row[side])
     assert "prediction_error_pct" in doc and doc["verdict"]
+    assert [p["resumed"] for p in doc["pieces"]] == [False, False]  # the MAC student, then the one budget
+    assert _script().main(["--quick", "--out", str(again), "--cache-dir", state]) == 0
+    resumed = json.loads(again.read_text())
+    assert [p["resumed"] for p in resumed["pieces"]] == [True, True]
+    assert resumed["budgets"] == doc["budgets"]
+
+def _args(tmp_path, **over):
+    import argparse
+    base = {"quick": False, "seeds": [0, 1, 2], "max_train": 20000, "train_samples": None, "epochs": 8,
+            "teacher_epochs": 10, "teacher_widths": "32,64,128", "max_measure": 12, "threads": 1,
+            "cache_dir": str(tmp_path / "cache")}
+    return argparse.Namespace(**{**base, **over})
+
+
+def test_a_finished_piece_is_reused_by_the_next_command_and_keeps_its_own_record(tmp_path):
+    script, calls = _script(), []
+
+    def work():
+        calls.append(1)
+        return {"p95_ms": 0.5}
+
+    first = script.Pieces(_args(tmp_path))
+    assert first.get_or_run("fm/x86-cpu/mac", work, print) == {"p95_ms": 0.5}
+    second = script.Pieces(_args(tmp_path))
+    assert second.get_or_run("fm/x86-cpu/mac", work, print) == {"p95_ms": 0.5}
+    assert len(calls) == 1
+    [record] = second.record()
+    assert record["resumed"] and record["piece"] == "fm/x86-cpu/mac" and "loadavg_before" in record
+    assert "commit" in record and "started_utc" in record
+
+
+def test_pieces_from_other_settings_or_another_cpu_are_never_mixed_in(tmp_path, monkeypatch):
+    script = _script()
+    script.Pieces(_args(tmp_path)).get_or_run("fm/x86-cpu/mac", lambda: 1, print)
+    assert not script.Pieces(_args(tmp_path, epochs=4)).doc["pieces"]
+    monkeypatch.setattr(script, "host_identity", lambda: {"cpu": "another", "cpu_flags": [], "cores": 2})
+    assert not script.Pieces(_args(tmp_path)).doc["pieces"]
+
+
+def test_a_piece_run_on_a_busy_host_taints_the_file(tmp_path, monkeypatch):
+    script = _script()
+    monkeypatch.setattr(script, "QUIET_LOAD", -1.0)  # any load is "busy"
+    busy = script.Pieces(_args(tmp_path))
+    busy.get_or_run("fm/rpi4/0.6", lambda: 1, print)
+    monkeypatch.setattr(script, "QUIET_LOAD", 1e9)
+    later = script.Pieces(_args(tmp_path))
+    later.get_or_run("fm/rpi4/0.6", lambda: 2, print)
+    later.get_or_run("fm/rpi4/0.9", lambda: 3, print)
+    assert later.any_busy()
+    assert [r["host_busy"] for r in later.record()] == [True, False]
+
+
+def test_prediction_error_is_read_from_the_rows():
+    script = _script()
+    rows = [{"latency_selected": {"predicted_p95_ms": 1.1, "p95_ms": 1.0}},
+            {"latency_selected": {"predicted_p95_ms": 0.7, "p95_ms": 1.0}}, {"latency_selected": None}]
+    assert script.prediction_error_pct(rows) == pytest.approx(20.0)
+    assert script.prediction_error_pct([{"latency_selected": None}]) is None
