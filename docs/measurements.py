@@ -68,15 +68,15 @@ def measured_on(data: dict[str, Any]) -> str:
     """Where and when: the provenance block where the file has one, else whatever CPU field it kept."""
     prov = data.get("provenance")
     if isinstance(prov, dict):
-        cpu = prov.get("cpu") or {}
-        model = cpu.get("model") if isinstance(cpu, dict) else cpu
-        flags = cpu.get("flags") if isinstance(cpu, dict) else None
-        parts = [f"commit {fmt(prov.get('commit'))}", f"CPU {fmt(model)}"]
-        if flags:
-            parts.append(f"flags {fmt(flags)}")
-        load = prov.get("load_average") or {}
-        if isinstance(load, dict) and load:
-            parts.append(f"load {fmt(load.get('before'))} -> {fmt(load.get('after'))}")
+        parts = [f"commit {fmt(prov.get('commit'))}" + (" (dirty)" if prov.get("dirty") else ""),
+                 f"CPU {fmt(prov.get('cpu'))}, {fmt(prov.get('cores'))} cores"]
+        if prov.get("cpu_flags"):
+            parts.append(f"flags {' '.join(prov['cpu_flags'])}")
+        if prov.get("loadavg_before"):
+            parts.append(f"load {fmt(prov['loadavg_before'][0])} -> {fmt((prov.get('loadavg_after') or [None])[0])}"
+                         + (" (busy: no verdict)" if prov.get("host_busy") else ""))
+        if prov.get("wall_s") is not None:
+            parts.append(f"wall {fmt(prov['wall_s'])} s")
         return "provenance: " + "; ".join(parts)
     cpu = data.get("cpu") or dig(data, "measured_on", "cpu") or dig(data, "machine", "cpu")
     where = f" (CPU recorded as {fmt(cpu)})" if cpu else " (no CPU recorded)"
@@ -180,15 +180,29 @@ def arm_parity(data: dict[str, Any]) -> list[str]:
                                     "agreement on QEMU max CPU", "set-up s (from nothing)"], rows)
 
 
+def mean_sd(student: dict[str, Any]) -> str:
+    """A student's mean accuracy, with its standard deviation over the seeds where the file has one."""
+    sd = student.get("accuracy_std")
+    return fmt(student.get("accuracy")) + ("" if sd is None else f" +- {fmt(sd)}")
+
+
 def latency_selection(data: dict[str, Any]) -> list[str]:
+    """One row per data set x target x budget: both students' mean test accuracy over the seeds and shipped p95."""
     rows = []
     for b in data.get("budgets", []):
-        lat, mac = b.get("latency_selected", {}), b.get("mac_selected", {})
-        rows.append([fmt(b.get("target")), fmt(b.get("latency_budget_ms")), fmt(lat.get("accuracy")),
-                     fmt(lat.get("p95_ms")), fmt(mac.get("accuracy")), fmt(mac.get("p95_ms")),
-                     fmt(mac.get("meets_budget"))])
-    return table(["target", "budget ms", "latency-selected acc", "its p95 ms", "MAC-selected acc", "its p95 ms",
-                  "MAC student fits"], rows)
+        lat, mac = b.get("latency_selected") or {}, b.get("mac_selected") or {}
+        rows.append([fmt(Path(str(b.get("data", ""))).name), fmt(b.get("target")) + (" (host proxy)" if
+                     b.get("host_proxy") else ""), fmt(b.get("latency_budget_ms")),
+                     mean_sd(lat) if lat else "nothing fits",
+                     fmt(lat.get("p95_ms")), fmt(lat.get("chosen_by")),
+                     mean_sd(mac), fmt(mac.get("p95_ms")),
+                     fmt(mac.get("meets_budget")), fmt(b.get("selection_cost_s")),
+                     fmt(b.get("selection_cost_pct_of_build"))])
+    lines = [f"Seeds {fmt(data.get('seeds'))}, {fmt(data.get('student_epochs'))} student epochs; prediction error "
+             f"{fmt(data.get('prediction_error_pct'))} %; verdict: "
+             f"{fmt(dig(data, 'verdict', 'passed', default=data.get('verdict')))}.", ""]
+    return lines + table(["data", "target", "budget ms", "latency-selected acc", "its p95 ms", "chosen by",
+                          "MAC-selected acc", "its p95 ms", "MAC student fits", "selection s", "% of build"], rows)
 
 
 def gate_noise(data: dict[str, Any]) -> list[str]:

@@ -35,11 +35,16 @@ def test_every_results_file_has_a_section_and_a_changed_number_shows(tmp_path):
 
 
 def test_provenance_is_stated_per_file(tmp_path):
+    from test_benchmarks_quick import Provenance  # the block every script writes: the page reads what they write
+
     page = load_generator()
-    (tmp_path / "new_bench.json").write_text(json.dumps({
-        "rows": [{"a": 1.23456}], "provenance": {"commit": "abc1234", "cpu": {"model": "Test CPU", "flags": ["avx2"]},
-                                                 "load_average": {"before": [0.1], "after": [0.2]}}}))
+    prov = Provenance(commit="abc1234", dirty=False, dirty_files=[], command="python b.py", started_utc="t",
+                      cpu="Test CPU", cpu_flags=["avx2", "avx512_vnni"], cores=2, loadavg_before=[0.1, 0, 0],
+                      loadavg_after=[3.2, 0, 0], quiet_load=2.5, host_busy=True, runtimes={}, seeds=[0],
+                      wall_s=12.0, quick=False)
+    (tmp_path / "new_bench.json").write_text(json.dumps({"rows": [{"a": 1.23456}], "provenance": prov.model_dump()}))
     (tmp_path / "old_bench.json").write_text(json.dumps({"x": 1}))
     text = page.render(tmp_path)
-    assert "commit abc1234; CPU Test CPU; flags avx2" in text and "| 1.235 |" in text
+    assert ("commit abc1234; CPU Test CPU, 2 cores; flags avx2 avx512_vnni; load 0.1 -> 3.2 (busy: no verdict); "
+            "wall 12 s") in text and "| 1.235 |" in text
     assert "predates the provenance block" in text.split("## old_bench")[1]
