@@ -92,11 +92,17 @@ def timed(arch: str, config: dict, threads: int, copies: int, seconds: float, in
     if any(p.stdout.readline().strip() != "ready" for p in procs):
         raise SystemExit(f"a timing process failed to start for {arch}")
     t0 = time.monotonic() + 0.2
-    outs = [p.communicate(f"{t0} {t0 + seconds}\n")[0] for p in procs]
+    for p in procs:  # every process gets the window before any is waited on (communicate() one by one would
+        p.stdin.write(f"{t0} {t0 + seconds}\n")  # start the second only after the first's window had passed)
+        p.stdin.flush()
+    outs = [p.communicate()[0] for p in procs]
     if any(p.returncode for p in procs):
         raise SystemExit(f"a timing process failed for {arch}")
     workers = [w for o in outs for w in json.loads(o.strip().splitlines()[-1])["intervals"]]
-    return sum(windowed_rate(w, t0, t0 + seconds) for w in workers)
+    rates = [windowed_rate(w, t0, t0 + seconds) for w in workers]
+    if not all(rates):
+        raise SystemExit(f"{arch}: a worker did no step inside the shared window (rates {rates}): not a pair")
+    return sum(rates)
 
 
 def median(values: list[float], digits: int = 1) -> float:

@@ -257,6 +257,8 @@ RENDERERS: dict[str, Renderer] = {
     "gate_noise": gate_noise,
     "text_kd": text_kd,
 }
+# renderers that state the verdict in their own words; every other file's verdict is stated above its table
+SHOWS_VERDICT = {arm_parity, kd_quality, latency_selection, gate_noise, text_kd}
 
 
 # ------------------------------------------------------------------------------------------------ the page
@@ -272,7 +274,11 @@ def section(path: Path) -> list[str]:
             f"{measured_on(data) if isinstance(data, dict) else 'provenance: none'}.", ""]
     if not isinstance(data, dict):
         return head + ["(not a JSON object)", ""]
-    return head + RENDERERS.get(path.stem, generic)(data)
+    renderer = RENDERERS.get(path.stem, generic)
+    if "verdict" in data and renderer not in SHOWS_VERDICT and not (renderer is generic and
+                                                                     is_scalar(data["verdict"])):
+        head += [f"Verdict (computed by the script from the rows): {fmt(data['verdict'])}.", ""]
+    return head + renderer(data)
 
 
 def render(results: Path = RESULTS) -> str:

@@ -50,12 +50,9 @@ NOT_YET = {
 LEGACY = {
     "build_time.json": "build_time.py",
     "capacity_proxy.json": "capacity_proxy.py",
-    "compression.json": "compression.py",
-    "formats.json": "formats.py",
     "formats_before_after.json": "formats.py at two commits (no script writes this file)",
     "kd_quality.json": "kd_quality.py",
     "latency_selection.json": "latency_selection.py",
-    "runner_vs_benchmark_app.json": "runner_vs_benchmark_app.py",
     "student_seed_noise_teacher_cnn.json": "student_seed_noise.py",
     "student_seed_noise_teacher_resnet.json": "student_seed_noise.py",
     "teacher_formats.json": "teacher_formats.py",

@@ -48,3 +48,12 @@ def test_provenance_is_stated_per_file(tmp_path):
     assert ("commit abc1234; CPU Test CPU, 2 cores; flags avx2 avx512_vnni; load 0.1 -> 3.2 (busy: no verdict); "
             "wall 12 s") in text and "| 1.235 |" in text
     assert "predates the provenance block" in text.split("## old_bench")[1]
+
+
+def test_a_verdict_the_renderer_does_not_state_is_stated_above_its_table(tmp_path):
+    page = load_generator()
+    (tmp_path / "formats.json").write_text(json.dumps({"rows": [], "verdict": {"parity_failed": []}}))
+    (tmp_path / "some_bench.json").write_text(json.dumps({"verdict": {"ratio": 1.05, "within_tolerance": True}}))
+    text = page.render(tmp_path)
+    assert "Verdict (computed by the script from the rows): parity_failed=." in text
+    assert "Verdict (computed by the script from the rows): ratio=1.05, within_tolerance=yes." in text
