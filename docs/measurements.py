@@ -257,6 +257,14 @@ RENDERERS: dict[str, Renderer] = {
     "gate_noise": gate_noise,
     "text_kd": text_kd,
 }
+def verdict_lines(verdict: Any) -> list[str]:
+    """One line, or a bullet per entry when a dict verdict is long (one finding per model, say)."""
+    lead = "Verdict (computed by the script from the rows)"
+    if isinstance(verdict, dict) and len(verdict) > 3:
+        return [f"{lead}:", "", *(f"- {key}: {fmt(value)}" for key, value in verdict.items()), ""]
+    return [f"{lead}: {fmt(verdict)}.", ""]
+
+
 # renderers that state the verdict in their own words; every other file's verdict is stated above its table
 SHOWS_VERDICT = {arm_parity, kd_quality, latency_selection, gate_noise, text_kd}
 
@@ -277,7 +285,7 @@ def section(path: Path) -> list[str]:
     renderer = RENDERERS.get(path.stem, generic)
     if "verdict" in data and renderer not in SHOWS_VERDICT and not (renderer is generic and
                                                                      is_scalar(data["verdict"])):
-        head += [f"Verdict (computed by the script from the rows): {fmt(data['verdict'])}.", ""]
+        head += verdict_lines(data["verdict"])
     return head + renderer(data)
 
 

@@ -50,15 +50,12 @@ NOT_YET = {
 LEGACY = {
     "build_time.json": "build_time.py",
     "capacity_proxy.json": "capacity_proxy.py",
-    "formats_before_after.json": "formats.py at two commits (no script writes this file)",
     "kd_quality.json": "kd_quality.py",
     "latency_selection.json": "latency_selection.py",
     "student_seed_noise_teacher_cnn.json": "student_seed_noise.py",
     "student_seed_noise_teacher_resnet.json": "student_seed_noise.py",
     "teacher_formats.json": "teacher_formats.py",
     "teacher_precision.json": "teacher_precision.py",
-    "train_throughput.json": "train_throughput.py",
-    "two_core_scaling.json": "two_core_scaling.py",
 }
 
 
