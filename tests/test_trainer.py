@@ -140,6 +140,16 @@ def test_choose_plan_leaves_model_and_rng_untouched(img):
     assert fast.FastPlan.from_state(plan.to_state()) == plan
 
 
+@pytest.mark.parametrize(("rate", "chosen"), [
+    ({"eager": 100, "channels_last": 158, "channels_last+bf16": 170}, "channels_last"),  # a near-tie: fewer changes
+    ({"eager": 100, "channels_last": 150, "channels_last+bf16": 300}, "channels_last+bf16"),
+    ({"eager": 100, "channels_last": 105, "channels_last+bf16": 108}, "eager"),  # nothing beats eager by 10 %
+    ({"eager": 100, "bf16": 120}, "bf16"),
+])
+def test_the_plan_is_the_simplest_within_min_gain_of_the_fastest(rate, chosen):
+    assert fast.simplest_within(rate, list(rate), 1.1) == chosen
+
+
 @pytest.mark.parametrize("name", ["channels_last", "channels_last+bf16"])
 def test_fast_plan_is_recorded_reused_and_resumed(img, tmp_path, monkeypatch, name):
     if "bf16" in name and not fast.cpu_bf16():
