@@ -23,8 +23,9 @@ p95 of the selected, shipped students.
 Resumable: each finished piece (a data set x target's MAC student; each budget's row) is kept, with the commit, load
 and time it ran at, in ``benchmarks/.cache/latency_selection/<recipe hash>.json``, keyed by the settings and this
 host's CPU (model, flags, cores), so a stop loses only the piece in flight and a piece timed on another machine is
-never mixed in. Rerun the same command to go on; any piece run on a busy host makes the whole file "invalid: host
-busy". ``--quick`` keeps its state in a fresh temporary folder unless ``--cache-dir`` is given.
+never mixed in. Rerun the same command to go on; a piece that ran on a busy host is measured again by the next
+command, and until then makes the file "invalid: host busy". ``--quick`` keeps its state in a fresh temporary
+folder unless ``--cache-dir`` is given.
 
 The verdict (computed from the rows): every row's selected student meets its budget after training and
 quantization and its mean accuracy is at least the MAC student's minus the seeds' spread (the larger of the two
@@ -128,10 +129,14 @@ class Pieces(ResumeState):
     def get_or_run(self, key: str, work, say):
         """The piece's value, from the state when it finished earlier, else ``work()`` timed and stored at once."""
         self.used.append(key)
-        if key in self.doc["pieces"]:
+        done = self.doc["pieces"].get(key)
+        if done and not done["ran"]["host_busy"]:
             say(f"{key}: finished earlier (state {self.path.name}): reused")
             self.resumed.add(key)
-            return self.doc["pieces"][key]["value"]
+            return done["value"]
+        if done:  # its timings are not evidence: measured again rather than tainting every later file
+            say(f"{key}: ran on a busy host (load {done['ran']['loadavg_before'][0]} -> "
+                f"{done['ran']['loadavg_after'][0]}): measuring it again")
         recorder = Recorder(quick=self.quick, quiet_load=QUIET_LOAD)
         value = work()
         ran = recorder.finish()
