@@ -115,6 +115,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 RECIPE_ARGS = ("quick", "seeds", "max_train", "train_samples", "epochs", "teacher_epochs", "teacher_widths",
                "max_measure", "threads")
 STATE_VERSION = 1
+# What each piece keeps of its own provenance (the file's block covers only the command that wrote it)
+PIECE_RAN = {"commit", "dirty", "started_utc", "loadavg_before", "loadavg_after", "host_busy", "wall_s"}
 
 
 class Pieces(ResumeState):
@@ -139,11 +141,7 @@ class Pieces(ResumeState):
                 f"{done['ran']['loadavg_after'][0]}): measuring it again")
         recorder = Recorder(quick=self.quick, quiet_load=QUIET_LOAD)
         value = work()
-        ran = recorder.finish()
-        self.doc["pieces"][key] = {"value": value, "ran": {
-            "commit": ran.commit, "dirty": ran.dirty, "started_utc": ran.started_utc,
-            "loadavg_before": ran.loadavg_before, "loadavg_after": ran.loadavg_after, "host_busy": ran.host_busy,
-            "wall_s": ran.wall_s}}
+        self.doc["pieces"][key] = {"value": value, "ran": recorder.finish().model_dump(include=PIECE_RAN)}
         write_json(self.path, self.doc)
         return value
 
@@ -247,7 +245,7 @@ def budget_piece(name: str, frac: float, timer: Timer, target, mac, base: dict, 
             "latency_search": picked["latency_search"], "accuracy_search": picked["accuracy_search"]}
 
 
-def run_target(name: str, args, data, teacher, teacher_macs: int, teacher_s: float, pieces: Pieces,
+def run_target(name: str, args, data, data_key: str, teacher, teacher_macs: int, teacher_s: float, pieces: Pieces,
                say) -> list[dict]:
     target = load_target(name)
     cache = Path(tempfile.mkdtemp(prefix="edgekd-latsel-"))  # empty: every selection is timed cold
@@ -255,7 +253,7 @@ def run_target(name: str, args, data, teacher, teacher_macs: int, teacher_s: flo
     timer = Timer(target, data.input_shape, data.num_classes, data.x_train[:64], cache,
                   threads=args.threads or target.runtime.usable_threads, host_is_device=on_device)
     mac = ranked_students(data.input_shape, data.num_classes, target.student_budget, teacher_macs)[0]
-    prefix = f"{data.fingerprint()}/{name}"
+    prefix = f"{data_key}/{name}"
     base = pieces.get_or_run(f"{prefix}/mac", lambda: mac_piece(timer, mac, data, teacher, args, name, say), say)
     candidates, _ = enumerate_candidates(data.input_shape, data.num_classes, target.student_budget)
     return [pieces.get_or_run(f"{prefix}/{frac:g}",
@@ -315,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
                          "student_train_samples": len(students.y_train), "shape": list(data.input_shape),
                          "teacher": {"widths": list(widths), "accuracy": accuracy(teacher, data.x_test, data.y_test),
                                      **info}})
+        data_key = students.fingerprint()  # names this data set's pieces (hashing it once, not per target)
         for name in args.targets:
-            rows = run_target(name, args, students, teacher, count_macs(teacher, data.input_shape),
+            rows = run_target(name, args, students, data_key, teacher, count_macs(teacher, data.input_shape),
                               info.get("train_time_s") or 0.0, pieces, say)
             budgets += [{"data": path, **r} for r in rows]
     out = {"benchmark": "latency_selection", "datasets": datasets, "student_epochs": args.epochs,
@@ -328,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                      "timings": f"this host, runner.py in a fresh process, {args.threads or 'the targets'} "
                                 "thread(s); a host proxy for rpi4"}}
     ran = recorder.finish()
-    if pieces.any_busy():  # a piece finished earlier on a busy host taints the file as this run's own load would
+    if pieces.any_busy():  # a piece this command ran on a busy host taints the file as the command's own load would
         ran = ran.model_copy(update={"host_busy": True})
     out = stamped(out, verdict(budgets), ran)
     write_json(args.out, out)

@@ -243,6 +243,18 @@ def generic(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def verdict_lines(verdict: Any) -> list[str]:
+    """One line, or a bullet per entry when a dict verdict is long (one finding per model, say)."""
+    lead = "Verdict (computed by the script from the rows)"
+    if isinstance(verdict, dict) and len(verdict) > 3:
+        return [f"{lead}:", "", *(f"- {key}: {fmt(value)}" for key, value in verdict.items()), ""]
+    return [f"{lead}: {fmt(verdict)}.", ""]
+
+
+# renderers that state the verdict in their own words; every other file's verdict is stated above its table
+SHOWS_VERDICT = {arm_parity, kd_quality, latency_selection, gate_noise, text_kd}
+
+
 RENDERERS: dict[str, Renderer] = {
     "arm_parity": arm_parity,
     "build_time": build_time,
@@ -257,16 +269,6 @@ RENDERERS: dict[str, Renderer] = {
     "gate_noise": gate_noise,
     "text_kd": text_kd,
 }
-def verdict_lines(verdict: Any) -> list[str]:
-    """One line, or a bullet per entry when a dict verdict is long (one finding per model, say)."""
-    lead = "Verdict (computed by the script from the rows)"
-    if isinstance(verdict, dict) and len(verdict) > 3:
-        return [f"{lead}:", "", *(f"- {key}: {fmt(value)}" for key, value in verdict.items()), ""]
-    return [f"{lead}: {fmt(verdict)}.", ""]
-
-
-# renderers that state the verdict in their own words; every other file's verdict is stated above its table
-SHOWS_VERDICT = {arm_parity, kd_quality, latency_selection, gate_noise, text_kd}
 
 
 # ------------------------------------------------------------------------------------------------ the page

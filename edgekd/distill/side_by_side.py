@@ -3,8 +3,9 @@
 Why: a small student's training step does not scale across cores, and torch's kernels release the GIL. On a
 2-core AMD EPYC (``benchmarks/results/two_core_scaling.json``, aligned windows) two rpi4-sized students trained in
 two threads of one process, one torch thread each, did 1.48-1.59x the samples/s of one trained with two threads
-(two 1-thread processes: 1.51-1.65x; timed steps, real training gained less, below). Threads rather than processes: the runs share the data
-arrays and the teacher in memory, and each keeps its own checkpoints, so a killed build resumes both mid-way.
+(two 1-thread processes: 1.51-1.65x; timed steps, real training gained less, below). Threads rather than
+processes: the runs share the data arrays and the teacher in memory, and each keeps its own checkpoints, so a
+killed build resumes both mid-way.
 
 The runs stay what they would be one after the other: each has its own model, optimizer and seeded generator
 (nothing here draws from torch's global RNG), and the second run waits for the first's fast plan
