@@ -26,6 +26,7 @@ from edgekd.models.students import build_model
 from edgekd.models.teachers import Teacher, default_teacher_arch
 from edgekd.progress import Progress
 from edgekd.stages import distill as distill_stage
+from edgekd.stages import teacher as teacher_stage
 from edgekd.stages.context import BuildContext, BuildOptions
 from edgekd.stages.teacher import (
     DEFAULT_TEACHER_AUGMENT,
@@ -211,6 +212,38 @@ def test_build_resumes_kd_and_alone_runs_mid_way(img, tmp_path, monkeypatch, sid
     fresh = distill_stage.distill(dataclasses.replace(ctx, options=dataclasses.replace(ctx.options, resume=False)),
                                   config, teachers, choice)
     assert same_weights(resumed.alone.model, fresh.alone.model) and same_weights(resumed.kd.model, fresh.kd.model)
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_killed_default_teacher_resumes_mid_way_and_its_checkpoints_go_once_cached(img, tmp_path, monkeypatch,
+                                                                                      cached):
+    """The teacher checkpoints beside its cache entry (any later run on this data resumes it), else in the run's
+    own checkpoints; a resumed teacher ends with a fresh one's weights."""
+    options = BuildOptions(target="rpi4", progress=False, log=lambda m: None, teacher_arch="teacher_resnet",
+                           teacher_config={"widths": (8, 8), "blocks": (1, 1)},
+                           teacher_cache=tmp_path / "cache" if cached else None)
+    ctx = BuildContext(options, load_target("rpi4"), img, tmp_path / "run")
+    real_train = teacher_stage.train
+
+    def crashing(*args, crash_at, **kwargs):
+        def stop(epoch, row):
+            if epoch == crash_at:
+                raise Crash
+        return real_train(*args, on_epoch_end=stop, **kwargs)
+
+    monkeypatch.setattr(teacher_stage, "train", lambda *a, **k: crashing(*a, crash_at=2, **k))
+    with pytest.raises(Crash):
+        teacher_stage.prepare_teacher(ctx, 3)
+    partial = list((tmp_path / "cache" / "teachers").glob("*.partial")) if cached else [ctx.checkpoint_dir]
+    assert len(partial) == 1 and list(partial[0].rglob("checkpoint.pt"))
+    monkeypatch.setattr(teacher_stage, "train", lambda *a, **k: crashing(*a, crash_at=None, **k))
+    resumed, training = teacher_stage.prepare_teacher(ctx, 3)
+    assert training.details["resumed_from_epoch"] == 2
+    if cached:
+        assert not partial[0].exists() and len(list((tmp_path / "cache" / "teachers").glob("*.pt"))) == 1
+    fresh_options = dataclasses.replace(options, resume=False, teacher_cache=None)
+    fresh, _ = teacher_stage.prepare_teacher(dataclasses.replace(ctx, options=fresh_options), 3)
+    assert same_weights(resumed.model, fresh.model)
 
 
 # ---------------------------------------------------------------------------------------------- progress

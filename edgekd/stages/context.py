@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.data import Dataset
+from edgekd.rundir import home_of
 from edgekd.targets import TargetProfile
 
 DEFAULT_CACHE = Path(os.environ.get("EDGEKD_CACHE", Path.home() / ".cache" / "edgekd"))
@@ -89,6 +90,12 @@ class BuildContext:
             yield
         finally:
             self.stage_times_s[stage] = round(self.stage_times_s.get(stage, 0.0) + time.perf_counter() - t0, 3)
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        """Where training checkpoints each epoch so the same command resumes a killed build: the run's hidden
+        working folder (``edgekd.rundir``), beside the lock and the staging directory; None with ``--no-resume``."""
+        return home_of(self.out) / "checkpoints" if self.options.resume else None
 
     @property
     def threads(self) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
-from pathlib import Path
 
 import pydantic
 import torch
@@ -25,7 +24,6 @@ from edgekd.distill.side_by_side import threads_per_run, train_side_by_side
 from edgekd.distill.trainer import TrainConfig, TrainResult, accuracy, train
 from edgekd.errors import EdgekdError
 from edgekd.models.budget import StudentChoice
-from edgekd.rundir import home_of
 from edgekd.stages.context import BuildContext
 from edgekd.stages.teacher import Teachers
 from edgekd.text.kd import tinybert_options
@@ -81,11 +79,6 @@ def _field_type(name: object) -> str:
     return str(types.get(name, "see edgekd.distill.trainer.TrainConfig"))
 
 
-def checkpoint_dir(ctx: BuildContext) -> Path | None:
-    """In the run's hidden working folder (``edgekd.rundir``), beside the lock and the staging directory."""
-    return home_of(ctx.out) / "checkpoints" if ctx.options.resume else None
-
-
 def distill(ctx: BuildContext, config: TrainConfig, teachers: Teachers, choice: StudentChoice) -> Distilled:
     data, options = ctx.data, ctx.options
     torch.manual_seed(options.seed)
@@ -95,13 +88,13 @@ def distill(ctx: BuildContext, config: TrainConfig, teachers: Teachers, choice: 
         ctx.say("distill: both models are text transformers: TinyBERT hidden-state and attention transfer added "
                 f"({', '.join(f'{k}={v}' for k, v in kd_config.loss_weights.items())})")
     train_kd = functools.partial(train, kd_model, data, kd_config, teacher=teachers.for_training,
-                                 progress=options.progress, checkpoint_dir=checkpoint_dir(ctx))
+                                 progress=options.progress, checkpoint_dir=ctx.checkpoint_dir)
     if not options.baseline:
         return Distilled(train_kd(), None)
     torch.manual_seed(options.seed)  # the same initial weights as the KD student
     train_alone = functools.partial(train, choice.build(data.input_shape, data.num_classes), data,
                                     dataclasses.replace(config, label="student (alone)"), progress=options.progress,
-                                    checkpoint_dir=checkpoint_dir(ctx))
+                                    checkpoint_dir=ctx.checkpoint_dir)
     threads = side_by_side_threads(ctx, config)
     if threads:
         ctx.say(f"baseline: KD and alone runs side by side, {threads} torch thread(s) each "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from torch import nn
 
 from edgekd import __version__
 from edgekd import distributed as ranks
-from edgekd.data.cache import cache_entry
+from edgekd.data.cache import cache_entry, private_dir
 from edgekd.distill.trainer import TrainConfig, TrainResult, train
 from edgekd.errors import EdgekdError
 from edgekd.io import atomic_write
@@ -161,11 +162,26 @@ def prepare_teacher(ctx: BuildContext, epochs: int) -> tuple[Teacher, TrainResul
             return Teacher(model, "trained-default (cached)", arch, f"default {arch}, cached at {cache}",
                            dict(options.teacher_config)), None
     ctx.say(f"teacher: none given, training the default '{arch}' on {data.name} for {epochs} epochs")
-    result = train(model, data, config, progress=options.progress)
+    checkpoints = teacher_checkpoint_dir(ctx, cache)
+    result = train(model, data, config, progress=options.progress, checkpoint_dir=checkpoints)
+    if result.details.get("resumed_from_epoch"):
+        ctx.say(f"teacher: resumed from epoch {result.details['resumed_from_epoch']} ({checkpoints})")
     if cache is not None and ranks.is_main():
         atomic_write(cache, lambda p: torch.save(result.model.state_dict(), p))
+        shutil.rmtree(checkpoints, ignore_errors=True)  # cached: nothing left to resume
     return Teacher(result.model, "trained-default", arch, f"default {arch} trained by edgekd",
                    dict(options.teacher_config)), result
+
+
+def teacher_checkpoint_dir(ctx: BuildContext, cache: Path | None) -> Path | None:
+    """Where the default teacher checkpoints each epoch, so a killed build or benchmark resumes it instead of
+    training it again: beside its cache entry (``teacher-<hash>.partial/``, private like the cache, so any later build
+    on this data resumes it), else the run's own checkpoints; None with ``--no-resume``."""
+    if not ctx.options.resume:
+        return None
+    if cache is None:
+        return ctx.checkpoint_dir
+    return ranks.from_main(lambda: private_dir(cache.with_suffix(".partial"), "teacher cache"))
 
 
 def cached_teacher(ctx: BuildContext, arch: str, config: TrainConfig, model: nn.Module) -> tuple[Path, dict | None]:
