@@ -94,7 +94,9 @@ QUICK = {"max_train": 3000, "max_test": 1000, "epoch_cap": 2, "patience": 1, "se
 QUIET_LOAD = 2.5  # 1-minute load average under which epoch times compare (2 cores; the runs' own threads included)
 TARGET_POINTS = 1.0  # the issue's target: KD at least this many points beyond the spread
 ROWS = ("alone", "methods", "progress")  # verdict(*[doc[key] for key in ROWS])
-STATE_VERSION = 1
+# 2: early stopping moves the best only on a gain above min_delta (distill/loop.record_epoch); runs of 1 stopped
+# on a creeping best, so they are not reused
+STATE_VERSION = 2
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -69,6 +69,18 @@ def test_record_epoch_keeps_later_ties_and_counts_patience(img):
     assert state.since_best == 3 and state.stopped
 
 
+def test_gains_under_min_delta_neither_move_the_best_nor_reset_patience_but_add_up(img):
+    """Keras' rule: the best moves only on a gain above min_delta, so small gains add up against it (a creeping
+    climb resets patience) and a run stopped by patience never has its best epoch last."""
+    run = loop.make_run(student(), img, TrainConfig(epochs=20, patience=3, min_delta=0.01), [], None)
+    state = loop.State(best_state=loop.snapshot(run.model))
+    for epoch, acc in enumerate([0.5, 0.506, 0.512, 0.518, 0.519, 0.52, 0.521, 0.5215], start=1):
+        loop.record_epoch(run, state, {"epoch": epoch, "val_accuracy": acc})
+        assert state.best_epoch < epoch or state.since_best == 0
+    assert state.best_epoch == 3 and state.best_acc == 0.512  # 0.512 > 0.5 + 0.01: the creep counted once
+    assert state.since_best == 5 and state.stopped and state.best_epoch < len(state.history)
+
+
 def test_train_step_and_epoch_pieces_match_train(img):
     config = TrainConfig(epochs=1, batch_size=16)
     run = loop.make_run(student(), img, config, [], None)

@@ -436,11 +436,16 @@ def run_epoch(run: Run, state: State, epoch: int, on_batch: Callable[[int, int],
 
 
 def record_epoch(run: Run, state: State, row: dict) -> None:
-    """Append the row; keep the best weights (ties go to the later epoch); count epochs without improvement."""
+    """Append the row; keep the best weights; count epochs without improvement.
+
+    As Keras' EarlyStopping: only a gain above ``min_delta`` moves the best, weights and patience alike. Moving the
+    best on smaller gains let a run of them creep upward without ever resetting patience (stopped while still
+    learning), and put the best epoch on the last one, so a plateau could not be told from a stop mid-climb. With
+    ``min_delta`` 0 a tie goes to the later, better-converged epoch."""
     config, val_acc, epoch = run.config, row["val_accuracy"], row["epoch"]
     state.history.append(row)
     improved = val_acc > state.best_acc + config.min_delta
-    if val_acc >= state.best_acc:  # ties go to the later, better-converged epoch
+    if improved or (config.min_delta == 0 and val_acc == state.best_acc):
         state.best_acc, state.best_epoch, state.best_state = val_acc, epoch, snapshot(run.model)
     state.since_best = 0 if improved else state.since_best + 1
     state.stopped = config.patience is not None and state.since_best >= config.patience and epoch < config.epochs
