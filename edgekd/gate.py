@@ -36,11 +36,10 @@ import numpy as np
 from edgekd import device_identity, gate_stats
 from edgekd.devices.gate_rules import device_tool_checks
 from edgekd.errors import EdgekdError
+from edgekd.gate_rows import FAIL, PASS, UNVERIFIED, BudgetCheck, DeviceMeasurement, budget_check
 from edgekd.io import atomic_write, dumps, read_json_object, sha256_file
 from edgekd.schema import ArtifactRow, DeviceArtifact, Gate, Report, StudentSection, as_report
 from edgekd.targets import TargetProfile
-
-PASS, FAIL, UNVERIFIED = "pass", "fail", "unverified"
 
 DEFAULT_MAX_REGRESSION_PCT = 10.0
 DEFAULT_MAX_ACCURACY_DROP = 0.01
@@ -54,27 +53,6 @@ HARDWARE_KEYS = ("arch", "cpu", "board", "cores", "threads")
 
 
 # ============================================================================================ results
-@dataclass(frozen=True)
-class BudgetCheck:
-    """One budget of the target against one measured value (student-wide or per shipped artifact)."""
-
-    name: str
-    artifact: str | None
-    measured: float | None
-    budget: float
-    unit: str
-    comparison: str  # "<=" or ">="
-    status: str
-    device_bound: bool
-    note: str = ""
-
-    @property
-    def margin(self) -> float | None:
-        if self.measured is None:
-            return None
-        return self.budget - self.measured if self.comparison == "<=" else self.measured - self.budget
-
-
 @dataclass(frozen=True)
 class RegressionCheck:
     """One metric of one shipped artifact against the same artifact in the baseline report."""
@@ -185,18 +163,6 @@ def check_report(report: Any, label: str, expected_target: str | None = None) ->
 
 
 # ============================================================================================ budgets
-def _check(name: str, artifact: str | None, measured: float | None, budget: float, unit: str, comparison: str,
-           device_bound: bool = False, on_device: bool = True, note: str = "") -> BudgetCheck:
-    if measured is None:
-        return BudgetCheck(name, artifact, None, budget, unit, comparison, UNVERIFIED, device_bound,
-                           note or "not measured in this report")
-    ok = measured <= budget if comparison == "<=" else measured >= budget
-    status = PASS if ok else FAIL
-    if device_bound and not on_device:
-        status = UNVERIFIED
-    return BudgetCheck(name, artifact, float(measured), float(budget), unit, comparison, status, device_bound, note)
-
-
 def _accuracy_ratio_check(name: str, accuracy: float | None, teacher_acc: float | None,
                           budget: float) -> BudgetCheck:
     """accuracy / teacher's >= budget. A teacher that scored 0 sets no floor (any accuracy is >= budget x 0): the row
@@ -205,22 +171,8 @@ def _accuracy_ratio_check(name: str, accuracy: float | None, teacher_acc: float 
         return BudgetCheck("min_accuracy_ratio", name, None, float(budget), "x teacher", ">=", PASS, False,
                            "the teacher scored 0 on the test split: the ratio sets no accuracy floor")
     ratio = accuracy / teacher_acc if teacher_acc and accuracy is not None else None
-    return _check("min_accuracy_ratio", name, ratio, budget, "x teacher", ">=",
-                  note="" if teacher_acc is not None else "the report has no teacher accuracy")
-
-
-@dataclass(frozen=True)
-class DeviceMeasurement:
-    """The row whose latency/memory judge an artifact's device budgets, and whether it counts as the device."""
-
-    row: DeviceArtifact | ArtifactRow
-    on_device: bool
-    where: str  # which identity rule matched, or why not
-
-    @property
-    def extra(self) -> dict[str, Any]:
-        """The row's fields the schema leaves open: a device tool's records (``devices/gate_rules.py``)."""
-        return self.row.model_extra or {}
+    return budget_check("min_accuracy_ratio", name, ratio, budget, "x teacher", ">=",
+                        note="" if teacher_acc is not None else "the report has no teacher accuracy")
 
 
 def _same_artifact(row: DeviceArtifact, artifact: ArtifactRow) -> str | None:
@@ -276,9 +228,9 @@ def evaluate_gate(report: Report | dict[str, Any], target: TargetProfile, strict
 
 def _student_checks(student: StudentSection, target: TargetProfile) -> list[BudgetCheck]:
     sb = target.student_budget
-    checks = [_check("params", None, student.params, sb.max_params, "params", "<=")]
+    checks = [budget_check("params", None, student.params, sb.max_params, "params", "<=")]
     if sb.max_macs is not None:  # a latency-budgeted target may set no MAC limit
-        checks.append(_check("macs", None, student.macs, sb.max_macs, "MACs", "<="))
+        checks.append(budget_check("macs", None, student.macs, sb.max_macs, "MACs", "<="))
     return checks
 
 
@@ -286,26 +238,26 @@ def _artifact_checks(report: Report, a: ArtifactRow, target: TargetProfile) -> l
     """Every budget of one shipped artifact: hardware-independent ones, then the device's (on the device only)."""
     b, name, checks = target.budgets, a.path, []
     if b.model_size_kb is not None:
-        checks.append(_check("model_size_kb", name, a.size_bytes / 1024, b.model_size_kb, "KiB", "<="))
+        checks.append(budget_check("model_size_kb", name, a.size_bytes / 1024, b.model_size_kb, "KiB", "<="))
     if b.min_accuracy_ratio is not None:
         checks.append(_accuracy_ratio_check(name, a.accuracy, report.teacher.accuracy, b.min_accuracy_ratio))
     if b.max_quantization_drop is not None:
         # Against the fp32 model the artifact was quantized from: the student, or a QAT model (its own).
         reference = report.student.accuracy if a.reference_accuracy is None else a.reference_accuracy
         drop = None if a.accuracy is None else reference - a.accuracy
-        checks.append(_check("max_quantization_drop", name, drop, b.max_quantization_drop, "accuracy", "<="))
+        checks.append(budget_check("max_quantization_drop", name, drop, b.max_quantization_drop, "accuracy", "<="))
     if b.max_latency_ratio_to_teacher is not None:
         ratio, note = latency_ratio_to_teacher(a, report.teacher.latency_ms.p50)
-        checks.append(_check("max_latency_ratio_to_teacher", name, ratio, b.max_latency_ratio_to_teacher,
-                             "x teacher p50", "<=", note=note))
+        checks.append(budget_check("max_latency_ratio_to_teacher", name, ratio, b.max_latency_ratio_to_teacher,
+                                   "x teacher p50", "<=", note=note))
     device = _device_measurement(report, a, target)
     if b.latency_ms_p95 is not None:
-        checks.append(_check("latency_ms_p95", name, device.row.latency_ms.p95, b.latency_ms_p95, "ms", "<=", True,
-                             device.on_device, device.where))
+        checks.append(budget_check("latency_ms_p95", name, device.row.latency_ms.p95, b.latency_ms_p95, "ms", "<=",
+                                   True, device.on_device, device.where))
     if b.peak_memory_mb is not None:
-        checks.append(_check("peak_memory_mb", name, device.row.peak_memory_mb, b.peak_memory_mb, "MB", "<=", True,
-                             device.on_device, device.where))
-    return checks + device_tool_checks(device, target, name, _check)
+        checks.append(budget_check("peak_memory_mb", name, device.row.peak_memory_mb, b.peak_memory_mb, "MB", "<=",
+                                   True, device.on_device, device.where))
+    return checks + device_tool_checks(device, target, name)
 
 
 # ============================================================================================ latency

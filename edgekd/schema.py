@@ -493,7 +493,7 @@ class TrainingOptimisations(_Closed):
 
 
 class GateCheck(_Open):
-    """One budget row of the gate (``gate.BudgetCheck``)."""
+    """One budget row of the gate (``gate_rows.BudgetCheck``)."""
 
     name: str
     artifact: str | None = None

@@ -9,17 +9,11 @@ measurement is the target device's (``on_device``); elsewhere it is unverified.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgekd.devices.records import Delegation, LayerPrecisions, read_record
+from edgekd.gate_rows import BudgetCheck, DeviceMeasurement, budget_check
 from edgekd.targets import TargetProfile
-
-if TYPE_CHECKING:
-    from edgekd.gate import BudgetCheck, DeviceMeasurement
-
-# edgekd.gate's row maker, handed in by the gate (which imports this module: importing it back would be a cycle)
-CheckMaker = Callable[..., "BudgetCheck"]
 
 NAMES_SHOWN = 12
 
@@ -38,7 +32,7 @@ def delegation_words(d: Delegation) -> str:
     return f"{d.delegate} {d.status}" + (f": {nodes}{parts}" if nodes else "") + f"; on the CPU: {cpu}"
 
 
-def _delegation_check(row: dict[str, Any], device: DeviceMeasurement, artifact: str, check: CheckMaker) -> BudgetCheck:
+def _delegation_check(row: dict[str, Any], device: DeviceMeasurement, artifact: str) -> BudgetCheck:
     d = read_record(Delegation, row["delegation"], f"device result for {artifact}")
     if d.status == "full":
         cpu = 0
@@ -46,27 +40,26 @@ def _delegation_check(row: dict[str, Any], device: DeviceMeasurement, artifact: 
         cpu = max(1, d.cpu_nodes)
     else:
         cpu = max(1, sum(d.cpu_operators.values()))
-    return check("full_delegation", artifact, cpu, 0, "nodes on the CPU", "<=", True, device.on_device,
+    return budget_check("full_delegation", artifact, cpu, 0, "nodes on the CPU", "<=", True, device.on_device,
                   f"{delegation_words(d)}; {device.where}")
 
 
-def _precision_check(row: dict[str, Any], device: DeviceMeasurement, artifact: str, check: CheckMaker) -> BudgetCheck:
+def _precision_check(row: dict[str, Any], device: DeviceMeasurement, artifact: str) -> BudgetCheck:
     layers = read_record(LayerPrecisions, row["layer_precisions"], f"device result for {artifact}")
     named = _listing(layers.float_layers) or "none"
-    return check("full_delegation", artifact, len(layers.float_layers), 0, "float layers", "<=", True,
+    return budget_check("full_delegation", artifact, len(layers.float_layers), 0, "float layers", "<=", True,
                   device.on_device, f"{layers.engine_precision} engine, compute layers left in float: {named}; "
                                     f"{device.where}")
 
 
-def device_tool_checks(device: DeviceMeasurement, target: TargetProfile, artifact: str,
-                       check: CheckMaker) -> list[BudgetCheck]:
+def device_tool_checks(device: DeviceMeasurement, target: TargetProfile, artifact: str) -> list[BudgetCheck]:
     """The ``full_delegation`` row of one shipped artifact, when the target requires it and the device row that
     judges the artifact carries a delegation (Android) or layer precisions (TensorRT); else nothing."""
     if not target.runtime.require_full_delegation:
         return []
     row = device.extra  # the device tool's records: fields the report schema leaves open
     if row.get("delegation"):
-        return [_delegation_check(row, device, artifact, check)]
+        return [_delegation_check(row, device, artifact)]
     if row.get("layer_precisions"):
-        return [_precision_check(row, device, artifact, check)]
+        return [_precision_check(row, device, artifact)]
     return []
