@@ -5,6 +5,9 @@ student trained alone and taught by each distillation method, each run until its
     # Fashion-MNIST at the rpi4 build's settings -> benchmarks/results/kd_quality_fashion_mnist.json
     nohup nice -n 10 .venv/bin/python benchmarks/kd_quality.py --data ../shared/datasets/fashion-mnist \
         --target rpi4 > runs/kdq-fmnist.log 2>&1 &
+    # is the teacher KD's ceiling? the same with a teacher trained longer; the alone runs are reused, not retrained
+    nohup nice -n 10 .venv/bin/python benchmarks/kd_quality.py --data ../shared/datasets/fashion-mnist \
+        --target rpi4 --teacher-epochs 15 --out benchmarks/results/kd_quality_fashion_mnist_teacher15.json &
     # CIFAR-10, all 50,000 training images (hours on 2 cores) -> benchmarks/results/kd_quality.json
     nohup nice -n 10 .venv/bin/python benchmarks/kd_quality.py --target rpi4 > runs/kdq-cifar10.log 2>&1 &
 
@@ -232,19 +235,44 @@ def recipe_of(args, ctx: BuildContext, base: TrainConfig, teacher_key: str, choi
 
 
 # ------------------------------------------------------------------------------------------------ resumable state
+ALONE_IGNORES = ("teacher_key_sha256", "methods", "teaching")  # what a student trained alone never sees
+
+
 class State(ResumeState):
-    """Finished runs on disk (``<cache>/kd_quality/<recipe hash>.json``), rewritten atomically after each one."""
+    """Finished runs on disk (``<cache>/kd_quality/<recipe hash>.json``), rewritten atomically after each one.
+
+    The alone runs are kept a second time under a recipe without the teacher and the methods
+    (``<cache>/kd_quality_alone/``): a measurement that changes only the teacher (``--teacher-epochs``, to see
+    whether the teacher is KD's ceiling) reuses them instead of training the same students again, with the CPU
+    kernels they were trained with."""
 
     def __init__(self, cache_dir: str, recipe: dict):
         super().__init__(cache_dir, "kd_quality", recipe, {"runs": {}, "teacher": None, "fast_plan": None})
         self.checkpoints = self.path.with_suffix("")
+        alone_recipe = {k: v for k, v in recipe.items() if k not in ALONE_IGNORES}
+        self.alone = ResumeState(cache_dir, "kd_quality_alone", alone_recipe, {"runs": {}, "fast_plan": None})
+        for key, row in self.doc["runs"].items():  # a state written before the shared one existed fills it
+            if key.startswith("alone/"):
+                self.alone.doc["runs"].setdefault(key.split("/")[1], row)
+        if self.alone.doc["fast_plan"] is None:
+            self.alone.doc["fast_plan"] = self.doc["fast_plan"]
+        self.alone.put("runs", self.alone.doc["runs"])
+        if self.doc["fast_plan"] is None:
+            self.doc["fast_plan"] = self.alone.doc["fast_plan"]
 
     def run(self, name: str, seed: int) -> dict | None:
-        return self.doc["runs"].get(f"{name}/{seed}")
+        row = self.doc["runs"].get(f"{name}/{seed}")
+        if row is None and name == "alone" and str(seed) in self.alone.doc["runs"]:
+            row = {**self.alone.doc["runs"][str(seed)], "shared_from": self.alone.path.name}
+            self.finish(name, seed, row)
+        return row
 
     def finish(self, name: str, seed: int, row: dict) -> None:
         self.doc["runs"][f"{name}/{seed}"] = row
         write_json(self.path, self.doc)
+        if name == "alone":
+            self.alone.doc["runs"][str(seed)] = {k: v for k, v in row.items() if k != "shared_from"}
+            self.alone.put("fast_plan", self.alone.doc["fast_plan"] or self.doc["fast_plan"])
 
 
 def teacher_for_build(ctx: BuildContext, state: State, epochs: int, say) -> tuple[torch.nn.Module, dict]:
@@ -429,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in runs:
             row = state.run(name, seed)
             if row is not None:
-                say(f"seed {seed} {name:<13} finished earlier (state {state.path.name}): skipped")
+                where = row.get("shared_from") or state.path.name
+                say(f"seed {seed} {name:<13} finished earlier (state {where}): skipped")
             else:
                 say(f"seed {seed} {name:<13} training to a plateau (patience {args.patience}, cap {args.epoch_cap})")
                 row = train_one(ctx, state, args, base, name, seed, teacher, choice)

@@ -150,3 +150,31 @@ def test_a_restarted_measurement_skips_finished_runs(bench, tmp_path, monkeypatc
     assert run["epoch_cap"] == 4 and 1 <= run["best_epoch"] <= run["epochs_run"] <= 4
     assert run["stopped"] in ("plateau", "cap") and run["resumed_from_epoch"] is None
     assert doc["verdict"] == json.loads(json.dumps(bench.verdict(*[doc[k] for k in bench.ROWS])))
+
+
+def test_a_measurement_that_changes_only_the_teacher_reuses_the_alone_runs(bench, tmp_path, monkeypatch, capsys):
+    """The students trained alone never see the teacher: a second teacher trains only the KD runs, and its results
+    pair them with the same alone rows (and the same CPU kernels)."""
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "edgekd-cache"))
+    argv = ["--data", str(_toy_npz(tmp_path / "toy.npz")), "--seeds", "2", "--methods", "kd", "--epoch-cap", "2",
+            "--patience", "1", "--cache-dir", str(tmp_path / "cache"), "--teacher-cache", str(tmp_path / "teachers"),
+            "--no-fast", "--threads", "1"]
+    real, trained = bench.train_one, []
+
+    def counted(ctx, state, args, base, name, seed, *rest):
+        trained.append((name, seed))
+        return real(ctx, state, args, base, name, seed, *rest)
+
+    monkeypatch.setattr(bench, "train_one", counted)
+    first = tmp_path / "one.json"
+    assert bench.main([*argv, "--teacher-epochs", "1", "--out", str(first)]) == 0
+    assert sorted(trained) == [("alone", 0), ("alone", 1), ("kd", 0), ("kd", 1)]
+    trained.clear()
+    second = tmp_path / "two.json"
+    assert bench.main([*argv, "--teacher-epochs", "2", "--out", str(second)]) == 0
+    assert sorted(trained) == [("kd", 0), ("kd", 1)]
+    one, two = json.loads(first.read_text()), json.loads(second.read_text())
+    assert one["teacher"]["epochs"] == 1 and two["teacher"]["epochs"] == 2
+    strip = [{k: v for k, v in r.items() if k != "shared_from"} for r in two["alone"]["runs"]]
+    assert strip == one["alone"]["runs"] and all(r["shared_from"].endswith(".json") for r in two["alone"]["runs"])
+    assert two["complete"] and two["verdict"] == json.loads(json.dumps(bench.verdict(*[two[k] for k in bench.ROWS])))
