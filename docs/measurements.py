@@ -132,20 +132,28 @@ def formats(data: dict[str, Any]) -> list[str]:
                  rows)
 
 
+def best_epochs(runs: list[dict[str, Any]]) -> str:
+    """'9/14, 8/13': each run's best validation epoch of the epochs it ran (a plateau: the first below the second)."""
+    return ", ".join(f"{r['best_epoch']}/{r['epochs_run']}" for r in runs if "epochs_run" in r) or "-"
+
+
 def kd_quality(data: dict[str, Any]) -> list[str]:
     alone = data.get("alone", {})
     rows = [["alone", fmt(alone.get("accuracy_mean")), fmt(alone.get("accuracy_std")),
-             fmt(alone.get("val_accuracy_mean")), "-", "-"]]
+             fmt(alone.get("val_accuracy_mean")), "-", "-", best_epochs(alone.get("runs", []))]]
     rows += [[name, fmt(m.get("accuracy_mean")), fmt(m.get("accuracy_std")), fmt(m.get("val_accuracy_mean")),
-              fmt(m.get("gain_vs_alone_points")), fmt(m.get("epoch_time_ratio_vs_alone"))]
+              fmt(m.get("gain_vs_alone_points")), fmt(m.get("epoch_time_ratio_vs_alone")),
+              best_epochs(m.get("runs", []))]
              for name, m in data.get("methods", {}).items()]
-    lines = [f"Teacher {fmt(dig(data, 'teacher', 'arch'))}: test {fmt(dig(data, 'teacher', 'accuracy'))}; "
+    epochs = dig(data, "teacher", "epochs")
+    lines = [f"Teacher {fmt(dig(data, 'teacher', 'arch'))}" + (f" ({epochs} epochs)" if epochs else "") +
+             f": test {fmt(dig(data, 'teacher', 'accuracy'))}; "
              f"method selected on validation: {fmt(data.get('selected_on_val'))}.", ""]
     if "progress" in data:  # measured at convergence (issue 31): finished runs and the verdict from them
         lines += [f"Runs finished: {fmt(dig(data, 'progress', 'done'))}/{fmt(dig(data, 'progress', 'expected'))}; "
                   f"verdict: {fmt(data.get('verdict'))}.", ""]
     return lines + table(["method", "test acc mean", "sd", "val acc mean", "gain vs alone (points)",
-                          "epoch time vs alone"], rows)
+                          "epoch time vs alone", "best epoch / epochs run"], rows)
 
 
 def text_kd(data: dict[str, Any]) -> list[str]:
@@ -263,8 +271,7 @@ RENDERERS: dict[str, Renderer] = {
     "student_seed_noise_teacher_resnet": student_seed_noise,
     "two_core_scaling": two_core_scaling,
     "formats": formats,
-    "kd_quality": kd_quality,
-    "kd_quality_fashion_mnist": kd_quality,
+    "kd_quality": kd_quality,  # and every kd_quality_<data set>[_<variant>].json: a renderer per script
     "latency_selection": latency_selection,
     "gate_noise": gate_noise,
     "text_kd": text_kd,
@@ -284,7 +291,7 @@ def section(path: Path) -> list[str]:
             f"{measured_on(data) if isinstance(data, dict) else 'provenance: none'}.", ""]
     if not isinstance(data, dict):
         return head + ["(not a JSON object)", ""]
-    renderer = RENDERERS.get(path.stem, generic)
+    renderer = RENDERERS.get(path.stem) or RENDERERS.get(Path(script_of(path.stem)).stem, generic)
     if "verdict" in data and renderer not in SHOWS_VERDICT and not (renderer is generic and
                                                                      is_scalar(data["verdict"])):
         head += verdict_lines(data["verdict"])
