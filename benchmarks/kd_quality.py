@@ -62,6 +62,7 @@ from _provenance import OUT_HELP, Recorder, results_path, stamped  # noqa: E402
 from _state import ResumeState  # noqa: E402
 
 from edgekd.data import load_dataset  # noqa: E402
+from edgekd.data.cache import cache_entry, private_dir  # noqa: E402
 from edgekd.distill.augment import DEFAULT_TEACHING, TEACHING_MODES  # noqa: E402
 from edgekd.distill.schedules import LR_SCHEDULES  # noqa: E402
 from edgekd.distill.trainer import TrainConfig, accuracy, train  # noqa: E402
@@ -169,7 +170,8 @@ def teacher_path(args, data, widths: tuple[int, ...], epochs: int) -> Path:
     key = json.dumps({"data": data.fingerprint(), "arch": "teacher_cnn", "widths": list(widths), "epochs": epochs,
                       "batch_size": config.batch_size, "lr": config.lr, "seed": 0, "augment": list(args.augment)},
                      sort_keys=True)
-    return Path(args.cache_dir) / f"teacher-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    name = f"teacher-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    return cache_entry(Path(args.cache_dir), name, what="benchmark teacher cache")  # checked before it is read
 
 
 def teacher_for(args, data, widths: tuple[int, ...], epochs: int, say) -> tuple[torch.nn.Module, dict]:
@@ -185,8 +187,10 @@ def teacher_for(args, data, widths: tuple[int, ...], epochs: int, say) -> tuple[
         return model, {**info, "cached": True, "train_time_s": None,
                        "val_accuracy": accuracy(model, data.x_val, data.y_val)}
     say(f"teacher: training teacher_cnn widths {widths} for {epochs} epochs (cached afterwards at {path.name})")
-    result = train(model, data, teacher_config(args, epochs), progress=False)
+    partial = private_dir(path.with_suffix(".partial"), "benchmark teacher cache")  # each epoch: a stop resumes it
+    result = train(model, data, teacher_config(args, epochs), progress=False, checkpoint_dir=partial)
     atomic_write(path, lambda p: torch.save(result.model.state_dict(), p))
+    shutil.rmtree(partial, ignore_errors=True)
     return result.model, {**info, "cached": False, "train_time_s": round(result.train_time_s, 1),
                           "val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch}
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "kd_quality.py"
 
@@ -178,3 +179,31 @@ def test_a_measurement_that_changes_only_the_teacher_reuses_the_alone_runs(bench
     strip = [{k: v for k, v in r.items() if k != "shared_from"} for r in two["alone"]["runs"]]
     assert strip == one["alone"]["runs"] and all(r["shared_from"].endswith(".json") for r in two["alone"]["runs"])
     assert two["complete"] and two["verdict"] == json.loads(json.dumps(bench.verdict(*[two[k] for k in bench.ROWS])))
+
+
+def test_the_shared_teacher_resumes_a_killed_training_and_ends_as_a_fresh_one(bench, tmp_path, monkeypatch):
+    """latency_selection and capacity_proxy train this teacher for many minutes: a stop mid-way resumes it from
+    its last epoch (``teacher-<hash>.partial/``, removed once the teacher is cached)."""
+    from tests.conftest import make_dataset
+
+    data, real = make_dataset(n_train=64, shape=(1, 8, 8)), bench.train
+    recipe = bench.default_recipe()
+
+    def crashing(*args, **kwargs):
+        def stop(epoch, row):
+            if epoch == 2:
+                raise KeyboardInterrupt
+        return real(*args, on_epoch_end=stop, **kwargs)
+
+    recipe.cache_dir = str(tmp_path / "cache")
+    monkeypatch.setattr(bench, "train", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        bench.teacher_for(recipe, data, (4, 8, 8), 3, print)
+    assert list((tmp_path / "cache").glob("teacher-*.partial/*/checkpoint.pt"))
+    monkeypatch.setattr(bench, "train", real)
+    resumed, info = bench.teacher_for(recipe, data, (4, 8, 8), 3, print)
+    assert info["cached"] is False and not list((tmp_path / "cache").glob("*.partial"))
+    recipe.cache_dir = str(tmp_path / "fresh")
+    fresh, _ = bench.teacher_for(recipe, data, (4, 8, 8), 3, print)
+    pairs = zip(resumed.state_dict().values(), fresh.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
