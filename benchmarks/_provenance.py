@@ -3,7 +3,8 @@ dirty flag), which command, which CPU (model and the ISA flags that decide its k
 before and after, which runtimes, which seeds, how long. One typed model so every script writes the same keys.
 
 A timing benchmark states the 1-minute load average it needs (``quiet_load``, its own threads included); when the
-host was busier, before or after, :func:`judged` replaces its verdict with :data:`HOST_BUSY`.
+host was busier, before, after or at any sample while it ran (every ``LOAD_SAMPLE_S``), :func:`judged` replaces its
+verdict with :data:`HOST_BUSY`.
 
 Imported by the scripts in this folder (``from _provenance import ...``); reads /proc and package metadata only,
 so it imports no runtime that a script does not already load.
@@ -17,6 +18,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -27,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 
 REPO = Path(__file__).resolve().parent.parent
 HOST_BUSY = "invalid: host busy"
+LOAD_SAMPLE_S = 5.0  # how often a running benchmark samples the 1-minute load average
 # CPU flags that change which kernels torch / onnxruntime / OpenVINO run (int8 VNNI, bf16, AMX tiles)
 FLAG_PREFIXES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx", "fma", "asimd",
                  "asimddp", "i8mm", "bf16", "sve")
@@ -60,6 +63,9 @@ class Provenance(BaseModel):
     cores: int
     loadavg_before: list[float]
     loadavg_after: list[float]
+    # the highest 1-minute load average seen while it ran (sampled every LOAD_SAMPLE_S): a busy spell in the middle
+    # of a long run shows here, not in the load before and after; None in files written before it was recorded
+    loadavg_max_1min: float | None = None
     quiet_load: float | None
     host_busy: bool
     runtimes: dict[str, str | None]
@@ -128,16 +134,25 @@ class Recorder:
         self.quick, self.seeds, self.quiet_load = quick, [int(s) for s in seeds], quiet_load
         self.started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         self.load_before, self.t0 = _load(), time.perf_counter()
+        self.load_max, self._done = self.load_before[0], threading.Event()
+        threading.Thread(target=self._sample_load, daemon=True).start()
+
+    def _sample_load(self) -> None:
+        while not self._done.wait(LOAD_SAMPLE_S):
+            self.load_max = max(self.load_max, _load()[0])
 
     def finish(self) -> Provenance:
+        self._done.set()
         load_after = _load()
+        load_max = max(self.load_max, load_after[0])
         cpu, flags = _cpuinfo()
         dirty = [line[3:] for line in _git("status", "--porcelain", "--untracked-files=no").splitlines() if line]
-        busy = self.quiet_load is not None and max(self.load_before[0], load_after[0]) > self.quiet_load
+        busy = self.quiet_load is not None and load_max > self.quiet_load
         return Provenance(
             commit=_git("rev-parse", "HEAD").strip() or "unknown", dirty=bool(dirty), dirty_files=dirty[:50],
             command=_command(), started_utc=self.started, cpu=cpu, cpu_flags=flags, cores=os.cpu_count() or 1,
-            loadavg_before=self.load_before, loadavg_after=load_after, quiet_load=self.quiet_load, host_busy=busy,
+            loadavg_before=self.load_before, loadavg_after=load_after, loadavg_max_1min=load_max,
+            quiet_load=self.quiet_load, host_busy=busy,
             runtimes=runtime_versions(), seeds=self.seeds, wall_s=round(time.perf_counter() - self.t0, 1),
             quick=self.quick)
 

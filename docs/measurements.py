@@ -73,8 +73,9 @@ def measured_on(data: dict[str, Any]) -> str:
         if prov.get("cpu_flags"):
             parts.append(f"flags {' '.join(prov['cpu_flags'])}")
         if prov.get("loadavg_before"):
+            peak = f", at most {fmt(prov['loadavg_max_1min'])}" if prov.get("loadavg_max_1min") is not None else ""
             parts.append(f"load {fmt(prov['loadavg_before'][0])} -> {fmt((prov.get('loadavg_after') or [None])[0])}"
-                         + (" (busy: no verdict)" if prov.get("host_busy") else ""))
+                         + peak + (" (busy: no verdict)" if prov.get("host_busy") else ""))
         if prov.get("wall_s") is not None:
             parts.append(f"wall {fmt(prov['wall_s'])} s")
         return "provenance: " + "; ".join(parts)

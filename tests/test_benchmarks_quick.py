@@ -135,6 +135,25 @@ def test_recorder_judges_by_the_load_before_and_after(monkeypatch):
     assert set(quiet.runtimes) >= {"python", "numpy", "torch", "onnxruntime", "openvino", "ai_edge_litert"}
 
 
+def test_recorder_catches_a_busy_spell_in_the_middle_of_a_run(monkeypatch):
+    """Quiet at both ends, busy in between: the load sampled while it ran makes it busy (before and after alone
+    would have passed it)."""
+    import time
+
+    import _provenance
+
+    load = {"now": 0.2}
+    monkeypatch.setattr(_provenance, "_load", lambda: [load["now"], 0.0, 0.0])
+    monkeypatch.setattr(_provenance, "LOAD_SAMPLE_S", 0.01)
+    recorder = _provenance.Recorder(quick=True, seeds=[0], quiet_load=2.5)
+    load["now"] = 4.0
+    time.sleep(0.2)
+    load["now"] = 0.3
+    ran = recorder.finish()
+    assert ran.loadavg_before[0] == 0.2 and ran.loadavg_after[0] == 0.3
+    assert ran.loadavg_max_1min == 4.0 and ran.host_busy
+
+
 def test_aligned_windows_count_only_the_shared_seconds():
     """two_core_scaling: a worker that ran alone before the window adds nothing; a half-inside step adds half."""
     scaling = load_script("two_core_scaling")

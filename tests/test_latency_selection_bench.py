@@ -18,10 +18,16 @@ def _script():
     return module
 
 
-def _row(sel_acc: float, sel_std: float, mac_acc: float, mac_std: float, meets: bool = True) -> dict:
-    return {"target": "x86-cpu", "latency_budget_ms": 0.1,
+def _row(sel_acc: float, sel_std: float, mac_acc: float, mac_std: float, meets: bool = True,
+         mac_meets: bool = True, target: str = "x86-cpu") -> dict:
+    return {"data": "fmnist", "target": target, "latency_budget_ms": 0.1,
             "latency_selected": {"accuracy": sel_acc, "accuracy_std": sel_std, "meets_budget": meets},
-            "mac_selected": {"accuracy": mac_acc, "accuracy_std": mac_std}}
+            "mac_selected": {"accuracy": mac_acc, "accuracy_std": mac_std, "meets_budget": mac_meets}}
+
+
+def _nothing(mac_meets: bool) -> dict:
+    return {"data": "fmnist", "target": "x86-cpu", "latency_budget_ms": 0.01, "latency_selected": None,
+            "note": "no student fits", "mac_selected": {"accuracy": 0.9, "accuracy_std": 0.0, "meets_budget": mac_meets}}
 
 
 def test_the_verdict_is_computed_from_the_rows():
@@ -29,12 +35,35 @@ def test_the_verdict_is_computed_from_the_rows():
     good = [_row(0.90, 0.005, 0.88, 0.004), _row(0.91, 0.003, 0.89, 0.01), _row(0.85, 0.01, 0.855, 0.002)]
     v = verdict(good)
     assert v["passed"] and v["better_beyond_spread"] == 2 and v["rows_ok"] == 3
-    assert not verdict(good[:1] + good[2:])["passed"]  # only one row better beyond the spread
     assert not verdict([*good, _row(0.80, 0.005, 0.88, 0.004)])["passed"]  # worse beyond the spread
-    assert not verdict([*good[:2], _row(0.95, 0.001, 0.88, 0.001, meets=False)])["passed"]  # misses its budget
-    nothing = {"target": "rpi4", "latency_budget_ms": 0.01, "latency_selected": None, "note": "no student fits",
-               "mac_selected": {"accuracy": 0.9, "accuracy_std": 0.0}}
-    assert not verdict([*good, nothing])["passed"]
+    assert not verdict([*good, _row(0.95, 0.001, 0.88, 0.001, meets=False)])["passed"]  # misses its budget
+    one_better = [good[0], good[2], _row(0.86, 0.01, 0.855, 0.002)]
+    assert not verdict(one_better)["passed"]  # only one row better beyond the spread
+
+
+def test_each_data_set_and_target_needs_three_judged_budgets():
+    verdict = _script().verdict
+    good = [_row(0.90, 0.005, 0.88, 0.004), _row(0.91, 0.003, 0.89, 0.01), _row(0.85, 0.01, 0.855, 0.002)]
+    v = verdict(good[:2])
+    assert not v["passed"] and v["judged_budgets_per_data_target_min"] == 2
+    assert not verdict([*good, _row(0.9, 0.01, 0.9, 0.01, target="rpi4")])["passed"]  # rpi4: one budget
+
+
+def test_a_budget_under_the_runtimes_floor_is_reported_not_judged_and_a_missed_fit_fails():
+    verdict = _script().verdict
+    good = [_row(0.90, 0.005, 0.88, 0.004), _row(0.91, 0.003, 0.89, 0.01), _row(0.85, 0.01, 0.855, 0.002)]
+    v = verdict([*good, _nothing(mac_meets=False)])  # neither rule can ship a student: infeasible
+    assert v["passed"] and v["rows_infeasible"] == 1 and v["per_row"][-1]["why"].startswith("infeasible")
+    assert not verdict([*good, _nothing(mac_meets=True)])["passed"]  # the MAC student fits: a miss
+
+
+def test_where_the_mac_student_breaks_the_budget_the_selected_one_must_meet_it():
+    verdict = _script().verdict
+    good = [_row(0.90, 0.005, 0.88, 0.004), _row(0.91, 0.003, 0.89, 0.01), _row(0.85, 0.01, 0.855, 0.002)]
+    smaller = _row(0.84, 0.004, 0.88, 0.004, mac_meets=False)  # less accurate, but the MAC one is not deployable
+    v = verdict([*good, smaller])
+    assert v["passed"] and v["per_row"][-1]["ok"] and not v["per_row"][-1]["better_beyond_spread"]
+    assert not verdict([*good, _row(0.84, 0.004, 0.88, 0.004, meets=False, mac_meets=False)])["passed"]
 
 
 @pytest.mark.slow
