@@ -121,7 +121,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # pieces serve the full one).
 RECIPE_ARGS = ("quick", "seeds", "max_train", "train_samples", "epochs", "teacher_epochs", "teacher_widths",
                "max_measure", "threads")
-STATE_VERSION = 1
+# 2: candidates timed in 3 fresh processes, p50/p95 their medians (selection/timing.TIMING_PROCESSES)
+STATE_VERSION = 2
 # What each piece keeps of its own provenance (the file's block covers only the command that wrote it)
 PIECE_RAN = {"commit", "dirty", "started_utc", "loadavg_before", "loadavg_after", "loadavg_max_1min", "host_busy",
              "wall_s"}
