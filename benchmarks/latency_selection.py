@@ -122,7 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 RECIPE_ARGS = ("quick", "seeds", "max_train", "train_samples", "epochs", "teacher_epochs", "teacher_widths",
                "max_measure", "threads")
 # 2: candidates timed in 3 fresh processes, p50/p95 their medians (selection/timing.TIMING_PROCESSES)
-STATE_VERSION = 2
+# 3: the budget's own choice and the MAC student train every rung of the accuracy search (Finalist.protected)
+STATE_VERSION = 3
 # What each piece keeps of its own provenance (the file's block covers only the command that wrote it)
 PIECE_RAN = {"commit", "dirty", "started_utc", "loadavg_before", "loadavg_after", "loadavg_max_1min", "host_busy",
              "wall_s"}

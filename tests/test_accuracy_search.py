@@ -155,3 +155,24 @@ def test_the_report_says_which_rule_chose_the_student_and_plots_the_finalists(ha
     assert LOW_RES.name in md and FULL_RES.name in md and "| eliminated |" in md
     page = render_html(report)
     assert "Accuracy search" in page and "Pareto front, budget, chosen" in page
+
+
+def test_protected_finalists_train_every_rung_and_the_others_halve():
+    assert acc._rungs(4, 10) == [(4, 10), (2, 20)]  # unprotected: halving down to the last two
+    assert acc._rungs(6, 10, protected=2) == [(6, 10), (4, 20), (3, 40)]  # 4 challengers -> 2 -> 1, beside 2
+    assert acc._rungs(3, 10, protected=2) == [(3, 10)]  # one challenger: every finalist trains once, to the end
+
+
+def test_the_mac_student_is_trained_to_the_last_rung_however_it_starts():
+    """A short proxy favours small students that learn fast; the MAC-selected student (protected) is judged where
+    the winner is, never eliminated on its first steps."""
+    data = dataclasses.replace(_checkerboard_data(), x_test=_NoTestSplit(), y_test=_NoTestSplit())
+    mac = dataclasses.replace(Finalist("mobilenetv2", {"width": 0.25, "depth": 1, "expand": 4, "resolution": 4},
+                                       0, 0, why="the MAC-selected student"), protected=True)
+    other = Finalist("resnet", {"width": 0.25, "depth": 1}, 0, 0, why="another group")
+    out = search(LOW_RES, lambda: [mac, FULL_RES, other], data, CONFIG, [_Oracle()], lambda step_s: 1e6,
+                 log=lambda m: None)
+    rec = out.record
+    assert rec["ran"] and len(rec["rungs"]) == 2, rec
+    last = set(rec["rungs"][-1]["trained"])
+    assert {LOW_RES.name, mac.name} <= last and len(last) == 3  # both protected, beside the best challenger

@@ -27,7 +27,8 @@ def _row(sel_acc: float, sel_std: float, mac_acc: float, mac_std: float, meets: 
 
 def _nothing(mac_meets: bool) -> dict:
     return {"data": "fmnist", "target": "x86-cpu", "latency_budget_ms": 0.01, "latency_selected": None,
-            "note": "no student fits", "mac_selected": {"accuracy": 0.9, "accuracy_std": 0.0, "meets_budget": mac_meets}}
+            "note": "no student fits",
+            "mac_selected": {"accuracy": 0.9, "accuracy_std": 0.0, "meets_budget": mac_meets}}
 
 
 def test_the_verdict_is_computed_from_the_rows():

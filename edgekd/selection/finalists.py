@@ -34,7 +34,7 @@ def pick(base: Finalist, fitting: list[Finalist], mac: Finalist | None = None,
     """``base`` first, ``mac`` second (when it fits: it is in ``fitting``), then one per group, then by capacity.
     ``fitting`` is most capable first."""
     names = {f.name for f in fitting}
-    out = [base] + ([dataclasses.replace(mac, why="the MAC-selected student (fits the budget)")]
+    out = [base] + ([dataclasses.replace(mac, why="the MAC-selected student (fits the budget)", protected=True)]
                     if mac is not None and mac.name != base.name and mac.name in names else [])
     seen = {group(f.family, f.config) for f in out}
     for f in fitting:
