@@ -258,11 +258,9 @@ class State(ResumeState):
         for key, row in self.doc["runs"].items():  # a state written before the shared one existed fills it
             if key.startswith("alone/"):
                 self.alone.doc["runs"].setdefault(key.split("/")[1], row)
-        if self.alone.doc["fast_plan"] is None:
-            self.alone.doc["fast_plan"] = self.doc["fast_plan"]
+        self.alone.doc["fast_plan"] = self.alone.doc["fast_plan"] or self.doc["fast_plan"]
+        self.doc["fast_plan"] = self.doc["fast_plan"] or self.alone.doc["fast_plan"]
         self.alone.put("runs", self.alone.doc["runs"])
-        if self.doc["fast_plan"] is None:
-            self.doc["fast_plan"] = self.alone.doc["fast_plan"]
 
     def run(self, name: str, seed: int) -> dict | None:
         row = self.doc["runs"].get(f"{name}/{seed}")
